@@ -1,0 +1,81 @@
+"""Pydantic models for the sweep subsystem's YAML (configs/sweep/*.yaml) and requests."""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SolverConfig(_Strict):
+    """How to integrate and how to judge the result. Both backends read the same settings."""
+
+    backend: Literal["torch", "scipy"] = "torch"
+    method: Literal["DOP853", "LSODA", "RK45", "Radau"] = "DOP853"  # scipy backend only
+    rtol: float = Field(1e-8, gt=1e-14, le=1e-2)
+    atol: float = Field(1e-10, gt=1e-16, le=1e-2)
+    dtype: Literal["float64", "float32"] = "float64"
+    device: str = "auto"                     # torch backend: auto -> cuda when visible, else cpu
+    t_span: tuple[float, float] | None = None  # None -> the model's own time_span
+    window: float = Field(0.25, gt=0, lt=1)  # final fraction of t_span used for min/max and Lyapunov
+    blowup_bound: float = Field(1e4, gt=0)   # |u_i| beyond this (or non-finite) means blow-up
+    lyapunov: bool = True                    # estimate the largest exponent from a perturbed twin
+    twin_separation: float = Field(1e-7, gt=0, lt=1e-2)
+    renorm_interval: float = Field(1.0, gt=0)  # scipy backend: time between twin renormalisations
+    max_steps: int = Field(2_000_000, gt=0)
+    # regime rule thresholds (see docs/models/README.md "Regime rule")
+    fixed_point_tol: float = Field(1e-4, gt=0)    # relative window amplitude below which: fixed point
+    chaos_threshold: float = Field(0.01, ge=0)    # lambda_max above which (and not a fixed point): chaotic
+
+    @model_validator(mode="after")
+    def _order(self) -> SolverConfig:
+        if self.t_span is not None:
+            t0, t1 = self.t_span
+            if not (np.isfinite(t0) and np.isfinite(t1)) or t1 <= t0:
+                raise ValueError(f"t_span must be finite and increasing, got {self.t_span}")
+        return self
+
+
+class Axis(_Strict):
+    """One swept quantity: a parameter or an initial-state component over linspace(lo, hi, n)."""
+
+    name: str
+    kind: Literal["param", "state"] = "param"
+    lo: float
+    hi: float
+    n: int = Field(gt=0, le=100_000)
+
+    def values(self) -> np.ndarray:
+        return np.linspace(self.lo, self.hi, self.n)
+
+
+class WorkerConfig(_Strict):
+    """Actor resources: the same code runs on a laptop (CPU actors) or one actor per GPU."""
+
+    num_workers: int | Literal["auto"] = "auto"   # auto -> one per GPU, else 1
+    num_gpus: float | Literal["auto"] = "auto"    # auto -> 1 when the cluster has GPUs, else 0
+    num_cpus: float = 1.0
+    max_restarts: int = -1
+    max_task_retries: int = 3
+
+
+class SweepSpec(_Strict):
+    """A full sweep: model, fixed overrides, grid axes, solver and chunking."""
+
+    name: str = "sweep"
+    model: str = "gaslit_af"
+    params: dict[str, float] = Field(default_factory=dict)          # fixed overrides
+    initial_state: dict[str, float] = Field(default_factory=dict)   # fixed overrides
+    axes: list[Axis] = Field(min_length=1, max_length=4)
+    solver: SolverConfig = Field(default_factory=SolverConfig)
+    workers: WorkerConfig = Field(default_factory=WorkerConfig)
+    chunk_size: int = Field(256, gt=0, le=1_000_000)
+    map_axes: tuple[str, str] | None = None    # which two axes the regime map plots (default: first two)
+
+    @property
+    def n_points(self) -> int:
+        return int(np.prod([a.n for a in self.axes]))

@@ -1,0 +1,155 @@
+"""Sweep engine: integrate a batch of (parameters, initial state) points and label each one.
+
+Pure compute on one device, no Ray: usable from a notebook, a test, an actor or a Serve replica.
+Two backends share one record and one regime rule: `torch` (batched adaptive Dormand–Prince 5(4),
+CPU or CUDA) and `scipy` (solve_ivp per trajectory, the reference).
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from actors.sweep.config import Axis, SolverConfig, SweepSpec
+from actors.sweep.errors import InputError
+from actors.sweep.models import CompiledModel, get_model
+from actors.sweep.regime import classify
+from actors.sweep.scipy_backend import solve_scipy
+from kernels.ode.dopri5 import Dopri5Result
+
+
+@dataclass
+class SimulationResult:
+    """Per-trajectory features and labels (batch first), plus optional saved time series."""
+
+    model: str
+    state_names: list[str]
+    param_names: list[str]
+    params: np.ndarray            # [B, m]
+    u0: np.ndarray                # [B, n]
+    raw: Dopri5Result
+    regime: np.ndarray            # [B] object: fixed_point / limit_cycle / chaotic / blow_up / ...
+    attractor: np.ndarray         # [B] object: regime with fixed points named by the model
+    t_eval: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
+
+    def table(self) -> dict[str, np.ndarray]:
+        """Column dict: parameters, initial and final state, features, Lyapunov, regime."""
+        r = self.raw
+        cols: dict[str, np.ndarray] = {}
+        for j, name in enumerate(self.param_names):
+            cols[name] = self.params[:, j]
+        for i, s in enumerate(self.state_names):
+            cols[f"{s}_0"] = self.u0[:, i]
+        for i, s in enumerate(self.state_names):
+            cols[f"{s}_final"] = r.u_final[:, i]
+            cols[f"{s}_min"] = r.u_min[:, i]
+            cols[f"{s}_max"] = r.u_max[:, i]
+            cols[f"{s}_mean"] = r.u_mean[:, i]
+        cols.update(t_final=r.t_final, blowup=r.blowup, t_blowup=r.t_blowup, lyapunov_max=r.lyapunov_max,
+                    n_steps=r.n_steps, regime=self.regime.astype(str), attractor=self.attractor.astype(str))
+        return cols
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("solver.device", f"{device!r} requested but CUDA is not available", "auto, cpu, cuda[:i]")
+    return device
+
+
+def _check_inputs(model: CompiledModel, params: np.ndarray, u0: np.ndarray) -> None:
+    if params.ndim != 2 or params.shape[1] != len(model.param_names):
+        raise InputError("params", f"shape {params.shape} does not match [B, {len(model.param_names)}]",
+                         f"columns {model.param_names}")
+    if u0.ndim != 2 or u0.shape[1] != len(model.state_names) or u0.shape[0] != params.shape[0]:
+        raise InputError("initial_state", f"shape {u0.shape} does not match [{params.shape[0]}, "
+                         f"{len(model.state_names)}]", f"columns {model.state_names}")
+    if not np.isfinite(params).all():
+        raise InputError("params", "contains non-finite values", "finite real numbers")
+    if not np.isfinite(u0).all():
+        raise InputError("initial_state", "contains non-finite values", "finite real numbers")
+
+
+def simulate(model: CompiledModel | str, params: np.ndarray, u0: np.ndarray, solver: SolverConfig | None = None,
+             *, t_eval: np.ndarray | None = None,
+             progress: Callable[[int, int], None] | None = None) -> SimulationResult:
+    """Integrate every row (params[i], u0[i]) over solver.t_span (default: the model's) and classify."""
+    model = get_model(model) if isinstance(model, str) else model
+    solver = solver or SolverConfig()
+    params = np.atleast_2d(np.asarray(params, dtype=np.float64))
+    u0 = np.atleast_2d(np.asarray(u0, dtype=np.float64))
+    _check_inputs(model, params, u0)
+    t0, t1 = solver.t_span or model.spec.time_span
+    if t_eval is not None:
+        t_eval = np.asarray(t_eval, dtype=np.float64)
+        if t_eval.ndim != 1 or not np.all(np.diff(t_eval) > 0) or t_eval[0] < t0 or t_eval[-1] > t1:
+            raise InputError("t_eval", "must be strictly increasing and inside t_span", f"[{t0}, {t1}]")
+    window_start = t1 - solver.window * (t1 - t0)
+    if solver.backend == "torch":
+        raw = _run_torch(model, params, u0, solver, t0, t1, window_start, t_eval, progress)
+    else:
+        raw = solve_scipy(model.rhs_numpy, u0, params, t0, t1, method=solver.method, rtol=solver.rtol,
+                          atol=solver.atol, window_start=window_start, blowup_bound=solver.blowup_bound,
+                          lyapunov=solver.lyapunov, twin_separation=solver.twin_separation,
+                          renorm_interval=solver.renorm_interval, t_eval=t_eval, progress=progress)
+    regime = classify(raw.u_min, raw.u_max, raw.lyapunov_max, raw.blowup, raw.finished,
+                      fixed_point_tol=solver.fixed_point_tol, chaos_threshold=solver.chaos_threshold)
+    attractor = regime.copy()
+    fp = regime == "fixed_point"
+    if fp.any():
+        attractor[fp] = model.fixed_point_label(raw.u_final[fp], params[fp])
+    return SimulationResult(model=model.name, state_names=model.state_names, param_names=model.param_names,
+                            params=params, u0=u0, raw=raw, regime=regime, attractor=attractor, t_eval=t_eval,
+                            meta={"backend": solver.backend, "t_span": (t0, t1)})
+
+
+def _run_torch(model, params, u0, solver, t0, t1, window_start, t_eval, progress) -> Dopri5Result:
+    import torch
+
+    from kernels.ode.dopri5 import solve_dopri5
+
+    device = resolve_device(solver.device)
+    dtype = torch.float64 if solver.dtype == "float64" else torch.float32
+    d0 = solver.twin_separation if dtype == torch.float64 else max(solver.twin_separation, 1e-4)
+    with torch.no_grad():
+        return solve_dopri5(model.rhs_torch, torch.as_tensor(u0, dtype=dtype, device=device),
+                            torch.as_tensor(params, dtype=dtype, device=device), t0, t1,
+                            rtol=solver.rtol, atol=solver.atol, window_start=window_start,
+                            blowup_bound=solver.blowup_bound, lyapunov=solver.lyapunov, twin_separation=d0,
+                            t_eval=t_eval, max_steps=solver.max_steps, progress=progress)
+
+
+# ---- grids ---------------------------------------------------------------------------------------
+def grid_points(spec: SweepSpec, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Rows [start, stop) of the spec's full grid (C order over axes) as (params, u0) arrays."""
+    model = get_model(spec.model)
+    base_p = model.param_vector(spec.params, "params")
+    base_u = model.state_vector(spec.initial_state, "initial_state")
+    for ax in spec.axes:
+        names = model.param_names if ax.kind == "param" else model.state_names
+        if ax.name not in names:
+            raise InputError(f"axes.{ax.name}", f"not a {ax.kind} of model {model.name}", ", ".join(names))
+    stop = spec.n_points if stop is None else min(stop, spec.n_points)
+    flat = np.arange(start, stop)
+    coords = np.unravel_index(flat, [a.n for a in spec.axes])
+    params = np.tile(base_p, (flat.size, 1))
+    u0 = np.tile(base_u, (flat.size, 1))
+    for ax, c in zip(spec.axes, coords):
+        target, names = (params, model.param_names) if ax.kind == "param" else (u0, model.state_names)
+        target[:, names.index(ax.name)] = ax.values()[c]
+    return params, u0
+
+
+def axis_columns(spec: SweepSpec) -> list[str]:
+    """Table column of each axis (state axes are initial conditions, `<state>_0`)."""
+    return [a.name if a.kind == "param" else f"{a.name}_0" for a in spec.axes]
+
+
+def all_axes_values(axes: list[Axis]) -> list[tuple[float, ...]]:
+    return list(itertools.product(*[a.values() for a in axes]))

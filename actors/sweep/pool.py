@@ -1,0 +1,135 @@
+"""The sweep pool: find or create named SweepWorkers, shard a grid into chunks, write each chunk
+atomically, skip chunks already on disk, and merge the result.
+
+Load balancing is pull-based: each worker keeps `inflight` chunks queued and gets the next one as
+soon as one returns, so fast and slow workers (or GPUs) finish together.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import ray
+from ray.actor import ActorHandle
+
+from actors.sweep.actor import remote_worker_class
+from actors.sweep.config import SweepSpec, WorkerConfig
+from actors.sweep.errors import InputError
+from actors.sweep.storage import atomic_write_json, atomic_write_parquet, chunk_path, finished_chunks
+
+WORKER_PREFIX = "sweep-worker"
+
+
+@dataclass
+class SweepSummary:
+    name: str
+    model: str
+    out_dir: str
+    n_points: int
+    n_chunks: int
+    chunks_computed: int
+    chunks_skipped: int
+    wall_seconds: float
+    trajectories_per_second: float | None
+    workers: list[dict] = field(default_factory=list)
+    regime_counts: dict[str, int] = field(default_factory=dict)
+    attractor_counts: dict[str, int] = field(default_factory=dict)
+
+
+def resolve_worker_resources(cfg: WorkerConfig) -> tuple[int, float]:
+    """(number of workers, GPUs per worker) for this cluster: one actor per GPU when there are GPUs."""
+    total_gpus = int(ray.cluster_resources().get("GPU", 0))
+    num_gpus = (1.0 if total_gpus > 0 else 0.0) if cfg.num_gpus == "auto" else float(cfg.num_gpus)
+    if cfg.num_workers != "auto":
+        return int(cfg.num_workers), num_gpus
+    if num_gpus > 0:
+        return max(1, int(total_gpus // num_gpus)), num_gpus
+    total_cpus = int(ray.cluster_resources().get("CPU", 1))
+    return max(1, int(total_cpus // cfg.num_cpus)), 0.0
+
+
+def workers(cfg: WorkerConfig) -> list[ActorHandle]:
+    """Named SweepWorkers `sweep-worker-<i>` in the current namespace, created when missing."""
+    n, num_gpus = resolve_worker_resources(cfg)
+    cls = remote_worker_class(cfg.num_cpus, num_gpus, cfg.max_restarts, cfg.max_task_retries)
+    tag = f"{WORKER_PREFIX}-{'gpu' if num_gpus else 'cpu'}"
+    return [cls.options(name=f"{tag}-{i}", get_if_exists=True).remote(i) for i in range(n)]
+
+
+def _check_out_dir(spec: SweepSpec, out_dir: Path) -> None:
+    """Resume only into a directory that holds the same sweep."""
+    spec_file = out_dir / "spec.json"
+    current = json.loads(spec.model_dump_json())
+    if spec_file.exists():
+        previous = json.loads(spec_file.read_text())
+        if previous != current:
+            raise InputError("out", f"{out_dir} already holds a different sweep ({spec_file})",
+                             "an empty directory or one written by the same spec")
+    else:
+        atomic_write_json(spec_file, current)
+
+
+def run_sweep(spec: SweepSpec, out_dir: str | Path, *, progress: bool = True, inflight: int = 2) -> SweepSummary:
+    """Run every missing chunk of `spec` on the pool, then merge into trajectories.parquet."""
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_out_dir(spec, out_dir)
+    n_chunks = math.ceil(spec.n_points / spec.chunk_size)
+    done = finished_chunks(out_dir, n_chunks)
+    todo = [i for i in range(n_chunks) if i not in done]
+    t0 = time.perf_counter()
+    pool = workers(spec.workers) if todo else []
+    infos = ray.get([w.info.remote() for w in pool]) if pool else []
+    spec_json = spec.model_dump_json()
+    bar = tqdm(total=spec.n_points, initial=min(len(done) * spec.chunk_size, spec.n_points),
+               desc=f"sweep {spec.name}", unit="traj", disable=not progress)
+    pending: dict[ray.ObjectRef, tuple[int, int]] = {}
+    queue = list(todo)
+
+    def submit(worker_pos: int) -> None:
+        i = queue.pop(0)
+        start, stop = i * spec.chunk_size, min((i + 1) * spec.chunk_size, spec.n_points)
+        ref = pool[worker_pos].run_chunk.remote(spec_json, i, start, stop)
+        pending[ref] = (i, worker_pos)
+
+    for _ in range(inflight):
+        for w in range(len(pool)):
+            if queue:
+                submit(w)
+    computed = 0
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        i, w = pending.pop(ready[0])
+        frame: pd.DataFrame = ray.get(ready[0])
+        atomic_write_parquet(chunk_path(out_dir, i), frame)
+        computed += 1
+        bar.update(len(frame))
+        if queue:
+            submit(w)
+    bar.close()
+    wall = time.perf_counter() - t0
+    table = merge_chunks(out_dir, n_chunks)
+    n_new = sum(min((i + 1) * spec.chunk_size, spec.n_points) - i * spec.chunk_size for i in todo)
+    summary = SweepSummary(
+        name=spec.name, model=spec.model, out_dir=str(out_dir), n_points=spec.n_points, n_chunks=n_chunks,
+        chunks_computed=computed, chunks_skipped=len(done), wall_seconds=round(wall, 3),
+        trajectories_per_second=round(n_new / wall, 3) if computed else None, workers=infos,
+        regime_counts={k: int(v) for k, v in table["regime"].value_counts().items()},
+        attractor_counts={k: int(v) for k, v in table["attractor"].value_counts().items()})
+    atomic_write_json(out_dir / "summary.json", asdict(summary))
+    return summary
+
+
+def merge_chunks(out_dir: Path, n_chunks: int) -> pd.DataFrame:
+    """Concatenate chunk files in point order and write trajectories.parquet atomically."""
+    frames = [pq.read_table(chunk_path(out_dir, i)).to_pandas() for i in range(n_chunks)]
+    table = pd.concat(frames, ignore_index=True).sort_values("point", kind="stable").reset_index(drop=True)
+    atomic_write_parquet(out_dir / "trajectories.parquet", table)
+    return table

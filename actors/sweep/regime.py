@@ -1,0 +1,40 @@
+"""The regime rule: turn per-trajectory features into a label.
+
+In order, first match wins (thresholds come from SolverConfig):
+1. blow_up     — the state left the bound |u_i| <= blowup_bound, became non-finite, or the step size
+                 collapsed (the solver could not continue).
+2. unresolved  — the integrator ran out of steps before t_end.
+3. fixed_point — over the final window every state's relative range
+                 (max - min) / (1 + max(|max|, |min|)) is below fixed_point_tol.
+4. chaotic     — the finite-time largest Lyapunov exponent over the final window exceeds
+                 chaos_threshold (a bounded, non-stationary orbit that separates exponentially).
+5. limit_cycle — bounded, not stationary, not chaotic (lambda_max ~ 0).
+   oscillatory — the same when no Lyapunov estimate was requested (periodic vs chaotic unknown).
+Fixed points are then named by the model's `fixed_point_labels` (GASLIT-AF: healthy / collapsed).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+REGIMES = ("fixed_point", "limit_cycle", "chaotic", "blow_up", "oscillatory", "unresolved")
+
+
+def relative_amplitude(u_min: np.ndarray, u_max: np.ndarray) -> np.ndarray:
+    """max over states of (max - min) / (1 + max(|max|, |min|)) for each row."""
+    span = u_max - u_min
+    size = 1.0 + np.maximum(np.abs(u_max), np.abs(u_min))
+    with np.errstate(invalid="ignore"):
+        return np.nan_to_num(span / size, nan=np.inf).max(axis=1)
+
+
+def classify(u_min: np.ndarray, u_max: np.ndarray, lyapunov_max: np.ndarray, blowup: np.ndarray,
+             finished: np.ndarray, *, fixed_point_tol: float, chaos_threshold: float) -> np.ndarray:
+    """Regime label per row by the rule in this module's docstring."""
+    amp = relative_amplitude(u_min, u_max)
+    have_lyap = np.isfinite(lyapunov_max)
+    label = np.where(have_lyap, "limit_cycle", "oscillatory").astype(object)
+    label[have_lyap & (lyapunov_max > chaos_threshold)] = "chaotic"
+    label[amp < fixed_point_tol] = "fixed_point"
+    label[~finished] = "unresolved"
+    label[blowup] = "blow_up"
+    return label

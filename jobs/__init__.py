@@ -1,0 +1,1 @@
+"""Workload entrypoints: `python -m jobs.<name>` alone or under `ray job submit --working-dir . --`."""

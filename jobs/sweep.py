@@ -1,0 +1,95 @@
+"""Parameter sweep job.
+
+    python -m jobs.sweep --config configs/sweep/gaslit_small.yaml --out runs/gaslit_small
+    ray job submit --working-dir . -- python -m jobs.sweep --config configs/sweep/gaslit_small.yaml --out DIR
+
+Writes DIR/trajectories.parquet, DIR/regime_map.png, DIR/summary.json (and DIR/chunks/, which a
+resubmitted job reuses: finished chunks are skipped).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from actors.sweep.config import SweepSpec
+from actors.sweep.engine import axis_columns
+from actors.sweep.errors import InputError
+
+
+def load_spec(path: str | Path, overrides: dict | None = None) -> SweepSpec:
+    """Read a sweep YAML, apply dotted overrides like {"solver.device": "cpu"}, validate."""
+    raw = yaml.safe_load(Path(path).read_text())
+    for key, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return SweepSpec.model_validate(raw)
+
+
+def render(spec: SweepSpec, out_dir: Path) -> Path:
+    """Regime map of the first two axes (or spec.map_axes) from trajectories.parquet."""
+    from actors.sweep.plots import regime_map
+
+    table = pd.read_parquet(out_dir / "trajectories.parquet")
+    cols = axis_columns(spec)
+    names = [a.name for a in spec.axes]
+    x, y = spec.map_axes or (names[0], names[1] if len(names) > 1 else names[0])
+    xc, yc = cols[names.index(x)], cols[names.index(y)]
+    return regime_map(table, xc, yc, out_dir / "regime_map.png", title=f"{spec.model}: {spec.name}",
+                      xlabel=x, ylabel=f"{y}(0)" if yc.endswith("_0") else y)
+
+
+def run(spec: SweepSpec, out_dir: Path, *, progress: bool = True) -> dict:
+    from actors.sweep.pool import run_sweep
+
+    summary = run_sweep(spec, out_dir, progress=progress)
+    if len(spec.axes) >= 1:
+        render(spec, out_dir)
+    return summary.__dict__
+
+
+def parse_set(values: list[str]) -> dict:
+    out = {}
+    for item in values:
+        key, _, value = item.partition("=")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True, help="sweep YAML (configs/sweep/*.yaml)")
+    ap.add_argument("--out", required=True, help="output directory (reused to resume)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="override config fields, e.g. solver.backend=scipy chunk_size=64")
+    ap.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or embedded)")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    from cluster import connect
+
+    try:
+        spec = load_spec(args.config, parse_set(args.set))
+    except (InputError, ValueError) as exc:
+        print(f"invalid sweep config {args.config}: {exc}", file=sys.stderr)
+        return 2
+    connect(args.address)
+    try:
+        summary = run(spec, Path(args.out), progress=not args.no_progress)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: summary[k] for k in ("out_dir", "n_points", "chunks_computed", "chunks_skipped",
+                                              "wall_seconds", "trajectories_per_second", "attractor_counts")},
+                     indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Numerical kernels. Each GPU kernel has a torch/numpy reference twin that CI runs on the CPU."""
