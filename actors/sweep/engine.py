@@ -49,6 +49,7 @@ class SimulationResult:
             cols[f"{s}_max"] = r.u_max[:, i]
             cols[f"{s}_mean"] = r.u_mean[:, i]
         cols.update(t_final=r.t_final, blowup=r.blowup, t_blowup=r.t_blowup, lyapunov_max=r.lyapunov_max,
+                    flow_log_ratio=r.flow_log_ratio,
                     n_steps=r.n_steps, regime=self.regime.astype(str), attractor=self.attractor.astype(str))
         return cols
 
@@ -98,7 +99,7 @@ def simulate(model: CompiledModel | str, params: np.ndarray, u0: np.ndarray, sol
                           atol=solver.atol, window_start=window_start, blowup_bound=solver.blowup_bound,
                           lyapunov=solver.lyapunov, twin_separation=solver.twin_separation,
                           renorm_interval=solver.renorm_interval, t_eval=t_eval, progress=progress)
-    regime = classify(raw.u_min, raw.u_max, raw.lyapunov_max, raw.blowup, raw.finished,
+    regime = classify(raw.u_min, raw.u_max, raw.lyapunov_max, raw.flow_log_ratio, raw.blowup, raw.finished,
                       fixed_point_tol=solver.fixed_point_tol, chaos_threshold=solver.chaos_threshold)
     attractor = regime.copy()
     fp = regime == "fixed_point"
@@ -117,9 +118,14 @@ def _run_torch(model, params, u0, solver, t0, t1, window_start, t_eval, progress
     device = resolve_device(solver.device)
     dtype = torch.float64 if solver.dtype == "float64" else torch.float32
     d0 = solver.twin_separation if dtype == torch.float64 else max(solver.twin_separation, 1e-4)
+    # parameters equal across the batch are folded into the rhs as constants
+    same = np.all(params == params[:1], axis=0)
+    fixed = {name: float(params[0, j]) for j, name in enumerate(model.param_names) if same[j]}
+    rhs = model.specialized_rhs_torch(fixed)
+    free = params[:, model.free_param_columns(fixed)]
     with torch.no_grad():
-        return solve_dopri5(model.rhs_torch, torch.as_tensor(u0, dtype=dtype, device=device),
-                            torch.as_tensor(params, dtype=dtype, device=device), t0, t1,
+        return solve_dopri5(rhs, torch.as_tensor(u0, dtype=dtype, device=device),
+                            torch.as_tensor(free, dtype=dtype, device=device), t0, t1,
                             rtol=solver.rtol, atol=solver.atol, window_start=window_start,
                             blowup_bound=solver.blowup_bound, lyapunov=solver.lyapunov, twin_separation=d0,
                             t_eval=t_eval, max_steps=solver.max_steps, progress=progress)

@@ -7,7 +7,11 @@ In order, first match wins (thresholds come from SolverConfig):
 3. fixed_point — over the final window every state's relative range
                  (max - min) / (1 + max(|max|, |min|)) is below fixed_point_tol.
 4. chaotic     — the finite-time largest Lyapunov exponent over the final window exceeds
-                 chaos_threshold (a bounded, non-stationary orbit that separates exponentially).
+                 chaos_threshold, both as measured and with the flow-speed term removed
+                 (lambda - log(|F(u_end)| / |F(u_start)|) / window). On a limit cycle the twin
+                 separation ends up along the flow, so the raw finite-time value is exactly that
+                 speed ratio, O(1/window), and not chaos; on a chaotic orbit the term is O(1/window)
+                 next to lambda_max > 0.
 5. limit_cycle — bounded, not stationary, not chaotic (lambda_max ~ 0).
    oscillatory — the same when no Lyapunov estimate was requested (periodic vs chaotic unknown).
 Fixed points are then named by the model's `fixed_point_labels` (GASLIT-AF: healthy / collapsed).
@@ -27,13 +31,15 @@ def relative_amplitude(u_min: np.ndarray, u_max: np.ndarray) -> np.ndarray:
         return np.nan_to_num(span / size, nan=np.inf).max(axis=1)
 
 
-def classify(u_min: np.ndarray, u_max: np.ndarray, lyapunov_max: np.ndarray, blowup: np.ndarray,
-             finished: np.ndarray, *, fixed_point_tol: float, chaos_threshold: float) -> np.ndarray:
+def classify(u_min: np.ndarray, u_max: np.ndarray, lyapunov_max: np.ndarray, flow_log_ratio: np.ndarray,
+             blowup: np.ndarray, finished: np.ndarray, *, fixed_point_tol: float,
+             chaos_threshold: float) -> np.ndarray:
     """Regime label per row by the rule in this module's docstring."""
     amp = relative_amplitude(u_min, u_max)
     have_lyap = np.isfinite(lyapunov_max)
     label = np.where(have_lyap, "limit_cycle", "oscillatory").astype(object)
-    label[have_lyap & (lyapunov_max > chaos_threshold)] = "chaotic"
+    transverse = lyapunov_max - np.nan_to_num(flow_log_ratio, nan=0.0)
+    label[have_lyap & (lyapunov_max > chaos_threshold) & (transverse > chaos_threshold)] = "chaotic"
     label[amp < fixed_point_tol] = "fixed_point"
     label[~finished] = "unresolved"
     label[blowup] = "blow_up"

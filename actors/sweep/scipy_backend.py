@@ -19,6 +19,7 @@ def _one(rhs, u0, p, t0, t1, *, method, rtol, atol, window_start, bound, lyapuno
     wmin, wmax = np.full(n, np.inf), np.full(n, -np.inf)
     wsum, wlen = np.zeros(n), 0.0
     lsum, ltime, n_steps = 0.0, 0.0, 0
+    speed0 = None
     ys = None if t_eval is None else np.full((len(t_eval), n), np.nan)
 
     def fun(t, w):
@@ -46,7 +47,8 @@ def _one(rhs, u0, p, t0, t1, *, method, rtol, atol, window_start, bound, lyapuno
         if not sol.success or sol.status == 1 or not np.all(np.isfinite(sol.y[:, -1])):
             t_blow = sol.t_events[0][0] if sol.status == 1 and len(sol.t_events[0]) else sol.t[-1]
             return dict(t_final=t_blow, u_final=sol.y[:n, -1], blowup=True, t_blowup=t_blow,
-                        wmin=wmin, wmax=wmax, wsum=wsum, wlen=wlen, lyap=np.nan, n_steps=n_steps, ys=ys)
+                        wmin=wmin, wmax=wmax, wsum=wsum, wlen=wlen, lyap=np.nan, n_steps=n_steps, ys=ys,
+                        flow=np.nan)
         mask = sol.t >= window_start
         if mask.any():
             seg_u = sol.y[:n, mask]
@@ -57,17 +59,24 @@ def _one(rhs, u0, p, t0, t1, *, method, rtol, atol, window_start, bound, lyapuno
             if tt.size >= 2:
                 wsum += np.trapezoid(uu, tt, axis=1)
                 wlen += tt[-1] - tt[0]
+        w_start = w
         w = sol.y[:, -1].copy()
         if lyapunov:
             sep = w[n:] - w[:n]
             dist = np.linalg.norm(sep)
             if a >= window_start and dist > 0:
+                if speed0 is None:
+                    speed0 = np.linalg.norm(rhs(w_start[None, :n], p)[0])
                 lsum += np.log(dist / d0)
                 ltime += b - a
             w[n:] = w[:n] + sep * (d0 / dist)
         t = b
+    flow = np.nan
+    if ltime > 0:
+        flow = np.log(max(np.linalg.norm(rhs(w[None, :n], p)[0]), 1e-300) / max(speed0, 1e-300)) / ltime
     return dict(t_final=t, u_final=w[:n], blowup=False, t_blowup=np.nan, wmin=wmin, wmax=wmax,
-                wsum=wsum, wlen=wlen, lyap=lsum / ltime if ltime > 0 else np.nan, n_steps=n_steps, ys=ys)
+                wsum=wsum, wlen=wlen, lyap=lsum / ltime if ltime > 0 else np.nan, n_steps=n_steps, ys=ys,
+                flow=flow)
 
 
 def solve_scipy(rhs, u0: np.ndarray, p: np.ndarray, t0: float, t1: float, *, method: str, rtol: float,
@@ -96,5 +105,6 @@ def solve_scipy(rhs, u0: np.ndarray, p: np.ndarray, t0: float, t1: float, *, met
         t_final=np.array([r["t_final"] for r in rows]), u_final=u_final, u_min=wmin, u_max=wmax, u_mean=mean,
         blowup=blow, t_blowup=np.array([r["t_blowup"] for r in rows]), finished=np.ones(B, dtype=bool),
         lyapunov_max=np.array([r["lyap"] for r in rows]) if lyapunov else np.full(B, np.nan),
+        flow_log_ratio=np.array([r["flow"] for r in rows]) if lyapunov else np.full(B, np.nan),
         n_steps=np.array([r["n_steps"] for r in rows]), n_rejected=np.zeros(B, dtype=np.int64),
         ys=None if t_eval is None else np.stack([r["ys"] for r in rows]))

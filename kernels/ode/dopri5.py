@@ -40,6 +40,8 @@ class Dopri5Result:
     t_blowup: np.ndarray      # [B] nan unless blown up
     finished: np.ndarray      # [B] bool: reached t_end or blew up within max_steps
     lyapunov_max: np.ndarray  # [B] nan when not requested or blown up
+    flow_log_ratio: np.ndarray  # [B] log(|F(u_end)| / |F(u_window_start)|) / window: the part of
+    #                             lambda_max due to the phase speed along the flow (O(1/T) on a cycle)
     n_steps: np.ndarray       # [B] accepted steps
     n_rejected: np.ndarray    # [B]
     ys: np.ndarray | None     # [B, len(t_eval), n] when t_eval was given
@@ -92,7 +94,9 @@ def solve_dopri5(rhs: RhsTorch, u0: torch.Tensor, p: torch.Tensor, t0: float, t1
     out_done = torch.zeros(B, dtype=torch.bool, device=dev)
     out_lsum = torch.zeros(B, dtype=dt, device=dev)
     out_ltime = torch.zeros(B, dtype=dt, device=dev)
+    out_speed0 = torch.ones(B, dtype=dt, device=dev)
     out_nacc = torch.zeros(B, dtype=torch.long, device=dev)
+    out_f = torch.zeros((B, n), dtype=dt, device=dev)
     out_nrej = torch.zeros(B, dtype=torch.long, device=dev)
     out_ys = None
     if te is not None:
@@ -117,6 +121,7 @@ def solve_dopri5(rhs: RhsTorch, u0: torch.Tensor, p: torch.Tensor, t0: float, t1
     wlen = torch.zeros(B, dtype=dt, device=dev)
     lsum = torch.zeros(B, dtype=dt, device=dev)
     ltime = torch.zeros(B, dtype=dt, device=dev)
+    speed0 = torch.ones(B, dtype=dt, device=dev)
     nacc = torch.zeros(B, dtype=torch.long, device=dev)
     nrej = torch.zeros(B, dtype=torch.long, device=dev)
     next_save = torch.zeros(B, dtype=torch.long, device=dev)
@@ -134,6 +139,7 @@ def solve_dopri5(rhs: RhsTorch, u0: torch.Tensor, p: torch.Tensor, t0: float, t1
         out_t[g], out_u[g], out_min[g], out_max[g] = t[rows], u[rows], wmin[rows], wmax[rows]
         out_sum[g], out_wlen[g], out_blow[g], out_tblow[g] = wsum[rows], wlen[rows], blow[rows], tblow[rows]
         out_done[g], out_lsum[g], out_ltime[g] = done[rows], lsum[rows], ltime[rows]
+        out_f[g], out_speed0[g] = f[rows], speed0[rows]
         out_nacc[g], out_nrej[g] = nacc[rows], nrej[rows]
 
     iteration = 0
@@ -147,16 +153,17 @@ def solve_dopri5(rhs: RhsTorch, u0: torch.Tensor, p: torch.Tensor, t0: float, t1
         fx = torch.cat([f, fv]) if lyapunov else f
         px = torch.cat([pw, pw]) if lyapunov else pw
         hx = torch.cat([h, h]) if lyapunov else h
-        K = [fx]
+        K = torch.empty((n_stages + 1,) + x.shape, dtype=dt, device=dev)
+        K[0] = fx
         for s in range(1, n_stages):
-            dx = sum(A[s, j] * K[j] for j in range(s))
-            K.append(rhs(x + hx[:, None] * dx, px))
-        x_new = x + hx[:, None] * sum(Bw[j] * K[j] for j in range(n_stages))
+            dx = torch.tensordot(A[s, :s], K[:s], dims=1)
+            K[s] = rhs(torch.addcmul(x, hx[:, None], dx), px)
+        x_new = torch.addcmul(x, hx[:, None], torch.tensordot(Bw, K[:n_stages], dims=1))
         f_new = rhs(x_new, px)
-        K.append(f_new)
+        K[n_stages] = f_new
         W = u.shape[0]
         un = x_new[:W]
-        err_all = hx[:, None] * sum(E[j] * K[j] for j in range(n_stages + 1))
+        err_all = hx[:, None] * torch.tensordot(E, K, dims=1)
         err = err_all[:W]
         scale = atol + torch.maximum(u.abs(), un.abs()) * rtol
         err_norm = torch.sqrt(((err / scale) ** 2).mean(1))
@@ -171,14 +178,14 @@ def solve_dopri5(rhs: RhsTorch, u0: torch.Tensor, p: torch.Tensor, t0: float, t1
         fac = torch.where(safe_err == 0, torch.full_like(safe_err, _MAX_FACTOR),
                           (_SAFETY * safe_err.clamp_min(1e-300) ** _ERR_EXP).clamp(_MIN_FACTOR, _MAX_FACTOR))
         fac = torch.where(reject, fac.clamp(max=1.0), fac)
-        t_old, u_old = t, u
+        t_old, u_old, f_old = t, u, f
         t = torch.where(accept, t + h, t)
         u = torch.where(accept[:, None], un, u)
         f = torch.where(accept[:, None], f_new[:W], f)
         nacc += accept.long()
         nrej += reject.long()
         if te is not None and bool(accept.any()):
-            Q = torch.stack(K, dim=-1)[:W] @ P  # [W, n, 4]
+            Q = torch.einsum("kwn,kj->wnj", K[:, :W], P)  # [W, n, 4]
             for _ in range(te.numel()):
                 has = accept & (next_save < te.numel())
                 ts = te[next_save.clamp(max=te.numel() - 1)]
@@ -210,11 +217,14 @@ def solve_dopri5(rhs: RhsTorch, u0: torch.Tensor, p: torch.Tensor, t0: float, t1
             good = accept & torch.isfinite(dist) & (dist > 0)
             growth = torch.log(torch.where(good, dist / d0, torch.ones_like(dist)))
             count = good & (t_old >= window_start)
+            first = count & (ltime == 0)
+            speed0 = torch.where(first, torch.linalg.vector_norm(f_old, dim=1), speed0)
             lsum = lsum + torch.where(count, growth, torch.zeros_like(growth))
             ltime = ltime + torch.where(count, h, torch.zeros_like(h))
             renorm = torch.where(good, d0 / dist.clamp_min(1e-300), torch.ones_like(dist))
             v = torch.where(good[:, None], u + sep * renorm[:, None], v)
-            fv = torch.where(good[:, None], rhs(v, pw), fv)
+            # f is linear in the tiny separation: f(u + c*sep) = f(u) + c*(f(u + sep) - f(u)) + O(d0^2)
+            fv = torch.where(good[:, None], f + (fv - f) * renorm[:, None], fv)
         # blow-up: escape past the bound, non-finite state, or a step size collapsed to nothing
         escaped = accept & (u.abs().amax(1) > blowup_bound)
         stuck = reject & (h * fac < h_min)
@@ -234,6 +244,7 @@ def solve_dopri5(rhs: RhsTorch, u0: torch.Tensor, p: torch.Tensor, t0: float, t1
             idx, t, u, f, h, pw = idx[keep], t[keep], u[keep], f[keep], h[keep], pw[keep]
             wmin, wmax, wsum, wlen = wmin[keep], wmax[keep], wsum[keep], wlen[keep]
             lsum, ltime, nacc, nrej, next_save = lsum[keep], ltime[keep], nacc[keep], nrej[keep], next_save[keep]
+            speed0 = speed0[keep]
             done, blow, tblow = done[keep], blow[keep], tblow[keep]
             if lyapunov:
                 v, fv = v[keep], fv[keep]
@@ -241,6 +252,10 @@ def solve_dopri5(rhs: RhsTorch, u0: torch.Tensor, p: torch.Tensor, t0: float, t1
         flush(torch.arange(idx.numel(), device=dev))
 
     lyap = torch.where((out_ltime > 0) & ~out_blow, out_lsum / out_ltime.clamp_min(1e-300),
+                       torch.full_like(out_lsum, float("nan")))
+    speed_end = torch.linalg.vector_norm(out_f, dim=1)
+    flow = torch.where((out_ltime > 0) & ~out_blow,
+                       torch.log(speed_end.clamp_min(1e-300) / out_speed0.clamp_min(1e-300)) / out_ltime.clamp_min(1e-300),
                        torch.full_like(out_lsum, float("nan")))
     mean = torch.where(out_wlen[:, None] > 0, out_sum / out_wlen.clamp_min(1e-300)[:, None], out_u)
     none_in_window = ~torch.isfinite(out_min).all(1)
@@ -254,4 +269,5 @@ def solve_dopri5(rhs: RhsTorch, u0: torch.Tensor, p: torch.Tensor, t0: float, t1
         t_final=np_(out_t), u_final=np_(out_u), u_min=np_(out_min), u_max=np_(out_max), u_mean=np_(mean),
         blowup=np_(out_blow), t_blowup=np_(out_tblow), finished=np_(out_done),
         lyapunov_max=np_(lyap) if lyapunov else np.full(B, np.nan),
+        flow_log_ratio=np_(flow) if lyapunov else np.full(B, np.nan),
         n_steps=np_(out_nacc), n_rejected=np_(out_nrej), ys=None if out_ys is None else np_(out_ys))

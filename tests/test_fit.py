@@ -1,0 +1,121 @@
+"""Parameter recovery with Ray Tune (tune/fit_ode.py) and its job (jobs/fit.py)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+from scipy.integrate import solve_ivp
+
+from actors.sweep.models import get_model
+from tune.fit_ode import FitSpec, Problem, load_spec, make_observations, observation_times
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "fit" / "gaslit_fit.yaml"
+
+
+@pytest.fixture(scope="module")
+def spec() -> FitSpec:
+    return load_spec(CONFIG)
+
+
+# ---- fast ---------------------------------------------------------------------------------------
+def test_observations_match_independent_solve_ivp(spec):
+    clean = spec.model_copy(update={"noise": 0.0})
+    t, y = make_observations(clean)
+    model = get_model(spec.model)
+    p = model.param_vector(spec.true_params)
+    u0 = model.state_vector(spec.initial_state)
+    ref = solve_ivp(lambda _t, u: model.rhs_numpy(u, p), spec.t_span, u0, method="Radau",
+                    rtol=1e-11, atol=1e-13, t_eval=observation_times(spec))
+    assert ref.success
+    assert np.allclose(t, ref.t)
+    assert y.shape == (spec.n_obs, len(model.state_names))
+    np.testing.assert_allclose(y, ref.y.T, rtol=1e-7, atol=1e-9)
+
+    # noise: seeded, Gaussian, sd = noise * each state's own sd
+    _, y1 = make_observations(spec)
+    _, y2 = make_observations(spec)
+    _, y3 = make_observations(spec.model_copy(update={"seed": spec.seed + 1}))
+    np.testing.assert_array_equal(y1, y2)
+    assert not np.array_equal(y1, y3)
+    ratio = (y1 - y).std(axis=0) / y.std(axis=0)
+    np.testing.assert_allclose(ratio, spec.noise, rtol=0.2)
+
+
+def test_loss_at_truth_is_the_noise_floor(spec):
+    t, y_obs = make_observations(spec)
+    problem = Problem.build(spec, t, y_obs)
+    truth = np.array([spec.true_fitted[n] for n in spec.fit])
+    t_end = problem.t_ends[-1]
+    loss = float((problem.residuals(problem.predict(truth, t_end, 1e-8), t_end) ** 2).sum())
+    floor = spec.noise ** 2 / (1 + spec.noise ** 2)
+    assert 0.7 * floor < loss < 1.3 * floor
+
+
+@pytest.mark.parametrize("update, field", [
+    ({"fit": {"gmma": [0.1, 0.5]}}, "fit.gmma"),                       # not a model parameter
+    ({"fit": {"gamma": [0.6, 0.3]}}, "fit.gamma"),                      # lo >= hi
+    ({"fit": {"gamma": [0.5, 0.5]}}, "fit.gamma"),                      # lo == hi
+    ({"fit": {"gamma": [0.5, 0.6]}}, "fit.gamma"),                      # planted 0.4 outside
+    ({"fit": {"gamma": [0.2, 0.6], "a1": [0.1, 1.0]}}, "fit.a1"),       # only a1*gamma enters
+    ({"true_params": {"gamma": 0.4, "nope": 1.0}}, "true_params.nope"),
+    ({"observe": ["x", "q"]}, "observe.q"),
+    ({"horizons": [0.5, 0.25, 1.0]}, "horizons"),
+    ({"horizons": [0.25, 0.5]}, "horizons"),
+    ({"model": "no_such_model"}, "model"),
+])
+def test_bad_spec_names_the_field(update, field):
+    data = {"model": "gaslit_af", "true_params": {"gamma": 0.4}, "fit": {"gamma": [0.25, 0.6]}, **update}
+    with pytest.raises(ValidationError) as err:
+        FitSpec.model_validate(data)
+    assert f"{field}:" in str(err.value)
+
+
+def test_product_pair_message_explains():
+    with pytest.raises(ValidationError, match="only as their product"):
+        FitSpec(model="gaslit_af", true_params={"gamma": 0.4}, fit={"gamma": (0.2, 0.6), "a1": (0.1, 1.0)})
+
+
+# ---- slow: the documented fit on a private 2-CPU Ray -------------------------------------------
+@pytest.fixture(scope="module")
+def ray_cpu():
+    import ray
+
+    tmp = tempfile.mkdtemp(prefix="rtfit_", dir="/tmp")
+    ray.init(num_cpus=2, include_dashboard=False, namespace="attractor-test", _temp_dir=tmp,
+             log_to_driver=False)
+    yield ray
+    ray.shutdown()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_documented_fit_recovers_planted_parameters(ray_cpu, spec, tmp_path):
+    from jobs.fit import table, write_outputs
+    from tune.fit_ode import fit
+
+    result = fit(spec, storage_path=tmp_path / "tune")
+    print("\n" + table(result))
+    assert set(result.best_params) == {"gamma", "alpha_xy", "c"}
+    for name, err in result.rel_errors.items():
+        assert err < 0.05, f"{name}: fitted {result.best_params[name]}, planted {result.true_params[name]}"
+    assert result.ok
+    assert result.n_trials == spec.num_samples
+    assert 1 <= result.n_full_horizon <= result.n_trials
+    assert result.polished_loss <= result.tune_best_loss
+    assert result.polished_loss < 2 * result.noise_floor  # fits down to the noise, not below it by much
+    assert result.polished_loss > 0.5 * result.noise_floor
+
+    json_path, png_path = write_outputs(spec, result, tmp_path / "out")
+    payload = json.loads(json_path.read_text())
+    assert payload["result"]["ok"] is True
+    assert payload["spec"]["fit"]["gamma"] == [0.25, 0.6]
+    assert png_path.stat().st_size > 10_000
+    assert not list((tmp_path / "out").glob(".fit.json.*"))  # no temp file left behind

@@ -1,0 +1,104 @@
+"""Actors and pool: GPU pinning, idempotent chunks, resume after a killed worker or a partial run."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from actors.sweep.config import SweepSpec
+from actors.sweep.storage import chunk_path
+from jobs.sweep import load_spec
+
+pytestmark = pytest.mark.slow
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "sweep" / "ci_tiny.yaml"
+
+
+def _spec(**overrides) -> SweepSpec:
+    return load_spec(CONFIG, {"workers.num_gpus": 0, **overrides})
+
+
+def _table(out: Path) -> pd.DataFrame:
+    return pd.read_parquet(out / "trajectories.parquet")
+
+
+def test_fake_gpus_pin_each_worker_to_a_distinct_gpu(ray_cluster):
+    from actors.sweep.config import WorkerConfig
+    from actors.sweep.pool import workers
+
+    pool = workers(WorkerConfig(num_cpus=0.5))  # auto: 2 fake GPUs -> 2 workers with num_gpus=1
+    infos = ray_cluster.get([w.info.remote() for w in pool])
+    assert len(infos) == 2
+    ids = [tuple(i["gpu_ids"]) for i in infos]
+    assert all(len(i) == 1 for i in ids) and len(set(ids)) == 2
+    assert {i["cuda_visible_devices"] for i in infos} == {"0", "1"}
+    for w in pool:
+        ray_cluster.kill(w)
+
+
+def test_uninterrupted_run_matches_the_engine_directly(ray_cluster, tmp_path):
+    from actors.sweep.engine import grid_points, simulate
+    from actors.sweep.pool import run_sweep
+
+    spec = _spec()
+    summary = run_sweep(spec, tmp_path / "a", progress=False)
+    assert summary.chunks_computed == 4 and summary.chunks_skipped == 0
+    table = _table(tmp_path / "a")
+    params, u0 = grid_points(spec)
+    direct = simulate(spec.model, params, u0, spec.solver)
+    np.testing.assert_array_equal(table["point"], np.arange(36))
+    # chunks fold different constant parameters into the rhs, so agreement is to rounding, not bitwise
+    np.testing.assert_allclose(table[["x_final", "y_final"]].to_numpy(), direct.raw.u_final, rtol=1e-6)
+    assert (table["regime"].to_numpy() == direct.regime.astype(str)).all()
+    # Hopf of the Brusselator at b = 1 + a^2: fixed point below, limit cycle above
+    below = table["b"] < 1 + table["a"] ** 2 - 0.3
+    above = table["b"] > 1 + table["a"] ** 2 + 0.3
+    assert (table.loc[below, "regime"] == "fixed_point").all()
+    assert (table.loc[above, "regime"] == "limit_cycle").all()
+
+
+def test_resume_after_killing_a_worker_mid_sweep(ray_cluster, tmp_path):
+    from actors.sweep.pool import run_sweep, workers
+
+    spec = _spec(chunk_size=3)  # 12 chunks, so the kill lands mid-sweep
+    reference = run_sweep(spec, tmp_path / "ref", progress=False)
+    assert reference.chunks_computed == 12
+    pool = workers(spec.workers)
+    killed = []
+
+    def kill_when_running():
+        chunks = tmp_path / "b" / "chunks"
+        deadline = time.time() + 120
+        while time.time() < deadline and len(list(chunks.glob("*.parquet"))) < 2:
+            time.sleep(0.02)
+        done_before = len(list(chunks.glob("*.parquet")))
+        ray_cluster.kill(pool[0], no_restart=False)  # the actor restarts; its in-flight chunk is retried
+        killed.append(done_before)
+
+    killer = threading.Thread(target=kill_when_running)
+    killer.start()
+    summary = run_sweep(spec, tmp_path / "b", progress=False)
+    killer.join()
+    assert killed and 2 <= killed[0] < 12, killed  # the kill landed mid-sweep
+    assert summary.chunks_computed == 12
+    pd.testing.assert_frame_equal(_table(tmp_path / "ref"), _table(tmp_path / "b"))
+
+    # a partial run: remove three chunks and the merged table, run again: only those are recomputed
+    for i in (0, 5, 11):
+        chunk_path(tmp_path / "b", i).unlink()
+    (tmp_path / "b" / "trajectories.parquet").unlink()
+    again = run_sweep(spec, tmp_path / "b", progress=False)
+    assert (again.chunks_computed, again.chunks_skipped) == (3, 9)
+    pd.testing.assert_frame_equal(_table(tmp_path / "ref"), _table(tmp_path / "b"))
+
+
+def test_out_dir_with_a_different_sweep_is_refused(ray_cluster, tmp_path):
+    from actors.sweep.errors import InputError
+    from actors.sweep.pool import run_sweep
+
+    run_sweep(_spec(), tmp_path / "c", progress=False)
+    with pytest.raises(InputError, match="out: .* already holds a different sweep"):
+        run_sweep(_spec(chunk_size=4), tmp_path / "c", progress=False)
