@@ -64,7 +64,6 @@ def test_loss_at_truth_is_the_noise_floor(spec):
     ({"fit": {"gamma": [0.6, 0.3]}}, "fit.gamma"),                      # lo >= hi
     ({"fit": {"gamma": [0.5, 0.5]}}, "fit.gamma"),                      # lo == hi
     ({"fit": {"gamma": [0.5, 0.6]}}, "fit.gamma"),                      # planted 0.4 outside
-    ({"fit": {"gamma": [0.2, 0.6], "a1": [0.1, 1.0]}}, "fit.a1"),       # only a1*gamma enters
     ({"true_params": {"gamma": 0.4, "nope": 1.0}}, "true_params.nope"),
     ({"observe": ["x", "q"]}, "observe.q"),
     ({"horizons": [0.5, 0.25, 1.0]}, "horizons"),
@@ -78,9 +77,34 @@ def test_bad_spec_names_the_field(update, field):
     assert f"{field}:" in str(err.value)
 
 
-def test_product_pair_message_explains():
-    with pytest.raises(ValidationError, match="only as their product"):
-        FitSpec(model="gaslit_af", true_params={"gamma": 0.4}, fit={"gamma": (0.2, 0.6), "a1": (0.1, 1.0)})
+def test_exact_product_pair_is_rejected():
+    from actors.sweep.models import register_model
+
+    register_model({"name": "fit_test_product", "states": ["u"], "params": {"k": 0.5, "g": 2.0, "d": 1.0},
+                    "initial_state": {"u": 1.0}, "equations": {"u": "-k*g*u + d"}})
+    with pytest.raises(ValidationError, match="fit.g: k and g enter the model only as their product"):
+        FitSpec(model="fit_test_product", fit={"k": (0.1, 1.0), "g": (1.0, 3.0)})
+    FitSpec(model="fit_test_product", fit={"k": (0.1, 1.0), "d": (0.5, 2.0)})  # separable: fine
+
+
+def test_confounded_pair_is_rejected_before_tuning(spec, monkeypatch, tmp_path):
+    """GASLIT-AF's a1 and gamma: not an exact product (gamma also gates rho*gamma*sig), yet
+    inseparable in this window, where sig(Lambda <= 1) < 2e-3. The Fisher preflight catches it."""
+    import tune.fit_ode as fit_ode
+    from actors.sweep.errors import InputError
+
+    bad = FitSpec.model_validate({**spec.model_dump(), "fit": {**spec.fit, "a1": (0.1, 1.0)}})
+    t, y_obs = make_observations(bad)
+    se = fit_ode.expected_rel_se(bad, t, y_obs)
+    assert se["gamma"] > 0.05 and se["a1"] > 0.05 and se["alpha_xy"] < 1e-3
+    assert max(fit_ode.expected_rel_se(spec, t, y_obs).values()) < 1e-3  # the documented case
+
+    def no_tune(*a, **k):
+        raise AssertionError("the preflight should have stopped before Tune")
+
+    monkeypatch.setattr(fit_ode, "run_tune", no_tune)
+    with pytest.raises(InputError, match="not identifiable.*gamma.*a1"):
+        fit_ode.fit(bad, tmp_path)
 
 
 # ---- slow: the documented fit on a private 2-CPU Ray -------------------------------------------
