@@ -35,10 +35,9 @@ def detect_resources() -> dict[str, int]:
 
 
 def _dashboard_available() -> bool:
-    try:
-        import aiohttp  # noqa: F401
-        import ray.dashboard  # noqa: F401
-    except ImportError:
+    import ray._private.utils as ray_utils
+
+    if ray_utils.get_dashboard_dependency_error() is not None:  # minimal install: no dashboard
         return False
     with socket.socket() as s:
         return s.connect_ex((DASHBOARD_HOST, DASHBOARD_PORT)) != 0  # port free

@@ -28,6 +28,7 @@ def write_json_atomic(path: Path, payload: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
         with os.fdopen(fd, "w") as fh:
             json.dump(payload, fh, indent=2, default=float)
             fh.flush()

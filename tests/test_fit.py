@@ -32,8 +32,8 @@ def test_observations_match_independent_solve_ivp(spec):
     model = get_model(spec.model)
     p = model.param_vector(spec.true_params)
     u0 = model.state_vector(spec.initial_state)
-    ref = solve_ivp(lambda _t, u: model.rhs_numpy(u, p), spec.t_span, u0, method="Radau",
-                    rtol=1e-11, atol=1e-13, t_eval=observation_times(spec))
+    ref = solve_ivp(lambda _t, u: model.rhs_numpy(u, p), spec.t_span, u0, method="DOP853",
+                    rtol=1e-12, atol=1e-14, t_eval=observation_times(spec))
     assert ref.success
     assert np.allclose(t, ref.t)
     assert y.shape == (spec.n_obs, len(model.state_names))
@@ -97,7 +97,6 @@ def test_confounded_pair_is_rejected_before_tuning(spec, monkeypatch, tmp_path):
     t, y_obs = make_observations(bad)
     se = fit_ode.expected_rel_se(bad, t, y_obs)
     assert se["gamma"] > 0.05 and se["a1"] > 0.05 and se["alpha_xy"] < 1e-3
-    assert max(fit_ode.expected_rel_se(spec, t, y_obs).values()) < 1e-3  # the documented case
 
     def no_tune(*a, **k):
         raise AssertionError("the preflight should have stopped before Tune")

@@ -25,7 +25,7 @@ class SolverConfig(_Strict):
     blowup_bound: float = Field(1e4, gt=0)   # |u_i| beyond this (or non-finite) means blow-up
     lyapunov: bool = True                    # estimate the largest exponent from a perturbed twin
     twin_separation: float = Field(1e-7, gt=0, lt=1e-2)
-    renorm_interval: float = Field(1.0, gt=0)  # scipy backend: time between twin renormalisations
+    renorm_interval: float = Field(2.0, gt=0)  # scipy backend: time between twin renormalisations
     max_steps: int = Field(2_000_000, gt=0)
     # regime rule thresholds (see docs/models/README.md "Regime rule")
     fixed_point_tol: float = Field(1e-4, gt=0)    # relative window amplitude below which: fixed point

@@ -62,6 +62,21 @@ def _initial_step(rhs, u, p, f0, t0, t1, rtol, atol):
     return torch.minimum(torch.minimum(100 * h0, h1), t1 - t0)
 
 
+def _bound_crossing(K, P, u_old, t_old, h, bound, rows, iterations: int = 40):
+    """Time at which max|u| first reaches `bound` within the step, by bisection on the interpolant."""
+    Q = torch.einsum("kwn,kj->wnj", K, P)
+    lo = torch.zeros_like(h)
+    hi = torch.ones_like(h)
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        th = mid[:, None]
+        y = u_old + h[:, None] * (Q @ torch.cat([th, th**2, th**3, th**4], dim=1)[:, :, None])[..., 0]
+        over = ~(y.abs().amax(1) < bound)
+        hi = torch.where(over, mid, hi)
+        lo = torch.where(over, lo, mid)
+    return torch.where(rows, t_old + hi * h, t_old + h)
+
+
 def solve_dopri5(rhs: RhsTorch, u0: torch.Tensor, p: torch.Tensor, t0: float, t1: float, *,
                  rtol: float, atol: float, window_start: float, blowup_bound: float,
                  lyapunov: bool, twin_separation: float, t_eval: np.ndarray | None = None,
@@ -230,7 +245,10 @@ def solve_dopri5(rhs: RhsTorch, u0: torch.Tensor, p: torch.Tensor, t0: float, t1
         stuck = reject & (h * fac < h_min)
         newly_blown = (escaped | stuck) & ~done
         blow = blow | newly_blown
-        tblow = torch.where(newly_blown, torch.where(escaped, t, t_old), tblow)
+        t_cross = t
+        if bool(escaped.any()):  # locate the crossing inside the step on the dense-output polynomial
+            t_cross = _bound_crossing(K[:, :W], P, u_old, t_old, h, blowup_bound, escaped)
+        tblow = torch.where(newly_blown, torch.where(escaped, t_cross, t_old), tblow)
         h = torch.where(active, h * fac, h)
         done = done | newly_blown | (accept & (t >= t1 - 1e-12 * max(abs(t1), 1.0)))
         n_done = int(done.sum())
