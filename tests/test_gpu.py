@@ -41,7 +41,7 @@ def test_cuda_matches_cpu_torch_and_scipy_on_gaslit():
     assert mismatch.size <= 2, (mismatch, gpu.raw.t_blowup[mismatch], ref.raw.t_blowup[mismatch])
     ok = ~ref.raw.blowup & ~gpu.raw.blowup
     np.testing.assert_allclose(gpu.raw.u_final[ok], cpu.raw.u_final[ok], rtol=1e-7, atol=1e-8)
-    np.testing.assert_allclose(gpu.raw.u_final[ok], ref.raw.u_final[ok], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(gpu.raw.u_final[ok], ref.raw.u_final[ok], rtol=2e-5, atol=1e-6)
     pts = m.spec.reference_points
     p = np.stack([m.param_vector(x.params) for x in pts])
     u = np.stack([m.state_vector(x.initial_state) for x in pts])

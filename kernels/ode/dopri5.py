@@ -62,9 +62,8 @@ def _initial_step(rhs, u, p, f0, t0, t1, rtol, atol):
     return torch.minimum(torch.minimum(100 * h0, h1), t1 - t0)
 
 
-def _bound_crossing(K, P, u_old, t_old, h, bound, rows, iterations: int = 40):
+def _bound_crossing(Q, u_old, t_old, h, bound, rows, iterations: int = 40):
     """Time at which max|u| first reaches `bound` within the step, by bisection on the interpolant."""
-    Q = torch.einsum("kwn,kj->wnj", K, P)
     lo = torch.zeros_like(h)
     hi = torch.ones_like(h)
     for _ in range(iterations):
@@ -74,13 +73,13 @@ def _bound_crossing(K, P, u_old, t_old, h, bound, rows, iterations: int = 40):
         over = ~(y.abs().amax(1) < bound)
         hi = torch.where(over, mid, hi)
         lo = torch.where(over, lo, mid)
-    return torch.where(rows, t_old + hi * h, t_old + h)
+    return t_old + hi * h
 
 
 def solve_dopri5(rhs: RhsTorch, u0: torch.Tensor, p: torch.Tensor, t0: float, t1: float, *,
                  rtol: float, atol: float, window_start: float, blowup_bound: float,
                  lyapunov: bool, twin_separation: float, t_eval: np.ndarray | None = None,
-                 max_steps: int = 2_000_000, compact_fraction: float = 0.1,
+                 max_steps: int = 2_000_000, compact_fraction: float = 0.1, check_every: int = 16,
                  progress: Callable[[int, int], None] | None = None) -> Dopri5Result:
     """Integrate u' = rhs(u, p) for a batch u0 [B, n], p [B, m] from t0 to t1 (per-row steps).
 
@@ -143,6 +142,11 @@ def solve_dopri5(rhs: RhsTorch, u0: torch.Tensor, p: torch.Tensor, t0: float, t1
     if te is not None:
         next_save += int(at_start.sum())
     done = torch.zeros(B, dtype=torch.bool, device=dev)
+    escaped_any = torch.zeros(B, dtype=torch.bool, device=dev)
+    cross_Q = torch.zeros((B, n, 4), dtype=dt, device=dev)
+    cross_u = torch.zeros((B, n), dtype=dt, device=dev)
+    cross_t = torch.zeros(B, dtype=dt, device=dev)
+    cross_h = torch.zeros(B, dtype=dt, device=dev)
     blow = torch.zeros(B, dtype=torch.bool, device=dev)
     tblow = torch.full((B,), float("nan"), dtype=dt, device=dev)
     h_min = 1e-12 * max(abs(t0), abs(t1), 1.0)
@@ -214,15 +218,14 @@ def solve_dopri5(rhs: RhsTorch, u0: torch.Tensor, p: torch.Tensor, t0: float, t1
                 out_ys[idx[rows], next_save[rows]] = y_interp[rows]
                 next_save = next_save + has.long()
         # final-window features at accepted points
+        # (no host syncs in the step loop: the device runs ahead of Python)
         in_win = accept & (t >= window_start)
-        if bool(in_win.any()):
-            iw = in_win[:, None]
-            wmin = torch.where(iw, torch.minimum(wmin, u), wmin)
-            wmax = torch.where(iw, torch.maximum(wmax, u), wmax)
-            seg = torch.where(in_win, t - torch.maximum(t_old, torch.full_like(t_old, window_start)),
-                              torch.zeros_like(t))
-            wsum = wsum + seg[:, None] * 0.5 * (u + u_old)
-            wlen = wlen + seg
+        iw = in_win[:, None]
+        wmin = torch.where(iw, torch.minimum(wmin, u), wmin)
+        wmax = torch.where(iw, torch.maximum(wmax, u), wmax)
+        seg = torch.where(in_win, t - torch.clamp(t_old, min=window_start), torch.zeros_like(t))
+        wsum = wsum + seg[:, None] * 0.5 * (u + u_old)
+        wlen = wlen + seg
         if lyapunov:
             vn = x_new[W:]
             v = torch.where(accept[:, None], vn, v)
@@ -245,14 +248,22 @@ def solve_dopri5(rhs: RhsTorch, u0: torch.Tensor, p: torch.Tensor, t0: float, t1
         stuck = reject & (h * fac < h_min)
         newly_blown = (escaped | stuck) & ~done
         blow = blow | newly_blown
-        t_cross = t
-        if bool(escaped.any()):  # locate the crossing inside the step on the dense-output polynomial
-            t_cross = _bound_crossing(K[:, :W], P, u_old, t_old, h, blowup_bound, escaped)
-        tblow = torch.where(newly_blown, torch.where(escaped, t_cross, t_old), tblow)
+        # keep the escaping step's interpolant; the crossing time is located when the row is flushed
+        esc = escaped & ~done
+        cross_Q = torch.where(esc[:, None, None], torch.einsum("kwn,kj->wnj", K[:, :W], P), cross_Q)
+        cross_u = torch.where(esc[:, None], u_old, cross_u)
+        cross_t = torch.where(esc, t_old, cross_t)
+        cross_h = torch.where(esc, h, cross_h)
+        escaped_any = escaped_any | esc
+        tblow = torch.where(newly_blown, torch.where(escaped, t, t_old), tblow)
         h = torch.where(active, h * fac, h)
         done = done | newly_blown | (accept & (t >= t1 - 1e-12 * max(abs(t1), 1.0)))
-        n_done = int(done.sum())
+        if iteration % check_every:
+            continue
+        n_done = int(done.sum())  # the one host sync, every `check_every` steps
         if n_done and (n_done == idx.numel() or n_done >= compact_fraction * idx.numel()):
+            tblow = torch.where(escaped_any, _bound_crossing(cross_Q, cross_u, cross_t, cross_h, blowup_bound,
+                                                             escaped_any), tblow)
             rows = done.nonzero().flatten()
             flush(rows)
             finished_total += rows.numel()
@@ -264,9 +275,13 @@ def solve_dopri5(rhs: RhsTorch, u0: torch.Tensor, p: torch.Tensor, t0: float, t1
             lsum, ltime, nacc, nrej, next_save = lsum[keep], ltime[keep], nacc[keep], nrej[keep], next_save[keep]
             speed0 = speed0[keep]
             done, blow, tblow = done[keep], blow[keep], tblow[keep]
+            cross_Q, cross_u, cross_t, cross_h = cross_Q[keep], cross_u[keep], cross_t[keep], cross_h[keep]
+            escaped_any = escaped_any[keep]
             if lyapunov:
                 v, fv = v[keep], fv[keep]
     if idx.numel() > 0:  # out of steps: record where they got to, marked unfinished
+        tblow = torch.where(escaped_any, _bound_crossing(cross_Q, cross_u, cross_t, cross_h, blowup_bound,
+                                                         escaped_any), tblow)
         flush(torch.arange(idx.numel(), device=dev))
 
     lyap = torch.where((out_ltime > 0) & ~out_blow, out_lsum / out_ltime.clamp_min(1e-300),
