@@ -20,6 +20,7 @@ class SolverConfig(_Strict):
     atol: float = Field(1e-10, gt=1e-16, le=1e-2)
     dtype: Literal["float64", "float32"] = "float64"
     device: str = "auto"                     # torch backend: auto -> cuda when visible, else cpu
+    compile: Literal["auto", "on", "off"] = "auto"  # torch.compile the trial step; auto -> on for CUDA
     t_span: tuple[float, float] | None = None  # None -> the model's own time_span
     window: float = Field(0.25, gt=0, lt=1)  # final fraction of t_span used for min/max and Lyapunov
     blowup_bound: float = Field(1e4, gt=0)   # |u_i| beyond this (or non-finite) means blow-up

@@ -128,7 +128,8 @@ def _run_torch(model, params, u0, solver, t0, t1, window_start, t_eval, progress
                             torch.as_tensor(free, dtype=dtype, device=device), t0, t1,
                             rtol=solver.rtol, atol=solver.atol, window_start=window_start,
                             blowup_bound=solver.blowup_bound, lyapunov=solver.lyapunov, twin_separation=d0,
-                            t_eval=t_eval, max_steps=solver.max_steps, progress=progress)
+                            t_eval=t_eval, max_steps=solver.max_steps, progress=progress,
+                            compile=solver.compile == "on" or (solver.compile == "auto" and device.startswith("cuda")))
 
 
 # ---- grids ---------------------------------------------------------------------------------------
