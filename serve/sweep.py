@@ -114,7 +114,8 @@ def solver_config(req: SimulateRequest, args: SweepServeArgs, t_span: tuple[floa
     try:
         return SolverConfig(backend=args.backend, rtol=req.solver.rtol, atol=req.solver.atol,
                             lyapunov=req.solver.lyapunov, t_span=t_span,
-                            device="auto" if args.num_gpus > 0 else "cpu")
+                            device="auto" if args.num_gpus > 0 else "cpu",
+                            compile="off")  # small interactive batches: no compile latency
     except ValidationError as exc:  # the request schema already bounds these; kept as a safety net
         raise InputError("solver", str(exc)) from exc
 
