@@ -15,12 +15,16 @@ In order, first match wins (thresholds come from SolverConfig):
 5. limit_cycle — bounded, not stationary, not chaotic (lambda_max ~ 0).
    oscillatory — the same when no Lyapunov estimate was requested (periodic vs chaotic unknown).
 Fixed points are then named by the model's `fixed_point_labels` (GASLIT-AF: healthy / collapsed).
+
+`classify_spectrum` is the finer rule on QR Lyapunov spectra and Poincare sections
+(actors/sweep/lyapunov.py), which adds quasi_periodic and a cycle's period; see
+docs/models/README.md "Regime rule on Lyapunov spectra".
 """
 from __future__ import annotations
 
 import numpy as np
 
-REGIMES = ("fixed_point", "limit_cycle", "chaotic", "blow_up", "oscillatory", "unresolved")
+REGIMES = ("fixed_point", "limit_cycle", "chaotic", "blow_up", "oscillatory", "unresolved", "quasi_periodic")
 
 
 def relative_amplitude(u_min: np.ndarray, u_max: np.ndarray) -> np.ndarray:
@@ -43,4 +47,33 @@ def classify(u_min: np.ndarray, u_max: np.ndarray, lyapunov_max: np.ndarray, flo
     label[amp < fixed_point_tol] = "fixed_point"
     label[~finished] = "unresolved"
     label[blowup] = "blow_up"
+    return label
+
+
+def classify_spectrum(exponents: np.ndarray, amplitude: np.ndarray, blowup: np.ndarray,
+                      section_order: np.ndarray, *, zero_tol: float = 0.01, chaos_threshold: float = 0.02,
+                      fixed_point_tol: float = 1e-4) -> np.ndarray:
+    """Regime per row from a Lyapunov spectrum [B, k] and a Poincare section (first match wins).
+
+    1. blow_up        — the trajectory left the bound or became non-finite.
+    2. fixed_point    — window amplitude < fixed_point_tol, or lambda_1 < -zero_tol (all directions
+                        contract, so no cycle can be the attractor).
+    3. chaotic        — lambda_1 > chaos_threshold.
+    4. limit_cycle    — lambda_1 ~ 0 and the section is finite (section_order > 0: the crossing
+                        points repeat after q returns; q > 1 is a period-q cycle).
+    5. quasi_periodic — lambda_1 ~ 0, the section is not finite, and lambda_2 ~ 0 too (a 2-torus;
+                        also when only one exponent was computed, so lambda_2 is unknown).
+    6. limit_cycle    — lambda_1 ~ 0 with lambda_2 < -zero_tol but no repeat found: a one-dimensional
+                        attractor whose period exceeds the section's order limit or has not settled.
+    "~ 0" means -zero_tol <= lambda <= chaos_threshold (lambda_1) or |lambda_2| <= zero_tol.
+    A finite section outranks two zero exponents: on a resonant torus every orbit is periodic.
+    """
+    exponents = np.atleast_2d(exponents)
+    lam1 = exponents[:, 0]
+    lam2 = exponents[:, 1] if exponents.shape[1] > 1 else np.zeros_like(lam1)
+    label = np.full(lam1.shape, "limit_cycle", dtype=object)
+    label[(section_order == 0) & (np.abs(lam2) <= zero_tol)] = "quasi_periodic"
+    label[lam1 > chaos_threshold] = "chaotic"
+    label[(amplitude < fixed_point_tol) | (lam1 < -zero_tol)] = "fixed_point"
+    label[blowup | ~np.isfinite(lam1)] = "blow_up"
     return label
