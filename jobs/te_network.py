@@ -86,12 +86,29 @@ def run(spec: TENetworkSpec, input_path: str | Path, out_dir: str | Path, *, pro
 
     out_dir = Path(out_dir)
     data, names = load_input(input_path, spec.columns, spec.max_samples)
-    network, stats = run_network(data, names, spec, out_dir, progress=progress)
+    if spec.network.mode == "multivariate":  # greedy and sequential per target, for small N: run it here
+        network, stats = run_multivariate(data, names, spec, out_dir)
+    else:
+        network, stats = run_network(data, names, spec, out_dir, progress=progress)
     summary = {"name": spec.name, "input": str(input_path), "out_dir": str(out_dir), "n_samples": len(data),
                "variables": names, "n_edges": network.graph.number_of_edges(),
                "correction": spec.network.correction, "alpha": spec.network.significance.alpha, **stats}
     write_outputs(network, out_dir, summary)
     return summary
+
+
+def run_multivariate(data: np.ndarray, names: list[str], spec: TENetworkSpec, out_dir: Path) -> tuple:
+    """The multivariate network computed in this process (no pool); returns (network, stats) like run_network."""
+    import time
+
+    from actors.te.network import te_network
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    network = te_network(data, names, spec.network)
+    n = len(names)
+    return network, {"mode": "multivariate", "n_pairs": n * (n - 1), "tasks_computed": n, "tasks_skipped": 0,
+                     "wall_seconds": round(time.perf_counter() - t0, 3), "workers": []}
 
 
 def parse_set(values: list[str]) -> dict:
@@ -109,13 +126,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default=None, help="TE network YAML (configs/te/*.yaml); default settings if omitted")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="override config fields, e.g. network.correction=fdr network.lags=[1,3]")
+    ap.add_argument("--mode", choices=["bivariate", "multivariate"], default=None,
+                    help="network.mode: bivariate pairs (default) or greedy multivariate conditioning (small N)")
     ap.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or embedded)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     from cluster import connect
 
     try:
-        spec = load_spec(args.config, parse_set(args.set))
+        overrides = parse_set(args.set) | ({"network.mode": args.mode} if args.mode else {})
+        spec = load_spec(args.config, overrides)
     except (InputError, ValueError) as exc:
         print(f"invalid TE network config {args.config}: {exc}", file=sys.stderr)
         return 2

@@ -74,6 +74,7 @@ class NetworkConfig(_Strict):
     significance: SignificanceConfig = Field(default_factory=SignificanceConfig)
     lags: tuple[int, int] | None = None       # inclusive u range searched; None -> params.delay
     correction: Literal["max", "fdr", "none"] = "max"  # max-statistic (FWER) or Benjamini-Hochberg
+    mode: Literal["bivariate", "multivariate"] = "bivariate"  # multivariate: greedy, small N (multivariate.py)
     ragwitz: RagwitzConfig | None = None      # auto-embed each destination (and source) first
 
     @model_validator(mode="after")

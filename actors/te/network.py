@@ -137,8 +137,13 @@ def assemble_network(results: Sequence[PairResult], names: Sequence[str], cfg: N
 
 def te_network(data, names: Sequence[str] | None = None, config: NetworkConfig | dict | None = None,
                *, progress: Callable[[int, int], None] | None = None) -> TENetwork:
-    """The bivariate TE network of the columns of `data` ([T, N]), computed here, pair by pair."""
+    """The TE network of the columns of `data` ([T, N]), computed here: pair by pair (bivariate), or
+    target by target with greedy conditioning when cfg.mode == "multivariate"."""
     cfg = validated(NetworkConfig, config)
+    if cfg.mode == "multivariate":
+        from actors.te.multivariate import multivariate_network  # it imports this module
+
+        return multivariate_network(data, names, cfg, progress=progress)
     arr, names = check_data(data, names)
     embeddings = auto_embeddings(arr, cfg)
     pairs = all_pairs(arr.shape[1])

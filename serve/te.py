@@ -1,0 +1,402 @@
+"""HTTP front end for the transfer-entropy engine: one TE estimate, TE networks, causal paths.
+
+    serve run serve.te:build_app max_samples=100000 inline_max_vars=6 pool_workers=2
+    serve build serve.te:app -o serve_te.yaml
+
+Routes (OpenAPI at /docs):
+    POST /te                 TE(source -> target) in nats, p-value when surrogates > 0, n_obs
+    POST /te/network         small N: the network inline; large N (or background=true): 202 + a job id
+    GET  /te/network/{id}    a background job's status, and its network when done
+    GET  /causal/path        ?from=A&to=B: directed paths in the latest network, by total TE
+
+The request logic (`run_te`, `TEState.network`, `TEState.paths`) needs no HTTP and no Ray; the FastAPI
+app is built by `make_fastapi(args)` so tests can drive it in-process, and the Serve ingress builds the
+same app on its replica. Background networks run in a thread of the replica: bivariate ones through
+the TE pool (actors/te/pool.py, TEEstimator actors) when Ray is up, otherwise in-process. Jobs and
+the latest network live in the replica's memory, so the app runs one replica by default.
+
+Errors: an `InputError` (series too short for the embedding, NaN/inf, constant series, mismatched
+lengths, k >= number of points) is HTTP 422, a request over a size limit 413, an unknown job /
+variable or a missing network or path 404, all as {"detail": {"field", "message", "allowed"}} with
+the request's own field names; schema errors (k out of range, unknown keys) are FastAPI's own 422.
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, Literal
+
+import networkx as nx
+import numpy as np
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+from ray.serve import Application
+
+from actors.te.config import NetworkConfig, TENetworkSpec, WorkerConfig
+from actors.te.embedding import as_series
+from actors.te.engine import te_significance, transfer_entropy
+from actors.te.errors import InputError
+from actors.te.network import TENetwork, te_network
+
+
+class TooLargeError(InputError):
+    """A request over one of the deployment's size limits (HTTP 413)."""
+
+    status_code = 413
+
+
+class NotFoundError(InputError):
+    """No such job, variable, network or path (HTTP 404)."""
+
+    status_code = 404
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TEServeArgs(_Strict):
+    """Application arguments (`serve run serve.te:build_app key=value ...`)."""
+
+    max_samples: int = Field(100_000, ge=10)      # most samples per series
+    max_surrogates: int = Field(1_000, ge=1)      # most surrogates per request
+    max_vars: int = Field(1_000, ge=2)            # most variables in one /te/network request
+    inline_max_vars: int = Field(6, ge=2)         # networks with more variables run as background jobs
+    max_jobs: int = Field(32, ge=1)               # finished jobs kept in memory (oldest dropped first)
+    path_cutoff: int = Field(6, ge=1, le=20)      # longest path (edges) /causal/path may ask for
+    num_replicas: int = Field(1, gt=0)
+    num_gpus: float = Field(0, ge=0)              # per replica
+    pool_workers: int | Literal["auto"] = 1       # TEEstimators for background networks
+    pool_num_gpus: float | Literal["auto"] = 0.0  # per estimator; "auto" -> one per GPU when there are GPUs
+    pool_num_cpus: float = Field(1.0, gt=0)
+
+
+class _Estimator(_Strict):
+    """Settings shared by /te and /te/network (JIDT names in brackets)."""
+
+    k: int = Field(4, ge=1, le=1_000)               # nearest neighbours in the joint space
+    history: int = Field(1, ge=1, le=256)           # destination history length (k_hist)
+    source_history: int = Field(1, ge=1, le=256)    # source history length (l_hist)
+    algorithm: Literal[1, 2] = 1                    # KSG algorithm
+    noise: float = Field(0.0, ge=0, le=1)           # Gaussian noise in standard deviations (JIDT: 1e-8)
+    normalise: bool = True                          # z-score each embedded column
+    theiler: int = Field(0, ge=0, le=100_000)       # exclude neighbours with |i - j| <= theiler
+    surrogate_method: Literal["permutation", "circular"] = "permutation"
+    seed: int = Field(0, ge=0)                      # seeds the noise and the surrogates
+
+    def params(self, **extra: Any) -> dict:
+        return {"k": self.k, "k_hist": self.history, "l_hist": self.source_history, "algorithm": self.algorithm,
+                "noise": self.noise, "normalise": self.normalise, "theiler": self.theiler, "seed": self.seed,
+                **extra}
+
+
+class TERequest(_Estimator):
+    source: list[float]
+    target: list[float]
+    delay: int = Field(1, ge=1, le=10_000)          # source-destination delay u: source[t+1-u] -> target[t+1]
+    surrogates: int = Field(0, ge=0)                # 0 -> no significance test, p_value null
+
+
+class TEResponse(BaseModel):
+    te: float                     # nats
+    p_value: float | None         # (1 + #{surrogate >= te}) / (1 + surrogates); null when surrogates = 0
+    n_obs: int                    # embedded observations the estimate averages over
+    delay: int
+    units: str = "nats"
+
+
+class NetworkRequest(_Estimator):
+    data: dict[str, list[float]]                    # variable name -> series; every series the same length
+    lags: tuple[int, int] | None = None             # inclusive delay range searched per pair; None -> 1
+    surrogates: int = Field(19, ge=1)
+    alpha: float = Field(0.05, gt=0, lt=1)
+    correction: Literal["max", "fdr", "none"] = "max"   # bivariate mode only
+    mode: Literal["bivariate", "multivariate"] = "bivariate"
+    background: bool | None = None                  # None -> background when N > inline_max_vars
+
+
+# ---- request logic (no Ray, no HTTP) ---------------------------------------------------------------
+_FIELD_NAMES = {"k_hist": "history", "l_hist": "source_history", "significance.n_surrogates": "surrogates",
+                "significance.min_shift": "surrogates"}
+
+
+def _renamed(exc: InputError, prefix: str = "") -> InputError:
+    """The engine's error with the request's field name (k_hist -> history, ...)."""
+    field = _FIELD_NAMES.get(exc.field, exc.field)
+    if prefix and field in ("source", "target"):  # network pairs: the engine's names for the columns
+        field = prefix
+    if field == exc.field:
+        return exc
+    message = str(exc).removeprefix(f"{exc.field}: ")
+    if exc.allowed:
+        message = message.removesuffix(f" (allowed: {exc.allowed})")
+    return InputError(field, message, exc.allowed)
+
+
+def _check_size(name: str, n: int, limit: int, what: str) -> None:
+    if n > limit:
+        raise TooLargeError(name, f"{n} {what} exceed the limit of {limit}", f"at most {limit}")
+
+
+def run_te(req: TERequest | dict, args: TEServeArgs | dict | None = None) -> dict:
+    """TE(source -> target) for one request: the estimate, its p-value (surrogates > 0) and n_obs."""
+    req = req if isinstance(req, TERequest) else TERequest.model_validate(req)
+    args = args if isinstance(args, TEServeArgs) else TEServeArgs.model_validate(args or {})
+    _check_size("source", len(req.source), args.max_samples, "samples")
+    _check_size("target", len(req.target), args.max_samples, "samples")
+    _check_size("surrogates", req.surrogates, args.max_surrogates, "surrogates")
+    params = req.params(delay=req.delay)
+    try:
+        if req.surrogates == 0:
+            res = transfer_entropy(req.source, req.target, params=params)
+            te, p, n_obs = res.te, None, res.n_obs
+        else:
+            sig = {"n_surrogates": req.surrogates, "method": req.surrogate_method, "seed": req.seed}
+            res = te_significance(req.source, req.target, params=params, significance=sig)
+            te, p, n_obs = res.te, res.p_value, res.n_obs
+    except InputError as exc:
+        raise _renamed(exc) from None
+    return TEResponse(te=te, p_value=p, n_obs=n_obs, delay=req.delay).model_dump()
+
+
+def network_config(req: NetworkRequest) -> NetworkConfig:
+    """The engine's NetworkConfig for a /te/network request."""
+    try:
+        return NetworkConfig.model_validate({
+            "params": req.params(), "lags": req.lags, "correction": req.correction, "mode": req.mode,
+            "significance": {"n_surrogates": req.surrogates, "method": req.surrogate_method, "seed": req.seed,
+                             "alpha": req.alpha}})
+    except ValueError as exc:  # the lags range check of NetworkConfig
+        raise InputError("lags", str(exc).splitlines()[-1], "[lo, hi] with 1 <= lo <= hi <= 10000") from None
+
+
+def network_matrix(req: NetworkRequest, args: TEServeArgs) -> tuple[np.ndarray, list[str]]:
+    """[T, N] data and names, every column checked on its own so errors name data.<variable>."""
+    names = list(req.data)
+    if len(names) < 2:
+        raise InputError("data", f"has {len(names)} variable(s)", "at least 2 variables")
+    _check_size("data", len(names), args.max_vars, "variables")
+    length = len(req.data[names[0]])
+    for name in names:
+        _check_size(f"data.{name}", len(req.data[name]), args.max_samples, "samples")
+    cols = [as_series(req.data[names[0]], f"data.{names[0]}")]
+    cols += [as_series(req.data[n], f"data.{n}", length=length) for n in names[1:]]
+    return np.column_stack(cols), names
+
+
+def edge_list(graph: nx.DiGraph) -> list[dict]:
+    """Edges as JSON rows, strongest first."""
+    rows = [{"source": s, "target": t, "te": float(d["te"]), "p_value": float(d["p_value"]), "lag": int(d["lag"])}
+            for s, t, d in graph.edges(data=True)]
+    return sorted(rows, key=lambda r: -r["te"])
+
+
+def network_body(net_id: str, network: TENetwork, mode: str, seconds: float) -> dict:
+    g = network.graph
+    n_obs = int(network.table["n_obs"].min()) if len(network.table) else None
+    return {"id": net_id, "status": "done", "mode": mode, "nodes": list(g.nodes), "edges": edge_list(g),
+            "n_edges": g.number_of_edges(), "n_obs": n_obs, "alpha": g.graph.get("alpha"),
+            "correction": g.graph.get("correction"), "seconds": round(seconds, 3)}
+
+
+Runner = Callable[[np.ndarray, list[str], NetworkConfig], tuple[TENetwork, dict]]
+
+
+def local_runner(data: np.ndarray, names: list[str], cfg: NetworkConfig) -> tuple[TENetwork, dict]:
+    """The network computed in this process, and where it ran."""
+    return te_network(data, names, cfg), {"engine": "local"}
+
+
+def pool_runner(args: TEServeArgs) -> Runner:
+    """Bivariate networks through the TE pool when Ray is up (a Serve replica); otherwise local_runner."""
+    def run(data: np.ndarray, names: list[str], cfg: NetworkConfig) -> tuple[TENetwork, dict]:
+        import ray
+
+        if cfg.mode != "bivariate" or not ray.is_initialized():
+            return local_runner(data, names, cfg)
+        from actors.te.pool import run_network
+
+        workers = WorkerConfig(num_workers=args.pool_workers, num_gpus=args.pool_num_gpus,
+                               num_cpus=args.pool_num_cpus)
+        spec = TENetworkSpec(name="serve", network=cfg, workers=workers)
+        network, stats = run_network(data, names, spec, None, progress=False)
+        return network, {"engine": "pool", "workers": stats["workers"], "n_tasks": stats["n_tasks"]}
+
+    return run
+
+
+class TEState:
+    """Background jobs and the latest finished network of one replica (thread-safe)."""
+
+    def __init__(self, args: TEServeArgs, runner: Runner | None = None):
+        self.args = args
+        self.runner = runner or pool_runner(args)
+        self.jobs: OrderedDict[str, dict] = OrderedDict()
+        self.latest: tuple[str, nx.DiGraph] | None = None
+        self.lock = threading.Lock()
+
+    def network(self, req: NetworkRequest) -> tuple[int, dict]:
+        """(HTTP status, body): 200 and the network inline, or 202 and a job id for a background run."""
+        data, names = network_matrix(req, self.args)
+        _check_size("surrogates", req.surrogates, self.args.max_surrogates, "surrogates")
+        cfg = network_config(req)
+        net_id = uuid.uuid4().hex[:12]
+        background = req.background if req.background is not None else len(names) > self.args.inline_max_vars
+        if not background:
+            t0 = time.perf_counter()
+            try:
+                network, info = local_runner(data, names, cfg)
+            except InputError as exc:
+                raise _renamed(exc, "data") from None
+            body = network_body(net_id, network, cfg.mode, time.perf_counter() - t0) | info
+            with self.lock:  # GET /te/network/{id} serves inline results too
+                self.jobs[net_id] = {**body, "n_vars": len(names), "n_samples": len(data), "submitted": time.time()}
+                self._trim()
+            self._finish(net_id, body, network.graph)
+            return 200, body
+        job = {"id": net_id, "status": "running", "mode": cfg.mode, "n_vars": len(names), "n_samples": len(data),
+               "submitted": time.time()}
+        with self.lock:
+            self.jobs[net_id] = job
+            self._trim()
+        threading.Thread(target=self._background, args=(net_id, data, names, cfg), daemon=True,
+                         name=f"te-network-{net_id}").start()
+        return 202, {"id": net_id, "status": "running", "href": f"/te/network/{net_id}"}
+
+    def _background(self, net_id: str, data: np.ndarray, names: list[str], cfg: NetworkConfig) -> None:
+        t0 = time.perf_counter()
+        try:
+            network, info = self.runner(data, names, cfg)
+        except InputError as exc:
+            err = _renamed(exc, "data")
+            with self.lock:
+                self.jobs[net_id].update(status="failed",
+                                         error={"field": err.field, "message": str(err), "allowed": err.allowed})
+            return
+        except Exception as exc:  # reported through GET, never swallowed silently
+            with self.lock:
+                self.jobs[net_id].update(status="failed", error={"field": None, "message": repr(exc), "allowed": None})
+            return
+        body = network_body(net_id, network, cfg.mode, time.perf_counter() - t0) | info
+        self._finish(net_id, body, network.graph)
+
+    def _finish(self, net_id: str, body: dict, graph: nx.DiGraph) -> None:
+        with self.lock:
+            if net_id in self.jobs:
+                self.jobs[net_id].update(body)
+            self.latest = (net_id, graph)
+
+    def _trim(self) -> None:
+        done = [k for k, j in self.jobs.items() if j["status"] != "running"]
+        for k in done[: max(0, len(self.jobs) - self.args.max_jobs)]:
+            del self.jobs[k]
+
+    def job(self, net_id: str) -> dict:
+        with self.lock:
+            if net_id not in self.jobs:
+                raise NotFoundError("id", f"no network job {net_id!r} on this replica",
+                                    "an id returned by POST /te/network (the newest jobs are kept)")
+            return dict(self.jobs[net_id])
+
+    def paths(self, source: str, target: str, cutoff: int, max_paths: int) -> dict:
+        """Directed simple paths source -> ... -> target in the latest network, largest total TE first."""
+        with self.lock:
+            latest = self.latest
+        if latest is None:
+            raise NotFoundError("network", "no network has been computed yet", "POST /te/network first")
+        net_id, graph = latest
+        for field, node in (("from", source), ("to", target)):
+            if node not in graph:
+                raise NotFoundError(field, f"{node!r} is not a variable of the latest network ({net_id})",
+                                    ", ".join(map(str, graph.nodes)))
+        if source == target:
+            raise InputError("to", "equals 'from'", "a variable other than 'from'")
+        if cutoff > self.args.path_cutoff:
+            raise InputError("cutoff", f"{cutoff} exceeds the limit", f"1..{self.args.path_cutoff}")
+        # enumeration is bounded: dense graphs have exponentially many simple paths
+        found = itertools.islice(nx.all_simple_paths(graph, source, target, cutoff=cutoff), 100 * max_paths)
+        paths = []
+        for nodes in found:
+            edges = [{"source": a, "target": b, "te": float(graph.edges[a, b]["te"]),
+                      "p_value": float(graph.edges[a, b]["p_value"]), "lag": int(graph.edges[a, b]["lag"])}
+                     for a, b in itertools.pairwise(nodes)]
+            paths.append({"nodes": list(nodes), "edges": edges, "total_te": sum(e["te"] for e in edges),
+                          "length": len(edges)})
+        if not paths:
+            raise NotFoundError("to", f"no directed path from {source!r} to {target!r} with at most {cutoff} edges "
+                                f"in the latest network ({net_id})", "a variable reachable from 'from'")
+        paths.sort(key=lambda p: (-p["total_te"], p["length"]))
+        return {"from": source, "to": target, "network_id": net_id, "cutoff": cutoff, "paths": paths[:max_paths]}
+
+
+def health(args: TEServeArgs) -> dict:
+    return {"status": "ok", "limits": {"max_samples": args.max_samples, "max_surrogates": args.max_surrogates,
+                                       "max_vars": args.max_vars, "inline_max_vars": args.inline_max_vars}}
+
+
+# ---- HTTP -----------------------------------------------------------------------------------------
+def make_fastapi(args: TEServeArgs | dict | None = None, runner: Runner | None = None) -> FastAPI:
+    """The FastAPI app (routes, error mapping, OpenAPI at /docs) for the given limits."""
+    args = args if isinstance(args, TEServeArgs) else TEServeArgs.model_validate(args or {})
+    state = TEState(args, runner)
+    app = FastAPI(title="attractor transfer entropy", version="0.1.0",
+                  description="KSG transfer entropy (JIDT semantics), TE networks and causal paths.")
+    app.state.te = state
+
+    @app.exception_handler(InputError)
+    async def _input_error(_: Request, exc: InputError) -> JSONResponse:
+        return JSONResponse(status_code=getattr(exc, "status_code", 422),
+                            content={"detail": {"field": exc.field, "message": str(exc), "allowed": exc.allowed}})
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return health(args)
+
+    @app.post("/te", response_model=TEResponse)
+    def post_te(req: TERequest) -> dict:  # sync: FastAPI runs it in its threadpool
+        return run_te(req, args)
+
+    @app.post("/te/network", responses={202: {"description": "background job started: poll href"}})
+    def post_network(req: NetworkRequest) -> JSONResponse:
+        status, body = state.network(req)
+        return JSONResponse(status_code=status, content=body)
+
+    @app.get("/te/network/{net_id}")
+    def get_network(net_id: str) -> dict:
+        return state.job(net_id)
+
+    @app.get("/causal/path")
+    def causal_path(source: str = Query(..., alias="from"), target: str = Query(..., alias="to"),
+                    cutoff: int = Query(4, ge=1, le=20), max_paths: int = Query(20, ge=1, le=1_000)) -> dict:
+        return state.paths(source, target, cutoff, max_paths)
+
+    return app
+
+
+@serve.deployment(name="TEServe")
+@serve.ingress()
+class TEIngress:
+    """Serve replica: holds the validated args; the FastAPI app (and its job state) is built on the replica."""
+
+    def __init__(self, args: dict | None = None):
+        self.args = TEServeArgs.model_validate(args or {})
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return make_fastapi(self.args)
+
+
+def build_app(args: dict | None = None) -> Application:
+    """Application builder for `serve run` / `serve build` (args are TEServeArgs fields)."""
+    cfg = TEServeArgs.model_validate(args or {})
+    return TEIngress.options(num_replicas=cfg.num_replicas,
+                             ray_actor_options={"num_gpus": cfg.num_gpus}).bind(cfg.model_dump())
+
+
+# `serve build serve.te:app -o serve_te.yaml` wants an Application (default args).
+app = build_app({})
