@@ -1,0 +1,111 @@
+"""Pseudo-arclength continuation: folds, branch points and Hopf points against closed forms.
+
+Brusselator: equilibrium (a, b/a), Hopf at b = 1 + a^2 with frequency a. Lorenz: the origin's
+pitchfork at rho = 1 and the Hopf of C+- at rho = sigma (sigma + beta + 3) / (sigma - beta - 1).
+x' = mu + x - x^3: folds at mu = +-2 / (3 sqrt 3) with x = -+1/sqrt 3 (an S-curve walked round both).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from actors.sweep.continuation import (
+    ContinuationError,
+    ContinuationSpec,
+    continue_branch,
+    continue_equilibria,
+)
+from actors.sweep.errors import InputError
+from actors.sweep.models import get_model, register_model
+
+CUBIC = register_model({"name": "cubic_fold_test", "states": ["x"], "params": {"mu": 0.0},
+                        "initial_state": {"x": -1.3}, "equations": {"x": "mu + x - x**3"}})
+
+
+def _special(branch, kind):
+    return [s for s in branch.special if s.kind == kind]
+
+
+@pytest.mark.parametrize("a", [1.0, 1.5])
+def test_brusselator_hopf_at_one_plus_a_squared(a):
+    spec = ContinuationSpec(model="brusselator", parameter="b", params={"a": a}, bounds=(0.5, 2 + a * a),
+                            branches=[{"start": 1.0, "initial_state": {"x": 1.0, "y": 1.0}}])
+    (branch,) = continue_equilibria(spec)
+    np.testing.assert_allclose(branch.states[:, 0], a, atol=1e-10)  # x* = a
+    np.testing.assert_allclose(branch.states[:, 1], branch.param / a, atol=1e-10)  # y* = b/a
+    (hopf,) = _special(branch, "hopf")
+    assert abs(hopf.param - (1 + a * a)) < 1e-6
+    assert abs(hopf.frequency - a) < 1e-6  # eigenvalues ±i a at the Hopf point (det J = a^2)
+    assert not _special(branch, "fold") and not _special(branch, "branch_point")
+    # stable before the Hopf, unstable after
+    assert branch.stable[branch.param < hopf.param - 1e-9].all()
+    assert not branch.stable[branch.param > hopf.param + 1e-9].any()
+    assert branch.stop_reason == "bounds"
+
+
+def test_lorenz_pitchfork_on_the_trivial_branch_only():
+    """Origin, rho in [0, 30]: one branch point at rho = 1; the neutral saddle (real pair mu, -mu at
+    rho ~ 4.64) zeroes the Hopf test function too and must be rejected."""
+    spec = ContinuationSpec(model="lorenz", parameter="rho", bounds=(0.0, 30.0),
+                            branches=[{"start": 0.0, "initial_state": {"x": 0.0, "y": 0.0, "z": 0.0}}])
+    (branch,) = continue_equilibria(spec)
+    assert [s.kind for s in branch.special] == ["branch_point"]
+    assert abs(branch.special[0].param - 1.0) < 1e-6
+    assert np.abs(branch.states).max() == 0.0
+    assert branch.stable[branch.param < 1 - 1e-9].all() and not branch.stable[branch.param > 1 + 1e-9].any()
+
+
+def test_lorenz_hopf_of_nontrivial_equilibria_and_their_pitchfork():
+    sigma, beta = 10.0, 8.0 / 3.0
+    rho_h = sigma * (sigma + beta + 3) / (sigma - beta - 1)  # 24.7368...
+    spec = ContinuationSpec(model="lorenz", parameter="rho", bounds=(0.5, 30.0), branches=[
+        {"start": 10.0, "initial_state": {"x": 5.0, "y": 5.0, "z": 9.0}},
+        {"start": 10.0, "direction": -1, "initial_state": {"x": 5.0, "y": 5.0, "z": 9.0}}])
+    up, down = continue_equilibria(spec)
+    (hopf,) = _special(up, "hopf")
+    assert abs(hopf.param - rho_h) < 1e-6
+    # C+ = (sqrt(beta (rho - 1)), same, rho - 1) along the branch
+    np.testing.assert_allclose(up.states[:, 0], np.sqrt(beta * (up.param - 1)), rtol=1e-9)
+    np.testing.assert_allclose(up.states[:, 2], up.param - 1, rtol=1e-9)
+    # going down, C+ meets the origin at rho = 1 (the pitchfork), turns, and follows C- up to its Hopf
+    kinds = [(s.kind, round(s.param, 6)) for s in down.special]
+    assert kinds == [("branch_point", 1.0), ("hopf", round(rho_h, 6))]
+    assert abs(down.special[0].param - 1.0) < 1e-6 and abs(down.special[1].param - rho_h) < 1e-6
+    assert down.states[-1, 0] < 0  # ended on C-
+
+
+def test_cubic_s_curve_two_folds_and_stability():
+    spec = ContinuationSpec(model="cubic_fold_test", parameter="mu", bounds=(-1.0, 1.0),
+                            branches=[{"start": -1.0}])
+    (branch,) = continue_equilibria(spec)
+    folds = _special(branch, "fold")
+    mu_f = 2 / (3 * np.sqrt(3))
+    assert [round(f.param, 9) for f in folds] == [round(mu_f, 9), round(-mu_f, 9)]
+    assert abs(folds[0].param - mu_f) < 1e-9 and abs(folds[1].param + mu_f) < 1e-9
+    np.testing.assert_allclose([f.state[0] for f in folds], [-1 / np.sqrt(3), 1 / np.sqrt(3)], atol=1e-6)
+    np.testing.assert_allclose(branch.param, branch.states[:, 0] ** 3 - branch.states[:, 0], atol=1e-10)
+    # stable exactly where F_x = 1 - 3 x^2 < 0
+    x = branch.states[:, 0]
+    assert (branch.stable == (1 - 3 * x**2 < 0)).all()
+    assert branch.states[-1, 0] > 1  # walked round both folds onto the upper branch
+
+
+def test_bad_inputs_name_the_field():
+    with pytest.raises(InputError, match="parameter"):
+        continue_equilibria(ContinuationSpec(model="lorenz", parameter="nope", bounds=(0, 1),
+                                             branches=[{"start": 0.5}]))
+    with pytest.raises(InputError, match="branches.start"):
+        continue_equilibria(ContinuationSpec(model="lorenz", parameter="rho", bounds=(0, 1),
+                                             branches=[{"start": 5.0}]))
+    with pytest.raises(ValidationError, match="bounds"):
+        ContinuationSpec(model="lorenz", parameter="rho", bounds=(1, 0), branches=[{}])
+    with pytest.raises(InputError, match="model"):
+        continue_equilibria(ContinuationSpec(model="nope", parameter="rho", bounds=(0, 1), branches=[{}]))
+    # x' = x^2 + 1 has no real equilibrium: Newton from the guess cannot converge
+    nothing = register_model({"name": "no_equilibrium_test", "states": ["x"], "params": {"c": 1.0},
+                              "initial_state": {"x": 0.3}, "equations": {"x": "x**2 + c"}})
+    spec = ContinuationSpec(model=nothing.name, parameter="c", bounds=(0.5, 2), branches=[{}])
+    with pytest.raises(ContinuationError, match="initial_state"):
+        continue_branch(spec, spec.branches[0])
+    assert get_model(nothing.name).name == nothing.name
