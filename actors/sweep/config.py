@@ -14,7 +14,7 @@ class _Strict(BaseModel):
 class SolverConfig(_Strict):
     """How to integrate and how to judge the result. Both backends read the same settings."""
 
-    backend: Literal["torch", "scipy"] = "torch"
+    backend: Literal["torch", "scipy", "triton"] = "torch"  # triton: generated per-trajectory Tsit5 kernels
     method: Literal["DOP853", "LSODA", "RK45", "Radau"] = "DOP853"  # scipy backend only
     rtol: float = Field(1e-8, gt=1e-14, le=1e-2)
     atol: float = Field(1e-10, gt=1e-16, le=1e-2)

@@ -94,6 +94,8 @@ def simulate(model: CompiledModel | str, params: np.ndarray, u0: np.ndarray, sol
     window_start = t1 - solver.window * (t1 - t0)
     if solver.backend == "torch":
         raw = _run_torch(model, params, u0, solver, t0, t1, window_start, t_eval, progress)
+    elif solver.backend == "triton":
+        raw = _run_triton(model, params, u0, solver, t0, t1, t_eval, progress)
     else:
         raw = solve_scipy(model.rhs_numpy, u0, params, t0, t1, method=solver.method, rtol=solver.rtol,
                           atol=solver.atol, window_start=window_start, blowup_bound=solver.blowup_bound,
@@ -130,6 +132,25 @@ def _run_torch(model, params, u0, solver, t0, t1, window_start, t_eval, progress
                             blowup_bound=solver.blowup_bound, lyapunov=solver.lyapunov, twin_separation=d0,
                             t_eval=t_eval, max_steps=solver.max_steps, progress=progress,
                             compile=solver.compile == "on" or (solver.compile == "auto" and device.startswith("cuda")))
+
+
+def _run_triton(model, params, u0, solver, t0, t1, t_eval, progress) -> Dopri5Result:
+    """Generated per-trajectory Tsit5 kernel (kernels/ode/): CUDA compiled, CPU interpreted (slow)."""
+    from kernels.ode.triton_solvers import OdeInputError, solve_ode
+
+    if t_eval is not None:
+        raise InputError("t_eval", "not supported by the triton backend", "backend torch or scipy")
+    device = resolve_device(solver.device)
+    d0 = solver.twin_separation if solver.dtype == "float64" else max(solver.twin_separation, 1e-4)
+    try:
+        raw = solve_ode(model, params, u0, (t0, t1), method="tsit5", dtype=solver.dtype, rtol=solver.rtol,
+                        atol=solver.atol, window=solver.window, blowup_bound=solver.blowup_bound,
+                        lyapunov=solver.lyapunov, twin_separation=d0, max_steps=solver.max_steps, device=device)
+    except OdeInputError as exc:
+        raise InputError(f"solver.{exc.field}", exc.message, exc.allowed) from exc
+    if progress is not None:
+        progress(params.shape[0], params.shape[0])
+    return raw
 
 
 # ---- grids ---------------------------------------------------------------------------------------

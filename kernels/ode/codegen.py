@@ -1,0 +1,538 @@
+"""SymPy equations -> Triton source for one fused per-trajectory ODE kernel.
+
+One lane integrates one trajectory: the state, its step size and the error controller live in
+registers as one scalar variable per state component (fully unrolled: a 5-state Tsit5 step is ~200
+straight-line lines), the right-hand side is inlined after SymPy's common-subexpression
+elimination, and parameters are loaded once per lane. This is DiffEqGPU.jl's design, in Python.
+
+The source is written to a cache directory and imported from there (Triton's JIT reads the source
+of the functions it compiles), keyed by a hash of the equations, the solver and the options.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import sympy as sp
+
+from kernels.ode.tableaus import TABLEAUS, Tableau
+
+CODEGEN_VERSION = "4"
+CACHE_DIR = Path(os.environ.get("ATTRACTOR_KERNEL_CACHE", Path.home() / ".cache" / "attractor" / "ode_kernels"))
+
+# controller constants (Hairer–Wanner PI controller for a 5(4) pair; scipy's clamps)
+SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 10.0
+PI_BETA1, PI_BETA2 = 0.7 / 5, 0.4 / 5
+
+
+class CodegenError(ValueError):
+    """The equations use something the Triton printer cannot lower."""
+
+
+@dataclass(frozen=True)
+class OdeSystem:
+    """u' = F(u; p) as SymPy expressions over plain symbols (what the kernel is generated from)."""
+
+    name: str
+    states: tuple[str, ...]
+    params: tuple[str, ...]           # per-lane parameters, in the column order of the P array
+    equations: tuple[sp.Expr, ...]
+
+    @property
+    def digest(self) -> str:
+        text = repr((self.states, self.params, [sp.srepr(e) for e in self.equations]))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def system_from_model(model, fixed: dict[str, float] | None = None) -> OdeSystem:
+    """An OdeSystem from a registered model (duck-typed: state/param names and symbols, equations).
+
+    `fixed` parameters are substituted as constants: SymPy then folds them (Lambda**n_sig with
+    n_sig = 4 becomes three multiplies instead of exp(4 log Lambda)), and they are not loaded.
+    """
+    fixed = dict(fixed or {})
+    subs = {sp.Symbol(k): (sp.Integer(int(v)) if float(v).is_integer() else sp.Float(v, 17))
+            for k, v in fixed.items()}
+    eqs = []
+    for e in model.equations:
+        e = e.subs(subs)
+        # integer-valued float exponents become integer powers (multiplications, exact for x < 0)
+        e = e.replace(lambda x: x.is_Pow and x.exp.is_Float and float(x.exp).is_integer(),
+                      lambda x: sp.Pow(x.base, int(x.exp)))
+        eqs.append(e)
+    free = tuple(p for p in model.param_names if p not in fixed)
+    return OdeSystem(model.name, tuple(model.state_names), free, tuple(eqs))
+
+
+# ---- expression printer --------------------------------------------------------------------------
+class _Printer:
+    """Lowers a SymPy expression to a triton.language expression string.
+
+    Numbers become named constants of the kernel's dtype (tl.full), so FP64 kernels keep every
+    coefficient exact; integer powers become multiplications; x**(1/2) -> tl.sqrt.
+    """
+
+    _UNARY = {"exp": "tl.exp", "log": "tl.log", "sin": "tl.sin", "cos": "tl.cos", "Abs": "tl.abs",
+              "tanh": "_tanh", "sinh": "_sinh", "cosh": "_cosh", "tan": "_tan"}
+
+    def __init__(self, names: dict[sp.Symbol, str], consts: dict[float, str]):
+        self.names = names
+        self.consts = consts
+
+    def const(self, value: float) -> str:
+        value = float(value)
+        if value not in self.consts:
+            self.consts[value] = f"c{len(self.consts)}"
+        return self.consts[value]
+
+    def __call__(self, e: sp.Expr) -> str:
+        if e.is_Symbol:
+            if e not in self.names:
+                raise CodegenError(f"unknown symbol {e}")
+            return self.names[e]
+        if e.is_Number:
+            if not e.is_finite:
+                raise CodegenError(f"non-finite constant {e}")
+            return self.const(e)
+        if e is sp.pi or e is sp.E:
+            return self.const(float(e))
+        if e.is_Add:
+            return "(" + " + ".join(self(a) for a in e.args) + ")"
+        if e.is_Mul:
+            return self._mul(e)
+        if e.is_Pow:
+            return self._pow(e.base, e.exp)
+        fname = type(e).__name__
+        if fname in self._UNARY:
+            return f"{self._UNARY[fname]}({self(e.args[0])})"
+        if fname in ("Max", "Min"):
+            op = "tl.maximum" if fname == "Max" else "tl.minimum"
+            out = self(e.args[0])
+            for a in e.args[1:]:
+                out = f"{op}({out}, {self(a)})"
+            return out
+        if fname == "Heaviside":
+            return f"tl.where({self(e.args[0])} > {self.const(0)}, {self.const(1)}, {self.const(0)})"
+        raise CodegenError(f"cannot lower {fname} (in {e}) to Triton")
+
+    def _mul(self, e: sp.Mul) -> str:
+        num, den = [], []
+        coeff, factors = e.as_coeff_mul()
+        for f in factors:
+            if f.is_Pow and f.exp.is_Number and f.exp < 0:
+                den.append(self._pow(f.base, -f.exp))
+            else:
+                num.append(self(f))
+        sign = ""
+        if coeff == -1:
+            sign = "-"
+        elif coeff != 1:
+            num.insert(0, self.const(coeff))
+        text = " * ".join(num) if num else self.const(1)
+        if den:
+            text = f"({text}) / ({' * '.join(den)})"
+        return f"({sign}{text})"
+
+    def _pow(self, base: sp.Expr, ex: sp.Expr) -> str:
+        if ex.is_Float and float(ex).is_integer():
+            ex = sp.Integer(int(ex))
+        if ex.is_Integer:
+            n = int(ex)
+            if n == 0:
+                return self.const(1)
+            b = self(base)
+            if n < 0:
+                return f"({self.const(1)} / {self._ipow(b, -n)})"
+            return self._ipow(b, n)
+        if ex == sp.Rational(1, 2):
+            return f"tl.sqrt({self(base)})"
+        if ex == sp.Rational(-1, 2):
+            return f"({self.const(1)} / tl.sqrt({self(base)}))"
+        return f"_pow({self(base)}, {self(ex)})"
+
+    @staticmethod
+    def _ipow(b: str, n: int) -> str:
+        """b**n by repeated squaring, as one expression (the compiler shares the repeated terms)."""
+        if n == 1:
+            return b
+        half = _Printer._ipow(b, n // 2)
+        sq = f"({half} * {half})"
+        return f"({sq} * {b})" if n % 2 else sq
+
+
+@functools.lru_cache(maxsize=32)
+def _cse(system: OdeSystem) -> tuple[list, list]:
+    return sp.cse(list(system.equations), symbols=sp.numbered_symbols("_cse"), optimizations="basic")
+
+
+def rhs_lines(system: OdeSystem, inputs: list[str], params: list[str], outputs: list[str], tmp: str,
+              consts: dict[float, str]) -> list[str]:
+    """Straight-line statements computing outputs[i] = F_i(inputs; params), temporaries `tmp{j}`."""
+    names = {sp.Symbol(s): v for s, v in zip(system.states, inputs)}
+    names.update({sp.Symbol(p): v for p, v in zip(system.params, params)})
+    repl, reduced = _cse(system)
+    lines = []
+    for j, (sym, expr) in enumerate(repl):
+        pr = _Printer(names, consts)
+        lines.append(f"{tmp}{j} = {pr(expr)}")
+        names[sym] = f"{tmp}{j}"
+    pr = _Printer(names, consts)
+    for out, expr in zip(outputs, reduced):
+        lines.append(f"{out} = {pr(expr)}")
+    return lines
+
+
+# ---- kernel source -------------------------------------------------------------------------------
+_HELPERS = '''
+@triton.jit
+def _pow(x, y):
+    # x**y for a run-time exponent: exact sign for integer y and x < 0, nan otherwise (as C pow)
+    r = tl.exp(y * tl.log(tl.abs(x)))
+    yi = tl.floor(y)
+    odd = (yi == y) & (tl.floor(0.5 * y) != 0.5 * y)
+    r = tl.where((x < 0) & odd, -r, r)
+    r = tl.where((x < 0) & (yi != y), tl.sqrt(-1.0 - tl.abs(x)), r)  # sqrt(<0): nan
+    return tl.where(y == 0, r * 0.0 + 1.0, r)
+
+
+@triton.jit
+def _tanh(x):
+    e = tl.exp(-2.0 * tl.abs(x))
+    r = (1.0 - e) / (1.0 + e)
+    return tl.where(x < 0, -r, r)
+
+
+@triton.jit
+def _sinh(x):
+    return 0.5 * (tl.exp(x) - tl.exp(-x))
+
+
+@triton.jit
+def _cosh(x):
+    return 0.5 * (tl.exp(x) + tl.exp(-x))
+
+
+@triton.jit
+def _tan(x):
+    return tl.sin(x) / tl.cos(x)
+'''
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """What one generated module is specialised for."""
+
+    system: OdeSystem
+    solver: str               # rk4 | tsit5 | dopri5
+    dtype: str                # float32 | float64
+    lyapunov: bool = False    # integrate a renormalised twin (Benettin) alongside
+    save_every: bool = False  # store the state every k-th accepted step
+    features: bool = True     # running min/max/mean over the final window
+
+    @property
+    def key(self) -> str:
+        text = f"{CODEGEN_VERSION}|{self.system.digest}|{self.solver}|{self.dtype}|{self.lyapunov}|{self.save_every}|{self.features}"
+        return f"{self.system.name}_{self.solver}_{self.dtype}_" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+class _Src:
+    def __init__(self):
+        self.lines: list[str] = []
+        self.indent = 1
+
+    def __call__(self, *lines: str) -> None:
+        self.lines.extend("    " * self.indent + ln for ln in lines)
+
+
+def _lincomb(coeffs, terms: list[str], c) -> str:
+    parts = [f"{c(a)} * {t}" for a, t in zip(coeffs, terms) if a != 0.0]
+    return " + ".join(parts) if parts else c(0.0)
+
+
+def kernel_source(spec: KernelSpec) -> str:
+    """The Python/Triton source of the step kernel (and for adaptive solvers, the init kernel)."""
+    tab: Tableau = TABLEAUS[spec.solver]
+    sysm = spec.system
+    n, m = len(sysm.states), len(sysm.params)
+    S = tab.stages
+    R = range(n)
+    consts: dict[float, str] = {}
+
+    def c(v: float) -> str:
+        v = float(v)
+        if v not in consts:
+            consts[v] = f"c{len(consts)}"
+        return consts[v]
+
+    P = [f"p_{j}" for j in range(m)]
+    body = _Src()
+    lyap = spec.lyapunov
+
+    def rhs(inp: list[str], out: list[str], tag: str) -> None:
+        body(*rhs_lines(sysm, inp, P, out, f"_{tag}_", consts))
+
+    def stages(x: str, k: str, tag: str) -> None:
+        """Stages 1..S-1 of a step from state x_i with stage-0 values k0_i already set."""
+        for s in range(1, S):
+            for i in R:
+                body(f"y{tag}_{i} = {x}_{i} + h * ({_lincomb(tab.a[s], [f'{k}{j}_{i}' for j in range(s)], c)})")
+            rhs([f"y{tag}_{i}" for i in R], [f"{k}{s}_{i}" for i in R], f"{tag}{s}")
+        for i in R:
+            body(f"{x}n_{i} = {x}_{i} + h * ({_lincomb(tab.b, [f'{k}{j}_{i}' for j in range(S)], c)})")
+        if tab.adaptive:
+            rhs([f"{x}n_{i}" for i in R], [f"{k}{S}_{i}" for i in R], f"{tag}{S}")
+            for i in R:
+                body(f"{x}e_{i} = h * ({_lincomb(tab.e, [f'{k}{j}_{i}' for j in range(S + 1)], c)})")
+
+    def amax(name: str) -> str:
+        out = f"tl.abs({name}_0)"
+        for i in range(1, n):
+            out = f"tl.maximum({out}, tl.abs({name}_{i}))"
+        return out
+
+    # ---- prologue: lanes, scalars, per-lane state --------------------------------------------
+    body("lane = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)",
+         "inb = lane < NW",
+         "row = tl.load(IDX + lane, mask=inb, other=0).to(tl.int64)",
+         "t0 = tl.load(S + 0)", "t1 = tl.load(S + 1)", "dt = tl.load(S + 2)", "rtol = tl.load(S + 3)",
+         "atol = tl.load(S + 4)", "bound = tl.load(S + 5)", "ws = tl.load(S + 6)", "d0 = tl.load(S + 7)",
+         "hmin = tl.load(S + 8)", "teps = tl.load(S + 9)",
+         "zero = tl.zeros([BLOCK], DT)",
+         "t = tl.load(T + row, mask=inb, other=0.0)",
+         "status = tl.load(STATUS + row, mask=inb, other=1)",
+         "nacc = tl.load(NACC + row, mask=inb, other=0)",
+         "nrej = tl.load(NREJ + row, mask=inb, other=0)",
+         "tblow = tl.load(TBLOW + row, mask=inb, other=0.0)",
+         "wlen = tl.load(WLEN + row, mask=inb, other=0.0)")
+    if tab.adaptive:
+        body("h = tl.load(H + row, mask=inb, other=0.0)", "eprev = tl.load(EPREV + row, mask=inb, other=1.0)")
+    else:
+        body("h = zero + dt")
+    for j in range(m):
+        body(f"p_{j} = tl.load(P + row * {m} + {j}, mask=inb, other=0.0)")
+    vecs = ["u"] + (["wmin", "wmax", "wsum"] if spec.features else []) + (["f"] if tab.adaptive else [])
+    vecs += (["v"] + (["fv"] if tab.adaptive else [])) if lyap else []
+    bufs = {"u": "U", "wmin": "WMIN", "wmax": "WMAX", "wsum": "WSUM", "f": "F", "v": "V", "fv": "FV"}
+    for name in vecs:
+        for i in R:
+            body(f"{name}_{i} = tl.load({bufs[name]} + row * {n} + {i}, mask=inb, other=0.0)")
+    if lyap:
+        body("lsum = tl.load(LSUM + row, mask=inb, other=0.0)", "ltime = tl.load(LTIME + row, mask=inb, other=0.0)",
+             "speed0 = tl.load(SPEED0 + row, mask=inb, other=0.0)")
+    body("active = inb & (status == 0) & (nacc + nrej < MAX_STEPS)",
+         "n_act = tl.sum(active.to(tl.int32), axis=0)",
+         "it = 0",
+         "while (it < CHUNK) & (n_act > 0):",
+         # the block-wide "anyone left?" reduction costs a barrier: test it every INNER steps
+         "    for _k in range(INNER):")
+    body.indent += 2
+    # ---- one step --------------------------------------------------------------------------
+    if tab.adaptive:
+        body("h = tl.where(active, tl.minimum(h, t1 - t), h)")
+        for i in R:
+            body(f"k0_{i} = f_{i}")
+        if lyap:
+            for i in R:
+                body(f"kv0_{i} = fv_{i}")
+    else:
+        rhs([f"u_{i}" for i in R], [f"k0_{i}" for i in R], "u0")
+        if lyap:
+            rhs([f"v_{i}" for i in R], [f"kv0_{i}" for i in R], "v0")
+    stages("u", "k", "u")
+    if lyap:
+        stages("v", "kv", "v")
+    if tab.adaptive:
+        terms = [f"(ue_{i} / (atol + rtol * tl.maximum(tl.abs(u_{i}), tl.abs(un_{i}))))" for i in R]
+        body("en = tl.sqrt((" + " + ".join(f"{x} * {x}" for x in terms) + f") * {c(1 / n)})")
+        if lyap:  # the twin's separation (size d0, below atol) must be resolved to rtol too
+            sep = [f"((ve_{i} - ue_{i}) / (rtol * d0))" for i in R]
+            body("en = tl.maximum(en, tl.sqrt((" + " + ".join(f"{x} * {x}" for x in sep) + f") * {c(1 / n)}))")
+        body("finite = (en - en) == 0",  # false for nan and inf
+             f"accept = active & finite & (en <= {c(1.0)})",
+             "reject = active & ~accept",
+             "en_s = tl.where(finite & (en > 0), en, zero + 1e-30)",
+             # PI controller on accepts (err^-b1 * err_prev^b2), plain I controller after a reject
+             f"fac_a = {c(SAFETY)} * tl.exp({c(-PI_BETA1)} * tl.log(en_s) + {c(PI_BETA2)} * tl.log(eprev))",
+             f"fac_r = {c(SAFETY)} * tl.exp({c(-1.0 / (tab.error_order + 1))} * tl.log(en_s))",
+             f"fac = tl.where(accept, tl.minimum(tl.maximum(fac_a, {c(MIN_FACTOR)}), {c(MAX_FACTOR)}),"
+             f" tl.minimum(tl.maximum(fac_r, {c(MIN_FACTOR)}), {c(1.0)}))",
+             f"fac = tl.where(finite, fac, {c(MIN_FACTOR)})",
+             f"eprev = tl.where(accept, tl.maximum(en, {c(1e-4)}), eprev)")
+    else:
+        body("accept = active", "reject = active & (h < zero)")
+    body("t_old = t", "t = tl.where(accept, t + h, t)" if tab.adaptive else
+         "t = tl.where(accept, t0 + (nacc + 1).to(DT) * dt, t)")
+    body(f"m_old = {amax('u')}")
+    for i in R:
+        body(f"uo_{i} = u_{i}", f"u_{i} = tl.where(accept, un_{i}, u_{i})")
+        if tab.adaptive:
+            body(f"f_{i} = tl.where(accept, k{S}_{i}, f_{i})")
+    body("nacc += accept.to(tl.int32)", "nrej += reject.to(tl.int32)")
+    # final-window features at accepted points (running min/max, trapezoid time average)
+    if spec.features:
+        body("in_win = accept & (t >= ws)",
+             "seg = tl.where(in_win, t - tl.maximum(t_old, ws), zero)",
+             "wlen += seg")
+        for i in R:
+            body(f"wmin_{i} = tl.where(in_win, tl.minimum(wmin_{i}, u_{i}), wmin_{i})",
+                 f"wmax_{i} = tl.where(in_win, tl.maximum(wmax_{i}, u_{i}), wmax_{i})",
+                 f"wsum_{i} += seg * {c(0.5)} * (u_{i} + uo_{i})")
+    if spec.save_every:
+        body("slot = nacc // SAVE_EVERY - 1",
+             "do_save = accept & (nacc % SAVE_EVERY == 0) & (slot < N_SAVE)",
+             "tl.store(SAVE_T + row * N_SAVE + slot, t, mask=do_save)")
+        for i in R:
+            body(f"tl.store(SAVE + (row * N_SAVE + slot) * {n} + {i}, u_{i}, mask=do_save)")
+    if lyap:  # Benettin: log growth of the twin's separation, then renormalise it to d0
+        for i in R:
+            body(f"v_{i} = tl.where(accept, vn_{i}, v_{i})")
+            if tab.adaptive:
+                body(f"fv_{i} = tl.where(accept, kv{S}_{i}, fv_{i})")
+            body(f"sep_{i} = v_{i} - u_{i}")
+        body("dist = tl.sqrt(" + " + ".join(f"sep_{i} * sep_{i}" for i in R) + ")",
+             "good = accept & ((dist - dist) == 0) & (dist > 0)",
+             "count = good & (t_old >= ws)",
+             "speed = tl.sqrt(" + " + ".join(f"k0_{i} * k0_{i}" for i in R) + ")",
+             "speed0 = tl.where(count & (ltime == 0), speed, speed0)",
+             "lsum += tl.where(count, tl.log(tl.where(good, dist / d0, zero + 1.0)), zero)",
+             "ltime += tl.where(count, h, zero)",
+             "renorm = tl.where(good, d0 / tl.where(good, dist, zero + 1.0), zero + 1.0)")
+        for i in R:
+            body(f"v_{i} = tl.where(good, u_{i} + sep_{i} * renorm, v_{i})")
+            if tab.adaptive:  # F is linear in the tiny separation: F(u + c s) = F(u) + c (F(u + s) - F(u))
+                body(f"fv_{i} = tl.where(good, f_{i} + (fv_{i} - f_{i}) * renorm, fv_{i})")
+    # blow-up: |u| past the bound (or non-finite); the crossing is located by linear interpolation
+    # of max|u| across the step. An adaptive step size collapsing below hmin also counts.
+    body(f"m_new = {amax('u')}",
+         "escaped = accept & ~(m_new <= bound)",
+         "frac = (bound - m_old) / (m_new - m_old)",
+         f"frac = tl.where(frac == frac, tl.minimum(tl.maximum(frac, zero), {c(1.0)}), zero)",
+         "tblow = tl.where(escaped, t_old + frac * h, tblow)",
+         "status = tl.where(escaped, 2, status)")
+    if tab.adaptive:
+        body("stuck = reject & (h * fac < hmin)",
+             "tblow = tl.where(stuck, t_old, tblow)",
+             "status = tl.where(stuck, 3, status)",
+             "status = tl.where(accept & (status == 0) & (t >= t1 - teps), 1, status)",
+             "h = tl.where(active, h * fac, h)")
+    else:
+        body("status = tl.where(accept & (status == 0) & (nacc >= NSTEPS), 1, status)")
+    body("active = active & (status == 0) & (nacc + nrej < MAX_STEPS)")
+    body.indent -= 1
+    body("n_act = tl.sum(active.to(tl.int32), axis=0)",
+         "it += INNER")
+    body.indent -= 1
+    # ---- epilogue: write the lane's state back --------------------------------------------------
+    body("tl.store(T + row, t, mask=inb)", "tl.store(STATUS + row, status, mask=inb)",
+         "tl.store(NACC + row, nacc, mask=inb)", "tl.store(NREJ + row, nrej, mask=inb)",
+         "tl.store(TBLOW + row, tblow, mask=inb)", "tl.store(WLEN + row, wlen, mask=inb)")
+    if tab.adaptive:
+        body("tl.store(H + row, h, mask=inb)", "tl.store(EPREV + row, eprev, mask=inb)")
+    if lyap:
+        body("tl.store(LSUM + row, lsum, mask=inb)", "tl.store(LTIME + row, ltime, mask=inb)",
+             "tl.store(SPEED0 + row, speed0, mask=inb)")
+    for name in vecs:
+        for i in R:
+            body(f"tl.store({bufs[name]} + row * {n} + {i}, {name}_{i}, mask=inb)")
+
+    const_lines = [f"    {name} = tl.full([BLOCK], {v!r}, DT)" for v, name in consts.items()]
+    sig = ("IDX, NW, S, T, H, EPREV, STATUS, NACC, NREJ, TBLOW, WLEN, U, F, V, FV, P, WMIN, WMAX, WSUM, "
+           "LSUM, LTIME, SPEED0, SAVE, SAVE_T, CHUNK, MAX_STEPS, NSTEPS, SAVE_EVERY, N_SAVE, "
+           "BLOCK: tl.constexpr, DT: tl.constexpr, INNER: tl.constexpr")
+    header = [f'"""Generated by kernels/ode/codegen.py (v{CODEGEN_VERSION}) for model {sysm.name!r}: '
+              f'{spec.solver}, {spec.dtype}, lyapunov={lyap}, save_every={spec.save_every}, '
+              f'features={spec.features}.',
+              "",
+              f"states {list(sysm.states)}; per-lane params {list(sysm.params)}",
+              "".join(f"\nd{s}/dt = {e}" for s, e in zip(sysm.states, sysm.equations)),
+              '"""',
+              "import triton", "import triton.language as tl", _HELPERS, "",
+              "@triton.jit", f"def step_kernel({sig}):"]
+    src = "\n".join(header + const_lines + body.lines) + "\n"
+    if tab.adaptive:
+        src += "\n\n" + _init_source(spec)
+    return src
+
+
+def _init_source(spec: KernelSpec) -> str:
+    """Kernel computing F(u0) (the FSAL stage) and the Hairer–Wanner starting step per lane."""
+    sysm = spec.system
+    n, m = len(sysm.states), len(sysm.params)
+    R = range(n)
+    consts: dict[float, str] = {}
+    body = _Src()
+    P = [f"p_{j}" for j in range(m)]
+    body("lane = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)",
+         "inb = lane < NW",
+         "row = tl.load(IDX + lane, mask=inb, other=0).to(tl.int64)",
+         "t0 = tl.load(S + 0)", "t1 = tl.load(S + 1)", "rtol = tl.load(S + 3)", "atol = tl.load(S + 4)",
+         "zero = tl.zeros([BLOCK], DT)")
+    for j in range(m):
+        body(f"p_{j} = tl.load(P + row * {m} + {j}, mask=inb, other=0.0)")
+    for i in R:
+        body(f"u_{i} = tl.load(U + row * {n} + {i}, mask=inb, other=0.0)")
+    body(*rhs_lines(sysm, [f"u_{i}" for i in R], P, [f"f_{i}" for i in R], "_a", consts))
+    for i in R:
+        body(f"tl.store(F + row * {n} + {i}, f_{i}, mask=inb)")
+    if spec.lyapunov:
+        for i in R:
+            body(f"v_{i} = tl.load(V + row * {n} + {i}, mask=inb, other=0.0)")
+        body(*rhs_lines(sysm, [f"v_{i}" for i in R], P, [f"fv_{i}" for i in R], "_b", consts))
+        for i in R:
+            body(f"tl.store(FV + row * {n} + {i}, fv_{i}, mask=inb)")
+
+    def rms(terms):
+        return "tl.sqrt((" + " + ".join(f"({x}) * ({x})" for x in terms) + f") * {1.0 / n!r})"
+
+    body(*[f"sc_{i} = atol + tl.abs(u_{i}) * rtol" for i in R],
+         "dd0 = " + rms([f"u_{i} / sc_{i}" for i in R]),
+         "dd1 = " + rms([f"f_{i} / sc_{i}" for i in R]),
+         "h0 = tl.where((dd0 < 1e-5) | (dd1 < 1e-5), zero + 1e-6, 0.01 * dd0 / tl.where(dd1 > 0, dd1, zero + 1.0))",
+         "h0 = tl.minimum(h0, t1 - t0)",
+         *[f"y_{i} = u_{i} + h0 * f_{i}" for i in R])
+    body(*rhs_lines(sysm, [f"y_{i}" for i in R], P, [f"g_{i}" for i in R], "_c", consts))
+    body("dd2 = " + rms([f"(g_{i} - f_{i}) / sc_{i}" for i in R]) + " / h0",
+         "big = tl.maximum(dd1, dd2)",
+         f"h1 = tl.where(big <= 1e-15, tl.maximum(zero + 1e-6, h0 * 1e-3), "
+         f"tl.exp({-1.0 / (TABLEAUS[spec.solver].error_order + 1)!r} * tl.log(tl.where(big > 0, big, zero + 1.0) / 0.01)))",
+         "h = tl.minimum(tl.minimum(100.0 * h0, h1), t1 - t0)",
+         "tl.store(H + row, h, mask=inb)")
+    const_lines = [f"    {name} = tl.full([BLOCK], {v!r}, DT)" for v, name in consts.items()]
+    return "\n".join(["@triton.jit", "def init_kernel(IDX, NW, S, U, F, V, FV, P, H, BLOCK: tl.constexpr, "
+                      "DT: tl.constexpr):"] + const_lines + body.lines) + "\n"
+
+
+_LOADED: dict[tuple[str, bool], ModuleType] = {}
+
+
+def load_kernels(spec: KernelSpec, *, interpret: bool = False) -> ModuleType:
+    """Generate (once) and import the module holding `step_kernel` (and `init_kernel`).
+
+    interpret=True sets TRITON_INTERPRET=1 for the process (Triton reads it when @triton.jit
+    decorates and again at launch), so the same kernels run on the CPU with numpy (CI). Set it
+    before any Triton kernel is launched; one process runs either interpreted or compiled kernels.
+    """
+    key = (spec.key, interpret)
+    if key in _LOADED:
+        return _LOADED[key]
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    path = CACHE_DIR / f"{spec.key}.py"
+    if not path.exists():
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(kernel_source(spec))
+        os.replace(tmp, path)  # atomic: concurrent workers never import a half-written file
+    name = f"attractor_ode_{spec.key}" + ("_interp" if interpret else "")
+    if interpret:  # process-wide: Triton also reads it lazily at launch (its gluon import asserts it)
+        os.environ["TRITON_INTERPRET"] = "1"
+    mod_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(mod_spec)
+    sys.modules[name] = module
+    mod_spec.loader.exec_module(module)
+    _LOADED[key] = module
+    return module

@@ -1,0 +1,270 @@
+"""Host side of the generated per-trajectory ODE kernels: validate, allocate, launch in time chunks.
+
+`solve_ode` integrates a batch of (parameters, initial state) rows with a kernel generated from
+the model's equations (kernels/ode/codegen.py): fixed-step RK4, or adaptive Tsit5 / Dormand–Prince
+5(4) with a PI step controller, in float32 or float64, on CUDA (compiled) or on the CPU
+(the same kernels under TRITON_INTERPRET=1; slow, for CI on small batches).
+
+Long tails: each launch advances every working trajectory by at most `chunk_steps` trial steps;
+between launches the unfinished rows are compacted into a fresh index list (the kernel reads and
+writes its lanes' state through that list, so compaction moves no state). Lanes of a warp then
+stay busy instead of idling behind one stiff or chaotic trajectory.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import sympy as sp
+import torch
+
+from kernels.ode.codegen import KernelSpec, OdeSystem, load_kernels, system_from_model
+from kernels.ode.dopri5 import Dopri5Result
+from kernels.ode.tableaus import TABLEAUS
+
+METHODS = tuple(TABLEAUS)
+STATUS_RUNNING, STATUS_DONE, STATUS_ESCAPED, STATUS_STUCK = 0, 1, 2, 3
+
+
+class OdeInputError(ValueError):
+    """An argument out of its allowed range; names the field (Serve/engines map it to a 4xx)."""
+
+    def __init__(self, field: str, message: str, allowed: str | None = None):
+        self.field = field
+        self.message = message
+        self.allowed = allowed
+        super().__init__(f"{field}: {message}" + (f" (allowed: {allowed})" if allowed else ""))
+
+
+@dataclass
+class OdeKernelResult(Dopri5Result):
+    """Dopri5Result (so the sweep engine's regime rule reads it unchanged) plus saved states."""
+
+    saves: np.ndarray | None = None     # [B, n_save, n]: state after every save_every-th accepted step
+    save_t: np.ndarray | None = None    # [B, n_save]: the times of those states (nan where not reached)
+    launches: int = 0                   # kernel launches (time chunks) it took
+
+
+@dataclass
+class DeviceState:
+    """Per-trajectory buffers on the device (what the kernels read and write), batch first."""
+
+    system: OdeSystem
+    spec: KernelSpec
+    t: torch.Tensor
+    h: torch.Tensor
+    eprev: torch.Tensor
+    status: torch.Tensor
+    nacc: torch.Tensor
+    nrej: torch.Tensor
+    tblow: torch.Tensor
+    wlen: torch.Tensor
+    u: torch.Tensor
+    f: torch.Tensor
+    v: torch.Tensor
+    fv: torch.Tensor
+    p: torch.Tensor
+    wmin: torch.Tensor
+    wmax: torch.Tensor
+    wsum: torch.Tensor
+    lsum: torch.Tensor
+    ltime: torch.Tensor
+    speed0: torch.Tensor
+    saves: torch.Tensor
+    save_t: torch.Tensor
+    launches: int = 0
+
+
+def _check(cond: bool, field: str, message: str, allowed: str | None = None) -> None:
+    if not cond:
+        raise OdeInputError(field, message, allowed)
+
+
+def _validate(model, params: np.ndarray, u0: np.ndarray, t_span, method: str, dtype: str, rtol: float,
+              atol: float, n_steps: int | None, window: float, blowup_bound: float, twin_separation: float,
+              save_every: int, n_save: int, max_steps: int, chunk_steps: int | None, block: int) -> None:
+    n, m = len(model.state_names), len(model.param_names)
+    _check(method in METHODS, "method", f"unknown method {method!r}", ", ".join(METHODS))
+    _check(dtype in ("float32", "float64"), "dtype", f"unknown dtype {dtype!r}", "float32, float64")
+    _check(params.ndim == 2 and params.shape[1] == m and params.shape[0] >= 1, "params",
+           f"shape {params.shape} is not [B >= 1, {m}]", f"columns {list(model.param_names)}")
+    _check(u0.shape == (params.shape[0], n), "initial_state", f"shape {u0.shape} is not [{params.shape[0]}, {n}]",
+           f"columns {list(model.state_names)}")
+    _check(bool(np.isfinite(params).all()), "params", "contains non-finite values", "finite real numbers")
+    _check(bool(np.isfinite(u0).all()), "initial_state", "contains non-finite values", "finite real numbers")
+    t0, t1 = (float(x) for x in t_span)
+    _check(math.isfinite(t0) and math.isfinite(t1) and t1 > t0, "t_span",
+           f"must be finite and increasing, got {tuple(t_span)}", "t0 < t1")
+    if TABLEAUS[method].adaptive:
+        lo = 1e-14 if dtype == "float64" else 5e-7   # below a few ulps the controller cannot succeed
+        _check(lo <= rtol <= 0.1, "rtol", f"{rtol} out of range for {dtype}", f"[{lo:g}, 0.1]")
+        _check(0 < atol <= 1.0 and math.isfinite(atol), "atol", f"{atol} out of range", "(0, 1]")
+    else:
+        _check(isinstance(n_steps, int | np.integer) and 0 < n_steps <= 2**31 - 1, "n_steps",
+               f"fixed-step {method} needs a positive integer n_steps, got {n_steps!r}", "1 .. 2^31-1")
+    _check(0 < window <= 1, "window", f"{window} out of range", "(0, 1]")
+    _check(0 < blowup_bound < math.inf, "blowup_bound", f"{blowup_bound} out of range", "finite, > 0")
+    _check(0 < twin_separation < 1e-2, "twin_separation", f"{twin_separation} out of range", "(0, 0.01)")
+    _check(save_every >= 0 and n_save >= 0, "save_every", "must be >= 0 (and n_save >= 0)", ">= 0")
+    _check(save_every == 0 or n_save > 0, "n_save", "must be > 0 when save_every > 0", ">= 1")
+    _check(0 < max_steps <= 2**31 - 1, "max_steps", f"{max_steps} out of range", "1 .. 2^31-1")
+    _check(chunk_steps is None or chunk_steps > 0, "chunk_steps", f"{chunk_steps} out of range", ">= 1")
+    _check(block >= 16 and block & (block - 1) == 0, "block", f"{block} is not a power of two >= 16", "16, 32, ...")
+
+
+def prepare(model, params, u0, t_span, *, method: str = "tsit5", dtype: str = "float32", rtol: float = 1e-6,
+            atol: float = 1e-8, n_steps: int | None = None, window: float = 0.25, blowup_bound: float = 1e4,
+            lyapunov: bool = False, twin_separation: float = 1e-7, save_every: int = 0, n_save: int = 0,
+            max_steps: int = 1_000_000, chunk_steps: int | None = None, fold: bool = True,
+            features: bool = True, inner: int = 8, device: str = "auto", block: int = 128):
+    """Validate, generate/load the kernel and allocate device state; returns a `run()` closure.
+
+    Split from `solve_ode` so a benchmark can time the integration alone (no host copies).
+    """
+    params = np.atleast_2d(np.asarray(params, dtype=np.float64))
+    u0 = np.atleast_2d(np.asarray(u0, dtype=np.float64))
+    _validate(model, params, u0, t_span, method, dtype, rtol, atol, n_steps, window, blowup_bound,
+              twin_separation, save_every, n_save, max_steps, chunk_steps, block)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    interpret = not device.startswith("cuda")
+    _check(not (device.startswith("cuda") and not torch.cuda.is_available()), "device",
+           f"{device!r} requested but CUDA is not available", "auto, cpu, cuda[:i]")
+    # parameters equal across the batch are folded into the kernel as constants
+    same = np.all(params == params[:1], axis=0) if fold else np.zeros(params.shape[1], dtype=bool)
+    fixed = {name: float(params[0, j]) for j, name in enumerate(model.param_names) if same[j]}
+    system = system_from_model(model, fixed)
+    free_cols = [model.param_names.index(p) for p in system.params]
+    tab = TABLEAUS[method]
+    if not tab.adaptive:
+        max_steps = int(n_steps)
+    spec = KernelSpec(system, method, dtype, lyapunov=lyapunov, save_every=save_every > 0, features=features)
+    mod = load_kernels(spec, interpret=interpret)
+
+    tdt = torch.float64 if dtype == "float64" else torch.float32
+    B, n = u0.shape
+    t0, t1 = float(t_span[0]), float(t_span[1])
+    ws = t1 - window * (t1 - t0)
+    eps = float(torch.finfo(tdt).eps)
+    dt = (t1 - t0) / n_steps if not tab.adaptive else 0.0
+    scal = torch.tensor([t0, t1, dt, rtol, atol, blowup_bound, ws, twin_separation,
+                         max(1e-12, 10 * eps) * max(abs(t0), abs(t1), 1.0), 4 * eps * max(abs(t1), 1.0)],
+                        dtype=tdt, device=device)
+
+    def full(shape, value, dt=tdt):
+        return torch.full(shape, value, dtype=dt, device=device)
+
+    u = torch.tensor(u0, dtype=tdt, device=device)  # a copy: the kernels write it in place
+    direction = torch.full((n,), 1.0 / math.sqrt(n), dtype=tdt, device=device)
+    nan = float("nan")
+    # feature buffers start as their identities; the window includes the start if it covers t0
+    st = DeviceState(
+        system=system, spec=spec,
+        t=full((B,), t0), h=full((B,), nan), eprev=full((B,), 1e-4),
+        status=torch.zeros(B, dtype=torch.int32, device=device),
+        nacc=torch.zeros(B, dtype=torch.int32, device=device), nrej=torch.zeros(B, dtype=torch.int32, device=device),
+        tblow=full((B,), nan), wlen=full((B,), 0.0), u=u,
+        f=full((B, n), nan) if tab.adaptive else full((1,), nan),
+        v=(u + twin_separation * direction).contiguous() if lyapunov else full((1,), nan),
+        fv=full((B, n), nan) if (lyapunov and tab.adaptive) else full((1,), nan),
+        p=torch.as_tensor(params[:, free_cols], dtype=tdt, device=device).contiguous() if free_cols
+        else full((1,), 0.0),
+        wmin=u.clone() if ws <= t0 else full((B, n), math.inf),
+        wmax=u.clone() if ws <= t0 else full((B, n), -math.inf),
+        wsum=full((B, n), 0.0),
+        lsum=full((B,), 0.0), ltime=full((B,), 0.0), speed0=full((B,), nan),
+        saves=full((B, n_save, n), nan) if save_every else full((1,), nan),
+        save_t=full((B, n_save), nan) if save_every else full((1,), nan))
+    chunk = chunk_steps or (max_steps if interpret else 512)
+    tl_dt = _tl_dtype(dtype)
+    idx = torch.arange(B, dtype=torch.int32, device=device)
+
+    def grid(nw):
+        return (triton_cdiv(nw, block),)
+
+    def run(compact: bool = True) -> DeviceState:
+        nonlocal idx
+        if tab.adaptive:
+            mod.init_kernel[grid(B)](idx, B, scal, st.u, st.f, st.v, st.fv, st.p, st.h, BLOCK=block, DT=tl_dt)
+        work = idx
+        while work.numel():
+            nw = work.numel()
+            mod.step_kernel[grid(nw)](work, nw, scal, st.t, st.h, st.eprev, st.status, st.nacc, st.nrej, st.tblow,
+                                      st.wlen, st.u, st.f, st.v, st.fv, st.p, st.wmin, st.wmax, st.wsum,
+                                      st.lsum, st.ltime, st.speed0, st.saves, st.save_t, chunk, max_steps,
+                                      int(n_steps or 0), max(save_every, 1), n_save, BLOCK=block, DT=tl_dt,
+                                      INNER=inner)
+            st.launches += 1
+            running = (st.status[work] == STATUS_RUNNING) & (st.nacc[work] + st.nrej[work] < max_steps)
+            if compact:
+                work = work[running]          # the one host sync per chunk
+            elif not bool(running.any()):
+                break
+        return st
+
+    return run
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return (a + b - 1) // b
+
+
+def _tl_dtype(dtype: str):
+    import triton.language as tl
+
+    return tl.float64 if dtype == "float64" else tl.float32
+
+
+@functools.lru_cache(maxsize=32)
+def _numpy_rhs(system: OdeSystem):
+    args = ([sp.Symbol(s) for s in system.states], [sp.Symbol(p) for p in system.params])
+    return sp.lambdify(args, list(system.equations), modules="numpy")
+
+
+def to_result(st: DeviceState) -> OdeKernelResult:
+    """Copy the device state to numpy and derive the Lyapunov and flow-speed estimates."""
+
+    def np_(x):
+        x = x.detach().to("cpu")
+        return x.to(torch.float64).numpy() if x.is_floating_point() else x.numpy()
+
+    u, status = np_(st.u), np_(st.status)
+    B, n = u.shape
+    wmin, wmax, wsum, wlen = np_(st.wmin), np_(st.wmax), np_(st.wsum), np_(st.wlen)
+    blow = status >= STATUS_ESCAPED
+    none_in_window = ~np.isfinite(wmin).all(1)
+    wmin[none_in_window] = u[none_in_window]
+    wmax[none_in_window] = u[none_in_window]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = np.where(wlen[:, None] > 0, wsum / np.where(wlen > 0, wlen, 1.0)[:, None], u)
+    lyap = flow = np.full(B, np.nan)
+    if st.spec.lyapunov:
+        lsum, ltime, speed0 = np_(st.lsum), np_(st.ltime), np_(st.speed0)
+        ok = (ltime > 0) & ~blow
+        p = np_(st.p) if st.system.params else np.zeros((B, 0))
+        cols = _numpy_rhs(st.system)(list(u.T), list(p.T) if st.system.params else [])
+        f_end = np.stack([np.broadcast_to(np.asarray(c, dtype=np.float64), (B,)) for c in cols], axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lyap = np.where(ok, lsum / np.where(ok, ltime, 1.0), np.nan)
+            flow = np.where(ok, np.log(np.maximum(np.linalg.norm(f_end, axis=1), 1e-300)
+                                       / np.maximum(speed0, 1e-300)) / np.where(ok, ltime, 1.0), np.nan)
+    saves = save_t = None
+    if st.spec.save_every:
+        saves, save_t = np_(st.saves), np_(st.save_t)
+    return OdeKernelResult(
+        t_final=np_(st.t), u_final=u, u_min=wmin, u_max=wmax, u_mean=mean, blowup=blow,
+        t_blowup=np.where(blow, np_(st.tblow), np.nan), finished=status != STATUS_RUNNING,
+        lyapunov_max=lyap, flow_log_ratio=flow, n_steps=np_(st.nacc).astype(np.int64),
+        n_rejected=np_(st.nrej).astype(np.int64), ys=None, saves=saves, save_t=save_t, launches=st.launches)
+
+
+def solve_ode(model, params, u0, t_span, *, compact: bool = True, **options) -> OdeKernelResult:
+    """Integrate rows (params[i], u0[i]) of `model` over t_span with a generated Triton kernel.
+
+    model: a registered model (actors.sweep.models.CompiledModel or anything with state_names,
+    param_names and SymPy `equations`). options: see `prepare` (method rk4|tsit5|dopri5, dtype,
+    rtol/atol or n_steps, window, blowup_bound, lyapunov, save_every/n_save, chunk_steps, device).
+    """
+    return to_result(prepare(model, params, u0, t_span, **options)(compact=compact))
