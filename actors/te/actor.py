@@ -1,8 +1,9 @@
 """TEEstimator: a Ray actor (CPU, or pinned to a GPU) that owns the TE engine.
 
 Options (num_gpus, num_cpus, restarts) come from the TE WorkerConfig, so the same class runs as a
-CPU actor on a laptop and as one actor per GPU on a cluster. The estimators are CPU code today; a
-GPU-pinned actor records its GPU ids so a GPU kernel can take over without changing the pool.
+CPU actor on a laptop and as one actor per GPU on a cluster. A GPU-pinned actor runs
+TEParams.backend "auto" as the fused Triton kernel, batching all pairs x delays x surrogates of a
+task (actors/te/batched.py); a CPU actor runs scipy's cKDTree.
 `run_pairs` is idempotent: a pair's noise and surrogates are seeded from (seed, source, target),
 so a retried task returns the same rows.
 """
@@ -16,6 +17,7 @@ import numpy as np
 import ray
 from ray.util import metrics
 
+from actors.te.batched import network_backend, pairs_te_batched, resolve_backend
 from actors.te.config import NetworkConfig, TEParams
 from actors.te.engine import transfer_entropy
 from actors.te.network import PairResult, pair_params, pair_te
@@ -27,7 +29,8 @@ class TEEstimator:
     def __init__(self, worker_index: int = 0):
         self.worker_index = worker_index
         self.gpu_ids = [str(g) for g in ray.get_gpu_ids()]
-        self.device = "cpu"   # KSG runs on scipy's cKDTree; GPU actors keep their GPU for later kernels
+        # KSG path under backend "auto": the fused Triton kernel on a GPU actor, scipy's cKDTree otherwise
+        self.device = resolve_backend("auto")
         n_cpu = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1) or 1)
         self.query_workers = max(1, n_cpu)   # cKDTree threads: the CPUs this actor was given
         tags = {"worker": str(worker_index)}
@@ -52,7 +55,11 @@ class TEEstimator:
         t = time.perf_counter()
         cfg = NetworkConfig.model_validate_json(config_json)
         cfg = cfg.model_copy(update={"params": cfg.params.model_copy(update={"workers": self.query_workers})})
-        out = [pair_te(data, i, j, cfg, pair_params(cfg, i, j, embeddings)) for i, j in pairs]
+        device = network_backend(cfg, embeddings)
+        if device != "cpu":   # the task's pairs, delays and surrogates in batched kernel launches
+            out = pairs_te_batched(data, pairs, cfg, backend=device)
+        else:
+            out = [pair_te(data, i, j, cfg, pair_params(cfg, i, j, embeddings)) for i, j in pairs]
         self._pairs.inc(len(out))
         self._latency.observe(time.perf_counter() - t)
         self.tasks_done += 1

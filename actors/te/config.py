@@ -38,6 +38,7 @@ class TEParams(_Strict):
     seed: int = Field(0, ge=0)                # seed of that noise
     theiler: int = Field(0, ge=0, le=100_000)  # exclude neighbours with |i - j| <= theiler
     workers: int = Field(1, ge=-1, le=1024)   # cKDTree query threads (-1 = all cores)
+    backend: Literal["auto", "cpu", "torch", "triton"] = "auto"  # KSG path; auto: triton on CUDA, else cpu (batched.py)
 
 
 class SignificanceConfig(_Strict):

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from actors.te.batched import ksg_values_device, resolve_backend
 from actors.te.config import SignificanceConfig, TEParams, validated
 from actors.te.embedding import Embedded, as_series, prepare, start_time, te_embedding
 from actors.te.errors import InputError
@@ -83,7 +84,8 @@ class PreparedTE:
         """KSG TE at one delay; `order` reorders the source-past rows (a surrogate)."""
         x = self.x[delay] if order is None else self.x[delay][order]
         p = self.params
-        return ksg_cmi(x, self.y, self.z, k=p.k, theiler=p.theiler, algorithm=p.algorithm, workers=p.workers)
+        return ksg_cmi(x, self.y, self.z, k=p.k, theiler=p.theiler, algorithm=p.algorithm, workers=p.workers,
+                       backend=p.backend)
 
 
 def resolve_params(params: TEParams | dict[str, Any] | None = None, **overrides: Any) -> TEParams:
@@ -156,7 +158,16 @@ def mutual_information(x, y, *, params: TEParams | dict[str, Any] | None = None,
 
 
 def surrogate_statistics(prep: PreparedTE, delays: Sequence[int], orders: np.ndarray) -> np.ndarray:
-    """[S] surrogate TE, the maximum over `delays` under the same reordering of the source rows."""
+    """[S] surrogate TE, the maximum over `delays` under the same reordering of the source rows.
+
+    On a device backend all delays x surrogates go to the kernel in one batch.
+    """
+    p = prep.params
+    kind = "cpu" if p.backend == "cpu" else resolve_backend(p.backend)
+    if kind != "cpu":
+        vals = ksg_values_device([prep.x[u] for u in delays], prep.y, prep.z, orders, k=p.k, theiler=p.theiler,
+                                 algorithm=p.algorithm, backend=kind)
+        return vals.max(axis=0)
     return np.array([max(prep.estimate(u, order).value for u in delays) for order in orders])
 
 

@@ -222,14 +222,21 @@ def _ksg2(x, y, z, k, theiler, workers) -> KSGResult:
 
 
 def ksg_cmi(x: np.ndarray, y: np.ndarray, z: np.ndarray | None = None, *, k: int = 4, theiler: int = 0,
-            algorithm: int = 1, workers: int = 1) -> KSGResult:
+            algorithm: int = 1, workers: int = 1, backend: str = "cpu") -> KSGResult:
     """KSG estimate of I(X; Y | Z) in nats on already-prepared [n, d] blocks (Z may be empty/None).
 
-    Callers check that n > k + 2*theiler (engine.py does); this function only computes.
+    Callers check that n > k + 2*theiler (engine.py does); this function only computes. A backend
+    other than "cpu" runs the torch twin or the Triton kernel (actors/te/batched.py).
     """
     x = _as2d(x, len(x))
     n = x.shape[0]
     y, z = _as2d(y, n), _as2d(z, n)
+    if backend != "cpu":
+        from actors.te.batched import ksg_cmi_device, resolve_backend
+
+        kind = resolve_backend(backend)
+        if kind != "cpu":
+            return ksg_cmi_device(x, y, z, k=k, theiler=theiler, algorithm=algorithm, backend=kind)
     if algorithm == 1:
         return _ksg1(x, y, z, k, theiler, workers)
     if algorithm == 2:

@@ -14,6 +14,7 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
+from actors.te.batched import network_backend, pairs_te_batched
 from actors.te.config import NetworkConfig, TEParams, validated
 from actors.te.embedding import as_series
 from actors.te.engine import check_inputs, prepare_te, surrogate_statistics
@@ -147,6 +148,12 @@ def te_network(data, names: Sequence[str] | None = None, config: NetworkConfig |
     arr, names = check_data(data, names)
     embeddings = auto_embeddings(arr, cfg)
     pairs = all_pairs(arr.shape[1])
+    device = network_backend(cfg, embeddings)
+    if device != "cpu":   # every pair x delay x surrogate in batched kernel launches
+        results = pairs_te_batched(arr, pairs, cfg, backend=device)
+        if progress is not None:
+            progress(len(pairs), len(pairs))
+        return assemble_network(results, names, cfg)
     results = []
     for done, (i, j) in enumerate(pairs, start=1):
         results.append(pair_te(arr, i, j, cfg, pair_params(cfg, i, j, embeddings)))

@@ -1,0 +1,247 @@
+"""Transfer-entropy network benchmark: fused Triton kernel vs its torch twin vs scipy's cKDTree.
+
+    python -m jobs.te_bench --out runs/te_bench                          # N x T = 100x1000, 100x10000, 1000x1000; S = 0, 100
+    python -m jobs.te_bench --cases 100x1000 --surrogates 0 --out DIR    # one case
+    python -m jobs.te_bench --workers 2 --cases 100x1000 --out DIR       # adds a Ray pool line (TEEstimator per GPU)
+    ray job submit --working-dir . -- python -m jobs.te_bench --out DIR
+
+Every number comes from this run, on this machine. The data is a sparse linear network (each
+variable driven by two others, lag 1), the same for all paths. Each row is one full bivariate
+network: all N(N-1) ordered pairs, k = 4, history 1, delay 1, with S surrogates per pair. Device
+times include embedding, z-scoring and noise on the device, every launch and the copy back. Where
+a full run would exceed the time budget, a random sample of the pairs is timed and the network
+time extrapolated linearly (the GPU is full at the sample sizes used), and the row says so; the
+CPU path is always a sample run on all CPU cores in parallel (one process per core). Noise is 0
+so the observed TE of the device paths can be checked against the float64 cKDTree path on the
+same prepared data (column "max |dTE|"). Writes DIR/te_bench.md and DIR/te_bench.json.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from actors.te.config import NetworkConfig
+
+TARGETS_S = {(100, 1000): 0.005, (100, 10000): 0.2, (1000, 1000): 1.2}   # issue 4, one H100, S = 0
+
+
+def network_data(n_vars: int, length: int, seed: int = 0) -> np.ndarray:
+    """[T, N] sparse linear network: x_i[t+1] = 0.4 x_i[t] + 0.3 (x_a[t] + x_b[t]) + noise."""
+    rng = np.random.default_rng(seed)
+    parents = np.stack([rng.choice(np.delete(np.arange(n_vars), i), 2, replace=False) for i in range(n_vars)])
+    x = np.zeros((length, n_vars))
+    e = rng.standard_normal((length, n_vars))
+    for t in range(length - 1):
+        x[t + 1] = 0.4 * x[t] + 0.3 * x[t][parents].sum(axis=1) + e[t + 1]
+    return x
+
+
+def bench_config(backend: str, n_surrogates: int) -> NetworkConfig:
+    return NetworkConfig.model_validate({"params": {"noise": 0.0, "backend": backend},
+                                         "significance": {"n_surrogates": max(1, n_surrogates)}})
+
+
+def _sync() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def device_network_time(data, pairs, backend: str, n_surr: int, budget_s: float, rng) -> dict:
+    """Seconds for the whole network on the device: measured, or extrapolated from a timed sample."""
+    from actors.te.batched import pairs_te_arrays
+
+    cfg = bench_config(backend, n_surr)
+    n_pairs = len(pairs)
+    order = rng.permutation(n_pairs)
+
+    def timed(sel) -> float:
+        _sync()
+        t0 = time.perf_counter()
+        pairs_te_arrays(data, [pairs[i] for i in sel], cfg, backend=backend, n_surrogates=n_surr)
+        _sync()
+        return time.perf_counter() - t0
+
+    pilot = order[:min(n_pairs, 64)]
+    pilot_s = timed(pilot)
+    per_pair = pilot_s / len(pilot)
+    if len(pilot) == n_pairs or per_pair * n_pairs <= budget_s:
+        reps = 5 if per_pair * n_pairs < 0.5 else 1
+        runs = [timed(order) for _ in range(reps)]
+        return {"seconds": float(np.median(runs)), "timed_pairs": n_pairs, "extrapolated": False}
+    sample = order[:max(len(pilot), min(n_pairs, int(budget_s / per_pair)))]
+    secs = timed(sample)
+    return {"seconds": secs * n_pairs / len(sample), "timed_pairs": int(len(sample)), "extrapolated": True}
+
+
+def _cpu_pairs(data: np.ndarray, pairs: list, n_surr: int) -> list[float]:
+    """Worker: observed TE of each pair on the cKDTree path, plus its S surrogates (timed by the caller)."""
+    from actors.te.engine import prepare_te, surrogate_statistics
+    from actors.te.significance import surrogate_orders
+
+    cfg = bench_config("cpu", n_surr)
+    out = []
+    for i, j in pairs:
+        prep = prepare_te(data[:, i], data[:, j], [], cfg.params, [1])
+        out.append(prep.estimate(1).value)
+        if n_surr:
+            orders = surrogate_orders(prep.n, cfg.significance, np.random.default_rng(0))
+            surrogate_statistics(prep, [1], orders)
+    return out
+
+
+def _warm(_: int) -> int:
+    import actors.te.engine  # noqa: F401  (import cost outside the timed region)
+
+    return os.getpid()
+
+
+def cpu_network_time(pool, cores: int, data, pairs, n_surr: int, rng) -> dict:
+    """cKDTree network seconds on all cores, extrapolated from 2 pairs per core; also the sample's TE."""
+    n_pairs = len(pairs)
+    sample = [pairs[i] for i in rng.permutation(n_pairs)[:min(n_pairs, 2 * cores)]]
+    parts = [sample[w::cores] for w in range(cores) if sample[w::cores]]
+    t0 = time.perf_counter()
+    values = list(pool.map(_cpu_pairs, [data] * len(parts), parts, [n_surr] * len(parts)))
+    secs = time.perf_counter() - t0
+    te = {p: v for part, vals in zip(parts, values, strict=True) for p, v in zip(part, vals, strict=True)}
+    return {"seconds": secs * n_pairs / len(sample), "timed_pairs": len(sample), "te": te}
+
+
+def max_te_error(data, te_cpu: dict, backend: str) -> float:
+    """max |TE_device - TE_cKDTree| over the CPU sample's pairs (same prepared data, noise 0)."""
+    from actors.te.batched import pairs_te_arrays
+
+    pairs = list(te_cpu)
+    got = pairs_te_arrays(data, pairs, bench_config(backend, 0), backend=backend, n_surrogates=0)["te_by_lag"][:, 0]
+    return float(np.max(np.abs(got - np.array([te_cpu[p] for p in pairs]))))
+
+
+def ray_pool_time(data, n_surr: int, workers: int) -> dict:
+    """Wall seconds of actors.te.pool.run_network with `workers` GPU TEEstimators (after a warm-up)."""
+    from actors.te.config import TENetworkSpec
+    from actors.te.pool import run_network
+    from cluster import connect
+
+    connect()
+    n_pairs = data.shape[1] * (data.shape[1] - 1)
+    spec = TENetworkSpec.model_validate({
+        "network": json.loads(bench_config("auto", n_surr).model_dump_json()),
+        "workers": {"num_workers": workers, "num_gpus": 1}, "pairs_per_task": math.ceil(n_pairs / (2 * workers))})
+    run_network(data[:, :4], None, spec, progress=False)          # start the actors, compile the kernel
+    t0 = time.perf_counter()
+    run_network(data, None, spec, progress=False)
+    return {"seconds": time.perf_counter() - t0, "workers": workers, "surrogates": max(1, n_surr)}
+
+
+def environment() -> dict:
+    import scipy
+    import torch
+
+    env = {"date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), "python": platform.python_version(),
+           "torch": torch.__version__, "scipy": scipy.__version__, "cpu_cores": os.cpu_count(),
+           "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"}
+    try:
+        import triton
+
+        env["triton"] = triton.__version__
+    except ImportError:
+        env["triton"] = "not installed"
+    return env
+
+
+def _fmt(s: float | None) -> str:
+    if s is None:
+        return "-"
+    return f"{s * 1e3:.2f} ms" if s < 1 else f"{s:.2f} s"
+
+
+def table(rows: list[dict], env: dict) -> str:
+    """The markdown table (times, pairs/s, ratios against the cKDTree and torch paths, targets)."""
+    head = (f"{env['date']} · GPU: {env['gpu']} · CPU cores: {env['cpu_cores']} · torch {env['torch']}, "
+            f"triton {env['triton']}, scipy {env['scipy']}, Python {env['python']}\n\n"
+            "| N | T | S | pairs | Triton | pairs/s | torch twin | Triton speed-up vs twin | "
+            f"cKDTree, {env['cpu_cores']} cores | Triton speed-up vs cKDTree | max \\|dTE\\| vs cKDTree | target |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for r in rows:
+        tri, twin, cpu = r["triton"], r.get("torch"), r["cpu"]
+        mark = lambda d: "*" if d and d["extrapolated"] else ""  # noqa: E731
+        target = TARGETS_S.get((r["N"], r["T"])) if r["S"] == 0 else None
+        tgt = "-" if target is None else f"≤ {_fmt(target)}: {'met' if tri['seconds'] <= target else 'missed'}"
+        twin_s = f"{_fmt(twin['seconds'])}{mark(twin)}" if twin else "-"
+        twin_r = f"{twin['seconds'] / tri['seconds']:.1f}×" if twin else "-"
+        lines.append(f"| {r['N']} | {r['T']} | {r['S']} | {r['pairs']} | {_fmt(tri['seconds'])}{mark(tri)} | "
+                     f"{r['pairs'] / tri['seconds']:,.0f} | {twin_s} | {twin_r} | {_fmt(cpu['seconds'])}† | "
+                     f"{cpu['seconds'] / tri['seconds']:,.0f}× | {r['max_dte']:.1e} | {tgt} |")
+    notes = ("\n\n\\* extrapolated from a timed random sample of the pairs (sizes in te_bench.json). "
+             "† always extrapolated: 2 pairs per core timed in parallel, one process per core.\n")
+    return head + "\n".join(lines) + notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cases", default="100x1000,100x10000,1000x1000", help="comma-separated NxT")
+    ap.add_argument("--surrogates", default="0,100", help="comma-separated S values")
+    ap.add_argument("--backend", default="triton", choices=["triton", "torch"], help="the device path timed first")
+    ap.add_argument("--budget", type=float, default=20.0, help="seconds per device timing before sampling")
+    ap.add_argument("--twin-budget", type=float, default=5.0, help="seconds per torch-twin timing (0: skip)")
+    ap.add_argument("--workers", type=int, default=0, help="also time the Ray pool with this many GPU estimators")
+    ap.add_argument("--out", default="runs/te_bench")
+    args = ap.parse_args(argv)
+    from actors.sweep.storage import atomic_write_bytes, atomic_write_json
+
+    cases = [tuple(int(v) for v in c.split("x")) for c in args.cases.split(",")]
+    surr = [int(s) for s in args.surrogates.split(",")]
+    cores = os.cpu_count() or 1
+    rng = np.random.default_rng(0)
+    env = environment()
+    rows = []
+    with ProcessPoolExecutor(max_workers=cores, mp_context=get_context("spawn")) as pool:
+        list(pool.map(_warm, range(cores)))
+        # compile the kernels outside the timed region
+        warm = network_data(4, 200)
+        device_network_time(warm, [(0, 1), (1, 0)], args.backend, 1, 1.0, rng)
+        for n_vars, length in cases:
+            data = network_data(n_vars, length)
+            pairs = [(i, j) for i in range(n_vars) for j in range(n_vars) if i != j]
+            for s in surr:
+                row = {"N": n_vars, "T": length, "S": s, "pairs": len(pairs)}
+                row["triton"] = device_network_time(data, pairs, args.backend, s, args.budget, rng)
+                if args.twin_budget > 0:
+                    row["torch"] = device_network_time(data, pairs, "torch", s, args.twin_budget, rng)
+                cpu = cpu_network_time(pool, cores, data, pairs, s, rng)
+                row["max_dte"] = max_te_error(data, cpu.pop("te"), args.backend)
+                row["cpu"] = cpu
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+            if args.workers:
+                rows[-1]["ray"] = ray_pool_time(data, surr[-1], args.workers)
+                print(json.dumps(rows[-1]["ray"]), flush=True)
+    md = table(rows, env)
+    for r in rows:
+        if "ray" in r:
+            md += (f"\nRay pool, N={r['N']}, T={r['T']}, S={r['ray']['surrogates']}: {r['ray']['workers']} GPU "
+                   f"TEEstimator(s), {_fmt(r['ray']['seconds'])} wall (actors warm).\n")
+    print(md)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "te_bench.md", md.encode())
+    atomic_write_json(out / "te_bench.json", {"env": env, "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
