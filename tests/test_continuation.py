@@ -6,6 +6,8 @@ x' = mu + x - x^3: folds at mu = +-2 / (3 sqrt 3) with x = -+1/sqrt 3 (an S-curv
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -19,6 +21,7 @@ from actors.sweep.continuation import (
 from actors.sweep.errors import InputError
 from actors.sweep.models import get_model, register_model
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CUBIC = register_model({"name": "cubic_fold_test", "states": ["x"], "params": {"mu": 0.0},
                         "initial_state": {"x": -1.3}, "equations": {"x": "mu + x - x**3"}})
 
@@ -109,3 +112,67 @@ def test_bad_inputs_name_the_field():
     with pytest.raises(ContinuationError, match="initial_state"):
         continue_branch(spec, spec.branches[0])
     assert get_model(nothing.name).name == nothing.name
+
+
+def test_local_maxima_parabolic_refinement_against_closed_form():
+    from jobs.bifurcation import local_maxima
+
+    ts = np.linspace(0, 20, 401)
+    t_max, y_max = local_maxima(ts, 2.0 + 3.0 * np.sin(1.3 * ts))
+    expect = (np.pi / 2 + 2 * np.pi * np.arange(5)) / 1.3
+    np.testing.assert_allclose(t_max, expect[expect < 20], atol=2e-4)
+    np.testing.assert_allclose(y_max, 5.0, atol=2e-4)
+
+
+def test_bifurcation_job_ci_preset_onset_at_the_hopf(tmp_path):
+    """The CI preset: oscillation starts within one grid spacing of b = 1 + a^2, the overlaid
+    continuation puts the Hopf there to 1e-6, cycle maxima grow from the equilibrium value a."""
+    import json
+
+    import pandas as pd
+
+    from jobs.bifurcation import load_spec
+    from jobs.bifurcation import main as bifurcation_main
+
+    cfg = str(CONFIGS / "bifurcation" / "brusselator_ci.yaml")
+    out = tmp_path / "bif"
+    assert bifurcation_main(["--config", cfg, "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    spec = load_spec(cfg)
+    a = spec.params["a"]
+    spacing = summary["grid_spacing"]
+    assert summary["first_oscillating"] is not None
+    assert 0 <= summary["first_oscillating"] - (1 + a * a) <= spacing  # first grid value past the Hopf
+    (hopf,) = summary["special_points"]
+    assert hopf["kind"] == "hopf" and abs(hopf["param"] - (1 + a * a)) < 1e-6
+    dots = pd.read_parquet(out / "bifurcation.parquet")
+    assert list(dots.columns) == ["b", "x", "kind", "regime"]
+    eq = dots[dots["kind"] == "equilibrium"]
+    assert (eq["b"] < 1 + a * a).all()
+    np.testing.assert_allclose(eq["x"], a, atol=1e-3)  # settled on (a, b/a)
+    peaks = dots[dots["kind"] == "max"].groupby("b")["x"].max()
+    assert (peaks.index > 1 + a * a).all() and (peaks > a).all() and peaks.is_monotonic_increasing
+    assert (out / "bifurcation.png").stat().st_size > 10_000
+    assert bifurcation_main(["--config", cfg, "--out", str(out), "--set", "parameter=nope"]) == 2
+
+
+def test_continuation_job_writes_branches_and_points(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from jobs.continuation import main as continuation_main
+
+    out = tmp_path / "cont"
+    assert continuation_main(["--config", str(CONFIGS / "continuation" / "lorenz_rho.yaml"), "--out", str(out),
+                              "--set", "bounds=[0,30]"]) == 0
+    points = json.loads((out / "special_points.json").read_text())
+    kinds = sorted((p["kind"], round(p["param"], 6)) for p in points)
+    assert kinds == [("branch_point", 1.0), ("branch_point", 1.0), ("hopf", 24.736842), ("hopf", 24.736842)]
+    table = pd.read_parquet(out / "branches.parquet")
+    assert {"branch", "label", "rho", "x", "y", "z", "max_real_eig", "stable"} <= set(table.columns)
+    assert set(table["branch"]) == {0, 1, 2}
+    assert (table["stable"] == (table["max_real_eig"] < 0)).all()
+    assert (out / "continuation.png").stat().st_size > 10_000
+    assert continuation_main(["--config", str(CONFIGS / "continuation" / "lorenz_rho.yaml"), "--out", str(out),
+                              "--set", "plot_state=w"]) == 2

@@ -100,7 +100,8 @@ class SpecialPoint:
         return {"kind": self.kind, "param": float(self.param), "index": self.index,
                 "state": dict(zip(state_names, map(float, self.state))),
                 "eigenvalues_real": np.real(self.eigenvalues).tolist(),
-                "eigenvalues_imag": np.imag(self.eigenvalues).tolist(), "frequency": float(self.frequency)}
+                "eigenvalues_imag": np.imag(self.eigenvalues).tolist(),
+                "frequency": float(self.frequency) if np.isfinite(self.frequency) else None}
 
 
 @dataclass

@@ -1,0 +1,223 @@
+"""One-parameter bifurcation diagram: local maxima of a state over the final window vs a parameter.
+
+    python -m jobs.bifurcation --config configs/bifurcation/brusselator_ci.yaml --out runs/bif
+    ray job submit --working-dir . -- python -m jobs.bifurcation --config configs/bifurcation/lorenz_rho.yaml --out DIR
+
+For each of `n` parameter values the existing batched torch integrator (kernels/ode/dopri5.py, CPU
+or CUDA via solver.device) runs the trajectory and saves `n_save` points of the final window on its
+dense-output interpolant; every local maximum of `state` there (refined by a parabola through the
+three samples) is one dot. Rows that settle on a fixed point contribute their final value; the
+regime column is the sweep rule's label. Optionally the equilibrium branches from continuation are
+overlaid (stable solid, unstable dashed, folds / branch points / Hopf points marked).
+Writes DIR/bifurcation.png, DIR/bifurcation.parquet (parameter, value, kind, regime) and DIR/summary.json.
+The batch runs in the job's process, in chunks of `chunk_size` trajectories.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from actors.sweep.config import SolverConfig
+from actors.sweep.continuation import BranchStart, ContinuationSettings, ContinuationSpec
+from actors.sweep.errors import InputError
+
+OSCILLATING = ("limit_cycle", "chaotic", "oscillatory", "quasi_periodic")
+
+
+class BifurcationSpec(BaseModel):
+    """Model, swept parameter and its grid, the plotted state, solver, optional continuation overlay."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "bifurcation"
+    model: str
+    parameter: str
+    lo: float
+    hi: float
+    n: int = Field(gt=1, le=1_000_000)
+    state: str | None = None                    # plotted state (default: the first)
+    params: dict[str, float] = Field(default_factory=dict)          # fixed overrides
+    initial_state: dict[str, float] = Field(default_factory=dict)   # same start for every row
+    solver: SolverConfig = Field(default_factory=SolverConfig)      # window = final fraction sampled
+    n_save: int = Field(2000, ge=16, le=200_000)  # samples of the final window per trajectory
+    chunk_size: int = Field(512, gt=0, le=1_000_000)
+    continuation: list[BranchStart] = Field(default_factory=list)   # branch starts to overlay
+    continuation_settings: ContinuationSettings = Field(default_factory=ContinuationSettings)
+
+    @model_validator(mode="after")
+    def _range(self) -> BifurcationSpec:
+        if not (np.isfinite(self.lo) and np.isfinite(self.hi) and self.lo < self.hi):
+            raise ValueError(f"need finite lo < hi, got lo={self.lo}, hi={self.hi}")
+        return self
+
+    def values(self) -> np.ndarray:
+        return np.linspace(self.lo, self.hi, self.n)
+
+
+def load_spec(path: str | Path, overrides: dict | None = None) -> BifurcationSpec:
+    """Read a bifurcation YAML, apply dotted overrides like {"n": 50}, validate."""
+    raw = yaml.safe_load(Path(path).read_text())
+    for key, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return BifurcationSpec.model_validate(raw)
+
+
+def local_maxima(ts: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Interior local maxima of y[T] sampled at ts, each refined by the parabola through 3 samples."""
+    i = np.flatnonzero((y[1:-1] > y[:-2]) & (y[1:-1] >= y[2:])) + 1
+    y0, y1, y2 = y[i - 1], y[i], y[i + 1]
+    denom = y0 - 2 * y1 + y2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        off = np.where(denom < 0, 0.5 * (y0 - y2) / denom, 0.0)  # vertex offset in samples, |off| <= 1/2
+    h = ts[1] - ts[0]
+    return ts[i] + off * h, y1 - 0.25 * (y0 - y2) * off
+
+
+def diagram_points(spec: BifurcationSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(dots, per-trajectory table): every local maximum / equilibrium value, and each row's regime."""
+    from actors.sweep.engine import simulate
+    from actors.sweep.jacobian import param_index
+    from actors.sweep.models import get_model
+
+    model = get_model(spec.model)
+    j = param_index(model, spec.parameter, "parameter")
+    state = spec.state or model.state_names[0]
+    if state not in model.state_names:
+        raise InputError("state", f"{state!r} is not a state of {model.name}", ", ".join(model.state_names))
+    s = model.state_names.index(state)
+    values = spec.values()
+    params = np.tile(model.param_vector(spec.params, "params"), (len(values), 1))
+    params[:, j] = values
+    u0 = np.tile(model.state_vector(spec.initial_state, "initial_state"), (len(values), 1))
+    t0, t1 = spec.solver.t_span or model.spec.time_span
+    t_eval = np.linspace(t1 - spec.solver.window * (t1 - t0), t1, spec.n_save)
+    dots, rows = [], []
+    for a in range(0, len(values), spec.chunk_size):
+        res = simulate(model, params[a:a + spec.chunk_size], u0[a:a + spec.chunk_size], spec.solver,
+                       t_eval=t_eval)
+        for r in range(len(res.regime)):
+            value, regime = float(values[a + r]), str(res.regime[r])
+            if regime == "fixed_point":
+                dots.append((value, float(res.raw.u_final[r, s]), "equilibrium", regime))
+                n_max = 0
+            elif regime == "blow_up":
+                n_max = 0
+            else:
+                _, peaks = local_maxima(t_eval, res.raw.ys[r, :, s])
+                dots.extend((value, float(pk), "max", regime) for pk in peaks)
+                n_max = len(peaks)
+            rows.append((value, regime, float(res.raw.lyapunov_max[r]), n_max))
+    return (pd.DataFrame(dots, columns=[spec.parameter, state, "kind", "regime"]),
+            pd.DataFrame(rows, columns=[spec.parameter, "regime", "lyapunov_max", "n_maxima"]))
+
+
+def first_oscillating(per_row: pd.DataFrame, parameter: str) -> float | None:
+    """Smallest grid value from which every larger one oscillates (the onset, e.g. a Hopf), or None."""
+    osc = per_row["regime"].isin(OSCILLATING).to_numpy()
+    if not osc.any() or not osc[-1]:
+        return None
+    start = len(osc) - np.argmin(osc[::-1]) if not osc.all() else 0
+    return float(per_row[parameter].iloc[start])
+
+
+def render(spec: BifurcationSpec, dots: pd.DataFrame, branches: list, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from jobs.continuation import plot_branches
+
+    state = dots.columns[1]
+    fig, ax = plt.subplots(figsize=(9, 5.5), constrained_layout=True)
+    mx = dots[dots["kind"] == "max"]
+    eq = dots[dots["kind"] == "equilibrium"]
+    # pixels for dense diagrams (the classic look), visible dots for small CPU presets
+    ax.plot(mx[spec.parameter], mx[state], "," if spec.n > 300 else ".", ms=3, color="#1f77b4", alpha=0.7)
+    ax.plot([], [], ".", color="#1f77b4", label=f"local maxima of {state} (final window)")
+    ax.plot(eq[spec.parameter], eq[state], ".", color="#2ca02c", ms=3, label="settled on an equilibrium")
+    if branches:
+        plot_branches(ax, branches, state)
+        ax.plot([], [], "-", color="k", label="equilibria, stable")
+        ax.plot([], [], "--", color="k", label="equilibria, unstable")
+    pad = 0.01 * (spec.hi - spec.lo)
+    ax.set_xlim(spec.lo - pad, spec.hi + pad)
+    ax.set_xlabel(spec.parameter)
+    ax.set_ylabel(state)
+    ax.set_title(f"{spec.model}: bifurcation diagram ({spec.name})")
+    ax.legend(fontsize=8, loc="best")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def run(spec: BifurcationSpec, out_dir: Path) -> dict:
+    """Integrate, collect maxima, continue the overlay branches, write the outputs atomically."""
+    from actors.sweep.continuation import continue_equilibria
+    from actors.sweep.storage import atomic_write_json, atomic_write_parquet
+
+    t0 = time.perf_counter()
+    dots, per_row = diagram_points(spec)
+    t_sim = time.perf_counter() - t0
+    branches = []
+    if spec.continuation:
+        cont = ContinuationSpec(name=spec.name, model=spec.model, parameter=spec.parameter, params=spec.params,
+                                bounds=(spec.lo, spec.hi), branches=spec.continuation,
+                                settings=spec.continuation_settings)
+        branches = continue_equilibria(cont)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_parquet(out_dir / "bifurcation.parquet", dots)
+    render(spec, dots, branches, out_dir / "bifurcation.png")
+    summary = {"name": spec.name, "model": spec.model, "parameter": spec.parameter, "state": dots.columns[1],
+               "out_dir": str(out_dir), "n_values": spec.n, "grid_spacing": (spec.hi - spec.lo) / (spec.n - 1),
+               "n_dots": len(dots), "regime_counts": per_row["regime"].value_counts().to_dict(),
+               "first_oscillating": first_oscillating(per_row, spec.parameter),
+               "special_points": [{"kind": p.kind, "param": p.param, "branch": i}
+                                  for i, b in enumerate(branches) for p in b.special],
+               "simulate_seconds": round(t_sim, 3), "wall_seconds": round(time.perf_counter() - t0, 3)}
+    atomic_write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def parse_set(values: list[str]) -> dict:
+    out = {}
+    for item in values:
+        key, _, value = item.partition("=")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True, help="bifurcation YAML (configs/bifurcation/*.yaml)")
+    ap.add_argument("--out", required=True, help="output directory")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="override config fields, e.g. n=400 solver.device=cuda")
+    args = ap.parse_args(argv)
+    try:
+        spec = load_spec(args.config, parse_set(args.set))
+        summary = run(spec, Path(args.out))
+    except (InputError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
