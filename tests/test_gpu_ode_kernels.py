@@ -87,15 +87,15 @@ def test_blowup_detected_on_gpu():
     np.testing.assert_allclose(r.t_blowup, ref.raw.t_blowup, rtol=1e-3)
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_engine_triton_labels_agree_with_torch_on_reference_points(dtype):
+def test_engine_triton_labels_agree_with_torch_on_reference_points():
+    """FP64 triton vs FP64 torch (eager) on the documented points; FP32 triton against the same labels."""
     m = get_model("gaslit_af")
     pts = m.spec.reference_points
     p = np.stack([m.param_vector(x.params) for x in pts])
     u = np.stack([m.state_vector(x.initial_state) for x in pts])
-    rtol = 1e-6
-    tri = simulate(m, p, u, SolverConfig(backend="triton", device="cuda", rtol=rtol, atol=1e-9, dtype=dtype))
-    tor = simulate(m, p, u, SolverConfig(backend="torch", device="cuda", rtol=rtol, atol=1e-9, dtype=dtype))
-    assert list(tri.attractor) == list(tor.attractor) == [x.expect for x in pts]
+    tri = simulate(m, p, u, SolverConfig(backend="triton", device="cuda", rtol=1e-6, atol=1e-9))
+    tor = simulate(m, p, u, SolverConfig(backend="torch", device="cuda", rtol=1e-6, atol=1e-9, compile="off"))
+    tri32 = simulate(m, p, u, SolverConfig(backend="triton", device="cuda", rtol=1e-6, atol=1e-9, dtype="float32"))
+    assert list(tri.attractor) == list(tor.attractor) == list(tri32.attractor) == [x.expect for x in pts]
     chaotic = tri.regime == "chaotic"
     assert chaotic.any() and (tri.raw.lyapunov_max[chaotic] > 0.01).all()

@@ -134,8 +134,10 @@ def test_rk4_fp64_matches_numpy_rk4_every_saved_step(model_name):
 def test_rk4_fp32_close_to_fp64_reference():
     m, p, u0 = _random_lorenz(np.random.default_rng(3), 4)
     ref = _rk4_numpy(m, u0, p, 0.0, 0.2, 20)[:, -1]
-    r = solve_ode(m, p, u0, (0.0, 0.2), method="rk4", dtype="float32", n_steps=20, **CPU)
+    r = solve_ode(m, p, u0, (0.0, 0.2), method="rk4", dtype="float32", n_steps=20, features=False, **CPU)
     np.testing.assert_allclose(r.u_final, ref, rtol=2e-5, atol=2e-4)
+    np.testing.assert_allclose(r.t_final, 0.2, rtol=1e-6)
+    assert r.finished.all() and (r.n_steps == 20).all()
 
 
 # ---- adaptive ----------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import sympy as sp
 
 from kernels.ode.tableaus import TABLEAUS, Tableau
 
-CODEGEN_VERSION = "4"
+CODEGEN_VERSION = "5"
 CACHE_DIR = Path(os.environ.get("ATTRACTOR_KERNEL_CACHE", Path.home() / ".cache" / "attractor" / "ode_kernels"))
 
 # controller constants (Hairer–Wanner PI controller for a 5(4) pair; scipy's clamps)
@@ -81,9 +81,14 @@ class _Printer:
     _UNARY = {"exp": "tl.exp", "log": "tl.log", "sin": "tl.sin", "cos": "tl.cos", "Abs": "tl.abs",
               "tanh": "_tanh", "sinh": "_sinh", "cosh": "_cosh", "tan": "_tan"}
 
-    def __init__(self, names: dict[sp.Symbol, str], consts: dict[float, str]):
+    def __init__(self, names: dict[sp.Symbol, str], consts: dict[float, str], fast_div: bool = False):
         self.names = names
         self.consts = consts
+        self.fast_div = fast_div
+
+    def div(self, num: str, den: str) -> str:
+        # FP32: tl.fdiv is the fast ~2-ulp division (IEEE div.rn costs ~10x more); FP64 stays exact
+        return f"tl.fdiv({num}, {den})" if self.fast_div else f"(({num}) / ({den}))"
 
     def const(self, value: float) -> str:
         value = float(value)
@@ -136,7 +141,7 @@ class _Printer:
             num.insert(0, self.const(coeff))
         text = " * ".join(num) if num else self.const(1)
         if den:
-            text = f"({text}) / ({' * '.join(den)})"
+            text = self.div(text, " * ".join(den))
         return f"({sign}{text})"
 
     def _pow(self, base: sp.Expr, ex: sp.Expr) -> str:
@@ -148,12 +153,12 @@ class _Printer:
                 return self.const(1)
             b = self(base)
             if n < 0:
-                return f"({self.const(1)} / {self._ipow(b, -n)})"
+                return self.div(self.const(1), self._ipow(b, -n))
             return self._ipow(b, n)
         if ex == sp.Rational(1, 2):
             return f"tl.sqrt({self(base)})"
         if ex == sp.Rational(-1, 2):
-            return f"({self.const(1)} / tl.sqrt({self(base)}))"
+            return self.div(self.const(1), f"tl.sqrt({self(base)})")
         return f"_pow({self(base)}, {self(ex)})"
 
     @staticmethod
@@ -172,17 +177,17 @@ def _cse(system: OdeSystem) -> tuple[list, list]:
 
 
 def rhs_lines(system: OdeSystem, inputs: list[str], params: list[str], outputs: list[str], tmp: str,
-              consts: dict[float, str]) -> list[str]:
+              consts: dict[float, str], fast_div: bool = False) -> list[str]:
     """Straight-line statements computing outputs[i] = F_i(inputs; params), temporaries `tmp{j}`."""
     names = {sp.Symbol(s): v for s, v in zip(system.states, inputs)}
     names.update({sp.Symbol(p): v for p, v in zip(system.params, params)})
     repl, reduced = _cse(system)
     lines = []
     for j, (sym, expr) in enumerate(repl):
-        pr = _Printer(names, consts)
+        pr = _Printer(names, consts, fast_div)
         lines.append(f"{tmp}{j} = {pr(expr)}")
         names[sym] = f"{tmp}{j}"
-    pr = _Printer(names, consts)
+    pr = _Printer(names, consts, fast_div)
     for out, expr in zip(outputs, reduced):
         lines.append(f"{out} = {pr(expr)}")
     return lines
@@ -274,17 +279,36 @@ def kernel_source(spec: KernelSpec) -> str:
     body = _Src()
     lyap = spec.lyapunov
 
+    fast = spec.dtype == "float32"
+
+    def div(a: str, b: str) -> str:
+        return f"tl.fdiv({a}, {b})" if fast else f"(({a}) / ({b}))"
+
     def rhs(inp: list[str], out: list[str], tag: str) -> None:
-        body(*rhs_lines(sysm, inp, P, out, f"_{tag}_", consts))
+        body(*rhs_lines(sysm, inp, P, out, f"_{tag}_", consts, fast))
+
+    hc: dict[float, str] = {}
+
+    def hcoef(v: float) -> str:
+        """Fixed step: h * coefficient, computed once before the loop."""
+        if v not in hc:
+            hc[v] = f"hc{len(hc)}"
+        return hc[v]
+
+    def combo(x: str, coeffs, terms: list[str]) -> str:
+        if tab.adaptive:
+            return f"{x} + h * ({_lincomb(coeffs, terms, c)})"
+        parts = [f"{hcoef(a)} * {t}" for a, t in zip(coeffs, terms) if a != 0.0]
+        return f"{x} + (" + " + ".join(parts) + ")"
 
     def stages(x: str, k: str, tag: str) -> None:
         """Stages 1..S-1 of a step from state x_i with stage-0 values k0_i already set."""
         for s in range(1, S):
             for i in R:
-                body(f"y{tag}_{i} = {x}_{i} + h * ({_lincomb(tab.a[s], [f'{k}{j}_{i}' for j in range(s)], c)})")
+                body(f"y{tag}_{i} = {combo(f'{x}_{i}', tab.a[s], [f'{k}{j}_{i}' for j in range(s)])}")
             rhs([f"y{tag}_{i}" for i in R], [f"{k}{s}_{i}" for i in R], f"{tag}{s}")
         for i in R:
-            body(f"{x}n_{i} = {x}_{i} + h * ({_lincomb(tab.b, [f'{k}{j}_{i}' for j in range(S)], c)})")
+            body(f"{x}n_{i} = {combo(f'{x}_{i}', tab.b, [f'{k}{j}_{i}' for j in range(S)])}")
         if tab.adaptive:
             rhs([f"{x}n_{i}" for i in R], [f"{k}{S}_{i}" for i in R], f"{tag}{S}")
             for i in R:
@@ -325,7 +349,8 @@ def kernel_source(spec: KernelSpec) -> str:
     if lyap:
         body("lsum = tl.load(LSUM + row, mask=inb, other=0.0)", "ltime = tl.load(LTIME + row, mask=inb, other=0.0)",
              "speed0 = tl.load(SPEED0 + row, mask=inb, other=0.0)")
-    body("active = inb & (status == 0) & (nacc + nrej < MAX_STEPS)",
+    body(f"m_prev = {amax('u')}", "mo_esc = zero", "h_esc = zero", "status_in = status",
+         "active = inb & (status == 0) & (nacc + nrej < MAX_STEPS)",
          "n_act = tl.sum(active.to(tl.int32), axis=0)",
          "it = 0",
          "while (it < CHUNK) & (n_act > 0):",
@@ -348,7 +373,7 @@ def kernel_source(spec: KernelSpec) -> str:
     if lyap:
         stages("v", "kv", "v")
     if tab.adaptive:
-        terms = [f"(ue_{i} / (atol + rtol * tl.maximum(tl.abs(u_{i}), tl.abs(un_{i}))))" for i in R]
+        terms = [div(f"ue_{i}", f"atol + rtol * tl.maximum(tl.abs(u_{i}), tl.abs(un_{i}))") for i in R]
         body("en = tl.sqrt((" + " + ".join(f"{x} * {x}" for x in terms) + f") * {c(1 / n)})")
         if lyap:  # the twin's separation (size d0, below atol) must be resolved to rtol too
             sep = [f"((ve_{i} - ue_{i}) / (rtol * d0))" for i in R]
@@ -365,15 +390,18 @@ def kernel_source(spec: KernelSpec) -> str:
              f"fac = tl.where(finite, fac, {c(MIN_FACTOR)})",
              f"eprev = tl.where(accept, tl.maximum(en, {c(1e-4)}), eprev)")
     else:
-        body("accept = active", "reject = active & (h < zero)")
-    body("t_old = t", "t = tl.where(accept, t + h, t)" if tab.adaptive else
-         "t = tl.where(accept, t0 + (nacc + 1).to(DT) * dt, t)")
-    body(f"m_old = {amax('u')}")
+        body("accept = active")
+    track_t = tab.adaptive or spec.features or spec.save_every or lyap  # RK4 otherwise sets t after the loop
+    if track_t:
+        body("t_old = t", "t = tl.where(accept, t + h, t)" if tab.adaptive else
+             "t = tl.where(accept, t0 + (nacc + 1).to(DT) * dt, t)")
     for i in R:
         body(f"uo_{i} = u_{i}", f"u_{i} = tl.where(accept, un_{i}, u_{i})")
         if tab.adaptive:
             body(f"f_{i} = tl.where(accept, k{S}_{i}, f_{i})")
-    body("nacc += accept.to(tl.int32)", "nrej += reject.to(tl.int32)")
+    body("nacc += accept.to(tl.int32)")
+    if tab.adaptive:
+        body("nrej += reject.to(tl.int32)")
     # final-window features at accepted points (running min/max, trapezoid time average)
     if spec.features:
         body("in_win = accept & (t >= ws)",
@@ -407,13 +435,14 @@ def kernel_source(spec: KernelSpec) -> str:
             body(f"v_{i} = tl.where(good, u_{i} + sep_{i} * renorm, v_{i})")
             if tab.adaptive:  # F is linear in the tiny separation: F(u + c s) = F(u) + c (F(u + s) - F(u))
                 body(f"fv_{i} = tl.where(good, f_{i} + (fv_{i} - f_{i}) * renorm, fv_{i})")
-    # blow-up: |u| past the bound (or non-finite); the crossing is located by linear interpolation
-    # of max|u| across the step. An adaptive step size collapsing below hmin also counts.
+    # blow-up: |u| past the bound (or non-finite); the crossing time is located after the loop by
+    # linear interpolation of max|u| across the escaping step (kept: max|u| before it, and h).
+    # An adaptive step size collapsing below hmin also counts.
     body(f"m_new = {amax('u')}",
          "escaped = accept & ~(m_new <= bound)",
-         "frac = (bound - m_old) / (m_new - m_old)",
-         f"frac = tl.where(frac == frac, tl.minimum(tl.maximum(frac, zero), {c(1.0)}), zero)",
-         "tblow = tl.where(escaped, t_old + frac * h, tblow)",
+         "mo_esc = tl.where(escaped, m_prev, mo_esc)",
+         "h_esc = tl.where(escaped, h, h_esc)",
+         "m_prev = m_new",
          "status = tl.where(escaped, 2, status)")
     if tab.adaptive:
         body("stuck = reject & (h * fac < hmin)",
@@ -421,14 +450,22 @@ def kernel_source(spec: KernelSpec) -> str:
              "status = tl.where(stuck, 3, status)",
              "status = tl.where(accept & (status == 0) & (t >= t1 - teps), 1, status)",
              "h = tl.where(active, h * fac, h)")
+        body("active = active & (status == 0) & (nacc + nrej < MAX_STEPS)")
     else:
-        body("status = tl.where(accept & (status == 0) & (nacc >= NSTEPS), 1, status)")
-    body("active = active & (status == 0) & (nacc + nrej < MAX_STEPS)")
+        body("active = active & ~escaped & (nacc < NSTEPS)")
     body.indent -= 1
     body("n_act = tl.sum(active.to(tl.int32), axis=0)",
          "it += INNER")
     body.indent -= 1
-    # ---- epilogue: write the lane's state back --------------------------------------------------
+    # ---- epilogue: blow-up crossing, status, write the lane's state back ------------------------
+    if not tab.adaptive:
+        body("status = tl.where((status == 0) & (nacc >= NSTEPS), 1, status)")
+        if not track_t:
+            body("t = tl.where(inb, t0 + nacc.to(DT) * dt, t)")
+    frac = div("bound - mo_esc", f"{amax('u')} - mo_esc")
+    body(f"frac = {frac}",
+         f"frac = tl.where(frac == frac, tl.minimum(tl.maximum(frac, zero), {c(1.0)}), zero)",
+         "tblow = tl.where((status_in == 0) & (status == 2), t - h_esc + frac * h_esc, tblow)")
     body("tl.store(T + row, t, mask=inb)", "tl.store(STATUS + row, status, mask=inb)",
          "tl.store(NACC + row, nacc, mask=inb)", "tl.store(NREJ + row, nrej, mask=inb)",
          "tl.store(TBLOW + row, tblow, mask=inb)", "tl.store(WLEN + row, wlen, mask=inb)")
@@ -442,6 +479,7 @@ def kernel_source(spec: KernelSpec) -> str:
             body(f"tl.store({bufs[name]} + row * {n} + {i}, {name}_{i}, mask=inb)")
 
     const_lines = [f"    {name} = tl.full([BLOCK], {v!r}, DT)" for v, name in consts.items()]
+    const_lines += [f"    {name} = tl.load(S + 2) * {v!r}" for v, name in hc.items()]  # dt * coefficient
     sig = ("IDX, NW, S, T, H, EPREV, STATUS, NACC, NREJ, TBLOW, WLEN, U, F, V, FV, P, WMIN, WMAX, WSUM, "
            "LSUM, LTIME, SPEED0, SAVE, SAVE_T, CHUNK, MAX_STEPS, NSTEPS, SAVE_EVERY, N_SAVE, "
            "BLOCK: tl.constexpr, DT: tl.constexpr, INNER: tl.constexpr")
@@ -453,7 +491,8 @@ def kernel_source(spec: KernelSpec) -> str:
               "".join(f"\nd{s}/dt = {e}" for s, e in zip(sysm.states, sysm.equations)),
               '"""',
               "import triton", "import triton.language as tl", _HELPERS, "",
-              "@triton.jit", f"def step_kernel({sig}):"]
+              '@triton.jit(do_not_specialize=["NW", "CHUNK", "MAX_STEPS", "NSTEPS", "SAVE_EVERY", "N_SAVE"])',
+              f"def step_kernel({sig}):"]
     src = "\n".join(header + const_lines + body.lines) + "\n"
     if tab.adaptive:
         src += "\n\n" + _init_source(spec)
@@ -504,7 +543,7 @@ def _init_source(spec: KernelSpec) -> str:
          "h = tl.minimum(tl.minimum(100.0 * h0, h1), t1 - t0)",
          "tl.store(H + row, h, mask=inb)")
     const_lines = [f"    {name} = tl.full([BLOCK], {v!r}, DT)" for v, name in consts.items()]
-    return "\n".join(["@triton.jit", "def init_kernel(IDX, NW, S, U, F, V, FV, P, H, BLOCK: tl.constexpr, "
+    return "\n".join(['@triton.jit(do_not_specialize=["NW"])', "def init_kernel(IDX, NW, S, U, F, V, FV, P, H, BLOCK: tl.constexpr, "
                       "DT: tl.constexpr):"] + const_lines + body.lines) + "\n"
 
 

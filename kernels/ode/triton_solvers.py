@@ -177,7 +177,8 @@ def prepare(model, params, u0, t_span, *, method: str = "tsit5", dtype: str = "f
         lsum=full((B,), 0.0), ltime=full((B,), 0.0), speed0=full((B,), nan),
         saves=full((B, n_save, n), nan) if save_every else full((1,), nan),
         save_t=full((B, n_save), nan) if save_every else full((1,), nan))
-    chunk = chunk_steps or (max_steps if interpret else 512)
+    # fixed step: one launch (all rows take the same steps); adaptive on a GPU: compact every 256
+    chunk = chunk_steps or (max_steps if (interpret or not tab.adaptive) else 256)
     tl_dt = _tl_dtype(dtype)
     idx = torch.arange(B, dtype=torch.int32, device=device)
 
