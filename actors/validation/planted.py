@@ -20,6 +20,7 @@ from actors.validation.config import PlantedSpec, validated
 FRACTION = {"low": 0.05, "medium": 0.15, "high": 0.4}
 OUTLIER_FRACTION = {"low": 0.01, "medium": 0.03, "high": 0.08}
 CATEGORY_FRACTION = {"low": 0.3, "medium": 0.6, "high": 1.0}   # share of the category's rows moved
+TAIL_FRACTION = {"low": 0.3, "medium": 0.6, "high": 1.0}       # a clipping generator clips every row
 GENERATIONS = {"low": 2, "medium": 5, "high": 10}
 SHRINK = {"low": 0.7, "medium": 0.5, "high": 0.2}               # sd multiplier of affected rows
 TAIL_Q = {"low": 0.02, "medium": 0.05, "high": 0.1}             # clip beyond these real quantiles
@@ -38,7 +39,7 @@ EXPECTED = {
     "memorised": ("memorisation",),
     "label_noise": ("correlation",),
     "missingness": ("marginals",),
-    "outliers": ("marginals", "coverage", "memorisation"),
+    "outliers": ("marginals", "coverage", "spectral", "memorisation"),   # spectral: total variance
 }
 
 
@@ -129,7 +130,7 @@ def plant(spec: PlantedSpec | dict | None = None, **overrides) -> PlantedPair:
         cop = GaussianCopula(df)
         real, synth = cop.sample(spec.n, rng), cop.sample(spec.n, rng)
     case, sev = spec.case, spec.severity
-    default = {"outliers": OUTLIER_FRACTION, "category_dropout": CATEGORY_FRACTION,
+    default = {"outliers": OUTLIER_FRACTION, "category_dropout": CATEGORY_FRACTION, "tail_truncation": TAIL_FRACTION,
                "category_merge": CATEGORY_FRACTION}.get(case, FRACTION)[sev]
     frac = spec.fraction if spec.fraction is not None else default
     if case == "clean":

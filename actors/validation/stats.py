@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
-from scipy.linalg import subspace_angles
 from scipy.stats import rankdata
 
 from actors.validation.data import Pooled
@@ -237,15 +236,18 @@ def coverage(ctx: Context, mask: np.ndarray) -> dict[str, float]:
         xr, xs = p.X[~mask], p.X[mask]
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            var = np.abs(np.log((np.nanvar(xs, axis=0) + _TINY) / (np.nanvar(xr, axis=0) + _TINY)))
+            var = np.log((np.nanvar(xs, axis=0) + _TINY) / (np.nanvar(xr, axis=0) + _TINY))
             nr, ns = (~np.isnan(xr)).sum(axis=0), (~np.isnan(xs)).sum(axis=0)
             tr = ((xr < lo) | (xr > hi)).sum(axis=0) / np.maximum(nr, 1)
             ts = ((xs < lo) | (xs > hi)).sum(axis=0) / np.maximum(ns, 1)
-            tails = np.abs(np.log((ts + 1 / np.maximum(ns, 1)) / (tr + 1 / np.maximum(nr, 1))))
-        var = np.where(ns < 2, np.inf, np.nan_to_num(var, nan=0.0))
+            tails = np.log((ts + 1 / np.maximum(ns, 1)) / (tr + 1 / np.maximum(nr, 1)))
+        var = np.where(ns < 2, -np.inf, np.nan_to_num(var, nan=0.0))
         for j, c in enumerate(p.numeric):
-            out[f"variance:{c}"] = float(var[j])
-            out[f"tails:{c}"] = float(tails[j])
+            out[f"variance:{c}"] = abs(float(var[j]))
+            out[f"tails:{c}"] = abs(float(tails[j]))
+        # a generator that shrinks / truncates does it to every column: the signed mean has the power
+        out["variance:*"] = abs(float(np.mean(var)))
+        out["tails:*"] = abs(float(np.mean(tails)))
     for j, c in enumerate(p.categorical, start=len(p.numeric)):
         real_cats = cr[j] > 0
         out[f"coverage:{c}"] = float(1 - (real_cats & (cs[j] > 0)).sum() / max(real_cats.sum(), 1))
@@ -295,7 +297,7 @@ def spectral(ctx: Context, mask: np.ndarray) -> dict[str, float]:
     evr_s, tot_s, V_s = _pca(Z[mask], k)
     return {"spectrum:*": float(np.abs(evr_r - evr_s).sum()),
             "total_variance:*": abs(float(np.log((tot_s + _TINY) / (tot_r + _TINY)))),
-            "subspace:*": float(np.sum(np.sin(subspace_angles(V_r, V_s)) ** 2))}
+            "subspace:*": float(k - np.sum((V_r.T @ V_s) ** 2))}   # = sum sin^2(principal angles)
 
 
 def _pca(A: np.ndarray, k: int) -> tuple[np.ndarray, float, np.ndarray]:
