@@ -8,8 +8,11 @@ or CUDA via solver.device) runs the trajectory and saves `n_save` points of the 
 dense-output interpolant; every local maximum of `state` there (refined by a parabola through the
 three samples) is one dot. Rows that settle on a fixed point contribute their final value; the
 regime column is the sweep rule's label. Optionally the equilibrium branches from continuation are
-overlaid (stable solid, unstable dashed, folds / branch points / Hopf points marked).
-Writes DIR/bifurcation.png, DIR/bifurcation.parquet (parameter, value, kind, regime) and DIR/summary.json.
+overlaid (stable solid, unstable dashed, folds / branch points / Hopf points marked), and with a
+`spectrum:` block the first k Lyapunov exponents of every value (QR method, actors/sweep/lyapunov.py)
+are plotted in a second panel, with the spectrum regime rule's label and cycle period per value.
+Writes DIR/bifurcation.png, DIR/bifurcation.parquet (parameter, value, kind, regime),
+DIR/trajectories.parquet (one row per parameter value) and DIR/summary.json.
 The batch runs in the job's process, in chunks of `chunk_size` trajectories.
 """
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from actors.sweep.config import SolverConfig
 from actors.sweep.continuation import BranchStart, ContinuationSettings, ContinuationSpec
 from actors.sweep.errors import InputError
+from actors.sweep.lyapunov import SpectrumSettings
 
 OSCILLATING = ("limit_cycle", "chaotic", "oscillatory", "quasi_periodic")
 
@@ -51,6 +55,7 @@ class BifurcationSpec(BaseModel):
     chunk_size: int = Field(512, gt=0, le=1_000_000)
     continuation: list[BranchStart] = Field(default_factory=list)   # branch starts to overlay
     continuation_settings: ContinuationSettings = Field(default_factory=ContinuationSettings)
+    spectrum: SpectrumSettings | None = None  # also: QR Lyapunov spectrum + spectrum regime per value
 
     @model_validator(mode="after")
     def _range(self) -> BifurcationSpec:
@@ -123,6 +128,37 @@ def diagram_points(spec: BifurcationSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
             pd.DataFrame(rows, columns=[spec.parameter, "regime", "lyapunov_max", "n_maxima"]))
 
 
+def spectrum_columns(spec: BifurcationSpec) -> pd.DataFrame:
+    """Per parameter value: λ_1..λ_k (QR method, torch), the spectrum regime and the cycle period."""
+    from actors.sweep.engine import resolve_device
+    from actors.sweep.lyapunov import classify_trajectories, lyapunov_spectrum
+    from actors.sweep.models import get_model
+
+    cfg = spec.spectrum
+    model = get_model(spec.model)
+    values = spec.values()
+    params = np.tile(model.param_vector(spec.params, "params"), (len(values), 1))
+    params[:, model.param_names.index(spec.parameter)] = values
+    u0 = np.tile(model.state_vector(spec.initial_state, "initial_state"), (len(values), 1))
+    k = min(cfg.k, len(model.state_names))
+    device = resolve_device(spec.solver.device)
+    cols: dict[str, list] = {f"lambda_{i + 1}": [] for i in range(k)}
+    cols.update(spectrum_regime=[], period=[], section_order=[])
+    for a in range(0, len(values), spec.chunk_size):
+        res = lyapunov_spectrum(model, params[a:a + spec.chunk_size], u0[a:a + spec.chunk_size],
+                                t_transient=cfg.t_transient, t_measure=cfg.t_measure, dt=cfg.dt, k=k,
+                                renorm_every=cfg.renorm_every, section_state=spec.state or 0,
+                                blowup_bound=cfg.blowup_bound, device=device)
+        out = classify_trajectories(res, zero_tol=cfg.zero_tol, chaos_threshold=cfg.chaos_threshold,
+                                    fixed_point_tol=cfg.fixed_point_tol, section_tol=cfg.section_tol)
+        for i in range(k):
+            cols[f"lambda_{i + 1}"].extend(out["exponents"][:, i].tolist())  # whole-return where available
+        cols["spectrum_regime"].extend(out["regime"].astype(str).tolist())
+        cols["period"].extend(out["period"].tolist())
+        cols["section_order"].extend(out["section_order"].tolist())
+    return pd.DataFrame(cols)
+
+
 def first_oscillating(per_row: pd.DataFrame, parameter: str) -> float | None:
     """Smallest grid value from which every larger one oscillates (the onset, e.g. a Hopf), or None."""
     osc = per_row["regime"].isin(OSCILLATING).to_numpy()
@@ -132,7 +168,8 @@ def first_oscillating(per_row: pd.DataFrame, parameter: str) -> float | None:
     return float(per_row[parameter].iloc[start])
 
 
-def render(spec: BifurcationSpec, dots: pd.DataFrame, branches: list, path: Path) -> Path:
+def render(spec: BifurcationSpec, dots: pd.DataFrame, branches: list, path: Path,
+           per_row: pd.DataFrame | None = None) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -141,7 +178,18 @@ def render(spec: BifurcationSpec, dots: pd.DataFrame, branches: list, path: Path
     from jobs.continuation import plot_branches
 
     state = dots.columns[1]
-    fig, ax = plt.subplots(figsize=(9, 5.5), constrained_layout=True)
+    lam_cols = [] if per_row is None else [c for c in per_row.columns if c.startswith("lambda_")]
+    if lam_cols:
+        fig, (ax, ax_l) = plt.subplots(2, 1, figsize=(9, 8), sharex=True, height_ratios=[2.2, 1],
+                                       constrained_layout=True)
+        for c in lam_cols:
+            ax_l.plot(per_row[spec.parameter], per_row[c], lw=1, label=c.replace("lambda_", "λ"))
+        ax_l.axhline(0, color="k", lw=0.6)
+        ax_l.set_ylabel("Lyapunov exponents")
+        ax_l.set_xlabel(spec.parameter)
+        ax_l.legend(fontsize=8)
+    else:
+        fig, ax = plt.subplots(figsize=(9, 5.5), constrained_layout=True)
     mx = dots[dots["kind"] == "max"]
     eq = dots[dots["kind"] == "equilibrium"]
     # pixels for dense diagrams (the classic look), visible dots for small CPU presets
@@ -182,13 +230,18 @@ def run(spec: BifurcationSpec, out_dir: Path) -> dict:
         branches = continue_equilibria(cont)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_parquet(out_dir / "bifurcation.parquet", dots)
-    render(spec, dots, branches, out_dir / "bifurcation.png")
+    if spec.spectrum is not None:
+        per_row = pd.concat([per_row, spectrum_columns(spec)], axis=1)
+    atomic_write_parquet(out_dir / "trajectories.parquet", per_row)
+    render(spec, dots, branches, out_dir / "bifurcation.png", per_row)
     summary = {"name": spec.name, "model": spec.model, "parameter": spec.parameter, "state": dots.columns[1],
                "out_dir": str(out_dir), "n_values": spec.n, "grid_spacing": (spec.hi - spec.lo) / (spec.n - 1),
                "n_dots": len(dots), "regime_counts": per_row["regime"].value_counts().to_dict(),
                "first_oscillating": first_oscillating(per_row, spec.parameter),
                "special_points": [{"kind": p.kind, "param": p.param, "branch": i}
                                   for i, b in enumerate(branches) for p in b.special],
+               "spectrum_regime_counts": (per_row["spectrum_regime"].value_counts().to_dict()
+                                          if "spectrum_regime" in per_row else None),
                "simulate_seconds": round(t_sim, 3), "wall_seconds": round(time.perf_counter() - t0, 3)}
     atomic_write_json(out_dir / "summary.json", summary)
     return summary

@@ -153,6 +153,16 @@ def test_bifurcation_job_ci_preset_onset_at_the_hopf(tmp_path):
     peaks = dots[dots["kind"] == "max"].groupby("b")["x"].max()
     assert (peaks.index > 1 + a * a).all() and (peaks > a).all() and peaks.is_monotonic_increasing
     assert (out / "bifurcation.png").stat().st_size > 10_000
+    # the spectrum block: λ1 = λ2 = (b - 1 - a^2)/2 at the focus below the Hopf (complex pair), a cycle
+    # (λ1 ~ 0, λ2 < 0) with a period that grows from 2π/a above it
+    rows = pd.read_parquet(out / "trajectories.parquet")
+    below, above = rows[rows["b"] < 1 + a * a], rows[rows["b"] > 1 + a * a + 0.2]
+    assert (below["spectrum_regime"] == "fixed_point").all() and (below["regime"] == "fixed_point").all()
+    np.testing.assert_allclose(below["lambda_1"], (below["b"] - 1 - a * a) / 2, atol=0.02)
+    np.testing.assert_allclose(below["lambda_1"] + below["lambda_2"], below["b"] - 1 - a * a, atol=1e-3)
+    assert (above["spectrum_regime"] == "limit_cycle").all() and (above["lambda_1"].abs() < 0.01).all()
+    assert (above["lambda_2"] < -0.1).all()
+    assert above["period"].is_monotonic_increasing and (above["period"] > 2 * np.pi / a).all()
     assert bifurcation_main(["--config", cfg, "--out", str(out), "--set", "parameter=nope"]) == 2
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.integrate
 import scipy.linalg
+from pydantic import BaseModel, ConfigDict, Field
 
 from actors.sweep.errors import InputError
 from actors.sweep.jacobian import derivatives
@@ -31,6 +32,9 @@ class LyapunovResult:
     """Per-trajectory spectrum and the features the regime rule reads (numpy, batch first)."""
 
     exponents: np.ndarray         # [B, k] largest first; nan where the trajectory blew up
+    exponents_section: np.ndarray  # [B, k] the same between the first and last section crossing
+    #                                (whole returns: no flow-speed term on a cycle); nan unless the
+    #                                crossings span at least half the window
     u_final: np.ndarray           # [B, n]
     u_min: np.ndarray             # [B, n] over the measurement window
     u_max: np.ndarray             # [B, n]
@@ -40,6 +44,23 @@ class LyapunovResult:
     section_points: np.ndarray    # [B, M, n] the state at each crossing
     section_count: np.ndarray     # [B] crossings recorded (at most M)
     t_measure: float              # length of the averaging window
+
+
+class SpectrumSettings(BaseModel):
+    """Config block for a spectrum run and its regime rule (jobs read it from YAML)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    k: int = Field(2, ge=1, le=64)                  # exponents (2 tells a torus from a cycle)
+    dt: float = Field(0.01, gt=0, le=1)            # RK4 step
+    t_transient: float = Field(100.0, gt=0)
+    t_measure: float = Field(200.0, gt=0)
+    renorm_every: int = Field(10, ge=1, le=10_000)
+    zero_tol: float = Field(0.01, gt=0)
+    chaos_threshold: float = Field(0.02, gt=0)
+    fixed_point_tol: float = Field(1e-4, gt=0)
+    section_tol: float = Field(1e-3, gt=0)
+    blowup_bound: float = Field(1e6, gt=0)
 
 
 def _check(model: CompiledModel, params: np.ndarray, u0: np.ndarray, dt: float, t_transient: float,
@@ -71,9 +92,10 @@ def lyapunov_spectrum(model: CompiledModel | str, params: np.ndarray, u0: np.nda
     t_measure: averaging window; the finite-time error is O(1/t_measure) for cycles and
         O(1/sqrt(t_measure)) fluctuations for chaos (average over rows for tighter estimates).
     renorm_every: RK4 steps between QR re-orthonormalisations (tangent growth over renorm_every*dt
-        must stay far below float range: exp(lambda_max * renorm_every * dt)).
+        must stay far below float range: exp(lambda_max * renorm_every * dt)). With a section it is
+        1: the cumulative growth is then known at every crossing, for `exponents_section`.
     section_state: state (index or name) whose upward crossings of its transient mean are recorded;
-        None skips the section (saves a sixth of the step's work when only exponents are wanted).
+        None skips the section (about a third less work per step when only exponents are wanted).
     """
     import torch
 
@@ -114,7 +136,9 @@ def lyapunov_spectrum(model: CompiledModel | str, params: np.ndarray, u0: np.nda
     level_n = 0
     wmin = torch.full((B, n), float("inf"), dtype=tdt, device=device)
     wmax = torch.full((B, n), float("-inf"), dtype=tdt, device=device)
-    brackets = torch.full((B, max_crossings, 4 * n + 1), float("nan"), dtype=tdt, device=device)
+    brackets = torch.full((B, max_crossings, 4 * n + 1 + 2 * k), float("nan"), dtype=tdt, device=device)
+    if s is not None:
+        renorm_every = 1
     count = torch.zeros(B, dtype=torch.long, device=device)
     level = torch.zeros(B, dtype=tdt, device=device)
     prev_u = prev_f = None
@@ -123,7 +147,10 @@ def lyapunov_spectrum(model: CompiledModel | str, params: np.ndarray, u0: np.nda
         measuring = step >= n_trans
         k1u, k1q = field(u, Q)
         if measuring and prev_u is not None and s is not None:  # section crossing in the previous step [prev_u -> u]
-            _record_bracket(prev_u, prev_f, u, k1u, level, s, (step - 1) * dt, brackets, count, ~blown)
+            # Q is orthonormal here (renormalised every step), so diag(Q^T J Q) are the growth rates
+            rates = (Q * k1q).sum(1)
+            _record_bracket(prev_u, prev_f, u, k1u, torch.cat([log_sum, rates], 1), level, s, (step - 1) * dt,
+                            brackets, count, ~blown)
         prev_u, prev_f = u, k1u
         k2u, k2q = field(u + half * k1u, Q + half * k1q)
         k3u, k3q = field(u + half * k2u, Q + half * k2q)
@@ -153,8 +180,22 @@ def lyapunov_spectrum(model: CompiledModel | str, params: np.ndarray, u0: np.nda
     def np_(x):
         return x.detach().to("cpu", torch.float64 if x.is_floating_point() else x.dtype).numpy()
 
-    cross_t, cross_p = _locate_crossings(np_(brackets), np_(level), s or 0, dt)
-    return LyapunovResult(exponents=np_(exps), u_final=np_(u), u_min=np_(wmin), u_max=np_(wmax),
+    br = np_(brackets)
+    cross_t, cross_p = _locate_crossings(br[..., :4 * n + 1], np_(level), s or 0, dt)
+    # growth between the first and last crossing: on a cycle, whole periods (no flow-speed term)
+    c = np_(count)
+    t_first = np.where(c >= 2, cross_t[:, 0], np.nan)
+    t_last = cross_t[np.arange(B), np.maximum(c - 1, 0)]
+    # only where the returns span most of the window: a decaying spiral stops crossing early
+    rows = np.flatnonzero((c >= 2) & (t_last - t_first >= 0.5 * n_meas * dt))
+    sec = np.full((B, k), np.nan)
+    # cumulative log growth at the crossing itself: at the step's end, less the rate times the rest
+    logs = br[..., 4 * n + 1:4 * n + 1 + k] - (br[..., 0] + dt - cross_t)[..., None] * br[..., 4 * n + 1 + k:]
+    span = cross_t[rows, c[rows] - 1] - cross_t[rows, 0]
+    sec[rows] = (logs[rows, c[rows] - 1] - logs[rows, 0]) / np.where(span > 0, span, np.nan)[:, None]
+    sec = -np.sort(-sec, axis=1)
+    sec[np_(blown)] = np.nan
+    return LyapunovResult(exponents=np_(exps), exponents_section=sec, u_final=np_(u), u_min=np_(wmin), u_max=np_(wmax),
                           blowup=np_(blown), section_level=np_(level), section_times=cross_t,
                           section_points=cross_p, section_count=np_(count), t_measure=n_meas * dt)
 
@@ -184,8 +225,8 @@ def _reorthonormalise(Q):
     return torch.stack(cols, dim=2), torch.stack(logs, dim=1)
 
 
-def _record_bracket(u0, f0, u1, f1, level, s, t0, brackets, count, alive) -> None:
-    """Keep the step [u0 -> u1] (with its rhs values) where u[s] rises through `level`.
+def _record_bracket(u0, f0, u1, f1, growth, level, s, t0, brackets, count, alive) -> None:
+    """Keep the step [u0 -> u1] (with its rhs values and the growth so far) where u[s] rises through `level`.
 
     Only the bracket is stored here (a handful of batched ops per step); `_locate_crossings`
     places the crossing on the cubic Hermite interpolant once, after the loop.
@@ -194,7 +235,7 @@ def _record_bracket(u0, f0, u1, f1, level, s, t0, brackets, count, alive) -> Non
 
     hit = alive & (u0[:, s] < level) & (u1[:, s] >= level) & (count < brackets.shape[1])
     slot = count.clamp(max=brackets.shape[1] - 1)[:, None, None].expand(-1, 1, brackets.shape[2])
-    row = torch.cat([torch.full_like(u0[:, :1], t0), u0, f0, u1, f1], dim=1)
+    row = torch.cat([torch.full_like(u0[:, :1], t0), u0, f0, u1, f1, growth], dim=1)
     new = torch.where(hit[:, None], row, brackets.gather(1, slot)[:, 0])
     brackets.scatter_(1, slot, new[:, None, :])
     count += hit.long()
@@ -290,13 +331,16 @@ def lyapunov_spectrum_reference(model: CompiledModel | str, params: np.ndarray, 
 def classify_trajectories(result: LyapunovResult, *, zero_tol: float = 0.01, chaos_threshold: float = 0.02,
                           fixed_point_tol: float = 1e-4, section_tol: float = 1e-3,
                           max_order: int = 8) -> dict[str, np.ndarray]:
-    """Regime, period and section order per row from a spectrum run (rule: regime.classify_spectrum)."""
+    """Regime, period, section order and the exponents the rule used, per row (rule: regime.classify_spectrum)."""
     from actors.sweep.regime import classify_spectrum, relative_amplitude
 
     period, order = section_period(result, tol=section_tol, max_order=max_order)
     amplitude = relative_amplitude(result.u_min, result.u_max)
-    regime = classify_spectrum(result.exponents, amplitude, result.blowup, order, zero_tol=zero_tol,
+    # whole-return exponents where the section has them: a cycle's finite-time lambda_1 is otherwise
+    # off by the flow-speed ratio log(|F(end)| / |F(start)|) / t_measure
+    exps = np.where(np.isfinite(result.exponents_section[:, :1]), result.exponents_section, result.exponents)
+    regime = classify_spectrum(exps, amplitude, result.blowup, order, zero_tol=zero_tol,
                                chaos_threshold=chaos_threshold, fixed_point_tol=fixed_point_tol)
     period = np.where(regime == "limit_cycle", period, np.nan)
     return {"regime": regime, "period": period, "section_order": np.where(regime == "limit_cycle", order, 0),
-            "amplitude": amplitude}
+            "amplitude": amplitude, "exponents": exps}
