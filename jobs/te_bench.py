@@ -74,7 +74,8 @@ def device_network_time(data, pairs, backend: str, n_surr: int, budget_s: float,
         _sync()
         return time.perf_counter() - t0
 
-    pilot = order[:min(n_pairs, 64)]
+    work = (n_surr + 1) * data.shape[0] ** 2           # distance evaluations per pair and pass
+    pilot = order[:int(np.clip((2e11 if backend == "triton" else 2e10) / work, 1, min(64, n_pairs)))]
     pilot_s = timed(pilot)
     per_pair = pilot_s / len(pilot)
     if len(pilot) == n_pairs or per_pair * n_pairs <= budget_s:
@@ -146,6 +147,26 @@ def ray_pool_time(data, n_surr: int, workers: int) -> dict:
     return {"seconds": time.perf_counter() - t0, "workers": workers, "surrogates": max(1, n_surr)}
 
 
+def tune_kernel(data: np.ndarray) -> dict:
+    """Pick the Triton launch config (block, group, warps) on this data's full network, S = 0."""
+    import torch
+
+    from actors.te.batched import device_and_dtype, network_blocks
+    from kernels.te import ksg_triton
+    from kernels.te.batch import KSGBatch
+
+    dev, dtype = device_and_dtype("triton")
+    x, y, z, n = network_blocks(data, bench_config("triton", 0), dev, dtype)
+    n_vars = data.shape[1]
+    pairs = torch.tensor([(i, j) for i in range(n_vars) for j in range(n_vars) if i != j], device=dev)
+    items = torch.cat([pairs, torch.zeros_like(pairs[:, :1])], 1).int().contiguous()
+    batch = KSGBatch(x=x, y=y, z=z, perms=torch.arange(n, device=dev, dtype=torch.int32)[None], items=items)
+    timings = ksg_triton.tune(batch)
+    for cfg, secs in sorted(timings.items(), key=lambda kv: kv[1])[:5]:
+        print(f"  block={cfg[0]} group={cfg[1]} warps={cfg[2]}: {secs * 1e3:.2f} ms", flush=True)
+    return dict(ksg_triton.CONFIG)
+
+
 def environment() -> dict:
     import scipy
     import torch
@@ -199,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, default=20.0, help="seconds per device timing before sampling")
     ap.add_argument("--twin-budget", type=float, default=5.0, help="seconds per torch-twin timing (0: skip)")
     ap.add_argument("--workers", type=int, default=0, help="also time the Ray pool with this many GPU estimators")
+    ap.add_argument("--tune", action="store_true", help="first pick the Triton launch config on the first case")
     ap.add_argument("--out", default="runs/te_bench")
     args = ap.parse_args(argv)
     from actors.sweep.storage import atomic_write_bytes, atomic_write_json
@@ -214,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         # compile the kernels outside the timed region
         warm = network_data(4, 200)
         device_network_time(warm, [(0, 1), (1, 0)], args.backend, 1, 1.0, rng)
+        if args.tune:
+            env["triton_config"] = tune_kernel(network_data(*cases[0]))
+            print("triton launch config:", env["triton_config"], flush=True)
         for n_vars, length in cases:
             data = network_data(n_vars, length)
             pairs = [(i, j) for i in range(n_vars) for j in range(n_vars) if i != j]

@@ -78,7 +78,7 @@ def test_triton_kernel_float64_equals_oracle(algorithm, dims, k, theiler, ties):
     x, y, z = _blocks(hash((algorithm, dims, k, ties)) % 2**32, n, dims, ties)
     ref = reference_cmi(x, y, z, k=k, theiler=theiler, algorithm=algorithm)
     res = ksg_batch_triton(make_batch(x, y, z if dims[2] else None, device=DEV), k=k, theiler=theiler,
-                           algorithm=algorithm, block=64)
+                           algorithm=algorithm, block=64, group=1)
     _assert_equals_oracle(res, ref)
 
 
@@ -91,7 +91,7 @@ def test_triton_batched_items_share_destinations_and_permute_sources():
     items = np.array([(0, 0, 0), (1, 0, 1), (0, 1, 1), (1, 1, 0)])
     t = lambda a: torch.as_tensor(a, device=DEV)  # noqa: E731
     batch = KSGBatch(x=t(xs), y=t(ys), z=t(zs), perms=t(perms).int(), items=t(items).int())
-    res = ksg_batch_triton(batch, k=3, theiler=1, block=32)
+    res = ksg_batch_triton(batch, k=3, theiler=1, block=32, group=4)   # 2 groups, 2 empty slots each
     twin = ksg_batch_torch(batch, k=3, theiler=1)
     for b, (s, d, q) in enumerate(items):
         ref = reference_cmi(xs[s][perms[q]], ys[d], zs[d], k=3, theiler=1)
@@ -109,7 +109,7 @@ def test_float32_paths_within_documented_tolerance():
         worst = max(worst, abs(res.te[0].item() - ref["local"].mean()))
     x, y, z = _blocks(60, 48, (1, 1, 1))
     ref = reference_cmi(x, y, z, k=4)
-    tri = ksg_batch_triton(make_batch(x, y, z, device=DEV, dtype=torch.float32), k=4, block=64)
+    tri = ksg_batch_triton(make_batch(x, y, z, device=DEV, dtype=torch.float32), k=4, block=64, group=1)
     worst = max(worst, abs(tri.te[0].item() - ref["local"].mean()))
     assert worst < F32_TE_TOL
 

@@ -24,6 +24,7 @@ import triton.language as tl
 from kernels.te.batch import BatchResult, KSGBatch, digamma_table
 
 MAX_K = 16
+CONFIG = {"block": 128, "group": 8, "num_warps": 4}   # launch defaults; jobs.te_bench --tune picks them per GPU
 
 
 @triton.jit
@@ -33,53 +34,73 @@ def _swap(b, v):
 
 
 @triton.jit
-def _rows(base, rows, valid, D: tl.constexpr, DP: tl.constexpr):
-    """[BLOCK, DP] coordinates of `rows` of a [n, D] block (padding columns are 0)."""
-    cols = tl.arange(0, DP)
-    return tl.load(base + rows[:, None] * D + cols[None, :], mask=valid[:, None] & (cols[None, :] < D), other=0.0)
+def _qload(base, rows, mask, D: tl.constexpr, DP: tl.constexpr):
+    """Query coordinates at `rows` ([BLOCK, W] row indices; base broadcastable to them) of [n, D]
+    blocks: [BLOCK, W] when D == 1 (no reductions, no layout changes in the loops), else [BLOCK, W, DP]."""
+    if D == 1:
+        return tl.load(base + rows, mask=mask, other=0.0)
+    cols = tl.arange(0, DP)[None, None, :]
+    return tl.load((base + rows * D)[:, :, None] + cols, mask=mask[:, :, None] & (cols < D), other=0.0)
 
 
 @triton.jit
-def _dist(q, base, m, D: tl.constexpr, DP: tl.constexpr):
-    """[BLOCK] max-norm distance from the query rows q to candidate row m of a [n, D] block."""
+def _sdist(q, base, m, D: tl.constexpr, DP: tl.constexpr):
+    """[BLOCK, 1] max-norm distance from the queries q to row m of one shared [n, D] block at base."""
+    if D == 1:
+        return tl.abs(q - tl.load(base + m))
     cols = tl.arange(0, DP)
     c = tl.load(base + m * D + cols, mask=cols < D, other=0.0)
-    return tl.max(tl.abs(q - c[None, :]), axis=1)
+    return tl.max(tl.abs(q - c[None, None, :]), axis=2)
 
 
 @triton.jit
-def _ksg_kernel(X, Y, Z, PERM, ITEMS, PSI, PART, EPS, NXZ, NYZ, NZ,
+def _xdist(q, xoff, pm, D: tl.constexpr, DP: tl.constexpr):
+    """[BLOCK, G] max-norm distance from each slot's queries to its candidate row pm [G] (blocks at xoff [G])."""
+    if D == 1:
+        return tl.abs(q - tl.load(xoff + pm)[None, :])
+    cols = tl.arange(0, DP)
+    c = tl.load((xoff + pm * D)[:, None] + cols[None, :], mask=cols[None, :] < D, other=0.0)
+    return tl.max(tl.abs(q - c[None, :, :]), axis=2)
+
+
+@triton.jit
+def _ksg_kernel(X, Y, Z, PERM, SLOTS, GDST, ITEM, PSI, PART, EPS, NXZ, NYZ, NZ,
                 n, theiler, n_blocks,
-                K: tl.constexpr, DX: tl.constexpr, DXP: tl.constexpr, DY: tl.constexpr, DYP: tl.constexpr,
-                DZ: tl.constexpr, DZP: tl.constexpr, ALG: tl.constexpr, STORE: tl.constexpr,
+                K: tl.constexpr, G: tl.constexpr, DX: tl.constexpr, DXP: tl.constexpr, DY: tl.constexpr,
+                DYP: tl.constexpr, DZ: tl.constexpr, DZP: tl.constexpr, ALG: tl.constexpr, STORE: tl.constexpr,
                 BLOCK: tl.constexpr):
-    b = tl.program_id(0).to(tl.int64)
+    grp = tl.program_id(0).to(tl.int64)
     pid = tl.program_id(1)
-    src = tl.load(ITEMS + b * 3).to(tl.int64)
-    dst = tl.load(ITEMS + b * 3 + 1).to(tl.int64)
-    q = tl.load(ITEMS + b * 3 + 2).to(tl.int64)
-    xb = X + src * n * DX
+    # G slots (items) that share one destination block: slot g = (source block, row order), -1 = empty
+    g = tl.arange(0, G)
+    src = tl.load(SLOTS + (grp * G + g) * 2)
+    used = src >= 0
+    src = tl.where(used, src, 0).to(tl.int64)
+    perm = tl.load(SLOTS + (grp * G + g) * 2 + 1, mask=used, other=0).to(tl.int64)
+    dst = tl.load(GDST + grp).to(tl.int64)
+    xoff = X + src * n * DX                      # [G] pointers
+    poff = PERM + perm * n                       # [G] pointers
     yb = Y + dst * n * DY
     zb = Z + dst * n * DZ
-    pb = PERM + q * n
-    rows = pid * BLOCK + tl.arange(0, BLOCK)
+    rows = pid * BLOCK + tl.arange(0, BLOCK)[:, None]   # [BLOCK, 1]: per-row values broadcast over slots
     valid = rows < n
-    prow = tl.load(pb + rows, mask=valid, other=0)
-    xq = _rows(xb, prow, valid, DX, DXP)
-    yq = _rows(yb, rows, valid, DY, DYP)
+    both = valid & used[None, :]                          # [BLOCK, G]
+    prow = tl.load(poff[None, :] + rows, mask=both, other=0)
+    xq = _qload(xoff[None, :], prow, both, DX, DXP)
+    yq = _qload(yb, rows, valid, DY, DYP)
     if DZ > 0:
-        zq = _rows(zb, rows, valid, DZ, DZP)
+        zq = _qload(zb, rows, valid, DZ, DZP)
     inf = float("inf")
-    b0 = tl.full([BLOCK], inf, xq.dtype)
+    b0 = tl.full([BLOCK, G], inf, Y.dtype.element_ty)
     b1, b2, b3, b4, b5, b6, b7 = b0, b0, b0, b0, b0, b0, b0
     b8, b9, b10, b11, b12, b13, b14, b15 = b0, b0, b0, b0, b0, b0, b0, b0
-    # ---- pass 1: the K smallest joint distances, sorted, in registers
+    # ---- pass 1: the K smallest joint distances per (row, slot), sorted, in registers
     for m in range(0, n):
-        pm = tl.load(pb + m)
-        d = tl.maximum(_dist(xq, xb, pm, DX, DXP), _dist(yq, yb, m, DY, DYP))
+        dyz = _sdist(yq, yb, m, DY, DYP)
         if DZ > 0:
-            d = tl.maximum(d, _dist(zq, zb, m, DZ, DZP))
-        v = tl.where(tl.abs(rows - m) <= theiler, inf, d)
+            dyz = tl.maximum(dyz, _sdist(zq, zb, m, DZ, DZP))
+        dyz = tl.where(tl.abs(rows - m) <= theiler, inf, dyz)   # Theiler window, shared by the slots
+        v = tl.maximum(_xdist(xq, xoff, tl.load(poff + m), DX, DXP), dyz)
         b0, v = _swap(b0, v)
         if K > 1:
             b1, v = _swap(b1, v)
@@ -111,7 +132,7 @@ def _ksg_kernel(X, Y, Z, PERM, ITEMS, PSI, PART, EPS, NXZ, NYZ, NZ,
             b14, v = _swap(b14, v)
         if K > 15:
             b15, v = _swap(b15, v)
-    # eps = the K-th smallest (the largest of the K kept; unused slots stay inf and are skipped)
+    # eps = the K-th smallest (the last assigned slot; unused slots stay inf and are skipped)
     eps = b0
     if K > 1:
         eps = b1
@@ -143,27 +164,27 @@ def _ksg_kernel(X, Y, Z, PERM, ITEMS, PSI, PART, EPS, NXZ, NYZ, NZ,
         eps = b14
     if K > 15:
         eps = b15
-    zero = tl.zeros([BLOCK], tl.int32)
+    zero = tl.zeros([BLOCK, G], tl.int32)
     psi_k = tl.load(PSI + K)
     if ALG == 1:
-        # ---- pass 2: marginal counts strictly inside eps, Theiler window excluded
+        # ---- pass 2: marginal counts strictly inside eps; window rows get distance inf
         nxz, nyz, nz = zero, zero, zero
         for m in range(0, n):
-            pm = tl.load(pb + m)
-            ok = tl.abs(rows - m) > theiler
-            dx = _dist(xq, xb, pm, DX, DXP)
-            dy = _dist(yq, yb, m, DY, DYP)
+            out = tl.abs(rows - m) <= theiler
+            dy = _sdist(yq, yb, m, DY, DYP)
             if DZ > 0:
-                dz = _dist(zq, zb, m, DZ, DZP)
-                nz += (ok & (dz < eps)).to(tl.int32)
-                dx = tl.maximum(dx, dz)
+                dz = tl.where(out, inf, _sdist(zq, zb, m, DZ, DZP))
                 dy = tl.maximum(dy, dz)
-            nxz += (ok & (dx < eps)).to(tl.int32)
-            nyz += (ok & (dy < eps)).to(tl.int32)
+                nz += (dz < eps).to(tl.int32)
+            else:
+                dz = tl.where(out, inf, 0.0)
+            dy = tl.where(out, inf, dy)
+            nyz += (dy < eps).to(tl.int32)
+            nxz += (tl.maximum(_xdist(xq, xoff, tl.load(poff + m), DX, DXP), dz) < eps).to(tl.int32)
         if DZ == 0:
             nz = zero + (n - 1)   # JIDT MI: N - 1, no window
-        local = (psi_k - tl.load(PSI + nxz + 1, mask=valid, other=0.0) - tl.load(PSI + nyz + 1, mask=valid, other=0.0)
-                 + tl.load(PSI + nz + 1, mask=valid, other=0.0))
+        local = (psi_k - tl.load(PSI + nxz + 1, mask=both, other=0.0) - tl.load(PSI + nyz + 1, mask=both, other=0.0)
+                 + tl.load(PSI + nz + 1, mask=both, other=0.0))
     else:
         # ---- pass 2: subspace radii of the K joint neighbours; of the ties at eps take the first rows
         less = zero
@@ -199,55 +220,80 @@ def _ksg_kernel(X, Y, Z, PERM, ITEMS, PSI, PART, EPS, NXZ, NYZ, NZ,
             less += (b14 < eps).to(tl.int32)
         need = K - less
         ties = zero
-        ex = tl.zeros([BLOCK], xq.dtype)
+        ex = tl.zeros([BLOCK, G], Y.dtype.element_ty)
         ey, ez = ex, ex
         for m in range(0, n):
-            pm = tl.load(pb + m)
-            dx = _dist(xq, xb, pm, DX, DXP)
-            dy = _dist(yq, yb, m, DY, DYP)
-            d = tl.maximum(dx, dy)
+            dy = _sdist(yq, yb, m, DY, DYP)
             if DZ > 0:
-                dz = _dist(zq, zb, m, DZ, DZP)
-                d = tl.maximum(d, dz)
-            d = tl.where(tl.abs(rows - m) <= theiler, inf, d)
+                dz = _sdist(zq, zb, m, DZ, DZP)
+            else:
+                dz = tl.zeros([BLOCK, 1], Y.dtype.element_ty)
+            dyz = tl.where(tl.abs(rows - m) <= theiler, inf, tl.maximum(dy, dz))
+            dx = _xdist(xq, xoff, tl.load(poff + m), DX, DXP)
+            d = tl.maximum(dx, dyz)
             tie = d == eps
             take = (d < eps) | (tie & (ties < need))
             ties += tie.to(tl.int32)
             ex = tl.where(take, tl.maximum(ex, dx), ex)
             ey = tl.where(take, tl.maximum(ey, dy), ey)
-            if DZ > 0:
-                ez = tl.where(take, tl.maximum(ez, dz), ez)
+            ez = tl.where(take, tl.maximum(ez, dz), ez)
         # ---- pass 3: <= counts with the subspace radii
         nxz, nyz, nz = zero, zero, zero
         for m in range(0, n):
-            pm = tl.load(pb + m)
             ok = tl.abs(rows - m) > theiler
             if DZ > 0:
-                ok = ok & (_dist(zq, zb, m, DZ, DZP) <= ez)
-                nz += ok.to(tl.int32)
-            nxz += (ok & (_dist(xq, xb, pm, DX, DXP) <= ex)).to(tl.int32)
-            nyz += (ok & (_dist(yq, yb, m, DY, DYP) <= ey)).to(tl.int32)
-        one = tl.full([BLOCK], 1.0, tl.float64)
+                okz = ok & (_sdist(zq, zb, m, DZ, DZP) <= ez)
+                nz += okz.to(tl.int32)
+            else:
+                okz = ok & used[None, :]
+            nxz += (okz & (_xdist(xq, xoff, tl.load(poff + m), DX, DXP) <= ex)).to(tl.int32)
+            nyz += (okz & (_sdist(yq, yb, m, DY, DYP) <= ey)).to(tl.int32)
         fx = tl.maximum(nxz, 1).to(tl.float64)
         fy = tl.maximum(nyz, 1).to(tl.float64)
-        local = (psi_k - tl.load(PSI + nxz, mask=valid, other=0.0) - tl.load(PSI + nyz, mask=valid, other=0.0))
+        local = (psi_k - tl.load(PSI + nxz, mask=both, other=0.0) - tl.load(PSI + nyz, mask=both, other=0.0))
         if DZ > 0:
-            local += tl.load(PSI + nz, mask=valid, other=0.0) - 2.0 / K + one / fx + one / fy
+            local += tl.load(PSI + nz, mask=both, other=0.0) - 2.0 / K + 1.0 / fx + 1.0 / fy
         else:
             nz = zero + n          # JIDT MI: N, no window
             local += tl.load(PSI + n) - 1.0 / K
-    tl.store(PART + b * n_blocks + pid, tl.sum(tl.where(valid, local, 0.0), axis=0))
+    tl.store(PART + (grp * G + g) * n_blocks + pid, tl.sum(tl.where(both, local, 0.0), axis=0), mask=used)
     if STORE:
-        out = b * n + rows
+        item = tl.load(ITEM + grp * G + g, mask=used, other=0).to(tl.int64)
+        out = item[None, :] * n + rows
         if ALG == 1:
-            tl.store(EPS + out, eps, mask=valid)
+            tl.store(EPS + out, eps, mask=both)
         else:
-            tl.store(EPS + out * 3, ex, mask=valid)
-            tl.store(EPS + out * 3 + 1, ey, mask=valid)
-            tl.store(EPS + out * 3 + 2, ez, mask=valid)
-        tl.store(NXZ + out, nxz, mask=valid)
-        tl.store(NYZ + out, nyz, mask=valid)
-        tl.store(NZ + out, nz, mask=valid)
+            tl.store(EPS + out * 3, ex, mask=both)
+            tl.store(EPS + out * 3 + 1, ey, mask=both)
+            tl.store(EPS + out * 3 + 2, ez, mask=both)
+        tl.store(NXZ + out, nxz, mask=both)
+        tl.store(NYZ + out, nyz, mask=both)
+        tl.store(NZ + out, nz, mask=both)
+
+
+def group_items(items: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pack items into groups of `group` slots that share a destination block.
+
+    Returns slots [NG, G, 2] (source block, row order; -1 = empty), the group's destination [NG] and
+    the original item index of every slot [NG, G] (-1 = empty).
+    """
+    dev = items.device
+    order = torch.argsort(items[:, 1].long(), stable=True)
+    dst = items[order, 1].long()
+    uniq, counts = torch.unique_consecutive(dst, return_counts=True)
+    n_groups = (counts + group - 1) // group
+    first_group = torch.cumsum(n_groups, 0) - n_groups
+    run = torch.repeat_interleave(torch.arange(uniq.numel(), device=dev), counts)
+    rank = torch.arange(dst.numel(), device=dev) - (torch.cumsum(counts, 0) - counts)[run]
+    gid = first_group[run] + rank // group
+    slot = rank % group
+    total = int(n_groups.sum())
+    slots = torch.full((total, group, 2), -1, dtype=torch.int32, device=dev)
+    slots[gid, slot, 0] = items[order, 0].int()
+    slots[gid, slot, 1] = items[order, 2].int()
+    item_of = torch.full((total, group), -1, dtype=torch.int32, device=dev)
+    item_of[gid, slot] = order.int()
+    return slots, torch.repeat_interleave(uniq, n_groups).int(), item_of
 
 
 def _pow2(d: int) -> int:
@@ -255,9 +301,14 @@ def _pow2(d: int) -> int:
 
 
 def ksg_batch_triton(batch: KSGBatch, *, k: int = 4, theiler: int = 0, algorithm: int = 1,
-                     store: bool = True, block: int = 128, num_warps: int = 4,
-                     max_items: int = 1 << 20) -> BatchResult:
-    """Every item's KSG estimate with the fused kernel (items launched in groups of max_items)."""
+                     store: bool = True, block: int | None = None, group: int | None = None,
+                     num_warps: int | None = None, max_groups: int = 1 << 20) -> BatchResult:
+    """Every item's KSG estimate with the fused kernel.
+
+    Items are packed `group` at a time per program (same destination: its y/z distances are computed
+    once per candidate for all of them), `block` query rows per program, launched max_groups at a time.
+    """
+    block, group, num_warps = block or CONFIG["block"], group or CONFIG["group"], num_warps or CONFIG["num_warps"]
     batch.check(k, theiler, algorithm)
     if k > MAX_K:
         raise ValueError(f"the Triton kernel keeps k <= {MAX_K} neighbours in registers, got k={k}")
@@ -265,7 +316,8 @@ def ksg_batch_triton(batch: KSGBatch, *, k: int = 4, theiler: int = 0, algorithm
     n_items = int(batch.items.shape[0])
     n_blocks = triton.cdiv(n, block)
     psi = digamma_table(n, dev)
-    part = torch.full((n_items, n_blocks), float("nan"), dtype=torch.float64, device=dev)  # poison
+    slots, gdst, item_of = group_items(batch.items, group)
+    part = torch.full((slots.shape[0], group, n_blocks), float("nan"), dtype=torch.float64, device=dev)  # poison
     dx, dy, dz = (int(t.shape[2]) for t in (batch.x, batch.y, batch.z))
     z = batch.z if dz else batch.y   # any valid pointer; never read when dz == 0
     if store:
@@ -274,18 +326,42 @@ def ksg_batch_triton(batch: KSGBatch, *, k: int = 4, theiler: int = 0, algorithm
     else:   # tiny dummies: STORE=False compiles the stores out
         eps = torch.empty(1, dtype=batch.x.dtype, device=dev)
         counts = [torch.empty(1, dtype=torch.int32, device=dev) for _ in range(3)]
-    x, y, perms, items = batch.x.contiguous(), batch.y.contiguous(), batch.perms.contiguous(), batch.items.contiguous()
-    for i0 in range(0, n_items, max_items):
-        nb = min(max_items, n_items - i0)
-        off = i0 * n
-        _ksg_kernel[(nb, n_blocks)](
-            x, y, z.contiguous(), perms, items[i0:], psi, part[i0:],
-            eps.view(-1)[off * (1 if algorithm == 1 else 3):] if store else eps,
-            *((c.view(-1)[off:] if store else c) for c in counts),
+    x, y, perms = batch.x.contiguous(), batch.y.contiguous(), batch.perms.contiguous()
+    for g0 in range(0, slots.shape[0], max_groups):
+        ng = min(max_groups, slots.shape[0] - g0)
+        _ksg_kernel[(ng, n_blocks)](
+            x, y, z.contiguous(), perms, slots[g0:], gdst[g0:], item_of[g0:], psi, part[g0:], eps, *counts,
             n, theiler, n_blocks,
-            K=k, DX=dx, DXP=_pow2(dx), DY=dy, DYP=_pow2(dy), DZ=dz, DZP=_pow2(dz), ALG=algorithm,
+            K=k, G=group, DX=dx, DXP=_pow2(dx), DY=dy, DYP=_pow2(dy), DZ=dz, DZP=_pow2(dz), ALG=algorithm,
             STORE=store, BLOCK=block, num_warps=num_warps)
-    te = part.sum(dim=1) / n
+    used = item_of.view(-1) >= 0
+    te = torch.full((n_items,), float("nan"), dtype=torch.float64, device=dev)
+    te[item_of.view(-1)[used].long()] = part.view(-1, n_blocks)[used].sum(dim=1) / n
     if not store:
         return BatchResult(te=te)
     return BatchResult(te=te, eps=eps, n_xz=counts[0], n_yz=counts[1], n_z=counts[2])
+
+
+def tune(batch: KSGBatch, *, k: int = 4, algorithm: int = 1, reps: int = 3) -> dict:
+    """Time (block, group, num_warps) candidates on `batch` (CUDA), make the fastest CONFIG, return all timings."""
+    import time
+
+    timings = {}
+    for block in (64, 128, 256):
+        for group in (2, 4, 8):
+            for warps in (1, 2, 4):
+                if block * group < 32 * warps:
+                    continue
+                cfg = {"block": block, "group": group, "num_warps": warps}
+                ksg_batch_triton(batch, k=k, algorithm=algorithm, store=False, **cfg)   # compile
+                best = float("inf")
+                for _ in range(reps):
+                    torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    ksg_batch_triton(batch, k=k, algorithm=algorithm, store=False, **cfg)
+                    torch.cuda.synchronize()
+                    best = min(best, time.perf_counter() - t0)
+                timings[(block, group, warps)] = best
+    block, group, warps = min(timings, key=timings.get)
+    CONFIG.update(block=block, group=group, num_warps=warps)
+    return timings
