@@ -95,9 +95,10 @@ class SpecialPoint:
     eigenvalues: np.ndarray   # [n] complex, of F_u at the point
     frequency: float = float("nan")  # Hopf: the crossing pair's imaginary part
     index: int = 0            # the point is between branch points index-1 and index
+    located: bool = True      # False: Brent's search failed; param is the secant estimate
 
     def as_dict(self, state_names: list[str]) -> dict:
-        return {"kind": self.kind, "param": float(self.param), "index": self.index,
+        return {"kind": self.kind, "param": float(self.param), "index": self.index, "located": self.located,
                 "state": dict(zip(state_names, map(float, self.state))),
                 "eigenvalues_real": np.real(self.eigenvalues).tolist(),
                 "eigenvalues_imag": np.imag(self.eigenvalues).tolist(),
@@ -232,7 +233,10 @@ def continue_branch(spec: ContinuationSpec, start: BranchStart) -> Branch:
     reason = "max_points"
     while len(points) < cfg.max_points:
         Y, iters = system.correct(X + h * tau, X, tau, h, cfg.newton_tol, cfg.newton_max_iter)
-        tau_new = system.tangent(Y, tau) if Y is not None else None
+        try:
+            tau_new = system.tangent(Y, tau) if Y is not None else None
+        except np.linalg.LinAlgError:  # landed exactly on a singular point: step differently
+            Y = tau_new = None
         if Y is None or np.arccos(np.clip(tau_new @ tau, -1, 1)) > cfg.max_turn:
             h /= 2
             if h < cfg.step_min:
@@ -287,8 +291,17 @@ def _locate(system: _System, X: np.ndarray, tau: np.ndarray, h: float, t0: np.nd
     if changed[2]:
         kinds.append((2, "hopf"))
     for which, kind in kinds:
-        s = scipy.optimize.brentq(value, 0.0, h, args=(which,), xtol=cfg.locate_tol, rtol=4 * np.finfo(float).eps)
-        Y = at(s)
+        try:
+            s = scipy.optimize.brentq(value, 0.0, h, args=(which,), xtol=cfg.locate_tol,
+                                      rtol=4 * np.finfo(float).eps)
+            Y = at(s)
+        except (RuntimeError, ValueError, np.linalg.LinAlgError):
+            # the corrector failed inside the bracket: report the secant estimate, flagged
+            s = h * t0[which] / (t0[which] - t1[which])
+            Y = X + s * tau
+            found.append(SpecialPoint(kind=kind, param=float(Y[-1]), state=Y[:-1].copy(),
+                                      eigenvalues=scipy.linalg.eigvals(system.Fu(Y)), index=index, located=False))
+            continue
         mu = scipy.linalg.eigvals(system.Fu(Y))
         freq = float("nan")
         if kind == "hopf":

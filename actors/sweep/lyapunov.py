@@ -162,10 +162,9 @@ def lyapunov_spectrum(model: CompiledModel | str, params: np.ndarray, u0: np.nda
         renorm = (step + 1) % renorm_every == 0 or step + 1 == n_trans + n_meas or step + 1 == n_trans
         if renorm:  # blow-up: freeze the row at its start so the batch stays finite; exponents -> nan
             bad = ~torch.isfinite(u).all(1) | (u.abs().amax(1) > blowup_bound) | ~torch.isfinite(Q).all((1, 2))
-            blown = blown | bad
-            if bool(bad.any()):
-                u = torch.where(blown[:, None], u_start, u)
-                Q = torch.where(blown[:, None, None], Q0, Q)
+            blown = blown | bad  # no host sync: the device runs ahead of Python
+            u = torch.where(blown[:, None], u_start, u)
+            Q = torch.where(blown[:, None, None], Q0, Q)
         if step >= n_trans // 2 and not measuring and s is not None:
             level_sum += u[:, s]
             level_n += 1
