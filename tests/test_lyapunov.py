@@ -162,8 +162,13 @@ def test_blow_up_and_bad_inputs():
         lyapunov_spectrum(model, p, u, t_transient=1, t_measure=1, dt=0.0)
     with pytest.raises(InputError, match="params"):
         lyapunov_spectrum(model, np.full_like(p, np.nan), u, t_transient=1, t_measure=1)
-    with pytest.raises(InputError, match="section_state"):
-        lyapunov_spectrum(model, p, u, t_transient=1, t_measure=1, section_state="nope")
+    with pytest.raises(InputError, match="initial_state"):
+        lyapunov_spectrum(model, p, np.full_like(u, np.inf), t_transient=1, t_measure=1)
+    with pytest.raises(InputError, match="t_measure"):
+        lyapunov_spectrum(model, p, u, t_transient=1, t_measure=0.0)
+    for bad in ("nope", 3):
+        with pytest.raises(InputError, match="section_state"):
+            lyapunov_spectrum(model, p, u, t_transient=1, t_measure=1, section_state=bad)
 
 
 @pytest.mark.gpu

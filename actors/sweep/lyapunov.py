@@ -71,8 +71,10 @@ def _check(model: CompiledModel, params: np.ndarray, u0: np.ndarray, dt: float, 
     if u0.shape != (params.shape[0], n):
         raise InputError("initial_state", f"shape {u0.shape} does not match [{params.shape[0]}, {n}]",
                          f"columns {model.state_names}")
-    if not (np.isfinite(params).all() and np.isfinite(u0).all()):
-        raise InputError("params", "parameters and initial states must be finite", "finite real numbers")
+    if not np.isfinite(params).all():
+        raise InputError("params", "contains non-finite values", "finite real numbers")
+    if not np.isfinite(u0).all():
+        raise InputError("initial_state", "contains non-finite values", "finite real numbers")
     if not (0 < dt <= 1):
         raise InputError("dt", f"{dt}", "0 < dt <= 1")
     if not (t_transient > 0 and t_measure > dt):
@@ -109,6 +111,8 @@ def lyapunov_spectrum(model: CompiledModel | str, params: np.ndarray, u0: np.nda
         if section_state not in model.state_names:
             raise InputError("section_state", f"{section_state!r} is not a state", ", ".join(model.state_names))
         section_state = model.state_names.index(section_state)
+    if section_state is not None and not 0 <= int(section_state) < n:
+        raise InputError("section_state", f"index {section_state}", f"0..{n - 1} or a state name")
     tdt = torch.float64 if dtype == "float64" else torch.float32
     der = derivatives(model)
     B = params.shape[0]
@@ -146,7 +150,7 @@ def lyapunov_spectrum(model: CompiledModel | str, params: np.ndarray, u0: np.nda
     for step in range(n_trans + n_meas):
         measuring = step >= n_trans
         k1u, k1q = field(u, Q)
-        if measuring and prev_u is not None and s is not None:  # section crossing in the previous step [prev_u -> u]
+        if measuring and prev_u is not None and s is not None:  # a crossing in the last step [prev_u -> u]?
             # Q is orthonormal here (renormalised every step), so diag(Q^T J Q) are the growth rates
             rates = (Q * k1q).sum(1)
             _record_bracket(prev_u, prev_f, u, k1u, torch.cat([log_sum, rates], 1), level, s, (step - 1) * dt,
@@ -194,8 +198,8 @@ def lyapunov_spectrum(model: CompiledModel | str, params: np.ndarray, u0: np.nda
     sec[rows] = (logs[rows, c[rows] - 1] - logs[rows, 0]) / np.where(span > 0, span, np.nan)[:, None]
     sec = -np.sort(-sec, axis=1)
     sec[np_(blown)] = np.nan
-    return LyapunovResult(exponents=np_(exps), exponents_section=sec, u_final=np_(u), u_min=np_(wmin), u_max=np_(wmax),
-                          blowup=np_(blown), section_level=np_(level), section_times=cross_t,
+    return LyapunovResult(exponents=np_(exps), exponents_section=sec, u_final=np_(u), u_min=np_(wmin),
+                          u_max=np_(wmax), blowup=np_(blown), section_level=np_(level), section_times=cross_t,
                           section_points=cross_p, section_count=np_(count), t_measure=n_meas * dt)
 
 
