@@ -61,6 +61,7 @@ def test_symbolic_jacobian_matches_finite_differences_and_lowerings_agree():
         dp[:, j] = eps
         fdp = (model.rhs_numpy(u, p + dp) - model.rhs_numpy(u, p - dp)) / (2 * eps)
         np.testing.assert_allclose(der.dfdp_numpy(u, p)[..., j], fdp, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(der.dfdp_column_numpy(u, p, j), fdp, rtol=1e-6, atol=1e-6)
     sigma, beta = sp.symbols("sigma beta")
     assert sp.simplify(derivatives("lorenz").trace - (-sigma - 1 - beta)) == 0
 

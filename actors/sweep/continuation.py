@@ -154,7 +154,7 @@ class _System:
 
     def FX(self, X: np.ndarray) -> np.ndarray:
         p = self._p(X[-1])
-        return np.hstack([self.der.jac_numpy(X[:-1], p), self.der.dfdp_numpy(X[:-1], p)[:, self.j:self.j + 1]])
+        return np.hstack([self.der.jac_numpy(X[:-1], p), self.der.dfdp_column_numpy(X[:-1], p, self.j)[:, None]])
 
     def tangent(self, X: np.ndarray, tau_prev: np.ndarray) -> np.ndarray:
         """Unit tangent at X, oriented along tau_prev: [F_X; tau_prev^T] t = e_{n+1}."""

@@ -34,6 +34,7 @@ class ModelDerivatives:
         self._j_np = sp.lambdify(args, flat_j, modules="numpy", cse=True)
         self._p_np = sp.lambdify(args, flat_p, modules="numpy", cse=True)
         self._j_torch = sp.lambdify(args, flat_j, modules=[_torch_module()], cse=True)
+        self._p_cols: dict[int, object] = {}
         self.trace = sp.simplify(self.jacobian.trace())
         # the tangent field: F and the state-dependent entries of J in one CSE'd function; entries
         # that depend on parameters only are evaluated once per batch (`tangent_field_torch`)
@@ -56,8 +57,17 @@ class ModelDerivatives:
         return self._np_matrix(self._j_np, u, p, self.n)
 
     def dfdp_numpy(self, u: np.ndarray, p: np.ndarray) -> np.ndarray:
-        """dF/dp at each row, [..., n, m] float64 (continuation's parameter column)."""
+        """dF/dp at each row, [..., n, m] float64."""
         return self._np_matrix(self._p_np, u, p, self.m)
+
+    def dfdp_column_numpy(self, u: np.ndarray, p: np.ndarray, j: int) -> np.ndarray:
+        """dF/dp_j at each row, [..., n]: continuation's parameter column, without evaluating the
+        others (GASLIT-AF's d/dn_sig holds log(Lambda), undefined where Lambda < 0)."""
+        if j not in self._p_cols:
+            col = list(self.param_jacobian[:, j])
+            self._p_cols[j] = sp.lambdify((self.model.state_symbols, self.model.param_symbols), col,
+                                          modules="numpy", cse=True)
+        return self._np_matrix(self._p_cols[j], u, p, 1)[..., 0]
 
     # ---- torch ------------------------------------------------------------------------------------
     def jac_torch(self, u, p):
