@@ -71,7 +71,7 @@ def _timed(fn, repeats: int = 1):
 
 
 # ---- ours ----------------------------------------------------------------------------------------
-def run_ours(name, n, method, dtype, *, compact=True, chunk_steps=None, features=True, repeats=1):
+def run_ours(name, n, method, dtype, *, compact=True, chunk_steps=None, features=True, repeats=1, block=128):
     from kernels.ode.triton_solvers import prepare
 
     m, p, u0, span_fixed, span_adapt = problem(name, n)
@@ -85,7 +85,7 @@ def run_ours(name, n, method, dtype, *, compact=True, chunk_steps=None, features
     best, st = float("inf"), None
     for _ in range(repeats):  # fresh state each time: the kernels advance it in place
         run = prepare(m, p, u0, span, method=method, dtype=dtype, device="cuda", features=features,
-                      chunk_steps=chunk_steps, **kw)
+                      chunk_steps=chunk_steps, block=block, **kw)
         wall, st = _timed(lambda run=run: run(compact=compact))
         best = min(best, wall)
     steps = int(st.nacc.sum())
@@ -279,12 +279,31 @@ def build_plan(quick: bool, sizes: list[int]) -> list[tuple]:
     return plan
 
 
+def tails_plan(n: int = 10**6) -> list[tuple]:
+    """Long tails: the same adaptive FP32 runs with compaction every k steps, and with none."""
+    plan = []
+    for model in ("lorenz", "gaslit_af"):
+        for chunk in (32, 128, 256, 1024):
+            plan.append(("ours", model, n, "tsit5", "float32", {"chunk_steps": chunk}))
+        plan.append(("ours-no-compaction", model, n, "tsit5", "float32", {}))
+    return plan
+
+
+def blocks_plan() -> list[tuple]:
+    """Lanes per program (BLOCK; 4 warps each, so 256 = 2 trajectories per thread)."""
+    return [("ours", "lorenz", 8388608, "rk4", "float32", {"features": False, "block": b}) for b in (64, 128, 256, 512)]
+
+
 def execute(entry) -> tuple[float, int, dict]:
     impl, model, n, method, dtype, kw = entry
     if impl == "ours":
-        return run_ours(model, n, method, dtype, repeats=3 if n <= 10**5 else 1, **kw)
+        wall, steps, extra = run_ours(model, n, method, dtype, repeats=3 if n <= 10**6 else 1, **kw)
+        note = [f"compaction every {kw['chunk_steps']} steps"] if "chunk_steps" in kw else []
+        note += [f"BLOCK={kw['block']}"] if "block" in kw else []
+        return wall, steps, {**extra, **({"note": "; ".join(note)} if note else {})}
     if impl == "ours-no-compaction":
-        return run_ours(model, n, method, dtype, compact=False, chunk_steps=10**7)
+        wall, steps, extra = run_ours(model, n, method, dtype, compact=False, chunk_steps=10**7, repeats=3)
+        return wall, steps, {**extra, "note": "one launch, no compaction"}
     if impl == "torch-eager-rk4":
         return run_torch_rk4(model, n, dtype)
     if impl == "torchdiffeq":
@@ -337,8 +356,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="1000,10000,100000,1000000,8388608")
     ap.add_argument("--quick", action="store_true", help="small sizes only (smoke run)")
     ap.add_argument("--only", default="", help="comma-separated implementations to run (default: all)")
+    ap.add_argument("--models", default="lorenz,gaslit_af")
+    ap.add_argument("--plan", choices=("main", "tails", "blocks"), default="main")
     ap.add_argument("--budget-s", type=float, default=1e9, help="skip what is left after this many seconds")
+    ap.add_argument("--merge", nargs="*", default=None,
+                    help="only rebuild the markdown from these earlier logs (their JSON lines)")
     args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.merge is not None:
+        rows, meta = [], None
+        for log in args.merge:
+            for line in Path(log).read_text().splitlines():
+                if line.startswith("{"):
+                    rec = json.loads(line)
+                    if "versions" in rec:
+                        meta = meta or rec
+                    elif "impl" in rec:
+                        rows.append(rec)
+        ratios(rows)
+        (out / "ode_bench.md").write_text(markdown(rows, meta))
+        print(markdown(rows, meta))
+        return 0
     import torch
 
     if not torch.cuda.is_available():
@@ -347,16 +386,17 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(float(s)) for s in args.sizes.split(",")]
     if args.quick:
         sizes = [s for s in sizes if s <= 10**4] or sizes[:1]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "versions": versions()}
     print(json.dumps(meta), flush=True)
     only = set(filter(None, args.only.split(",")))
-    plan = [e for e in build_plan(args.quick, sizes) if not only or e[0] in only]
+    models = set(args.models.split(","))
+    plan = {"main": lambda: build_plan(args.quick, sizes), "tails": tails_plan, "blocks": blocks_plan}[args.plan]()
+    plan = [e for e in plan if (not only or e[0] in only) and e[1] in models]
     # warm-up: generate and compile every kernel of ours at a tiny size (not timed)
-    for key in sorted({(e[1], e[3], e[4], bool(e[5].get("features", True))) for e in plan if e[0] == "ours"}):
+    for key in sorted({(e[1], e[3], e[4], bool(e[5].get("features", True)), e[5].get("block", 128))
+                       for e in plan if e[0] == "ours"}):
         t = time.perf_counter()
-        run_ours(key[0], 256, key[1], key[2], features=key[3])
+        run_ours(key[0], 256, key[1], key[2], features=key[3], block=key[4])
         print(f"compiled {key} in {time.perf_counter() - t:.1f} s", flush=True)
     start = time.perf_counter()
     rows: list[dict] = []
@@ -373,11 +413,10 @@ def main(argv: list[str] | None = None) -> int:
                 row["error"] = f"{type(exc).__name__}: {str(exc)[:120]}".replace("|", "/").replace("\n", " ")
         rows.append(row)
         print(json.dumps(row), flush=True)
-    ratios(rows)
-    md = markdown(rows, meta)
-    (out / "ode_bench.md").write_text(md)
-    (out / "ode_bench.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    print(md)
+        ratios(rows)  # written after every row: a run cut short still leaves its table
+        (out / "ode_bench.md").write_text(markdown(rows, meta))
+        (out / "ode_bench.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    print(markdown(rows, meta))
     return 0
 
 
