@@ -114,3 +114,14 @@ def test_job_mode_multivariate_writes_outputs(tmp_path, monkeypatch):
     assert list(edges.columns) == ["source", "target", "te", "p_value", "lag"]
     assert set(zip(edges.source, edges.target)) == {("X", "Y"), ("Y", "Z")}
     assert (out / "network.png").stat().st_size > 0 and (out / "network.graphml").stat().st_size > 0
+
+
+def test_demo_structural_edges_match_the_equations():
+    """The demo marks TE edges as direct couplings by reading the model's equations; checked against
+    the GASLIT-AF equations as written in configs/models/gaslit_af.yaml (read by hand)."""
+    from actors.sweep.models import get_model
+    from jobs.demo import structural_edges
+
+    by_target = {"x": {"y", "f", "Lambda"}, "y": {"x", "Omega", "Lambda"}, "f": {"x", "Lambda"},
+                 "Lambda": {"x"}, "Omega": {"Lambda"}}
+    assert structural_edges(get_model("gaslit_af")) == {(s, t) for t, srcs in by_target.items() for s in srcs}
