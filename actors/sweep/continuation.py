@@ -244,7 +244,8 @@ def continue_branch(spec: ContinuationSpec, start: BranchStart) -> Branch:
                 break
             continue
         test_new, mu_new = system.tests(Y, tau_new)
-        special += _locate(system, X, tau, h, test, test_new, cfg, len(points))
+        special += [sp_ for sp_ in _locate(system, X, tau, h, test, test_new, cfg, len(points))
+                    if lo <= sp_.param <= hi]  # the last step may leave the bounds
         points.append(Y)
         eigs.append(mu_new)
         X, tau, test = Y, tau_new, test_new
