@@ -172,8 +172,9 @@ def network_config(req: NetworkRequest) -> NetworkConfig:
             "params": req.params(), "lags": req.lags, "correction": req.correction, "mode": req.mode,
             "significance": {"n_surrogates": req.surrogates, "method": req.surrogate_method, "seed": req.seed,
                              "alpha": req.alpha}})
-    except ValueError as exc:  # the lags range check of NetworkConfig
-        raise InputError("lags", str(exc).splitlines()[-1], "[lo, hi] with 1 <= lo <= hi <= 10000") from None
+    except ValueError:  # the only check the request schema leaves to NetworkConfig: the lags range
+        raise InputError("lags", f"{list(req.lags or [])} is not an inclusive delay range",
+                         "[lo, hi] with 1 <= lo <= hi <= 10000") from None
 
 
 def network_matrix(req: NetworkRequest, args: TEServeArgs) -> tuple[np.ndarray, list[str]]:

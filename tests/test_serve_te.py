@@ -212,6 +212,7 @@ def test_network_bad_input_names_field(client):
     for body, status, field in cases:
         r = client.post("/te/network", json=body)
         assert (r.status_code, _field(r)) == (status, field), (field, r.text)
+    assert "[3, 1]" in client.post("/te/network", json={"data": data, "lags": [3, 1]}).json()["detail"]["message"]
     raw = json.dumps({"data": data}).replace(str(data["v0"][5]), "NaN", 1)
     r = client.post("/te/network", content=raw, headers={"content-type": "application/json"})
     assert r.status_code == 422 and _field(r) == "data.v0"
