@@ -188,8 +188,9 @@ def test_max_t_adjusted_p_values_follow_their_definition():
     null = rng.normal(size=(199, 5)) * [1, 2, 3, 4, 5]
     obs = np.array([0.0, 5.0, 0.5, 30.0, 1.0])
     score, p, comps, t_null = max_t(list("abcde"), obs, null)
-    z = (obs - null.mean(0)) / null.std(0, ddof=1)
-    tmax = ((null - null.mean(0)) / null.std(0, ddof=1)).max(axis=1)
+    ref = np.vstack([obs, null])            # the observed value is part of the standardisation
+    z = (obs - ref.mean(0)) / ref.std(0, ddof=1)
+    tmax = ((null - ref.mean(0)) / ref.std(0, ddof=1)).max(axis=1)
     for name, zi in zip("abcde", z):
         assert comps[name]["p_adjusted"] == pytest.approx((1 + (tmax >= zi).sum()) / 200)
     assert score == pytest.approx(z.max()) and p == pytest.approx(1 / 200)

@@ -86,7 +86,11 @@ def max_t(names: list[str], obs: np.ndarray, null: np.ndarray) -> tuple[float, f
     null = np.where(np.isnan(null), np.nanmean(null, axis=0), null)
     null = np.nan_to_num(null, nan=0.0)
     obs = np.where(np.isnan(obs), np.inf, obs)   # an undefined statistic (e.g. an all-missing column) fails
-    mu, sd = null.mean(axis=0), null.std(axis=0, ddof=1)
+    # standardise with the observed value INCLUDED: obs and the null draws are then treated alike,
+    # which keeps the max-T permutation p-value exact (out-of-sample z for the observed alone would
+    # be anti-conservative for small n_null and many components)
+    ref = np.vstack([np.where(np.isfinite(obs), obs, null.max(axis=0)), null])
+    mu, sd = ref.mean(axis=0), ref.std(axis=0, ddof=1)
     sd = np.where(sd > 0, sd, 1e-9 * np.maximum(1.0, np.abs(mu)))
     z_obs = np.clip(np.where(obs == mu, 0.0, (obs - mu) / sd), -Z_CAP, Z_CAP)
     t_null = ((null - mu) / sd).max(axis=1)
