@@ -13,12 +13,14 @@ overlaid (stable solid, unstable dashed, folds / branch points / Hopf points mar
 are plotted in a second panel, with the spectrum regime rule's label and cycle period per value.
 Writes DIR/bifurcation.png, DIR/bifurcation.parquet (parameter, value, kind, regime),
 DIR/trajectories.parquet (one row per parameter value) and DIR/summary.json.
-The batch runs in the job's process, in chunks of `chunk_size` trajectories.
+Chunks of `chunk_size` values run in the job's process, or with --ray (implied under `ray job
+submit`, which sets RAY_ADDRESS) as one Ray task each with the resources of `workers:`.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,7 +30,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from actors.sweep.config import SolverConfig
+from actors.sweep.config import SolverConfig, WorkerConfig
 from actors.sweep.continuation import BranchStart, ContinuationSettings, ContinuationSpec
 from actors.sweep.errors import InputError
 from actors.sweep.lyapunov import SpectrumSettings
@@ -56,6 +58,7 @@ class BifurcationSpec(BaseModel):
     continuation: list[BranchStart] = Field(default_factory=list)   # branch starts to overlay
     continuation_settings: ContinuationSettings = Field(default_factory=ContinuationSettings)
     spectrum: SpectrumSettings | None = None  # also: QR Lyapunov spectrum + spectrum regime per value
+    workers: WorkerConfig = Field(default_factory=WorkerConfig)  # resources of each Ray task (--ray)
 
     @model_validator(mode="after")
     def _range(self) -> BifurcationSpec:
@@ -90,9 +93,8 @@ def local_maxima(ts: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return ts[i] + off * h, y1 - 0.25 * (y0 - y2) * off
 
 
-def diagram_points(spec: BifurcationSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(dots, per-trajectory table): every local maximum / equilibrium value, and each row's regime."""
-    from actors.sweep.engine import simulate
+def _grid(spec: BifurcationSpec):
+    """(model, state index, parameter values, params [n, m], u0 [n, ns]) of the spec."""
     from actors.sweep.jacobian import param_index
     from actors.sweep.models import get_model
 
@@ -101,62 +103,83 @@ def diagram_points(spec: BifurcationSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
     state = spec.state or model.state_names[0]
     if state not in model.state_names:
         raise InputError("state", f"{state!r} is not a state of {model.name}", ", ".join(model.state_names))
-    s = model.state_names.index(state)
     values = spec.values()
     params = np.tile(model.param_vector(spec.params, "params"), (len(values), 1))
     params[:, j] = values
     u0 = np.tile(model.state_vector(spec.initial_state, "initial_state"), (len(values), 1))
+    return model, model.state_names.index(state), values, params, u0
+
+
+def diagram_chunk(spec: BifurcationSpec, start: int, stop: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Grid values [start, stop): (dots, per-value rows), spectrum columns included when configured.
+
+    Pure compute (no Ray), so the job runs it in-process or as one Ray task per chunk.
+    """
+    from actors.sweep.engine import simulate
+
+    model, s, values, params, u0 = _grid(spec)
+    state = model.state_names[s]
     t0, t1 = spec.solver.t_span or model.spec.time_span
     t_eval = np.linspace(t1 - spec.solver.window * (t1 - t0), t1, spec.n_save)
+    res = simulate(model, params[start:stop], u0[start:stop], spec.solver, t_eval=t_eval)
     dots, rows = [], []
-    for a in range(0, len(values), spec.chunk_size):
-        res = simulate(model, params[a:a + spec.chunk_size], u0[a:a + spec.chunk_size], spec.solver,
-                       t_eval=t_eval)
-        for r in range(len(res.regime)):
-            value, regime = float(values[a + r]), str(res.regime[r])
-            if regime == "fixed_point":
-                dots.append((value, float(res.raw.u_final[r, s]), "equilibrium", regime))
-                n_max = 0
-            elif regime == "blow_up":
-                n_max = 0
-            else:
-                _, peaks = local_maxima(t_eval, res.raw.ys[r, :, s])
-                dots.extend((value, float(pk), "max", regime) for pk in peaks)
-                n_max = len(peaks)
-            rows.append((value, regime, float(res.raw.lyapunov_max[r]), n_max))
-    return (pd.DataFrame(dots, columns=[spec.parameter, state, "kind", "regime"]),
-            pd.DataFrame(rows, columns=[spec.parameter, "regime", "lyapunov_max", "n_maxima"]))
+    for r in range(len(res.regime)):
+        value, regime = float(values[start + r]), str(res.regime[r])
+        if regime == "fixed_point":
+            dots.append((value, float(res.raw.u_final[r, s]), "equilibrium", regime))
+            n_max = 0
+        elif regime == "blow_up":
+            n_max = 0
+        else:
+            _, peaks = local_maxima(t_eval, res.raw.ys[r, :, s])
+            dots.extend((value, float(pk), "max", regime) for pk in peaks)
+            n_max = len(peaks)
+        rows.append((value, regime, float(res.raw.lyapunov_max[r]), n_max))
+    per_row = pd.DataFrame(rows, columns=[spec.parameter, "regime", "lyapunov_max", "n_maxima"])
+    if spec.spectrum is not None:
+        per_row = pd.concat([per_row, _spectrum_columns(spec, model, s, params[start:stop], u0[start:stop])],
+                            axis=1)
+    return pd.DataFrame(dots, columns=[spec.parameter, state, "kind", "regime"]), per_row
 
 
-def spectrum_columns(spec: BifurcationSpec) -> pd.DataFrame:
-    """Per parameter value: λ_1..λ_k (QR method, torch), the spectrum regime and the cycle period."""
+def _spectrum_columns(spec: BifurcationSpec, model, s: int, params: np.ndarray, u0: np.ndarray) -> pd.DataFrame:
+    """Per value: λ_1..λ_k (QR method, torch), the spectrum regime and the cycle period."""
     from actors.sweep.engine import resolve_device
     from actors.sweep.lyapunov import classify_trajectories, lyapunov_spectrum
-    from actors.sweep.models import get_model
 
     cfg = spec.spectrum
-    model = get_model(spec.model)
-    values = spec.values()
-    params = np.tile(model.param_vector(spec.params, "params"), (len(values), 1))
-    params[:, model.param_names.index(spec.parameter)] = values
-    u0 = np.tile(model.state_vector(spec.initial_state, "initial_state"), (len(values), 1))
     k = min(cfg.k, len(model.state_names))
-    device = resolve_device(spec.solver.device)
-    cols: dict[str, list] = {f"lambda_{i + 1}": [] for i in range(k)}
-    cols.update(spectrum_regime=[], period=[], section_order=[])
-    for a in range(0, len(values), spec.chunk_size):
-        res = lyapunov_spectrum(model, params[a:a + spec.chunk_size], u0[a:a + spec.chunk_size],
-                                t_transient=cfg.t_transient, t_measure=cfg.t_measure, dt=cfg.dt, k=k,
-                                renorm_every=cfg.renorm_every, section_state=spec.state or 0,
-                                blowup_bound=cfg.blowup_bound, device=device)
-        out = classify_trajectories(res, zero_tol=cfg.zero_tol, chaos_threshold=cfg.chaos_threshold,
-                                    fixed_point_tol=cfg.fixed_point_tol, section_tol=cfg.section_tol)
-        for i in range(k):
-            cols[f"lambda_{i + 1}"].extend(out["exponents"][:, i].tolist())  # whole-return where available
-        cols["spectrum_regime"].extend(out["regime"].astype(str).tolist())
-        cols["period"].extend(out["period"].tolist())
-        cols["section_order"].extend(out["section_order"].tolist())
+    res = lyapunov_spectrum(model, params, u0, t_transient=cfg.t_transient, t_measure=cfg.t_measure, dt=cfg.dt,
+                            k=k, renorm_every=cfg.renorm_every, section_state=s, blowup_bound=cfg.blowup_bound,
+                            device=resolve_device(spec.solver.device))
+    out = classify_trajectories(res, zero_tol=cfg.zero_tol, chaos_threshold=cfg.chaos_threshold,
+                                fixed_point_tol=cfg.fixed_point_tol, section_tol=cfg.section_tol)
+    cols = {f"lambda_{i + 1}": out["exponents"][:, i] for i in range(k)}  # whole-return where available
+    cols.update(spectrum_regime=out["regime"].astype(str), period=out["period"], section_order=out["section_order"])
     return pd.DataFrame(cols)
+
+
+def diagram_points(spec: BifurcationSpec, *, use_ray: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(dots, per-value table) over the whole grid: chunk by chunk here, or one Ray task per chunk.
+
+    With Ray each task asks for the resources of spec.workers (num_gpus auto: one GPU per task when
+    the cluster has GPUs), so chunks spread over the cluster's GPUs; results are identical.
+    """
+    _grid(spec)  # validate names before scheduling anything
+    bounds = [(a, min(a + spec.chunk_size, spec.n)) for a in range(0, spec.n, spec.chunk_size)]
+    if use_ray:
+        import ray
+
+        from actors.sweep.pool import resolve_worker_resources
+
+        _, num_gpus = resolve_worker_resources(spec.workers)
+        task = ray.remote(num_cpus=spec.workers.num_cpus, num_gpus=num_gpus,
+                          max_retries=spec.workers.max_task_retries)(diagram_chunk)
+        parts = ray.get([task.remote(spec, a, b) for a, b in bounds])
+    else:
+        parts = [diagram_chunk(spec, a, b) for a, b in bounds]
+    return (pd.concat([d for d, _ in parts], ignore_index=True),
+            pd.concat([r for _, r in parts], ignore_index=True))
 
 
 def first_oscillating(per_row: pd.DataFrame, parameter: str) -> float | None:
@@ -214,13 +237,13 @@ def render(spec: BifurcationSpec, dots: pd.DataFrame, branches: list, path: Path
     return path
 
 
-def run(spec: BifurcationSpec, out_dir: Path) -> dict:
+def run(spec: BifurcationSpec, out_dir: Path, *, use_ray: bool = False) -> dict:
     """Integrate, collect maxima, continue the overlay branches, write the outputs atomically."""
     from actors.sweep.continuation import continue_equilibria
     from actors.sweep.storage import atomic_write_json, atomic_write_parquet
 
     t0 = time.perf_counter()
-    dots, per_row = diagram_points(spec)
+    dots, per_row = diagram_points(spec, use_ray=use_ray)
     t_sim = time.perf_counter() - t0
     branches = []
     if spec.continuation:
@@ -230,8 +253,6 @@ def run(spec: BifurcationSpec, out_dir: Path) -> dict:
         branches = continue_equilibria(cont)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_parquet(out_dir / "bifurcation.parquet", dots)
-    if spec.spectrum is not None:
-        per_row = pd.concat([per_row, spectrum_columns(spec)], axis=1)
     atomic_write_parquet(out_dir / "trajectories.parquet", per_row)
     render(spec, dots, branches, out_dir / "bifurcation.png", per_row)
     summary = {"name": spec.name, "model": spec.model, "parameter": spec.parameter, "state": dots.columns[1],
@@ -261,10 +282,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="output directory")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="override config fields, e.g. n=400 solver.device=cuda")
+    ap.add_argument("--ray", action="store_true",
+                    help="one Ray task per chunk (resources from `workers:`); implied by RAY_ADDRESS / --address")
+    ap.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or embedded)")
     args = ap.parse_args(argv)
+    use_ray = args.ray or bool(args.address) or bool(os.environ.get("RAY_ADDRESS"))
     try:
         spec = load_spec(args.config, parse_set(args.set))
-        summary = run(spec, Path(args.out))
+        if use_ray:
+            from cluster import connect
+
+            connect(args.address)
+        summary = run(spec, Path(args.out), use_ray=use_ray)
     except (InputError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

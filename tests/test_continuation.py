@@ -210,3 +210,23 @@ def test_gaslit_hopf_matches_an_independent_finite_difference_eigen_scan():
 
     assert max_re(hopf.param - 1e-4) < 0 < max_re(hopf.param + 1e-4)
     assert healthy.stable[healthy.param < 0.1].all()  # the documented healthy point (gamma = 0.1)
+
+
+@pytest.mark.slow
+def test_bifurcation_chunks_as_ray_tasks_equal_the_in_process_run(ray_cluster, tmp_path):
+    """--ray: one task per chunk (on the fake-GPU test cluster each asks for a GPU); same numbers."""
+    import pandas as pd
+
+    from jobs.bifurcation import diagram_points, load_spec
+    from jobs.bifurcation import main as bifurcation_main
+
+    cfg = str(CONFIGS / "bifurcation" / "brusselator_ci.yaml")
+    sets = ["n=4", "chunk_size=2", "spectrum=null", "continuation=[]", "solver.t_span=[0,120]"]
+    out = tmp_path / "bif_ray"
+    assert bifurcation_main(["--config", cfg, "--out", str(out), "--ray", "--set", *sets]) == 0
+    spec = load_spec(cfg, {"n": 4, "chunk_size": 2, "spectrum": None, "continuation": [],
+                           "solver.t_span": [0, 120]})
+    dots, rows = diagram_points(spec)
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "bifurcation.parquet"), dots)
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "trajectories.parquet"), rows)
+    assert len(rows) == 4 and rows["regime"].iloc[0] == "fixed_point"  # b = 1.56 < 2 < 2.06, 2.56, 3.06
