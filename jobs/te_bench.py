@@ -162,8 +162,8 @@ def tune_kernel(data: np.ndarray) -> dict:
     items = torch.cat([pairs, torch.zeros_like(pairs[:, :1])], 1).int().contiguous()
     batch = KSGBatch(x=x, y=y, z=z, perms=torch.arange(n, device=dev, dtype=torch.int32)[None], items=items)
     timings = ksg_triton.tune(batch)
-    for cfg, secs in sorted(timings.items(), key=lambda kv: kv[1])[:5]:
-        print(f"  block={cfg[0]} group={cfg[1]} warps={cfg[2]}: {secs * 1e3:.2f} ms", flush=True)
+    for cfg, secs in sorted(timings.items(), key=lambda kv: kv[1])[:6]:
+        print(f"  {dict(cfg)}: {secs * 1e3:.2f} ms", flush=True)
     return dict(ksg_triton.CONFIG)
 
 
