@@ -45,7 +45,7 @@ def detection_table(cases: list[str], severities: list[str], sizes: list[int | N
         for case in cases:
             for sev in (["-"] if case == "clean" else severities):
                 hits = dim_hits = 0
-                pk, secs = [], []
+                pk, secs, flagged = [], [], {}
                 for r in range(reps):
                     pair = plant(case=case, severity="high" if sev == "-" else sev, dataset=dataset, n=n,
                                  seed=1000 + r)
@@ -53,16 +53,19 @@ def detection_table(cases: list[str], severities: list[str], sizes: list[int | N
                     rep = detect(pair.real, pair.synth, detector, seed=r)
                     secs.append(time.perf_counter() - t)
                     hits += rep.collapsed
+                    for d in rep.flagged():
+                        flagged[d] = flagged.get(d, 0) + 1
                     dim_hits += any(rep.dimensions[d].flagged for d in pair.expected)
                     if case in ROW_KIND:
                         loc = localize(pair.real, pair.synth, label=pair.label)
                         pk.append(precision_at_k(loc.scores[ROW_KIND[case]], pair.rows))
                 lo, hi = wilson(hits, reps)
                 rows.append({"case": case, "severity": sev, "n": "halves" if n is None else n,
-                             "collapsed_rate": hits / reps, "ci_low": round(lo, 3), "ci_high": round(hi, 3),
+                             "collapsed_rate": hits / reps, "ci_low": round(float(lo), 3), "ci_high": round(float(hi), 3),
                              "expected_dim_rate": dim_hits / reps if case != "clean" else None,
                              "precision_at_k": float(np.median(pk)) if pk else None,
-                             "seconds_per_run": round(float(np.median(secs)), 2)})
+                             "seconds_per_run": round(float(np.median(secs)), 2),
+                             "flagged": " ".join(f"{k}:{v}" for k, v in sorted(flagged.items()))})
                 print(rows[-1], flush=True)
     return pd.DataFrame(rows)
 
