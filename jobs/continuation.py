@@ -53,15 +53,26 @@ def plot_branches(ax, branches: list[Branch], state: str, *, label_points: bool 
 
     shown = set()
     for b in branches:
-        y = b.states[:, b.state_names.index(state)]
-        stable = b.stable
-        # split the polyline where stability changes, so each piece gets one line style
-        cuts = np.flatnonzero(stable[1:] != stable[:-1]) + 1
-        for seg in np.split(np.arange(len(y)), cuts):
+        col = b.state_names.index(state)
+        # the polyline with each located point inserted twice (old and new stability), so the line
+        # style changes exactly at the Hopf / fold / branch point, not at the next continuation point
+        xs, ys, st = [], [], []
+        for i in range(len(b.param)):
+            for sp_ in (p for p in b.special if p.index == i and i > 0):
+                for flag in (b.stable[i - 1], b.stable[i]):
+                    xs.append(sp_.param)
+                    ys.append(sp_.state[col])
+                    st.append(flag)
+            xs.append(b.param[i])
+            ys.append(b.states[i, col])
+            st.append(b.stable[i])
+        xs, ys, st = np.array(xs), np.array(ys), np.array(st)
+        cuts = np.flatnonzero(st[1:] != st[:-1]) + 1
+        for seg in np.split(np.arange(len(xs)), cuts):
             if len(seg) == 0:
                 continue
-            seg = np.append(seg, seg[-1] + 1) if seg[-1] + 1 < len(y) else seg  # join the pieces
-            ax.plot(b.param[seg], y[seg], "-" if stable[seg[0]] else "--", color="k", lw=1.4)
+            seg = np.append(seg, seg[-1] + 1) if seg[-1] + 1 < len(xs) else seg  # join the pieces
+            ax.plot(xs[seg], ys[seg], "-" if st[seg[0]] else "--", color="k", lw=1.4)
         for sp_ in b.special:
             marker, color = MARKERS.get(sp_.kind, ("x", "k"))
             ax.plot(sp_.param, sp_.state[b.state_names.index(state)], marker, color=color, ms=7, zorder=5,
