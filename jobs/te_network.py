@@ -98,17 +98,33 @@ def run(spec: TENetworkSpec, input_path: str | Path, out_dir: str | Path, *, pro
 
 
 def run_multivariate(data: np.ndarray, names: list[str], spec: TENetworkSpec, out_dir: Path) -> tuple:
-    """The multivariate network computed in this process (no pool); returns (network, stats) like run_network."""
+    """The multivariate network, one Ray task per target when Ray is up (else in this process).
+
+    Targets are independent and seeded by (seed, target), so the sharded network equals
+    multivariate_network(data, names, spec.network). Returns (network, stats) like run_network.
+    """
     import time
 
-    from actors.te.network import te_network
+    import ray
+
+    from actors.te.multivariate import assemble_multivariate, multivariate_config, select_sources
+    from actors.te.network import check_data
 
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    network = te_network(data, names, spec.network)
+    cfg = multivariate_config(spec.network)
+    arr, names = check_data(data, names)
     n = len(names)
-    return network, {"mode": "multivariate", "n_pairs": n * (n - 1), "tasks_computed": n, "tasks_skipped": 0,
-                     "wall_seconds": round(time.perf_counter() - t0, 3), "workers": []}
+    if ray.is_initialized():
+        task = ray.remote(num_cpus=spec.workers.num_cpus, max_retries=spec.workers.max_task_retries)(select_sources)
+        ref = ray.put(arr)
+        results = ray.get([task.remote(ref, j, cfg) for j in range(n)])
+        engine = "ray tasks"
+    else:
+        results, engine = [select_sources(arr, j, cfg) for j in range(n)], "local"
+    network = assemble_multivariate(results, names, cfg)
+    return network, {"mode": "multivariate", "engine": engine, "n_pairs": n * (n - 1), "tasks_computed": n,
+                     "tasks_skipped": 0, "wall_seconds": round(time.perf_counter() - t0, 3), "workers": []}
 
 
 def parse_set(values: list[str]) -> dict:

@@ -215,12 +215,21 @@ def local_runner(data: np.ndarray, names: list[str], cfg: NetworkConfig) -> tupl
 
 
 def pool_runner(args: TEServeArgs) -> Runner:
-    """Bivariate networks through the TE pool when Ray is up (a Serve replica); otherwise local_runner."""
+    """With Ray up (a Serve replica): bivariate networks through the TE pool, multivariate ones as one Ray
+    task per target; otherwise local_runner. Either way the network equals the in-process one."""
     def run(data: np.ndarray, names: list[str], cfg: NetworkConfig) -> tuple[TENetwork, dict]:
         import ray
 
-        if cfg.mode != "bivariate" or not ray.is_initialized():
+        if not ray.is_initialized():
             return local_runner(data, names, cfg)
+        if cfg.mode == "multivariate":
+            from actors.te.multivariate import assemble_multivariate, multivariate_config, select_sources
+
+            cfg = multivariate_config(cfg)
+            task = ray.remote(num_cpus=args.pool_num_cpus)(select_sources)
+            ref = ray.put(data)
+            results = ray.get([task.remote(ref, j, cfg) for j in range(len(names))])
+            return assemble_multivariate(results, names, cfg), {"engine": "ray tasks"}
         from actors.te.pool import run_network
 
         workers = WorkerConfig(num_workers=args.pool_workers, num_gpus=args.pool_num_gpus,

@@ -285,6 +285,19 @@ def test_serve_end_to_end():
             assert body["engine"] == "pool" and [w["worker_index"] for w in body["workers"]] == [0]
             r = http.get("/causal/path", params={"from": "v0", "to": "v3"})
             assert r.status_code == 200 and r.json()["paths"][0]["nodes"] == ["v0", "v1", "v2", "v3"]
+            r = http.post("/te/network", json={"data": data, "surrogates": 19, "mode": "multivariate"})
+            assert r.status_code == 202, r.text
+            deadline = time.time() + 120
+            while (mv := http.get(r.json()["href"]).json())["status"] == "running" and time.time() < deadline:
+                time.sleep(0.5)
+            assert mv["status"] == "done" and mv["engine"] == "ray tasks", mv
+            ref = te_network(np.column_stack(list(data.values())), list(data),
+                             network_config(NetworkRequest(data=data, surrogates=19, mode="multivariate")))
+            assert {(e["source"], e["target"]): e["te"] for e in mv["edges"]} == {
+                (s, t): d["te"] for s, t, d in ref.graph.edges(data=True)}
+            assert {(e["source"], e["target"]) for e in mv["edges"]} == {("v0", "v1"), ("v1", "v2"), ("v2", "v3")}
+            paths = http.get("/causal/path", params={"from": "v0", "to": "v3"}).json()["paths"]  # latest network
+            assert [p["nodes"] for p in paths] == [["v0", "v1", "v2", "v3"]]
             r = http.get("/causal/path", params={"from": "v3", "to": "v0"})
             assert r.status_code == 404 and _field(r) == "to"
             assert http.get("/te/network/nope").status_code == 404

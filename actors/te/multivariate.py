@@ -160,13 +160,19 @@ def assemble_multivariate(results: Sequence[TargetResult], names: Sequence[str],
     return TENetwork(graph=graph, table=table)
 
 
-def multivariate_network(data, names: Sequence[str] | None = None, config: NetworkConfig | dict | None = None,
-                         *, progress: Callable[[int, int], None] | None = None) -> TENetwork:
-    """The greedy multivariate TE network of the columns of `data` ([T, N]), target by target."""
+def multivariate_config(config: NetworkConfig | dict | None = None) -> NetworkConfig:
+    """The validated NetworkConfig; InputError for settings this mode does not support (ragwitz)."""
     cfg = validated(NetworkConfig, config)
     if cfg.ragwitz is not None:
         raise InputError("ragwitz", "auto-embedding is not part of the multivariate mode",
                          "null (set params.k_hist / l_hist instead)")
+    return cfg
+
+
+def multivariate_network(data, names: Sequence[str] | None = None, config: NetworkConfig | dict | None = None,
+                         *, progress: Callable[[int, int], None] | None = None) -> TENetwork:
+    """The greedy multivariate TE network of the columns of `data` ([T, N]), target by target."""
+    cfg = multivariate_config(config)
     arr, names = check_data(data, names)
     results = []
     for j in range(arr.shape[1]):
