@@ -54,7 +54,11 @@ def load_table(path: str | Path, field: str) -> pd.DataFrame:
 
 def run(spec: ValidationSpec, real: pd.DataFrame, synth: pd.DataFrame, out_dir: str | Path, *,
         label: str | None = None, use_ray: bool = False, extra: dict | None = None) -> dict:
-    """Detect, localize, recommend, write the report; returns the report.json document."""
+    """Detect, localize, recommend, write the report; returns the report.json document.
+
+    With --stream, `real` / `synth` are the reservoir samples and `extra["streaming"]` holds the
+    full-data sketch statistics; row indices then refer to the reservoir sample.
+    """
     from actors.validation.detector import detect
     from actors.validation.localize import localize
     from actors.validation.recommend import recommend
@@ -98,6 +102,19 @@ def planted_inputs(args, out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, str
     return pair.real, pair.synth, pair.label, {"planted": {k: v for k, v in planted.items() if k != "rows"}}
 
 
+def stream_inputs(real_path: str, synth_path: str, spec: ValidationSpec) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """One pass over each file: reservoir samples (detector.max_rows rows) and full-data sketch KS / W1."""
+    from actors.validation.streaming import sketch_ks, sketch_wasserstein, summarize
+
+    cfg = spec.detector
+    real = summarize(real_path, reservoir=cfg.max_rows, seed=cfg.seed)
+    synth = summarize(synth_path, reservoir=cfg.max_rows, seed=cfg.seed + 1)
+    cols = {c: {"ks": sketch_ks(sk, synth.sketches[c]), "wasserstein_raw": sketch_wasserstein(sk, synth.sketches[c])}
+            for c, sk in real.sketches.items() if c in synth.sketches}
+    return real.sample, synth.sample, {"n_real": real.n, "n_synth": synth.n, "sample_rows": cfg.max_rows,
+                                       "columns": cols}
+
+
 def parse_set(values: list[str]) -> dict:
     return {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in values)}
 
@@ -117,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="e.g. detector.n_null=99")
     ap.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or embedded)")
     ap.add_argument("--no-ray", action="store_true", help="run every dimension in this process")
+    ap.add_argument("--stream", action="store_true",
+                    help="large files: one pass with KLL sketches + reservoir samples of detector.max_rows rows")
     args = ap.parse_args(argv)
     out_dir = Path(args.out)
     try:
@@ -128,8 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if not (args.real and args.synthetic):
                 raise InputError("real", "--real and --synthetic are required without --planted", "two table paths")
-            real, synth = load_table(args.real, "real"), load_table(args.synthetic, "synthetic")
             label, extra = args.label, {"real": args.real, "synthetic": args.synthetic}
+            if args.stream:
+                real, synth, extra["streaming"] = stream_inputs(args.real, args.synthetic, spec)
+            else:
+                real, synth = load_table(args.real, "real"), load_table(args.synthetic, "synthetic")
         if not args.no_ray:
             from cluster import connect
 

@@ -65,3 +65,18 @@ def test_ray_pool_matches_in_process_engine(ray_cluster):
         assert remote.dimensions[name].p_value == d.p_value
         assert remote.dimensions[name].score == pytest.approx(d.score)
         assert remote.dimensions[name].flagged == d.flagged
+
+
+def test_stream_mode_reports_full_data_sketches(tmp_path):
+    from actors.validation.planted import plant
+
+    pair = plant(case="variance_shrinkage", severity="high", dataset="wine", seed=2)
+    pair.real.to_parquet(tmp_path / "r.parquet")
+    pair.synth.to_csv(tmp_path / "s.csv", index=False)
+    rc = main(["--real", str(tmp_path / "r.parquet"), "--synthetic", str(tmp_path / "s.csv"), "--out",
+               str(tmp_path / "o"), "--stream", "--no-ray", "--config", CONFIG,
+               "--set", "recommender.fixes=[drop_outliers]"])
+    assert rc == 0
+    doc = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert doc["streaming"]["n_real"] == len(pair.real) and doc["n_real"] == len(pair.real)
+    assert doc["collapsed"] and 0 < doc["streaming"]["columns"]["alcohol"]["ks"] < 1
