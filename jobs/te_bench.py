@@ -158,7 +158,7 @@ def tune_kernel(data: np.ndarray) -> dict:
     from kernels.te import ksg_triton
     from kernels.te.batch import KSGBatch
 
-    dev, dtype = device_and_dtype("triton")
+    dev, dtype = device_and_dtype()
     x, y, z, n = network_blocks(data, bench_config("triton", 0), dev, dtype)
     n_vars = data.shape[1]
     pairs = torch.tensor([(i, j) for i in range(n_vars) for j in range(n_vars) if i != j], device=dev)

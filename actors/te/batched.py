@@ -53,7 +53,7 @@ def network_backend(cfg: NetworkConfig, embeddings: dict | None = None) -> str:
     return "cpu" if embeddings else resolve_backend(cfg.params.backend)
 
 
-def device_and_dtype(backend: str):
+def device_and_dtype():
     """(torch device, dtype): CUDA in float32 for speed, the CPU in float64 (exact, for CI)."""
     import torch
 
@@ -63,8 +63,11 @@ def device_and_dtype(backend: str):
 
 
 def run_batch(batch, *, k: int, theiler: int, algorithm: int, backend: str, store: bool):
-    """Dispatch a kernels.te.batch.KSGBatch to the torch twin or the Triton kernel."""
-    if backend == "triton":
+    """Dispatch a kernels.te.batch.KSGBatch to the Triton kernel, or to the torch twin (also for k > 16,
+    more neighbours than the kernel keeps in registers)."""
+    from kernels.te.ksg_triton import MAX_K
+
+    if backend == "triton" and k <= MAX_K:
         from kernels.te.ksg_triton import ksg_batch_triton
 
         return ksg_batch_triton(batch, k=k, theiler=theiler, algorithm=algorithm, store=store)
@@ -78,7 +81,7 @@ def ksg_cmi_device(x: np.ndarray, y: np.ndarray, z: np.ndarray, *, k: int, theil
     """ksg_cmi on a device backend: the same KSGResult (local values rebuilt in float64 from counts)."""
     from kernels.te.batch import digamma_table, local_values, make_batch
 
-    dev, dtype = device_and_dtype(backend)
+    dev, dtype = device_and_dtype()
     batch = make_batch(x, y, z if z.shape[1] else None, device=dev, dtype=dtype)
     res = run_batch(batch, k=k, theiler=theiler, algorithm=algorithm, backend=backend, store=True)
     psi = digamma_table(batch.n, dev)
@@ -95,7 +98,7 @@ def ksg_values_device(xs: Sequence[np.ndarray], y: np.ndarray, z: np.ndarray, or
 
     from kernels.te.batch import KSGBatch
 
-    dev, dtype = device_and_dtype(backend)
+    dev, dtype = device_and_dtype()
     n = y.shape[0]
     orders = np.arange(n)[None] if orders is None else np.asarray(orders)
     t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=dev)  # noqa: E731
@@ -161,7 +164,7 @@ def pairs_te_arrays(data: np.ndarray, pairs: Sequence[tuple[int, int]], cfg: Net
     from kernels.te.batch import KSGBatch
 
     p = cfg.params
-    dev, dtype = device_and_dtype(backend)
+    dev, dtype = device_and_dtype()
     x, y, z, n = network_blocks(data, cfg, dev, dtype)
     n_l = len(cfg.lag_values())
     n_s = cfg.significance.n_surrogates if n_surrogates is None else n_surrogates
