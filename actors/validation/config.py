@@ -37,7 +37,7 @@ class DetectorConfig(_Strict):
     mi_pairs: int = Field(5, ge=1, le=1_000)           # most dependent pooled column pairs (kNN MI)
     mi_rows: int = Field(200, ge=20, le=2_000)         # rows per side for kNN MI (dense n x n blocks)
     mi_k: int = Field(4, ge=1, le=100)
-    max_rows: int = Field(20_000, ge=50)               # rows per side for the permutation tests
+    max_rows: int = Field(5_000, ge=50)                # rows per side for the permutation tests
     multivariate_rows: int = Field(2_000, ge=50)       # rows per side for the classifier test
     classifier: Literal["hgb", "logistic"] = "hgb"
     cv_folds: int = Field(3, ge=2, le=20)

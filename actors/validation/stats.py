@@ -73,6 +73,13 @@ class Context:
         return D + np.arange(D.shape[1]) * kmax, kmax
 
     @cached_property
+    def pooled_ranks(self) -> np.ndarray:
+        """Average ranks of each column over the pooled rows: the rank correlation of a group is the
+        Pearson correlation of these (a monotone transform shared by both groups, so it does not
+        change under relabelling; ~Spearman, without re-ranking every permutation)."""
+        return rankdata(self.pooled.Z, axis=0)
+
+    @cached_property
     def mi_data(self) -> np.ndarray:
         """Pooled z-scores plus Gaussian noise of 1e-8 sd (seeded) so kNN ties break (as JIDT / actors.te)."""
         rng = np.random.default_rng(self.seed)
@@ -255,14 +262,15 @@ def coverage(ctx: Context, mask: np.ndarray) -> dict[str, float]:
 
 
 def correlation(ctx: Context, mask: np.ndarray) -> dict[str, float]:
-    """Per column: mean |difference| of its Pearson and Spearman rows (numeric) and of its Cramér's V
+    """Per column: mean |difference| of its Pearson and rank-correlation rows (numeric) and of its Cramér's V
     row against every other column (categorical); plus the Frobenius norm of the Pearson gap."""
     p = ctx.pooled
     out: dict[str, float] = {}
     if len(p.numeric) >= 2:
         Zr, Zs = p.Z[~mask], p.Z[mask]
         dp = np.abs(_corr(Zr) - _corr(Zs))
-        ds = np.abs(_corr(rankdata(Zr, axis=0)) - _corr(rankdata(Zs, axis=0)))
+        R = ctx.pooled_ranks
+        ds = np.abs(_corr(R[~mask]) - _corr(R[mask]))
         k = len(p.numeric) - 1
         for j, c in enumerate(p.numeric):
             out[f"pearson:{c}"] = float(dp[j].sum() / k)
