@@ -23,7 +23,7 @@ import sympy as sp
 
 from kernels.ode.tableaus import TABLEAUS, Tableau
 
-CODEGEN_VERSION = "5"
+CODEGEN_VERSION = "6"
 CACHE_DIR = Path(os.environ.get("ATTRACTOR_KERNEL_CACHE", Path.home() / ".cache" / "attractor" / "ode_kernels"))
 
 # controller constants (Hairer–Wanner PI controller for a 5(4) pair; scipy's clamps)
@@ -326,7 +326,7 @@ def kernel_source(spec: KernelSpec) -> str:
          "row = tl.load(IDX + lane, mask=inb, other=0).to(tl.int64)",
          "t0 = tl.load(S + 0)", "t1 = tl.load(S + 1)", "dt = tl.load(S + 2)", "rtol = tl.load(S + 3)",
          "atol = tl.load(S + 4)", "bound = tl.load(S + 5)", "ws = tl.load(S + 6)", "d0 = tl.load(S + 7)",
-         "hmin = tl.load(S + 8)", "teps = tl.load(S + 9)",
+         "hmin = tl.load(S + 8)", "teps = tl.load(S + 9)", "sep_floor = tl.load(S + 10)",
          "zero = tl.zeros([BLOCK], DT)",
          "t = tl.load(T + row, mask=inb, other=0.0)",
          "status = tl.load(STATUS + row, mask=inb, other=1)",
@@ -375,8 +375,9 @@ def kernel_source(spec: KernelSpec) -> str:
     if tab.adaptive:
         terms = [div(f"ue_{i}", f"atol + rtol * tl.maximum(tl.abs(u_{i}), tl.abs(un_{i}))") for i in R]
         body("en = tl.sqrt((" + " + ".join(f"{x} * {x}" for x in terms) + f") * {c(1 / n)})")
-        if lyap:  # the twin's separation (size d0, below atol) must be resolved to rtol too
-            sep = [f"((ve_{i} - ue_{i}) / (rtol * d0))" for i in R]
+        if lyap:  # the twin's separation (size d0, below atol) must be resolved to rtol too, down to the
+            # rounding floor of a difference of two states (~eps |u|): below it FP32 would never accept
+            sep = [div(f"ve_{i} - ue_{i}", f"rtol * d0 + sep_floor * tl.abs(u_{i})") for i in R]
             body("en = tl.maximum(en, tl.sqrt((" + " + ".join(f"{x} * {x}" for x in sep) + f") * {c(1 / n)}))")
         body("finite = (en - en) == 0",  # false for nan and inf
              f"accept = active & finite & (en <= {c(1.0)})",
@@ -445,7 +446,7 @@ def kernel_source(spec: KernelSpec) -> str:
          "m_prev = m_new",
          "status = tl.where(escaped, 2, status)")
     if tab.adaptive:
-        body("stuck = reject & (h * fac < hmin)",
+        body("stuck = reject & (h * fac < hmin * tl.maximum(tl.abs(t), 1.0))",  # below ~ulp(t): t stalls
              "tblow = tl.where(stuck, t_old, tblow)",
              "status = tl.where(stuck, 3, status)",
              "status = tl.where(accept & (status == 0) & (t >= t1 - teps), 1, status)",

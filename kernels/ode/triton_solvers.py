@@ -149,9 +149,9 @@ def prepare(model, params, u0, t_span, *, method: str = "tsit5", dtype: str = "f
     ws = t1 - window * (t1 - t0)
     eps = float(torch.finfo(tdt).eps)
     dt = (t1 - t0) / n_steps if not tab.adaptive else 0.0
-    scal = torch.tensor([t0, t1, dt, rtol, atol, blowup_bound, ws, twin_separation,
-                         max(1e-12, 10 * eps) * max(abs(t0), abs(t1), 1.0), 4 * eps * max(abs(t1), 1.0)],
-                        dtype=tdt, device=device)
+    # hmin is relative to the current |t| (a step below a few ulps of t cannot advance it)
+    scal = torch.tensor([t0, t1, dt, rtol, atol, blowup_bound, ws, twin_separation, max(1e-12, 10 * eps),
+                         4 * eps * max(abs(t1), 1.0), 16 * eps], dtype=tdt, device=device)
 
     def full(shape, value, dt=tdt):
         return torch.full(shape, value, dtype=dt, device=device)
