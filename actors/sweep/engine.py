@@ -1,8 +1,10 @@
 """Sweep engine: integrate a batch of (parameters, initial state) points and label each one.
 
 Pure compute on one device, no Ray: usable from a notebook, a test, an actor or a Serve replica.
-Two backends share one record and one regime rule: `torch` (batched adaptive Dormand–Prince 5(4),
-CPU or CUDA) and `scipy` (solve_ivp per trajectory, the reference).
+Three backends share one record and one regime rule: `torch` (batched adaptive Dormand–Prince 5(4),
+CPU or CUDA), `scipy` (solve_ivp per trajectory, the reference) and `triton` (a Tsit5 kernel
+generated from the model's equations, one trajectory per GPU lane; on the CPU it runs interpreted,
+for tests only).
 """
 from __future__ import annotations
 
