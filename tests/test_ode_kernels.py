@@ -194,6 +194,18 @@ def test_blowup_time_of_u_squared(method, kw, tol):
     np.testing.assert_allclose(r.u_final[2, 0], 1 / (1 / 0.25 - 2.0), rtol=1e-6)
 
 
+def test_nan_right_hand_side_stops_at_once():
+    """sqrt of a negative state: the first trial step is nan, so the lane stops (blow-up at t0)."""
+    m = register_model({"name": "nan_kernel_test", "states": ["u"], "params": {"k": 1.0},
+                        "initial_state": {"u": -1.0}, "equations": {"u": "sqrt(u) - k"}})
+    # adaptive: the nan trial is rejected and the step size collapses; fixed step: the first step escapes
+    for method, kw, accepted in (("tsit5", dict(rtol=1e-6, atol=1e-9), 0), ("rk4", dict(n_steps=50), 1)):
+        r = solve_ode(m, np.ones((2, 1)), np.array([[-1.0], [-2.0]]), (0.0, 1.0), method=method,
+                      dtype="float64", max_steps=10**6, **kw, **CPU)
+        assert r.blowup.all() and (r.n_steps == accepted).all() and (r.n_rejected <= 60).all(), method
+        np.testing.assert_array_equal(r.t_blowup, [0.0, 0.0])
+
+
 def test_window_features_and_lyapunov_on_the_linear_spiral():
     """x + iy = e^{(a+i)t}: window min/max/mean match the closed form; lambda_max = a."""
     a = np.array([-0.1, 0.0, 0.1])

@@ -23,7 +23,7 @@ import sympy as sp
 
 from kernels.ode.tableaus import TABLEAUS, Tableau
 
-CODEGEN_VERSION = "6"
+CODEGEN_VERSION = "7"
 CACHE_DIR = Path(os.environ.get("ATTRACTOR_KERNEL_CACHE", Path.home() / ".cache" / "attractor" / "ode_kernels"))
 
 # controller constants (Hairer–Wanner PI controller for a 5(4) pair; scipy's clamps)
@@ -446,7 +446,8 @@ def kernel_source(spec: KernelSpec) -> str:
          "m_prev = m_new",
          "status = tl.where(escaped, 2, status)")
     if tab.adaptive:
-        body("stuck = reject & (h * fac < hmin * tl.maximum(tl.abs(t), 1.0))",  # below ~ulp(t): t stalls
+        # below ~ulp(t) t stalls; written so that a nan step size (nan right-hand side) is stuck too
+        body("stuck = reject & ~(h * fac >= hmin * tl.maximum(tl.abs(t), 1.0))",
              "tblow = tl.where(stuck, t_old, tblow)",
              "status = tl.where(stuck, 3, status)",
              "status = tl.where(accept & (status == 0) & (t >= t1 - teps), 1, status)",
