@@ -14,7 +14,7 @@ p-values go through Benjamini-Hochberg at `alpha`. `collapsed` = any dimension f
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -289,6 +289,3 @@ def detect(real: pd.DataFrame, synth: pd.DataFrame, config: DetectorConfig | dic
     results = {name: run_dimension(name, pooled, cfg) for name in cfg.dimensions}
     return combine(results, cfg, pooled.n_real, pooled.n_synth)
 
-
-def as_dict(r: DimensionResult) -> dict:
-    return asdict(r)

@@ -98,10 +98,6 @@ class Context:
         return [(int(iu[0][i]), int(iu[1][i])) for i in keep]
 
 
-def _groups(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return ~mask, mask
-
-
 def ks_wasserstein(ctx: Context, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per numeric column: two-sample KS D and Wasserstein-1 / pooled sd, NaN ignored."""
     order, valid, tie_end, dx = ctx.sorted
