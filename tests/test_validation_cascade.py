@@ -3,6 +3,8 @@ under planted label noise, resume after an interruption with identical metrics, 
 checkpointed models that predict what the metrics say, bad config fields named."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from sklearn.linear_model import LinearRegression, LogisticRegression
@@ -168,3 +170,20 @@ def test_ray_tasks_equal_in_process(ray_cluster, monkeypatch):
     remote = train_cascade(real, synth, "target", SHORT)
     assert [(r.utility, r.learnability) for r in remote.rungs] == [(r.utility, r.learnability) for r in local.rungs]
     np.testing.assert_allclose(remote.oof, local.oof, atol=1e-12)
+
+
+def test_job_trains_from_the_ci_preset(tmp_path, capsys):
+    from jobs.cascade import main
+
+    rc = main(["train", "--planted", "label_noise", "--severity", "medium", "--seed", "3", "--no-ray",
+               "--config", "configs/validation/cascade_ci.yaml", "--out", str(tmp_path)])
+    assert rc == 0
+    doc = json.loads((tmp_path / "cascade.json").read_text())
+    assert [r["model"] for r in doc["rungs"]] == ["linear(C=0.1)", "hgb(depth=2,iter=30)", "mlp(2x16)"]
+    issues = json.loads((tmp_path / "label_issues.json").read_text())
+    assert issues["planted"] == 43 and issues["precision_at_k"] >= 0.75
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("patience: 0\n")
+    capsys.readouterr()
+    assert main(["train", "--planted", "label_noise", "--no-ray", "--config", str(bad), "--out", str(tmp_path)]) == 2
+    assert "patience" in capsys.readouterr().err
