@@ -167,7 +167,7 @@ def test_ray_tasks_equal_in_process(ray_cluster, monkeypatch):
         m.setattr(ray_cluster, "is_initialized", lambda: False)
         local = train_cascade(real, synth, "target", SHORT)
     assert ray_cluster.is_initialized()
-    remote = train_cascade(real, synth, "target", SHORT)
+    remote = train_cascade(real, synth, "target", {**SHORT, "num_gpus": 1})   # MLP rung on a (fake) GPU slot
     assert [(r.utility, r.learnability) for r in remote.rungs] == [(r.utility, r.learnability) for r in local.rungs]
     np.testing.assert_allclose(remote.oof, local.oof, atol=1e-12)
 
@@ -187,3 +187,26 @@ def test_job_trains_from_the_ci_preset(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "--planted", "label_noise", "--no-ray", "--config", str(bad), "--out", str(tmp_path)]) == 2
     assert "patience" in capsys.readouterr().err
+
+
+def test_cuda_device_without_cuda_names_the_field():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is visible: the error path does not apply (test_mlp_on_cuda covers the device)")
+    real, synth = _pair("clean", "high")
+    with pytest.raises(InputError) as err:
+        train_cascade(real, synth, "target", SHORT, device="cuda")
+    assert err.value.field == "device"
+
+
+@pytest.mark.gpu
+def test_mlp_on_cuda_matches_cpu_and_checkpoints_load_on_cpu(tmp_path):
+    real, synth = _pair("clean", "high")
+    cpu = train_cascade(real, synth, "target", {**SHORT, "patience": 3})
+    cfg = CascadeConfig(**{**SHORT, "patience": 3, "device": "cuda"})
+    gpu = train_cascade(real, synth, "target", cfg, out_dir=tmp_path)
+    assert gpu.rungs[2].utility == pytest.approx(cpu.rungs[2].utility, abs=0.03)   # float32 on another device
+    data, _, _ = prepare(real, synth, "target", cfg)
+    model = load_model(tmp_path, 2, cfg.rungs[2], cfg, data.F_real.shape[1], 2)
+    assert accuracy_score(data.y_real, model.predict(data.F_real)) == pytest.approx(gpu.rungs[2].utility)

@@ -90,6 +90,8 @@ class CascadeConfig(_Strict):
     mlp_validation: float = Field(0.15, gt=0, lt=0.9)  # share of the training rows for MLP early stopping
     parallel: int = Field(2, ge=1, le=1_024)           # rungs in flight as Ray tasks
     num_cpus: float = Field(1.0, gt=0)                 # per Ray task
+    num_gpus: float = Field(0, ge=0)                   # per Ray task of an MLP rung (or its folds)
+    device: Literal["cpu", "cuda", "auto"] = "cpu"     # where MLPs train; auto = cuda when visible
     seed: int = Field(0, ge=0)
 
 
@@ -219,15 +221,16 @@ class MLPModel:
         import torch
 
         torch.manual_seed(self.seed)
+        dev = _device(self.cfg.device)
         rng = np.random.default_rng(self.seed)
         tr, va = _split(len(y), self.cfg.mlp_validation, rng, y if self.n_classes else None)
         classify = self.n_classes > 0
         if not classify:   # standardise the target so one learning rate fits every scale
             self.y_mean, self.y_sd = float(y[tr].mean()), float(y[tr].std() or 1.0)
-        Xt = torch.as_tensor(X, dtype=torch.float32)
-        yt = torch.as_tensor(y, dtype=torch.long) if classify else \
-            torch.as_tensor((y - self.y_mean) / self.y_sd, dtype=torch.float32)
-        self.net = _mlp(X.shape[1], self.n_classes if classify else 1, self.spec)
+        Xt = torch.as_tensor(X, dtype=torch.float32, device=dev)
+        yt = torch.as_tensor(y, dtype=torch.long, device=dev) if classify else \
+            torch.as_tensor((y - self.y_mean) / self.y_sd, dtype=torch.float32, device=dev)
+        self.net = _mlp(X.shape[1], self.n_classes if classify else 1, self.spec).to(dev)
         opt = torch.optim.Adam(self.net.parameters(), lr=self.cfg.mlp_lr, weight_decay=1e-4)
         loss_fn = torch.nn.CrossEntropyLoss() if classify else torch.nn.MSELoss()
         gen = torch.Generator().manual_seed(self.seed)
@@ -238,12 +241,13 @@ class MLPModel:
             self.epochs += 1
             self.net.train()
             for b in tr_t[torch.randperm(len(tr_t), generator=gen)].split(self.cfg.mlp_batch):
+                b = b.to(dev)
                 opt.zero_grad()
                 loss_fn(self._out(Xt[b]), yt[b]).backward()
                 opt.step()
             self.net.eval()
             with torch.no_grad():
-                val = float(loss_fn(self._out(Xt[va_t]), yt[va_t]))
+                val = float(loss_fn(self._out(Xt[va_t.to(dev)]), yt[va_t.to(dev)]))
             if val < best - 1e-6:
                 best, wait = val, 0
                 best_state = {k: v.clone() for k, v in self.net.state_dict().items()}
@@ -252,6 +256,7 @@ class MLPModel:
                 if wait >= self.cfg.mlp_patience:
                     break
         self.net.load_state_dict(best_state)
+        self.net.cpu()   # predictions, checkpoints and Ray results stay on the CPU (the driver may have no GPU)
         return self
 
     def _out(self, X):
@@ -272,6 +277,14 @@ class MLPModel:
     def predict(self, X: np.ndarray) -> np.ndarray:
         out = self._forward(X)
         return out.argmax(axis=1) if self.n_classes else out * self.y_sd + self.y_mean
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("device", "CUDA is not visible to this process", "cpu, auto")
+    return "cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu"
 
 
 def fit_model(spec: RungSpec, cfg: CascadeConfig, X: np.ndarray, y: np.ndarray, n_classes: int, seed: int):
@@ -309,7 +322,7 @@ def score(model, X: np.ndarray, y: np.ndarray, n_classes: int) -> float:
     return 1.0 - float(np.sum((y - pred) ** 2)) / ss if ss > 0 else 0.0
 
 
-def train_rung(i: int, spec: RungSpec, data: _Data, cfg: CascadeConfig) -> tuple[Rung, Any]:
+def train_rung(spec: RungSpec, i: int, data: _Data, cfg: CascadeConfig) -> tuple[Rung, Any]:
     """Fit rung i on the synthetic fit rows; (metrics, model). Idempotent: the seed is cfg.seed + i."""
     t0 = time.perf_counter()
     model = fit_model(spec, cfg, data.F_syn[data.fit], data.y_syn[data.fit], data.n_classes, cfg.seed + i)
@@ -359,7 +372,8 @@ def run_key(data: _Data, cfg: CascadeConfig, task: str) -> str:
     h = hashlib.sha256()
     for a in (data.F_syn, data.y_syn, data.F_real, data.y_real, data.fit):
         h.update(np.ascontiguousarray(a).tobytes())
-    h.update(cfg.model_dump_json(exclude={"rungs", "patience", "min_improvement", "parallel", "num_cpus"}).encode())
+    skip = {"rungs", "patience", "min_improvement", "parallel", "num_cpus", "num_gpus"}
+    h.update(cfg.model_dump_json(exclude=skip).encode())
     h.update(task.encode())
     return h.hexdigest()[:16]
 
@@ -397,7 +411,7 @@ def load_model(out_dir: str | Path, i: int, spec: RungSpec, cfg: CascadeConfig, 
     stem = Path(out_dir) / f"rung_{i:02d}"
     if spec.kind != "mlp":
         return joblib.load(stem.with_suffix(".joblib"))
-    state = torch.load(stem.with_suffix(".pt"))
+    state = torch.load(stem.with_suffix(".pt"), map_location="cpu")
     model = MLPModel(spec, cfg, n_classes, cfg.seed + i)
     model.net = _mlp(d_in, n_classes if n_classes else 1, spec)
     model.net.load_state_dict(state["state_dict"])
@@ -407,19 +421,29 @@ def load_model(out_dir: str | Path, i: int, spec: RungSpec, cfg: CascadeConfig, 
 
 # ---------------------------------------------------------------- the climb
 
+def _ray_up() -> bool:
+    try:
+        import ray
+    except ImportError:
+        return False
+    return ray.is_initialized()
+
+
 def _runner(cfg: CascadeConfig, data: _Data) -> Callable[..., Callable[[], Any]]:
-    """submit(fn, *args) -> a zero-argument 'get' of fn(*args, data, cfg): a Ray task when Ray is up
-    (the data go to the object store once), else a deferred call in this process."""
+    """submit(fn, spec, *args) -> a zero-argument 'get' of fn(spec, *args, data, cfg): a Ray task when
+    Ray is up (the data go to the object store once; MLP rungs ask for `num_gpus`), else a deferred
+    call in this process."""
     try:
         import ray
     except ImportError:   # the engine works without Ray
         ray = None
     if ray is None or not ray.is_initialized():
-        return lambda fn, *args: (lambda: fn(*args, data, cfg))
+        return lambda fn, spec, *args: (lambda: fn(spec, *args, data, cfg))
     data_ref = ray.put(data)
 
-    def submit(fn, *args):
-        ref = ray.remote(num_cpus=cfg.num_cpus, max_retries=2)(fn).remote(*args, data_ref, cfg)
+    def submit(fn, spec: RungSpec, *args):
+        gpus = cfg.num_gpus if spec.kind == "mlp" else 0
+        ref = ray.remote(num_cpus=cfg.num_cpus, num_gpus=gpus, max_retries=2)(fn).remote(spec, *args, data_ref, cfg)
         return lambda: ray.get(ref)
     return submit
 
@@ -433,6 +457,8 @@ def climb(real: pd.DataFrame, synth: pd.DataFrame, label: str, config: CascadeCo
     if cfg.patience > len(cfg.rungs):
         raise InputError("patience", f"{cfg.patience} rungs of patience on a ladder of {len(cfg.rungs)}",
                          f"<= {len(cfg.rungs)}")
+    if cfg.device == "cuda" and not (cfg.num_gpus > 0 and _ray_up()):
+        _device("cuda")   # fail here, naming the field, not inside a task (MLP rungs would train here)
     data, task, classes = prepare(real, synth, label, cfg, categorical)
     out = Path(out_dir) if out_dir is not None else None
     key = run_key(data, cfg, task)
@@ -444,7 +470,7 @@ def climb(real: pd.DataFrame, synth: pd.DataFrame, label: str, config: CascadeCo
         nonlocal nxt
         while nxt < len(cfg.rungs) and len(pending) < cfg.parallel and nxt < limit:
             if out is None or load_rung(out, key, nxt, cfg.rungs[nxt]) is None:
-                pending[nxt] = submit(train_rung, nxt, cfg.rungs[nxt])
+                pending[nxt] = submit(train_rung, cfg.rungs[nxt], nxt)
             nxt += 1
 
     rungs: list[Rung] = []
