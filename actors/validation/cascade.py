@@ -83,6 +83,7 @@ class CascadeConfig(_Strict):
     min_improvement: float = Field(0.0, ge=0, le=1)    # a gain must exceed this to count
     holdout: float = Field(0.25, gt=0, lt=0.9)         # synthetic rows held out (learnability)
     cv_folds: int = Field(5, ge=2, le=20)              # folds for the out-of-sample probabilities
+    oof_with_real: bool = True                         # out-of-fold models also fit on the real rows
     mlp_epochs: int = Field(200, ge=1, le=100_000)
     mlp_patience: int = Field(10, ge=1, le=10_000)     # epochs without validation-loss gain
     mlp_batch: int = Field(128, ge=1, le=1_000_000)
@@ -342,7 +343,10 @@ def out_of_fold(spec: RungSpec, fold: int, data: _Data, cfg: CascadeConfig) -> t
     else:
         splits = KFold(cfg.cv_folds, shuffle=True, random_state=cfg.seed).split(np.zeros(n))
     train, test = list(splits)[fold]
-    model = fit_model(spec, cfg, data.F_syn[train], data.y_syn[train], data.n_classes, cfg.seed + 1000 + fold)
+    X, y = data.F_syn[train], data.y_syn[train]
+    if cfg.oof_with_real:   # the real rows anchor the model: noisy synthetic labels then mislead it less
+        X, y = np.vstack([data.F_real, X]), np.r_[data.y_real, y]
+    model = fit_model(spec, cfg, X, y, data.n_classes, cfg.seed + 1000 + fold)
     if data.n_classes:
         return test, probabilities(model, data.F_syn[test], data.n_classes)
     return test, np.asarray(model.predict(data.F_syn[test]), dtype=float)
@@ -466,9 +470,9 @@ def climb(real: pd.DataFrame, synth: pd.DataFrame, label: str, config: CascadeCo
     pending: dict[int, Callable[[], Any]] = {}
     nxt = 0
 
-    def top_up(limit: int) -> None:
+    def top_up() -> None:   # keep `parallel` unfinished rungs in flight (speculatively, past a later stop)
         nonlocal nxt
-        while nxt < len(cfg.rungs) and len(pending) < cfg.parallel and nxt < limit:
+        while nxt < len(cfg.rungs) and len(pending) < cfg.parallel:
             if out is None or load_rung(out, key, nxt, cfg.rungs[nxt]) is None:
                 pending[nxt] = submit(train_rung, cfg.rungs[nxt], nxt)
             nxt += 1
@@ -477,7 +481,7 @@ def climb(real: pd.DataFrame, synth: pd.DataFrame, label: str, config: CascadeCo
     resumed: list[int] = []
     best, since, stopped = -1, 0, False
     for i, spec in enumerate(cfg.rungs):
-        top_up(len(cfg.rungs))
+        top_up()
         yield {"rung": i, "model": spec.name, "status": "started", "utility": None, "learnability": None,
                "seconds": None}
         if i in pending:
