@@ -3,8 +3,10 @@ short HTML report to runs/<timestamp>/.
 
     python -m jobs.demo            # or: make demo
 
-Stage 1 (sweep): a 48 x 48 GASLIT-AF regime map over gamma x Lambda(0) on the SweepWorker pool,
-plus the model's documented reference points. Later subsystems append their stage here.
+Stage 1 (sweep): a GASLIT-AF regime map over gamma x Lambda(0) on the SweepWorker pool, plus the
+model's documented reference points: 48 x 48 with the torch backend on a CPU-only cluster
+(configs/sweep/gaslit_demo.yaml), 256 x 256 from the generated Triton kernels with the reference
+points' full Lyapunov spectra when the cluster has GPUs (gaslit_demo_gpu.yaml); --grid picks one. Later subsystems append their stage here.
 Stage TE: the transfer-entropy network of the five GASLIT-AF variables along one chaotic trajectory
 (te_stage), on the TEEstimator pool -> runs/<ts>/te/{edges.csv, network.png, ...}.
 """
@@ -24,6 +26,20 @@ from actors.sweep.config import SolverConfig
 from actors.sweep.storage import atomic_write_bytes, atomic_write_json
 
 DEMO_SWEEP = Path(__file__).resolve().parents[1] / "configs" / "sweep" / "gaslit_demo.yaml"
+DEMO_SWEEP_GPU = DEMO_SWEEP.with_name("gaslit_demo_gpu.yaml")
+
+
+def demo_config(grid: str) -> Path:
+    """The sweep preset for `--grid` (auto: the GPU preset when the cluster has GPUs).
+
+    Why: the 48 x 48 CPU map keeps `make demo` quick on a laptop; on GPUs the generated kernels
+    make a 256 x 256 map cheaper than the CPU one.
+    """
+    if grid == "auto":
+        import ray
+
+        grid = "gpu" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
+    return DEMO_SWEEP_GPU if grid == "gpu" else DEMO_SWEEP
 
 
 def reference_points(model_name: str, solver: SolverConfig) -> list[dict]:
@@ -41,21 +57,42 @@ def reference_points(model_name: str, solver: SolverConfig) -> list[dict]:
              "ok": str(res.attractor[i]) == p.expect} for i, p in enumerate(pts)]
 
 
-def sweep_stage(run_dir: Path, n: int | None) -> dict:
+def sweep_stage(run_dir: Path, n: int | None, grid: str = "auto") -> dict:
     from jobs.sweep import load_spec, run
 
+    config = demo_config(grid)
     overrides = {}
     if n:
         overrides = {"axes": [{"name": "gamma", "kind": "param", "lo": 0.0, "hi": 1.0, "n": n},
                               {"name": "Lambda", "kind": "state", "lo": 0.0, "hi": 10.0, "n": n}]}
-    spec = load_spec(DEMO_SWEEP)
+    spec = load_spec(config)
     if overrides:
         spec = spec.model_copy(update={"axes": type(spec)(**{**spec.model_dump(), **overrides}).axes})
     out = run_dir / "sweep"
     summary = run(spec, out)
     points = reference_points(spec.model, spec.solver)
     atomic_write_json(out / "reference_points.json", points)
-    return {"summary": summary, "points": points, "png": out / "regime_map.png"}
+    spectra = None
+    if summary.get("spectra"):
+        import pandas as pd
+
+        spectra = pd.read_parquet(summary["spectra"])
+    return {"summary": summary, "points": points, "png": out / "regime_map.png", "config": config.name,
+            "grid": " x ".join(str(a.n) for a in spec.axes), "spectra": spectra}
+
+
+def spectra_section(spectra) -> str:
+    """Report rows for the reference points' Lyapunov spectra (GPU preset only)."""
+    if spectra is None:
+        return ""
+    lams = [c for c in spectra.columns if c.startswith("lambda_") and c != "lambda_sum"]
+    head = "".join(f"<th>λ{c.split('_')[1]}</th>" for c in lams)
+    rows = "".join(
+        f"<tr><td>{html.escape(str(r['name']))}</td>" + "".join(f"<td>{r[c]:.4f}</td>" for c in lams)
+        + f"<td>{html.escape(str(r.get('regime_spectrum', '')))}</td><td>{r.get('period', float('nan')):.3f}</td></tr>"
+        for _, r in spectra.iterrows())
+    return (f"<h3>Full Lyapunov spectra (QR method, <code>sweep/spectra.parquet</code>)</h3>"
+            f"<table><tr><th>point</th>{head}<th>regime (spectrum rule)</th><th>period</th></tr>{rows}</table>")
 
 
 # The documented chaotic point (docs/models/gaslit_af.md): gamma = 0.75, Lambda(0) = 1; sampled every
@@ -143,7 +180,9 @@ def write_report(run_dir: Path, sweep: dict, wall: float, te: dict | None = None
 table{{border-collapse:collapse}}</style></head><body>
 <h1>attractor demo — {time.strftime('%Y-%m-%d %H:%M:%S')}</h1>
 <h2>1. GASLIT-AF regime map ({s['n_points']} trajectories)</h2>
-<p>Model <code>{s['model']}</code>, sweep <code>{s['name']}</code>: {s['n_chunks']} chunks
+<p>Grid {sweep.get('grid', '?')} (<code>configs/sweep/{sweep.get('config', '?')}</code>), integrated by the
+<b>{', '.join(s.get('backends') or ['?'])}</b> backend.
+Model <code>{s['model']}</code>, sweep <code>{s['name']}</code>: {s['n_chunks']} chunks
 ({s['chunks_computed']} computed, {s['chunks_skipped']} reused) on {len(s['workers'])} SweepWorker(s)
 ({', '.join(sorted({w['device'] for w in s['workers']})) or 'reused'}); sweep wall time {s['wall_seconds']} s,
 {s['trajectories_per_second'] or '-'} trajectories/s. Data: <code>sweep/trajectories.parquet</code>.</p>
@@ -152,6 +191,7 @@ table{{border-collapse:collapse}}</style></head><body>
 <h3>Documented reference points (docs/models/gaslit_af.md)</h3>
 <table><tr><th>point</th><th>params</th><th>initial state</th><th>expected</th><th>found</th><th>λ_max</th><th></th></tr>
 {rows}</table>
+{spectra_section(sweep.get("spectra"))}
 {te_section(te) if te else ""}
 <p>Total demo wall time {wall:.1f} s.</p></body></html>"""
     path = run_dir / "report.html"
@@ -162,7 +202,9 @@ table{{border-collapse:collapse}}</style></head><body>
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=None, help="run directory (default runs/<timestamp>)")
-    ap.add_argument("--n", type=int, default=None, help="grid points per axis (default: config's 48)")
+    ap.add_argument("--n", type=int, default=None, help="grid points per axis (default: the preset's)")
+    ap.add_argument("--grid", choices=["auto", "cpu", "gpu"], default="auto",
+                    help="sweep preset: auto -> gaslit_demo_gpu.yaml (256 x 256) when the cluster has GPUs")
     ap.add_argument("--address", default=None)
     args = ap.parse_args(argv)
     from cluster import connect
@@ -171,11 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
     run_dir.mkdir(parents=True, exist_ok=True)
     connect(args.address)
-    sweep = sweep_stage(run_dir, args.n)
+    sweep = sweep_stage(run_dir, args.n, args.grid)
     te = te_stage(run_dir)
     report = write_report(run_dir, sweep, time.perf_counter() - t0, te=te)
     missing = [p["name"] for p in sweep["points"] if not p["ok"]]
-    print(f"[attractor] regime map: {sweep['png'].resolve()}")
+    print(f"[attractor] regime map: {sweep['png'].resolve()} ({sweep['grid']}, "
+          f"backend {', '.join(sweep['summary']['backends'])})")
     print(f"[attractor] report:     {report.resolve()}")
     print(f"[attractor] attractors: {sweep['summary']['attractor_counts']}")
     print(f"[attractor] TE network: {te['summary']['n_edges']} edges -> {(run_dir / 'te' / 'edges.csv').resolve()}")

@@ -1,6 +1,6 @@
 """HTTP front end for the sweep engine: simulate one point or a small batch and label its attractor.
 
-    serve run serve.sweep:build_app max_batch=64 backend=torch num_gpus=1
+    serve run serve.sweep:build_app max_batch=64 backend=auto num_gpus=1
     serve build serve.sweep:build_app -o serve_sweep.yaml
 
 Each replica runs the engine in-process (no actors). The FastAPI app is built by `make_fastapi(args)`,
@@ -45,7 +45,7 @@ class SweepServeArgs(_Strict):
     max_batch: int = Field(64, gt=0)          # most points in one request's `batch`
     num_replicas: int = Field(1, gt=0)
     num_gpus: float = Field(0, ge=0)          # per replica; 0 -> the engine runs on CPU
-    backend: Literal["torch", "scipy"] = "torch"
+    backend: Literal["torch", "scipy", "triton", "auto"] = "torch"  # auto: triton on a GPU replica
     max_points: int = Field(4000, ge=2)       # most save points (save_points / n_save) per request
 
 
@@ -164,7 +164,7 @@ def run_simulate(req: SimulateRequest | dict, args: SweepServeArgs | dict | None
             "window_max": _named(names, r.u_max[i]),
             "n_steps": int(r.n_steps[i]),
         })
-    return {"model": model.name, "state_names": names, "t_span": [t0, t1], "backend": args.backend,
+    return {"model": model.name, "state_names": names, "t_span": [t0, t1], "backend": res.meta["backend"],
             "t": None if t_eval is None else [float(t) for t in t_eval], "trajectories": trajectories}
 
 

@@ -56,13 +56,14 @@ class SweepWorker:
         t = time.perf_counter()
         spec = SweepSpec.model_validate_json(spec_json)
         solver = spec.solver
-        if solver.backend == "torch" and solver.device == "auto":
+        if solver.backend in ("torch", "triton", "auto") and solver.device == "auto":
             solver = solver.model_copy(update={"device": self.device})
         params, u0 = grid_points(spec, start, stop)
         result = simulate(spec.model, params, u0, solver)
         frame = pd.DataFrame(result.table())
         frame.insert(0, "point", range(start, stop))
         frame.insert(1, "chunk", index)
+        frame["backend"] = result.meta["backend"]  # the backend that ran (auto resolved): the report names it
         elapsed = time.perf_counter() - t
         self._trajectories.inc(len(frame))
         self._latency.observe(elapsed)
@@ -70,6 +71,13 @@ class SweepWorker:
             self._gpu_mem.set(float(torch.cuda.max_memory_allocated()))
         self.chunks_done += 1
         return frame
+
+
+    def spectra(self, spec_json: str) -> pd.DataFrame:
+        """The spec's `analysis.spectrum` table (actors/sweep/spectra.py) on this worker's device."""
+        from actors.sweep.spectra import spectra_table
+
+        return spectra_table(SweepSpec.model_validate_json(spec_json), device=self.device)
 
 
 def remote_worker_class(num_cpus: float, num_gpus: float, max_restarts: int, max_task_retries: int):

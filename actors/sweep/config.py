@@ -14,7 +14,9 @@ class _Strict(BaseModel):
 class SolverConfig(_Strict):
     """How to integrate and how to judge the result. Both backends read the same settings."""
 
-    backend: Literal["torch", "scipy", "triton"] = "torch"  # triton: generated per-trajectory Tsit5 kernels
+    # triton: generated per-trajectory Tsit5 kernels; auto: triton where the device is CUDA, else torch
+    # (the triton interpreter on a CPU is for tests only, far too slow for real sweeps)
+    backend: Literal["torch", "scipy", "triton", "auto"] = "torch"
     method: Literal["DOP853", "LSODA", "RK45", "Radau"] = "DOP853"  # scipy backend only
     rtol: float = Field(1e-8, gt=1e-14, le=1e-2)
     atol: float = Field(1e-10, gt=1e-16, le=1e-2)
@@ -64,6 +66,42 @@ class WorkerConfig(_Strict):
     max_task_retries: int = 3
 
 
+class SpectrumAnalysis(_Strict):
+    """Full Lyapunov spectra (actors/sweep/lyapunov.py, RK4 + QR) for a few selected trajectories.
+
+    Selected: `sample` grid points drawn at random (seeded, so a resumed sweep picks the same ones)
+    and, with `reference_points`, the model's documented points. Written to DIR/spectra.parquet.
+    """
+
+    sample: int = Field(0, ge=0, le=10_000)        # random grid points (capped at the grid size)
+    reference_points: bool = False                 # also the model's documented reference points
+    seed: int = Field(0, ge=0)
+    k: int | None = Field(None, ge=1, le=64)       # exponents; None -> all (the number of states)
+    dt: float = Field(0.01, gt=0, le=1)            # RK4 step
+    t_transient: float = Field(100.0, gt=0)
+    t_measure: float = Field(200.0, gt=0)
+    classify: bool = True                          # add classify_spectrum columns (regime, period)
+    zero_tol: float = Field(0.01, gt=0)
+    chaos_threshold: float = Field(0.02, gt=0)
+    fixed_point_tol: float = Field(1e-4, gt=0)
+    section_tol: float = Field(1e-3, gt=0)
+    blowup_bound: float = Field(1e6, gt=0)
+
+    @model_validator(mode="after")
+    def _some_points(self) -> SpectrumAnalysis:
+        if self.sample == 0 and not self.reference_points:
+            raise ValueError("analysis.spectrum selects no trajectory: set sample >= 1 or reference_points: true")
+        if self.t_measure <= self.dt:
+            raise ValueError(f"analysis.spectrum.t_measure must exceed dt={self.dt}, got {self.t_measure}")
+        return self
+
+
+class AnalysisConfig(_Strict):
+    """Optional analysis after the sweep itself (each block absent -> skipped)."""
+
+    spectrum: SpectrumAnalysis | None = None
+
+
 class SweepSpec(_Strict):
     """A full sweep: model, fixed overrides, grid axes, solver and chunking."""
 
@@ -76,6 +114,7 @@ class SweepSpec(_Strict):
     workers: WorkerConfig = Field(default_factory=WorkerConfig)
     chunk_size: int = Field(256, gt=0, le=1_000_000)
     map_axes: tuple[str, str] | None = None    # which two axes the regime map plots (default: first two)
+    analysis: AnalysisConfig | None = None      # optional post-sweep analysis (spectra)
 
     @property
     def n_points(self) -> int:

@@ -4,7 +4,7 @@ Pure compute on one device, no Ray: usable from a notebook, a test, an actor or 
 Three backends share one record and one regime rule: `torch` (batched adaptive Dormand–Prince 5(4),
 CPU or CUDA), `scipy` (solve_ivp per trajectory, the reference) and `triton` (a Tsit5 kernel
 generated from the model's equations, one trajectory per GPU lane; on the CPU it runs interpreted,
-for tests only).
+for tests only). `auto` picks triton on CUDA and torch on a CPU (see `resolve_backend`).
 """
 from __future__ import annotations
 
@@ -66,6 +66,17 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def resolve_backend(backend: str, device: str, *, t_eval: np.ndarray | None = None) -> str:
+    """The backend that runs: `auto` -> triton on a CUDA device, else torch.
+
+    Why: the generated kernels are the fast path on a GPU, but interpreted on a CPU they are orders
+    of magnitude slower than batched torch; they also do not save time series (t_eval -> torch).
+    """
+    if backend != "auto":
+        return backend
+    return "triton" if device.startswith("cuda") and t_eval is None else "torch"
+
+
 def _check_inputs(model: CompiledModel, params: np.ndarray, u0: np.ndarray) -> None:
     if params.ndim != 2 or params.shape[1] != len(model.param_names):
         raise InputError("params", f"shape {params.shape} does not match [B, {len(model.param_names)}]",
@@ -94,6 +105,10 @@ def simulate(model: CompiledModel | str, params: np.ndarray, u0: np.ndarray, sol
         if t_eval.ndim != 1 or not np.all(np.diff(t_eval) > 0) or t_eval[0] < t0 or t_eval[-1] > t1:
             raise InputError("t_eval", "must be strictly increasing and inside t_span", f"[{t0}, {t1}]")
     window_start = t1 - solver.window * (t1 - t0)
+    backend = solver.backend
+    if backend == "auto":
+        backend = resolve_backend(backend, resolve_device(solver.device), t_eval=t_eval)
+        solver = solver.model_copy(update={"backend": backend})
     if solver.backend == "torch":
         raw = _run_torch(model, params, u0, solver, t0, t1, window_start, t_eval, progress)
     elif solver.backend == "triton":

@@ -39,6 +39,9 @@ class SweepSummary:
     workers: list[dict] = field(default_factory=list)
     regime_counts: dict[str, int] = field(default_factory=dict)
     attractor_counts: dict[str, int] = field(default_factory=dict)
+    chunks_per_worker: list[int] = field(default_factory=list)   # computed this run, by worker index
+    backends: list[str] = field(default_factory=list)            # backends that produced the rows
+    spectra: str | None = None                                   # spectra.parquet, when analysed
 
 
 def resolve_worker_resources(cfg: WorkerConfig) -> tuple[int, float]:
@@ -67,6 +70,7 @@ def _check_out_dir(spec: SweepSpec, out_dir: Path) -> None:
     current = json.loads(spec.model_dump_json())
     if spec_file.exists():
         previous = json.loads(spec_file.read_text())
+        previous.setdefault("analysis", None)  # written before the analysis block existed
         if previous != current:
             raise InputError("out", f"{out_dir} already holds a different sweep ({spec_file})",
                              "an empty directory or one written by the same spec")
@@ -104,27 +108,52 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, progress: bool = True, in
             if queue:
                 submit(w)
     computed = 0
+    per_worker = [0] * len(pool)
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
         i, w = pending.pop(ready[0])
         frame: pd.DataFrame = ray.get(ready[0])
         atomic_write_parquet(chunk_path(out_dir, i), frame)
         computed += 1
+        per_worker[w] += 1
         bar.update(len(frame))
         if queue:
             submit(w)
     bar.close()
     wall = time.perf_counter() - t0
     table = merge_chunks(out_dir, n_chunks)
+    spectra = None
+    if spec.analysis is not None and spec.analysis.spectrum is not None:
+        spectra = str(run_spectra(spec, out_dir, table, pool))
     n_new = sum(min((i + 1) * spec.chunk_size, spec.n_points) - i * spec.chunk_size for i in todo)
     summary = SweepSummary(
         name=spec.name, model=spec.model, out_dir=str(out_dir), n_points=spec.n_points, n_chunks=n_chunks,
         chunks_computed=computed, chunks_skipped=len(done), wall_seconds=round(wall, 3),
         trajectories_per_second=round(n_new / wall, 3) if computed else None, workers=infos,
         regime_counts={k: int(v) for k, v in table["regime"].value_counts().items()},
-        attractor_counts={k: int(v) for k, v in table["attractor"].value_counts().items()})
+        attractor_counts={k: int(v) for k, v in table["attractor"].value_counts().items()},
+        chunks_per_worker=per_worker,
+        backends=sorted(table["backend"].dropna().unique().tolist()) if "backend" in table else [],
+        spectra=spectra)
     atomic_write_json(out_dir / "summary.json", asdict(summary))
     return summary
+
+
+def run_spectra(spec: SweepSpec, out_dir: Path, table: pd.DataFrame, pool: list[ActorHandle]) -> Path:
+    """DIR/spectra.parquet from one worker (skipped when present: same spec, same seeded points).
+
+    Grid rows get the sweep's own regime next to the spectrum's, so the two rules can be compared.
+    """
+    path = out_dir / "spectra.parquet"
+    if path.exists():
+        return path
+    pool = pool or workers(spec.workers)
+    frame: pd.DataFrame = ray.get(pool[0].spectra.remote(spec.model_dump_json()))
+    regime = table.set_index("point")["regime"]
+    frame["regime_sweep"] = [regime.get(p, "") if s == "grid" else ""
+                             for s, p in zip(frame["source"], frame["point"], strict=True)]
+    atomic_write_parquet(path, frame)
+    return path
 
 
 def merge_chunks(out_dir: Path, n_chunks: int) -> pd.DataFrame:
