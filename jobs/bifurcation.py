@@ -27,13 +27,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from actors.sweep.config import SolverConfig, WorkerConfig
 from actors.sweep.continuation import BranchStart, ContinuationSettings, ContinuationSpec
 from actors.sweep.errors import InputError
 from actors.sweep.lyapunov import SpectrumSettings
+from jobs import cli
 
 OSCILLATING = ("limit_cycle", "chaotic", "oscillatory", "quasi_periodic")
 
@@ -70,16 +70,9 @@ class BifurcationSpec(BaseModel):
         return np.linspace(self.lo, self.hi, self.n)
 
 
-def load_spec(path: str | Path, overrides: dict | None = None) -> BifurcationSpec:
+def load_spec(path: str | Path | None, overrides: dict | None = None) -> BifurcationSpec:
     """Read a bifurcation YAML, apply dotted overrides like {"n": 50}, validate."""
-    raw = yaml.safe_load(Path(path).read_text())
-    for key, value in (overrides or {}).items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return BifurcationSpec.model_validate(raw)
+    return cli.load_spec(BifurcationSpec, path, overrides)
 
 
 def local_maxima(ts: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -268,14 +261,6 @@ def run(spec: BifurcationSpec, out_dir: Path, *, use_ray: bool = False) -> dict:
     return summary
 
 
-def parse_set(values: list[str]) -> dict:
-    out = {}
-    for item in values:
-        key, _, value = item.partition("=")
-        out[key] = yaml.safe_load(value)
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True, help="bifurcation YAML (configs/bifurcation/*.yaml)")
@@ -288,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     use_ray = args.ray or bool(args.address) or bool(os.environ.get("RAY_ADDRESS"))
     try:
-        spec = load_spec(args.config, parse_set(args.set))
+        spec = load_spec(args.config, cli.parse_set(args.set))
         if use_ray:
             from cluster import connect
 

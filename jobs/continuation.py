@@ -16,24 +16,17 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from actors.sweep.continuation import Branch, ContinuationSpec, continue_equilibria
 from actors.sweep.errors import InputError
+from jobs import cli
 
 MARKERS = {"fold": ("s", "#d62728"), "branch_point": ("D", "#9467bd"), "hopf": ("o", "#ff7f0e")}
 
 
-def load_spec(path: str | Path, overrides: dict | None = None) -> ContinuationSpec:
+def load_spec(path: str | Path | None, overrides: dict | None = None) -> ContinuationSpec:
     """Read a continuation YAML, apply dotted overrides like {"settings.step_max": 0.1}, validate."""
-    raw = yaml.safe_load(Path(path).read_text())
-    for key, value in (overrides or {}).items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return ContinuationSpec.model_validate(raw)
+    return cli.load_spec(ContinuationSpec, path, overrides)
 
 
 def branches_table(branches: list[Branch], labels: list[str]) -> pd.DataFrame:
@@ -136,14 +129,6 @@ def run(spec: ContinuationSpec, out_dir: Path) -> dict:
     return summary
 
 
-def parse_set(values: list[str]) -> dict:
-    out = {}
-    for item in values:
-        key, _, value = item.partition("=")
-        out[key] = yaml.safe_load(value)
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True, help="continuation YAML (configs/continuation/*.yaml)")
@@ -152,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="override config fields, e.g. bounds=[0,40] settings.step_max=0.1")
     args = ap.parse_args(argv)
     try:
-        spec = load_spec(args.config, parse_set(args.set))
+        spec = load_spec(args.config, cli.parse_set(args.set))
         summary = run(spec, Path(args.out))
     except (InputError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -18,22 +18,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from actors.te.config import TENetworkSpec
 from actors.te.errors import InputError
+from jobs import cli
 
 
 def load_spec(path: str | Path | None, overrides: dict | None = None) -> TENetworkSpec:
     """Read a TE network YAML (or defaults), apply dotted overrides like {"network.correction": "fdr"}."""
-    raw = yaml.safe_load(Path(path).read_text()) if path else {}
-    for key, value in (overrides or {}).items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return TENetworkSpec.model_validate(raw or {})
+    return cli.load_spec(TENetworkSpec, path, overrides)
 
 
 def load_input(path: str | Path, columns: list[str] | None = None,
@@ -127,14 +120,6 @@ def run_multivariate(data: np.ndarray, names: list[str], spec: TENetworkSpec, ou
                      "tasks_skipped": 0, "wall_seconds": round(time.perf_counter() - t0, 3), "workers": []}
 
 
-def parse_set(values: list[str]) -> dict:
-    out = {}
-    for item in values:
-        key, _, value = item.partition("=")
-        out[key] = yaml.safe_load(value)
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--input", required=True, help="time series: .parquet, .csv or .npy (rows are time)")
@@ -150,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     from cluster import connect
 
     try:
-        overrides = parse_set(args.set) | ({"network.mode": args.mode} if args.mode else {})
+        overrides = cli.parse_set(args.set) | ({"network.mode": args.mode} if args.mode else {})
         spec = load_spec(args.config, overrides)
     except (InputError, ValueError) as exc:
         print(f"invalid TE network config {args.config}: {exc}", file=sys.stderr)

@@ -20,23 +20,15 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from actors.validation.config import PlantedSpec, ValidationSpec
 from actors.validation.errors import InputError
+from jobs import cli
 
 
 def load_spec(path: str | Path | None, overrides: dict | None = None) -> ValidationSpec:
     """A validation YAML (or defaults) with dotted overrides like {"detector.n_null": 99}."""
-    raw = yaml.safe_load(Path(path).read_text()) if path else {}
-    raw = raw or {}
-    for key, value in (overrides or {}).items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return ValidationSpec.model_validate(raw)
+    return cli.load_spec(ValidationSpec, path, overrides)
 
 
 def load_table(path: str | Path, field: str) -> pd.DataFrame:
@@ -115,10 +107,6 @@ def stream_inputs(real_path: str, synth_path: str, spec: ValidationSpec) -> tupl
                                        "columns": cols}
 
 
-def parse_set(values: list[str]) -> dict:
-    return {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in values)}
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--real", help="reference table (.parquet / .csv)")
@@ -139,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     out_dir = Path(args.out)
     try:
-        spec = load_spec(args.config, parse_set(args.set))
+        spec = load_spec(args.config, cli.parse_set(args.set))
         out_dir.mkdir(parents=True, exist_ok=True)
         if args.planted:
             real, synth, label, extra = planted_inputs(args, out_dir)
