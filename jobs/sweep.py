@@ -4,7 +4,8 @@
     ray job submit --working-dir . -- python -m jobs.sweep --config configs/sweep/gaslit_small.yaml --out DIR
 
 Writes DIR/trajectories.parquet, DIR/regime_map.png, DIR/summary.json (and DIR/chunks/, which a
-resubmitted job reuses: finished chunks are skipped).
+resubmitted job reuses: finished chunks are skipped), and DIR/spectra.parquet when the config has an
+`analysis.spectrum` block.
 """
 from __future__ import annotations
 
@@ -86,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({k: summary[k] for k in ("out_dir", "n_points", "chunks_computed", "chunks_skipped",
-                                              "wall_seconds", "trajectories_per_second", "attractor_counts")},
+                                              "wall_seconds", "trajectories_per_second", "attractor_counts",
+                                              "chunks_per_worker", "backends", "spectra")},
                      indent=2))
     return 0
 
