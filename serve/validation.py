@@ -1,5 +1,6 @@
-"""HTTP front end of the validation subsystem: DetectCollapse, LocalizeProblems,
-GenerateRecommendations and AnalyzeDiversity as JSON endpoints.
+"""Front end of the validation subsystem: DetectCollapse, LocalizeProblems, GenerateRecommendations,
+AnalyzeDiversity, PreScreenRisk, TrainCascade (streamed progress) and GetPredictions, as JSON over HTTP
+and as gRPC methods (serve/protos/validation.proto) of the same deployment.
 
     serve run serve.validation:build_app max_rows=200000
     curl -s localhost:8000/validation/detect -H 'content-type: application/json' \\
@@ -8,23 +9,36 @@ GenerateRecommendations and AnalyzeDiversity as JSON endpoints.
 Tables come inline (`{"records": [{col: value, ...}, ...]}`) or by reference (`{"path": ".parquet|.csv"}`
 readable by the replica). Errors: bad input (missing columns, type conflicts, empty tables, all-missing
 columns, bad settings) is 422 with {"detail": {"field", "message", "allowed"}}; a table over
-`max_rows` (or inline over `max_inline_rows`) is 413. The request logic is plain functions
-(`run_detect`, ...) and `make_fastapi(args)` builds the app, so tests use it without Serve.
+`max_rows` (or inline over `max_inline_rows`) is 413; an unknown model id is 404. Over gRPC the same
+errors are INVALID_ARGUMENT / RESOURCE_EXHAUSTED / NOT_FOUND with the JSON detail as the status details.
+The request logic is plain functions (`run_detect`, ...) and `make_fastapi(args)` builds the app, so
+tests use it without Serve; the gRPC proxy is started with
+
+    serve.start(grpc_options=gRPCOptions(port=9000, grpc_servicer_functions=[GRPC_SERVICER]))
 """
 from __future__ import annotations
 
+import io
+import json
 import math
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Application
 
 from actors.validation.config import DetectorConfig, LocalizerConfig, RecommenderConfig, validated
 from actors.validation.errors import InputError
+from serve.validation_models import FrozenEncoder, save_model
+from serve.validation_models import predict as predict_rows
+
+GRPC_SERVICER = "serve.protos.validation_pb2_grpc.add_ValidationServiceServicer_to_server"
 
 
 class TooLargeError(InputError):
@@ -45,11 +59,18 @@ class ValidationServeArgs(_Strict):
     num_replicas: int = Field(1, gt=0)
     num_cpus: float = Field(1, gt=0)
     max_flagged_rows: int = Field(1_000, gt=0)
+    signature_dir: str = "runs/validation/signatures"   # the signature library (seeded here when empty)
+    seed_severities: tuple[str, ...] = ("medium", "high")
+    seed_datasets: tuple[str, ...] = ("wine",)
+    seed_cases: tuple[str, ...] | None = None           # None = every planted case and clean controls
+    model_dir: str = "runs/validation/models"            # trained cascades, one directory per model id
+    max_k: int = Field(20, gt=0)
 
 
 class Table(_Strict):
     records: list[dict[str, Any]] | None = None
     path: str | None = None
+    csv: str | None = None      # inline CSV text with a header row
 
 
 class DetectRequest(_Strict):
@@ -79,16 +100,45 @@ class DiversityRequest(_Strict):
     reference: Table | None = None
 
 
+class PreScreenRequest(_Strict):
+    real: Table
+    synthetic: Table
+    report: dict[str, Any] | None = None    # a /validation/detect document; None = run a cheap detector
+    detector: dict[str, Any] = Field(default_factory=dict)
+    k: int = Field(5, ge=1)
+
+
+class CascadeRequest(_Strict):
+    real: Table
+    synthetic: Table
+    label: str
+    cascade: dict[str, Any] = Field(default_factory=dict)     # CascadeConfig fields
+
+
+class PredictRequest(_Strict):
+    model_id: str
+    rows: Table
+
+
 # ---- request logic (no Ray, no HTTP) ---------------------------------------------------------------
 def load(table: Table, field: str, args: ValidationServeArgs) -> pd.DataFrame:
     """The table from inline records or a path; 413 over the limits, 422 when empty or unreadable."""
-    if (table.records is None) == (table.path is None):
-        raise InputError(field, "give exactly one of records or path", "{records: [...]} or {path: ...}")
+    if sum(x is not None for x in (table.records, table.path, table.csv)) != 1:
+        raise InputError(field, "give exactly one of records, csv or path",
+                         "{records: [...]}, {csv: '...'} or {path: ...}")
     if table.records is not None:
         if len(table.records) > args.max_inline_rows:
             raise TooLargeError(f"{field}.records", f"{len(table.records)} rows inline",
                                 f"<= {args.max_inline_rows} (send a path for more)")
         df = pd.DataFrame.from_records(table.records)
+    elif table.csv is not None:
+        if table.csv.count("\n") > args.max_inline_rows + 1:
+            raise TooLargeError(f"{field}.csv", f"{table.csv.count(chr(10))} lines inline",
+                                f"<= {args.max_inline_rows} rows (send a path for more)")
+        try:
+            df = pd.read_csv(io.StringIO(table.csv)) if table.csv.strip() else pd.DataFrame()
+        except (ValueError, pd.errors.ParserError) as exc:
+            raise InputError(f"{field}.csv", f"unreadable CSV: {exc}", "CSV text with a header row") from exc
     else:
         from jobs.validate import load_table
 
@@ -156,6 +206,80 @@ def run_diversity(req: DiversityRequest, args: ValidationServeArgs) -> dict:
     return _clean(analyze(table, ref))
 
 
+def signature_library(args: ValidationServeArgs):
+    """The library at `signature_dir`; seeded from the planted generator (cheap detector) when absent."""
+    from actors.validation.planted import CASES
+    from actors.validation.signatures import SignatureLibrary, seed_library
+
+    path = Path(args.signature_dir)
+    if str(path) in _LIBRARIES:
+        return _LIBRARIES[str(path)]
+    if (path / "labels.json").exists():
+        lib = SignatureLibrary.load(path)
+    else:
+        cases = args.seed_cases if args.seed_cases is not None else (*CASES, "clean")
+        lib = seed_library(cases, severities=args.seed_severities, datasets=args.seed_datasets, path=path)
+    _LIBRARIES[str(path)] = lib
+    return lib
+
+
+_LIBRARIES: dict[str, Any] = {}   # per signature_dir, loaded or seeded once per process
+
+
+def run_prescreen(req: PreScreenRequest, args: ValidationServeArgs, library: Any = None) -> dict:
+    """Fingerprint of the pair (of the given report, else of a cheap detector run) -> nearest patterns."""
+    from actors.validation.detector import detect
+    from actors.validation.signatures import SEED_DETECTOR, fingerprint
+
+    if req.k > args.max_k:
+        raise InputError("k", f"{req.k}", f"1 .. {args.max_k}")
+    real, synth = load(req.real, "real", args), load(req.synthetic, "synthetic", args)
+    report = req.report
+    if report is None:
+        cfg = validated(DetectorConfig, {**SEED_DETECTOR, **req.detector}, prefix="detector.")
+        report = detect(real, synth, cfg)
+    elif not isinstance(report.get("dimensions"), dict):
+        raise InputError("report.dimensions", "missing", "a /validation/detect document")
+    try:
+        fp = fingerprint(report, real, synth)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError("report", f"not a detect document ({exc})", "a /validation/detect document") from exc
+    lib = library if library is not None else signature_library(args)
+    matches = lib.prescreen_risk(fp, req.k)
+    return _clean({"library_size": len(lib), "fingerprint": fp.tolist(),
+                   "matches": [{"label": m.label, "similarity": m.similarity, "meta": m.meta} for m in matches]})
+
+
+def run_cascade(req: CascadeRequest, args: ValidationServeArgs) -> Iterator[dict]:
+    """Progress events of the climb; input errors are raised before the first event (so they are 4xx),
+    the last event carries the result and the model id GetPredictions takes."""
+    from actors.validation.cascade import CascadeConfig, climb
+
+    real, synth = load(req.real, "real", args), load(req.synthetic, "synthetic", args)
+    cfg = validated(CascadeConfig, req.cascade, prefix="cascade.")
+    model_id = uuid.uuid4().hex[:12]
+    out = Path(args.model_dir) / model_id
+    events = climb(real, synth, req.label, cfg, out_dir=out)
+    first = next(events)          # data checks run here
+
+    def stream() -> Iterator[dict]:
+        yield _clean(first)
+        for ev in events:
+            if ev["status"] != "finished":
+                yield _clean(ev)
+                continue
+            result = ev.pop("result")
+            save_model(out, label=req.label, result=result, config=cfg,
+                       encoder=FrozenEncoder.fit(real, synth, req.label))
+            yield _clean({**ev, "model_id": model_id, "result": result.to_json()})
+    return stream()
+
+
+def run_predict(req: PredictRequest, args: ValidationServeArgs) -> dict:
+    rows = load(req.rows, "rows", args)
+    return _clean(predict_rows(args.model_dir, req.model_id, rows))
+
+
 def _check_label(label: str | None, real: pd.DataFrame, synth: pd.DataFrame) -> None:
     if label is not None and (label not in real.columns or label not in synth.columns):
         raise InputError("label", f"{label!r} is not a column of both tables", ", ".join(map(str, real.columns)))
@@ -193,6 +317,19 @@ def make_fastapi(args: ValidationServeArgs | dict | None = None) -> FastAPI:
     def analyze_diversity(req: DiversityRequest) -> dict:
         return run_diversity(req, args)
 
+    @app.post("/validation/prescreen")
+    def prescreen_risk(req: PreScreenRequest) -> dict:
+        return run_prescreen(req, args)
+
+    @app.post("/validation/cascade")
+    def train_cascade(req: CascadeRequest) -> StreamingResponse:
+        events = run_cascade(req, args)
+        return StreamingResponse((json.dumps(ev) + "\n" for ev in events), media_type="application/x-ndjson")
+
+    @app.post("/validation/predict")
+    def get_predictions(req: PredictRequest) -> dict:
+        return run_predict(req, args)
+
     return app
 
 
@@ -206,6 +343,155 @@ class ValidationIngress:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return make_fastapi(self.args)
+
+    # ---- gRPC methods (named after the RPCs of serve/protos/validation.proto) ----
+    def DetectCollapse(self, request, grpc_context=None):
+        from serve.protos import validation_pb2 as pb
+
+        with _GrpcErrors(grpc_context, pb.DetectReply) as reply:
+            doc = run_detect(DetectRequest(real=_table(request.real), synthetic=_table(request.synthetic),
+                                           detector=_obj(request.detector_json, "detector_json")), self.args)
+            failing = [k for k, d in doc["dimensions"].items() if d.get("flagged")]
+            reply.set(pb.DetectReply(collapsed=doc["collapsed"], failing=failing, json=json.dumps(doc)))
+        return reply.value
+
+    def LocalizeProblems(self, request, grpc_context=None):
+        from serve.protos import validation_pb2 as pb
+
+        with _GrpcErrors(grpc_context, pb.LocalizeReply) as reply:
+            doc = run_localize(LocalizeRequest(real=_table(request.real), synthetic=_table(request.synthetic),
+                                               label=request.label or None,
+                                               localizer=_obj(request.localizer_json, "localizer_json")), self.args)
+            reply.set(pb.LocalizeReply(n_flagged=len(doc["flagged_rows"]), json=json.dumps(doc)))
+        return reply.value
+
+    def GenerateRecommendations(self, request, grpc_context=None):
+        from serve.protos import validation_pb2 as pb
+
+        with _GrpcErrors(grpc_context, pb.RecommendReply) as reply:
+            doc = run_recommend(RecommendRequest(
+                real=_table(request.real), synthetic=_table(request.synthetic), label=request.label or None,
+                detector=_obj(request.detector_json, "detector_json"),
+                localizer=_obj(request.localizer_json, "localizer_json"),
+                recommender=_obj(request.recommender_json, "recommender_json")), self.args)
+            top = doc["recommendations"][0]["fix"] if doc["recommendations"] else ""
+            reply.set(pb.RecommendReply(collapsed=doc["collapsed"], top_fix=top, json=json.dumps(doc)))
+        return reply.value
+
+    def AnalyzeDiversity(self, request, grpc_context=None):
+        from serve.protos import validation_pb2 as pb
+
+        with _GrpcErrors(grpc_context, pb.DiversityReply) as reply:
+            ref = _table(request.reference) if request.HasField("reference") else None
+            doc = run_diversity(DiversityRequest(table=_table(request.table), reference=ref), self.args)
+            reply.set(pb.DiversityReply(vendi=doc["vendi"], json=json.dumps(doc)))
+        return reply.value
+
+    def PreScreenRisk(self, request, grpc_context=None):
+        from serve.protos import validation_pb2 as pb
+
+        with _GrpcErrors(grpc_context, pb.PreScreenReply) as reply:
+            req = PreScreenRequest(real=_table(request.real), synthetic=_table(request.synthetic),
+                                   report=_obj(request.report_json, "report_json") or None,
+                                   detector=_obj(request.detector_json, "detector_json"), k=request.k or 5)
+            doc = run_prescreen(req, self.args)
+            top = doc["matches"][0] if doc["matches"] else {"label": "", "similarity": 0.0}
+            reply.set(pb.PreScreenReply(top_label=top["label"], top_similarity=top["similarity"],
+                                        json=json.dumps(doc)))
+        return reply.value
+
+    def TrainCascade(self, request, grpc_context=None):
+        from serve.protos import validation_pb2 as pb
+
+        # a stream ends with the status only when the generator raises (Serve keeps the code set here)
+        with _GrpcErrors(grpc_context, pb.CascadeEvent, reraise=True):
+            events = run_cascade(CascadeRequest(real=_table(request.real), synthetic=_table(request.synthetic),
+                                                label=request.label,
+                                                cascade=_obj(request.cascade_json, "cascade_json")), self.args)
+        for ev in events:
+            yield pb.CascadeEvent(status=ev["status"], rung=ev["rung"], model=ev["model"],
+                                  model_id=ev.get("model_id", ""), json=json.dumps(ev))
+
+    def GetPredictions(self, request, grpc_context=None):
+        from serve.protos import validation_pb2 as pb
+
+        with _GrpcErrors(grpc_context, pb.PredictReply) as reply:
+            doc = run_predict(PredictRequest(model_id=request.model_id, rows=_table(request.rows)), self.args)
+            reply.set(pb.PredictReply(predictions=[str(v) for v in doc["predictions"]], json=json.dumps(doc)))
+        return reply.value
+
+
+# ---- gRPC glue ------------------------------------------------------------------------------------
+def _table(msg: Any) -> Table:
+    """A proto Table as the HTTP Table (path, inline JSON records or inline CSV)."""
+    which = msg.WhichOneof("source")
+    if which == "path":
+        return Table(path=msg.path)
+    if which == "records_json":
+        records = _obj(msg.records_json, "records_json", list)
+        return Table(records=records)
+    if which == "csv":
+        return Table(csv=msg.csv.decode("utf-8", errors="replace"))
+    return Table()   # neither: load() names the field
+
+
+def _obj(raw: str | bytes, field: str, kind: type = dict) -> Any:
+    """A JSON object (or list) from a proto string field; "" is empty."""
+    if not raw:
+        return kind()
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise InputError(field, f"not JSON ({exc})", f"a JSON {kind.__name__}") from exc
+    if not isinstance(value, kind):
+        raise InputError(field, f"a JSON {type(value).__name__}", f"a JSON {kind.__name__}")
+    return value
+
+
+class _Reply:
+    def __init__(self, empty: Any):
+        self.value, self.failed = empty, False
+
+    def set(self, value: Any) -> None:
+        self.value = value
+
+
+class _GrpcErrors:
+    """InputError -> the gRPC status (413: RESOURCE_EXHAUSTED, 404: NOT_FOUND, else INVALID_ARGUMENT)
+    with the HTTP JSON detail {field, message, allowed} as the details; the reply stays empty."""
+
+    def __init__(self, grpc_context: Any, reply_type: type, *, reraise: bool = False):
+        self.ctx, self.reply, self.reraise = grpc_context, _Reply(reply_type()), reraise
+
+    def __enter__(self) -> _Reply:
+        return self.reply
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        from pydantic import ValidationError
+
+        if exc is None:
+            return False
+        import grpc
+
+        if isinstance(exc, InputError):
+            status = getattr(exc, "status_code", 422)
+            code = {413: grpc.StatusCode.RESOURCE_EXHAUSTED, 404: grpc.StatusCode.NOT_FOUND}.get(
+                status, grpc.StatusCode.INVALID_ARGUMENT)
+            detail = {"field": exc.field, "message": str(exc), "allowed": exc.allowed}
+        elif isinstance(exc, ValidationError):
+            err = exc.errors()[0]
+            code = grpc.StatusCode.INVALID_ARGUMENT
+            detail = {"field": ".".join(map(str, err["loc"])), "message": err["msg"], "allowed": None}
+        else:
+            return False
+        if self.ctx is None:
+            return False
+        self.ctx.set_code(code)
+        self.ctx.set_details(json.dumps(detail))
+        self.reply.failed = True
+        if self.reraise:   # a plain exception: the proxy must unpickle it (InputError's init does not round-trip)
+            raise ValueError(json.dumps(detail)) from None
+        return True
 
 
 def build_app(args: dict | None = None) -> Application:
