@@ -165,3 +165,30 @@ def test_spec_json_written_before_the_analysis_block_still_resumes(tmp_path):
     _check_out_dir(spec, tmp_path)  # no error: same sweep
     with pytest.raises(Exception, match="different sweep"):
         _check_out_dir(SweepSpec.model_validate({**old, "chunk_size": 5}), tmp_path)
+
+
+@pytest.mark.gpu
+def test_auto_on_cuda_runs_the_generated_kernels_and_agrees_with_torch():
+    from actors.sweep.engine import grid_points
+
+    spec = load_spec(CI_TINY)
+    params, u0 = grid_points(spec)
+    auto = simulate(spec.model, params, u0, spec.solver.model_copy(update={"device": "cuda"}))
+    ref = simulate(spec.model, params, u0, spec.solver.model_copy(update={"backend": "torch", "device": "cpu"}))
+    assert auto.meta["backend"] == "triton"
+    margin = params[:, 1] - (1 + params[:, 0] ** 2)
+    off_hopf = np.abs(margin) > 0.3
+    assert (auto.regime[off_hopf] == ref.regime[off_hopf]).all()
+    fp = off_hopf & (margin < 0)
+    equilibrium = np.stack([params[fp, 0], params[fp, 1] / params[fp, 0]], axis=1)   # (a, b/a)
+    np.testing.assert_allclose(auto.raw.u_final[fp], equilibrium, atol=1e-4)
+
+
+@pytest.mark.gpu
+def test_spectra_on_cuda_match_the_cpu():
+    from actors.sweep.spectra import spectra_table
+
+    spec = load_spec(CI_TINY, {"analysis": {"spectrum": {"sample": 8, **FAST_SPECTRUM}}})
+    cpu, gpu = spectra_table(spec, device="cpu"), spectra_table(spec, device="cuda")
+    np.testing.assert_allclose(gpu[["lambda_1", "lambda_2"]], cpu[["lambda_1", "lambda_2"]], atol=1e-6)
+    assert (gpu["regime_spectrum"] == cpu["regime_spectrum"]).all()
