@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -212,18 +213,20 @@ def signature_library(args: ValidationServeArgs):
     from actors.validation.signatures import SignatureLibrary, seed_library
 
     path = Path(args.signature_dir)
-    if str(path) in _LIBRARIES:
-        return _LIBRARIES[str(path)]
-    if (path / "labels.json").exists():
-        lib = SignatureLibrary.load(path)
-    else:
-        cases = args.seed_cases if args.seed_cases is not None else (*CASES, "clean")
-        lib = seed_library(cases, severities=args.seed_severities, datasets=args.seed_datasets, path=path)
-    _LIBRARIES[str(path)] = lib
-    return lib
+    with _LIBRARY_LOCK:   # sync endpoints run in a thread pool: seed once, not once per concurrent request
+        if str(path) in _LIBRARIES:
+            return _LIBRARIES[str(path)]
+        if (path / "labels.json").exists():
+            lib = SignatureLibrary.load(path)
+        else:
+            cases = args.seed_cases if args.seed_cases is not None else (*CASES, "clean")
+            lib = seed_library(cases, severities=args.seed_severities, datasets=args.seed_datasets, path=path)
+        _LIBRARIES[str(path)] = lib
+        return lib
 
 
 _LIBRARIES: dict[str, Any] = {}   # per signature_dir, loaded or seeded once per process
+_LIBRARY_LOCK = threading.Lock()
 
 
 def run_prescreen(req: PreScreenRequest, args: ValidationServeArgs, library: Any = None) -> dict:
