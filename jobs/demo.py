@@ -6,9 +6,12 @@ short HTML report to runs/<timestamp>/.
 Stage 1 (sweep): a GASLIT-AF regime map over gamma x Lambda(0) on the SweepWorker pool, plus the
 model's documented reference points: 48 x 48 with the torch backend on a CPU-only cluster
 (configs/sweep/gaslit_demo.yaml), 256 x 256 from the generated Triton kernels with the reference
-points' full Lyapunov spectra when the cluster has GPUs (gaslit_demo_gpu.yaml); --grid picks one. Later subsystems append their stage here.
+points' full Lyapunov spectra when the cluster has GPUs (gaslit_demo_gpu.yaml); --grid picks one.
 Stage TE: the transfer-entropy network of the five GASLIT-AF variables along one chaotic trajectory
 (te_stage), on the TEEstimator pool -> runs/<ts>/te/{edges.csv, network.png, ...}.
+Stage validation: half the sweep table against the other half with planted memorised rows (the eight
+calibrated dimensions, row localization, recommendations) -> runs/<ts>/validation/report.{json,html}.
+Later subsystems append their stage here.
 """
 from __future__ import annotations
 
@@ -167,7 +170,61 @@ Files: <code>te/edges.csv</code>, <code>te/network.graphml</code>, <code>te/traj
 """
 
 
-def write_report(run_dir: Path, sweep: dict, wall: float, te: dict | None = None) -> Path:
+# ---- validation stage ------------------------------------------------------------------------------
+VALIDATION_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "validation" / "ci_tiny.yaml"
+VALIDATION_COLUMNS = ["gamma", "Lambda_0", "x_mean", "y_mean", "f_mean", "Lambda_mean", "Omega_mean",
+                      "x_max", "y_max", "lyapunov_max", "attractor"]
+VALIDATION_PLANT = {"case": "memorised", "fraction": 0.25}
+
+
+def validation_stage(run_dir: Path, sweep_dir: Path, seed: int = 0) -> dict:
+    """Validate half of the sweep's table against the other half with planted memorised rows.
+
+    A stand-in for "is this surrogate/synthetic sweep table faithful to the real one?": the cascade
+    must call the pair collapsed on the memorisation dimension and blame the planted rows.
+    """
+    import pandas as pd
+
+    from actors.validation.planted import memorised
+    from jobs.validate import load_spec, run
+
+    table = pd.read_parquet(sweep_dir / "trajectories.parquet")
+    table = table.loc[~table["blowup"].astype(bool), VALIDATION_COLUMNS].dropna().reset_index(drop=True)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(table))
+    half = len(table) // 2
+    real = table.iloc[order[:half]].reset_index(drop=True)
+    synth = table.iloc[order[half:2 * half]].reset_index(drop=True)
+    synth, planted = memorised(real, synth.copy(), VALIDATION_PLANT["fraction"], "high", rng)
+    t0 = time.perf_counter()
+    doc = run(load_spec(VALIDATION_CONFIG), real, synth, run_dir / "validation", use_ray=True)
+    flagged = [r["index"] for r in doc["flagged_rows"]]
+    hits = len(set(flagged) & set(int(i) for i in planted))
+    return {"doc": doc, "n_rows": half, "n_planted": len(planted), "n_flagged": len(flagged), "hits": hits,
+            "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def validation_section(val: dict) -> str:
+    """The report's validation section: decision per dimension and how well the rows were blamed."""
+    doc = val["doc"]
+    rows = "".join(f"<tr><td>{html.escape(n)}</td><td>{d['score']:.4g}</td><td>{d['p_value']:.4f}</td>"
+                   f"<td>{'FLAGGED' if d['flagged'] else 'ok'}</td></tr>" for n, d in doc["dimensions"].items())
+    recs = "".join(f"<li>{html.escape(str(r.get('fix', r)))}</li>" for r in doc.get("recommendations", [])[:3])
+    prec = val["hits"] / max(val["n_flagged"], 1)
+    rec = val["hits"] / max(val["n_planted"], 1)
+    return f"""<h2>Validation. Sweep table vs a copy with planted memorised rows</h2>
+<p>{val['n_rows']} non-blow-up trajectories a side ({', '.join(VALIDATION_COLUMNS)}); the "synthetic" half
+has {val['n_planted']} rows replaced by exact or jittered copies of reference rows. Eight calibrated dimensions
+(<code>configs/validation/ci_tiny.yaml</code>) in {val['seconds']} s: collapsed = <b>{doc['collapsed']}</b>.
+Localizer flagged {val['n_flagged']} rows: precision {prec:.2f}, recall {rec:.2f} against the planted rows.
+Full report: <code>validation/report.html</code>.</p>
+<table><tr><th>dimension</th><th>score</th><th>p (corrected)</th><th>decision</th></tr>{rows}</table>
+<p>Top recommendations:</p><ol>{recs}</ol>
+"""
+
+
+def write_report(run_dir: Path, sweep: dict, wall: float, te: dict | None = None,
+                 validation: dict | None = None) -> Path:
     s = sweep["summary"]
     png = base64.b64encode(sweep["png"].read_bytes()).decode()
     rows = "".join(
@@ -193,6 +250,7 @@ Model <code>{s['model']}</code>, sweep <code>{s['name']}</code>: {s['n_chunks']}
 {rows}</table>
 {spectra_section(sweep.get("spectra"))}
 {te_section(te) if te else ""}
+{validation_section(validation) if validation else ""}
 <p>Total demo wall time {wall:.1f} s.</p></body></html>"""
     path = run_dir / "report.html"
     atomic_write_bytes(path, doc.encode())
@@ -215,13 +273,16 @@ def main(argv: list[str] | None = None) -> int:
     connect(args.address)
     sweep = sweep_stage(run_dir, args.n, args.grid)
     te = te_stage(run_dir)
-    report = write_report(run_dir, sweep, time.perf_counter() - t0, te=te)
+    val = validation_stage(run_dir, sweep["png"].parent)
+    report = write_report(run_dir, sweep, time.perf_counter() - t0, te=te, validation=val)
     missing = [p["name"] for p in sweep["points"] if not p["ok"]]
     print(f"[attractor] regime map: {sweep['png'].resolve()} ({sweep['grid']}, "
           f"backend {', '.join(sweep['summary']['backends'])})")
     print(f"[attractor] report:     {report.resolve()}")
     print(f"[attractor] attractors: {sweep['summary']['attractor_counts']}")
     print(f"[attractor] TE network: {te['summary']['n_edges']} edges -> {(run_dir / 'te' / 'edges.csv').resolve()}")
+    print(f"[attractor] validation: collapsed={val['doc']['collapsed']}, {val['hits']}/{val['n_planted']} planted "
+          f"rows among {val['n_flagged']} flagged -> {(run_dir / 'validation' / 'report.html').resolve()}")
     if missing:
         print(f"[attractor] reference points not reproduced: {missing}", file=sys.stderr)
         return 1
