@@ -15,23 +15,16 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from actors.sweep.config import SweepSpec
 from actors.sweep.engine import axis_columns
 from actors.sweep.errors import InputError
+from jobs import cli
 
 
 def load_spec(path: str | Path, overrides: dict | None = None) -> SweepSpec:
     """Read a sweep YAML, apply dotted overrides like {"solver.device": "cpu"}, validate."""
-    raw = yaml.safe_load(Path(path).read_text())
-    for key, value in (overrides or {}).items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return SweepSpec.model_validate(raw)
+    return cli.load_spec(SweepSpec, path, overrides)
 
 
 def render(spec: SweepSpec, out_dir: Path) -> Path:
@@ -56,14 +49,6 @@ def run(spec: SweepSpec, out_dir: Path, *, progress: bool = True) -> dict:
     return summary.__dict__
 
 
-def parse_set(values: list[str]) -> dict:
-    out = {}
-    for item in values:
-        key, _, value = item.partition("=")
-        out[key] = yaml.safe_load(value)
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True, help="sweep YAML (configs/sweep/*.yaml)")
@@ -76,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     from cluster import connect
 
     try:
-        spec = load_spec(args.config, parse_set(args.set))
+        spec = load_spec(args.config, cli.parse_set(args.set))
     except (InputError, ValueError) as exc:
         print(f"invalid sweep config {args.config}: {exc}", file=sys.stderr)
         return 2

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -33,6 +31,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from actors.sweep.storage import atomic_write_via as _atomic
 from actors.validation.config import LocalizerConfig, _Strict, validated
 from actors.validation.data import pool
 from actors.validation.errors import InputError
@@ -354,17 +353,6 @@ def out_of_fold(spec: RungSpec, fold: int, data: _Data, cfg: CascadeConfig) -> t
 
 # ---------------------------------------------------------------- checkpoints
 
-def _atomic(path: Path, write: Callable[[str], None]) -> None:
-    """write(tmp) then rename: a crash leaves either the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _json(path: Path, obj: dict) -> None:

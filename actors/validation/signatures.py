@@ -17,8 +17,6 @@ the planted generator (case x severity x reference data set).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from actors.sweep.storage import atomic_write_via as _atomic
 from actors.validation.config import DIMENSIONS, DetectorConfig, validated
 from actors.validation.data import check_tables
 from actors.validation.errors import InputError
@@ -195,15 +194,6 @@ class SignatureLibrary:
         return lib
 
 
-def _atomic(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------- seeding from the planted generator
