@@ -17,8 +17,7 @@ import math
 from typing import Any, Literal
 
 import numpy as np
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
 from ray.serve import Application
@@ -27,6 +26,7 @@ from actors.sweep.config import SolverConfig
 from actors.sweep.engine import simulate
 from actors.sweep.errors import InputError
 from actors.sweep.models import get_model, model_names
+from serve.errors import add_input_error_handler
 
 
 class TooLargeError(InputError):
@@ -181,10 +181,7 @@ def make_fastapi(args: SweepServeArgs | dict | None = None) -> FastAPI:
     app = FastAPI(title="attractor sweep", version="0.1.0",
                   description="Integrate ODE models (GASLIT-AF, Lorenz, ...) and label their attractors.")
 
-    @app.exception_handler(InputError)
-    async def _input_error(_: Request, exc: InputError) -> JSONResponse:
-        return JSONResponse(status_code=getattr(exc, "status_code", 422),
-                            content={"detail": {"field": exc.field, "message": str(exc), "allowed": exc.allowed}})
+    add_input_error_handler(app, InputError)
 
     @app.get("/healthz")
     def healthz() -> dict:

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import networkx as nx
 import numpy as np
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
@@ -43,6 +43,7 @@ from actors.te.embedding import as_series
 from actors.te.engine import te_significance, transfer_entropy
 from actors.te.errors import InputError
 from actors.te.network import TENetwork, te_network
+from serve.errors import add_input_error_handler
 
 
 class TooLargeError(InputError):
@@ -359,10 +360,7 @@ def make_fastapi(args: TEServeArgs | dict | None = None, runner: Runner | None =
                   description="KSG transfer entropy (JIDT semantics), TE networks and causal paths.")
     app.state.te = state
 
-    @app.exception_handler(InputError)
-    async def _input_error(_: Request, exc: InputError) -> JSONResponse:
-        return JSONResponse(status_code=getattr(exc, "status_code", 422),
-                            content={"detail": {"field": exc.field, "message": str(exc), "allowed": exc.allowed}})
+    add_input_error_handler(app, InputError)
 
     @app.get("/healthz")
     def healthz() -> dict:

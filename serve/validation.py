@@ -28,14 +28,15 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Application
 
 from actors.validation.config import DetectorConfig, LocalizerConfig, RecommenderConfig, validated
 from actors.validation.errors import InputError
+from serve.errors import add_input_error_handler
 from serve.validation_models import FrozenEncoder, save_model
 from serve.validation_models import predict as predict_rows
 
@@ -295,10 +296,7 @@ def make_fastapi(args: ValidationServeArgs | dict | None = None) -> FastAPI:
     app = FastAPI(title="attractor validation", version="0.1.0",
                   description="Calibrated collapse detection, row localization and fixes for tabular data.")
 
-    @app.exception_handler(InputError)
-    async def _input_error(_: Request, exc: InputError) -> JSONResponse:
-        return JSONResponse(status_code=getattr(exc, "status_code", 422),
-                            content={"detail": {"field": exc.field, "message": str(exc), "allowed": exc.allowed}})
+    add_input_error_handler(app, InputError)
 
     @app.get("/healthz")
     def healthz() -> dict:
