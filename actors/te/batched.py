@@ -2,8 +2,8 @@
 
 `backend` (TEParams) picks the KSG path: "cpu" = scipy cKDTree (actors/te/ksg.py, float64, exact),
 "torch" = chunked dense distances on CUDA (float32) or the CPU (float64), "triton" = the fused
-kernel on CUDA (float32), or on the CPU under TRITON_INTERPRET=1 (float64), "auto" = triton when
-CUDA is present, else cpu. The device paths batch work: all surrogates and delays of a pair in one
+kernels on CUDA (float32; kernels/te/ksg_pruned.py for algorithm 1, ksg_triton.py otherwise), or on
+the CPU under TRITON_INTERPRET=1 (float64), "auto" = triton when CUDA is present, else cpu. The device paths batch work: all surrogates and delays of a pair in one
 launch, and for a network (`pairs_te_batched`) all pairs x delays x surrogates in few launches.
 
 Network semantics on a device backend: each variable's embedded blocks are z-scored once and
@@ -62,14 +62,18 @@ def device_and_dtype():
     return torch.device("cpu"), torch.float64
 
 
-def run_batch(batch, *, k: int, theiler: int, algorithm: int, backend: str, store: bool):
-    """Dispatch a kernels.te.batch.KSGBatch to the Triton kernel, or to the torch twin (also for k > 16,
-    more neighbours than the kernel keeps in registers)."""
+def run_batch(batch, *, k: int, theiler: int, algorithm: int, backend: str, store: bool, layout=None):
+    """Dispatch a kernels.te.batch.KSGBatch to a Triton kernel (the pruned one for algorithm 1 with a
+    conditioning block, reusing `layout` = its destinations sorted once per network; else brute force),
+    or to the torch twin (also for k > 16, more neighbours than the kernels keep in registers)."""
     from kernels.te.ksg_triton import MAX_K
 
     if backend == "triton" and k <= MAX_K:
+        from kernels.te.ksg_pruned import PreparedLaunch, prunable
         from kernels.te.ksg_triton import ksg_batch_triton
 
+        if prunable(batch, k, algorithm):
+            return PreparedLaunch(batch, k=k, theiler=theiler, store=store, layout=layout).result()
         return ksg_batch_triton(batch, k=k, theiler=theiler, algorithm=algorithm, store=store)
     from kernels.te.ksg_torch import ksg_batch_torch
 
@@ -156,6 +160,8 @@ def pairs_te_arrays(data: np.ndarray, pairs: Sequence[tuple[int, int]], cfg: Net
                     backend: str, n_surrogates: int | None = None) -> dict:
     """TE of every (source, target) pair at every delay, observed and surrogate, on a device.
 
+    `pairs`: a sequence of (source, target) or an int array [P, 2] (faster for big networks).
+
     Returns {"te_by_lag": [P, L], "surrogates": [P, S] (max over delays), "n": rows};
     n_surrogates overrides cfg.significance.n_surrogates (0: observed values only).
     """
@@ -172,7 +178,12 @@ def pairs_te_arrays(data: np.ndarray, pairs: Sequence[tuple[int, int]], cfg: Net
     orders = surrogate_orders(n, sig, np.random.default_rng(sig.seed))[:n_s]
     perms = torch.as_tensor(np.vstack([np.arange(n)[None], orders]), dtype=torch.int32, device=dev).contiguous()
     n_q = perms.shape[0]
-    pr = torch.as_tensor(np.asarray(pairs, dtype=np.int64).reshape(-1, 2), device=dev)
+    pr = torch.as_tensor(np.asarray(pairs, dtype=np.int64).reshape(-1, 2), device=dev)   # an array: no per-pair Python
+    layout = None
+    if backend == "triton" and p.algorithm == 1 and z.shape[2] > 0:   # destinations sorted once for all chunks
+        from kernels.te.ksg_pruned import sort_destinations
+
+        layout = sort_destinations(y, z)
     per_pair = n_l * n_q
     chunk = max(1, _ITEMS_PER_LAUNCH // per_pair)
     te = torch.empty((pr.shape[0], n_l, n_q), dtype=torch.float64, device=dev)
@@ -183,7 +194,8 @@ def pairs_te_arrays(data: np.ndarray, pairs: Sequence[tuple[int, int]], cfg: Net
         dst = cp[:, 1, None].expand(-1, per_pair).ravel()
         q = (lq[None, :] % n_q).expand(cp.shape[0], -1).ravel()
         batch = KSGBatch(x=x, y=y, z=z, perms=perms, items=torch.stack([src, dst, q], 1).to(torch.int32).contiguous())
-        res = run_batch(batch, k=p.k, theiler=p.theiler, algorithm=p.algorithm, backend=backend, store=False)
+        res = run_batch(batch, k=p.k, theiler=p.theiler, algorithm=p.algorithm, backend=backend, store=False,
+                        layout=layout)
         te[c0:c0 + cp.shape[0]] = res.te.view(-1, n_l, n_q)
     te = te.cpu().numpy()
     surr = te[:, :, 1:].max(axis=1) if n_s else np.empty((te.shape[0], 0))
