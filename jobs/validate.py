@@ -94,17 +94,19 @@ def planted_inputs(args, out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, str
     return pair.real, pair.synth, pair.label, {"planted": {k: v for k, v in planted.items() if k != "rows"}}
 
 
-def stream_inputs(real_path: str, synth_path: str, spec: ValidationSpec) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """One pass over each file: reservoir samples (detector.max_rows rows) and full-data sketch KS / W1."""
-    from actors.validation.streaming import sketch_ks, sketch_wasserstein, summarize
+def stream_inputs(real_path: str, synth_path: str, spec: ValidationSpec, *,
+                  ray_data: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """One pass over each file (in process, or Ray Data map_batches + merge): row samples of
+    detector.max_rows rows and the full-data sketch statistics (streaming.compare)."""
+    from actors.validation.streaming import compare, summarize_pair
 
     cfg = spec.detector
-    real = summarize(real_path, reservoir=cfg.max_rows, seed=cfg.seed)
-    synth = summarize(synth_path, reservoir=cfg.max_rows, seed=cfg.seed + 1)
-    cols = {c: {"ks": sketch_ks(sk, synth.sketches[c]), "wasserstein_raw": sketch_wasserstein(sk, synth.sketches[c])}
-            for c, sk in real.sketches.items() if c in synth.sketches}
-    return real.sample, synth.sample, {"n_real": real.n, "n_synth": synth.n, "sample_rows": cfg.max_rows,
-                                       "columns": cols}
+    t0 = time.perf_counter()
+    real, synth = summarize_pair(real_path, synth_path, cfg, use_ray_data=ray_data)
+    full = compare(real, synth, n_pcs=cfg.n_pcs)
+    full.update(sample_rows=cfg.max_rows, summarize_seconds=round(time.perf_counter() - t0, 3),
+                engine="ray_data" if ray_data else "in_process")
+    return real.sample, synth.sample, full
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-ray", action="store_true", help="run every dimension in this process")
     ap.add_argument("--stream", action="store_true",
                     help="large files: one pass with KLL sketches + reservoir samples of detector.max_rows rows")
+    ap.add_argument("--ray-data", action="store_true",
+                    help="with --stream: build the sketches with Ray Data (read_parquet/read_csv + map_batches)")
     args = ap.parse_args(argv)
     out_dir = Path(args.out)
     try:
@@ -137,7 +141,12 @@ def main(argv: list[str] | None = None) -> int:
                 raise InputError("real", "--real and --synthetic are required without --planted", "two table paths")
             label, extra = args.label, {"real": args.real, "synthetic": args.synthetic}
             if args.stream:
-                real, synth, extra["streaming"] = stream_inputs(args.real, args.synthetic, spec)
+                if args.ray_data and not args.no_ray:
+                    from cluster import connect
+
+                    connect(args.address)
+                real, synth, extra["streaming"] = stream_inputs(args.real, args.synthetic, spec,
+                                                                ray_data=args.ray_data and not args.no_ray)
             else:
                 real, synth = load_table(args.real, "real"), load_table(args.synthetic, "synthetic")
         if not args.no_ray:

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from actors.validation.sketches import SketchConfig, TableSketch
 from actors.validation.streaming import (
-    TableSummary,
     detect_streaming,
     sketch_ks,
     sketch_wasserstein,
@@ -35,20 +35,21 @@ def test_sketch_statistics_match_exact_values(files):
     a = summarize(d / "real.parquet", batch_rows=25_000)
     b = summarize(d / "synth.csv", batch_rows=25_000)
     assert a.n == b.n == len(real)
-    eps = a.sketches["x"].normalized_rank_error(False)     # ~1.3 % at k = 200
+    eps = a.rank_error()     # ~1.3 % at k = 200
     for c in ("x", "y"):
         exact = stats.ks_2samp(real[c], synth[c]).statistic
-        assert abs(sketch_ks(a.sketches[c], b.sketches[c]) - exact) <= 2 * eps
+        assert abs(sketch_ks(a.kll[c], b.kll[c]) - exact) <= 2 * eps
     # W1 from sketch quantiles: within 10 % where the columns differ (x: sd 1 vs 0.8), and within a few
     # rank errors x sd where they do not (y: same gamma; the exact value is ~0.004)
     w = stats.wasserstein_distance(real["x"], synth["x"])
-    assert sketch_wasserstein(a.sketches["x"], b.sketches["x"]) == pytest.approx(w, rel=0.1)
-    assert sketch_wasserstein(a.sketches["y"], b.sketches["y"]) <= 3 * eps * real["y"].std()
-    assert sum(a.counts["c"].values()) == len(real)
+    assert sketch_wasserstein(a.kll["x"], b.kll["x"]) == pytest.approx(w, rel=0.1)
+    assert sketch_wasserstein(a.kll["y"], b.kll["y"]) <= 3 * eps * real["y"].std()
+    assert a.freq["c"].total_weight == len(real)
+    assert a.heavy_hitters("c") == real["c"].value_counts().to_dict()     # 3 values: counted exactly
 
 
 def test_reservoir_is_uniform_over_the_stream():
-    s = TableSummary(reservoir=2_000, seed=3)
+    s = TableSketch(SketchConfig(reservoir=2_000, seed=3))
     n = 100_000
     for start in range(0, n, 7_000):                         # uneven batches
         s.update(pd.DataFrame({"row": np.arange(start, min(start + 7_000, n))}))

@@ -1,16 +1,27 @@
-"""Streaming path for large tables: one pass over Parquet / CSV batches with mergeable sketches.
+"""Streaming DetectCollapse for large tables: one pass per file, mergeable sketches, then the tests.
 
-Per numeric column a KLL quantile sketch (datasketches, rank error ~1.3 % at k=200) for full-data
-KS and Wasserstein effect sizes, exact category counts, and a uniform reservoir sample (Algorithm R)
-of `reservoir` rows per table. The calibrated decisions then run on the two reservoirs (`detect`),
-and the sketch statistics over every row are reported next to them. Memory is O(k + reservoir)
-per column, whatever the number of rows. Engine code: no Ray.
+`summarize(path)` reads a .parquet / .csv file in record batches into a `TableSketch` (KLL per
+numeric column, HyperLogLog + frequent items per categorical column, Chan-merged mean / covariance,
+a bottom-k uniform row sample); `actors.validation.raydata.summarize_ray` builds the same summary
+with Ray Data (map_batches, then merge). `compare(real, synth)` turns two summaries into full-data
+statistics with their error bounds:
+
+- numeric columns: KS D from the KLL CDFs (|error| <= 2 eps, eps = the KLL rank error), Wasserstein-1
+  from the quantile functions / real sd, mean shift and variance ratio from the exact moments;
+- categorical columns: chi-squared, Cramer's V and Jensen-Shannon distance on the heavy hitters of
+  either side plus an "other" cell (frequent-items counts: absolute error <= eps_f * n), HLL
+  distinct counts with 2-sd bounds;
+- correlation: Pearson matrices of both tables from the streaming covariance (max and Frobenius gap);
+- spectral: PCA spectrum of both covariances standardised by the real sds (explained-variance gap,
+  log total-variance ratio, principal angles).
+
+The calibrated decisions (permutation nulls, max-T, BH) run on the two row samples through
+`detector.detect`, exactly as for in-memory tables; the sketch statistics describe every row next
+to them. Memory is O(columns x sketch size + sample) whatever the row count. Engine code: no Ray.
 """
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from actors.validation.errors import InputError
+from actors.validation.sketches import SketchConfig, TableSketch
 
 
 def iter_batches(path: str | Path, batch_rows: int = 100_000) -> Iterator[pd.DataFrame]:
@@ -36,65 +48,19 @@ def iter_batches(path: str | Path, batch_rows: int = 100_000) -> Iterator[pd.Dat
         raise InputError("path", f"unsupported file type {path.suffix!r}", ".parquet, .csv")
 
 
-@dataclass
-class TableSummary:
-    """Sketches, category counts and a reservoir sample of one table, built in one pass."""
-
-    k: int = 200
-    reservoir: int = 20_000
-    seed: int = 0
-    n: int = 0
-    sketches: dict[str, Any] = field(default_factory=dict)
-    counts: dict[str, Counter] = field(default_factory=dict)
-    sample: pd.DataFrame | None = None
-
-    def update(self, batch: pd.DataFrame) -> None:
-        import datasketches
-
-        for c in batch.columns:
-            col = batch[c]
-            if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
-                sk = self.sketches.setdefault(c, datasketches.kll_doubles_sketch(self.k))
-                vals = col.to_numpy(dtype=float)
-                sk.update(vals[~np.isnan(vals)])
-            else:
-                self.counts.setdefault(c, Counter()).update(col.astype("string").fillna("<NA>").tolist())
-        self._reservoir(batch)
-        self.n += len(batch)
-
-    def _reservoir(self, batch: pd.DataFrame) -> None:
-        """Algorithm R over the stream: row t replaces a uniform slot with probability reservoir / (t+1)."""
-        rng = np.random.default_rng([self.seed, self.n])
-        batch = batch.reset_index(drop=True)
-        fill = 0
-        if self.sample is None or len(self.sample) < self.reservoir:
-            fill = min(self.reservoir - (0 if self.sample is None else len(self.sample)), len(batch))
-            head = batch.iloc[:fill]
-            self.sample = head.copy() if self.sample is None else pd.concat([self.sample, head], ignore_index=True)
-        if fill == len(batch):
-            return
-        t = self.n + np.arange(fill, len(batch))              # global positions of the remaining rows
-        j = (rng.random(len(t)) * (t + 1)).astype(np.int64)    # uniform in 0..t
-        keep = j < self.reservoir
-        slots, src = j[keep], np.arange(fill, len(batch))[keep]
-        last = pd.Series(src, index=slots).groupby(level=0).last()   # the later row wins a slot, as in order
-        for c in self.sample.columns:
-            values = self.sample[c].to_numpy(copy=True)
-            values[last.index.to_numpy()] = batch[c].to_numpy()[last.to_numpy()]
-            self.sample[c] = values
-
-
-def summarize(path: str | Path, *, k: int = 200, reservoir: int = 20_000, batch_rows: int = 100_000,
-              seed: int = 0) -> TableSummary:
-    """One pass over a file: sketches, counts, reservoir sample."""
-    s = TableSummary(k=k, reservoir=reservoir, seed=seed)
+def summarize(path: str | Path, *, k: int = 200, reservoir: int = 5_000, batch_rows: int = 100_000,
+              seed: int = 0, categorical: tuple[str, ...] | None = None) -> TableSketch:
+    """One pass over a file in this process: the table's mergeable summary."""
+    s = TableSketch(SketchConfig(k=k, reservoir=reservoir, seed=seed), categorical=categorical)
     for batch in iter_batches(path, batch_rows):
         s.update(batch)
+    if s.n == 0:
+        raise InputError("path", f"{path} has no rows", ">= 10 rows")
     return s
 
 
 def sketch_ks(a, b) -> float:
-    """KS D between two KLL sketches, evaluated at both sketches' retained quantile points."""
+    """KS D between two KLL sketches, evaluated at both sketches' quantile points."""
     grid = np.linspace(0, 1, 1001)
     pts = np.unique(np.r_[a.get_quantiles(grid), b.get_quantiles(grid)])
     return float(np.max(np.abs(np.asarray(a.get_cdf(pts))[:-1] - np.asarray(b.get_cdf(pts))[:-1])))
@@ -106,21 +72,110 @@ def sketch_wasserstein(a, b, grid: int = 2000) -> float:
     return float(np.mean(np.abs(np.asarray(a.get_quantiles(u)) - np.asarray(b.get_quantiles(u)))))
 
 
+def category_table(real: TableSketch, synth: TableSketch, column: str) -> tuple[list[str], np.ndarray]:
+    """(cells, [2, m] counts): the heavy hitters of either side (by frequent-items estimates) + "other"."""
+    items = sorted(set(real.heavy_hitters(column)) | set(synth.heavy_hitters(column)))
+    rows = []
+    for s in (real, synth):
+        counts = np.array([s.freq[column].get_estimate(v) for v in items], dtype=np.float64)
+        rows.append(np.r_[counts, max(s.n - counts.sum(), 0.0)])
+    return items + ["<other>"], np.vstack(rows)
+
+
+def _categorical_stats(real: TableSketch, synth: TableSketch, c: str) -> dict[str, Any]:
+    from scipy.spatial.distance import jensenshannon
+    from scipy.stats import chi2_contingency
+
+    cells, T = category_table(real, synth, c)
+    T = T[:, T.sum(axis=0) > 0]
+    if T.shape[1] > 1:
+        chi2 = float(chi2_contingency(T, correction=False).statistic)
+        v = float(np.sqrt(chi2 / (T.sum() * (min(T.shape) - 1))))
+    else:
+        chi2, v = 0.0, 0.0
+    dr, ds = real.distinct(c), synth.distinct(c)
+    return {"chi2": chi2, "cramers_v": v, "js": float(jensenshannon(T[0], T[1], base=2)), "cells": len(cells),
+            "distinct_real": dr["estimate"], "distinct_synth": ds["estimate"],
+            "distinct_ratio": ds["estimate"] / max(dr["estimate"], 1.0),
+            "count_error_bound": real.freq[c].epsilon * max(real.n, synth.n)}
+
+
+def _spectral(cr: np.ndarray, cs: np.ndarray, sd: np.ndarray, n_pcs: int) -> dict[str, float]:
+    """Explained-variance gap, log total-variance ratio and principal angles of two covariances,
+    both standardised by the real table's sds (so shrinkage shows in the total variance)."""
+    from scipy.linalg import subspace_angles
+
+    s = np.where(sd > 0, sd, 1.0)
+    out = {}
+    spectra, bases = [], []
+    for c in (cr, cs):
+        w, V = np.linalg.eigh(c / np.outer(s, s))
+        order = np.argsort(w)[::-1]
+        w, V = np.maximum(w[order], 0.0), V[:, order]
+        spectra.append(w)
+        bases.append(V[:, :n_pcs])
+    k = min(n_pcs, len(sd))
+    ev_r, ev_s = spectra[0][:k] / max(spectra[0].sum(), 1e-300), spectra[1][:k] / max(spectra[1].sum(), 1e-300)
+    out["explained_variance_gap"] = float(np.abs(ev_r - ev_s).sum())
+    out["log_total_variance_ratio"] = float(np.log(max(spectra[1].sum(), 1e-300) / max(spectra[0].sum(), 1e-300)))
+    out["subspace_sin2"] = float(np.sum(np.sin(subspace_angles(bases[0], bases[1])) ** 2))
+    out["explained_variance_real"] = [float(x) for x in ev_r]
+    out["explained_variance_synth"] = [float(x) for x in ev_s]
+    return out
+
+
+def compare(real: TableSketch, synth: TableSketch, *, n_pcs: int = 5) -> dict[str, Any]:
+    """Full-data statistics of synthetic vs real from two summaries, with their error bounds."""
+    if (real.numeric, real.categories) != (synth.numeric, synth.categories):
+        raise InputError("synthetic", f"columns differ: real numeric {real.numeric} categorical {real.categories}, "
+                         f"synthetic numeric {synth.numeric} categorical {synth.categories}",
+                         "the same columns of the same kind in both tables")
+    eps = real.rank_error()
+    out: dict[str, Any] = {"n_real": real.n, "n_synth": synth.n, "rank_error": eps, "ks_error_bound": 2 * eps,
+                           "columns": {}}
+    mr, ms = real.moments, synth.moments
+    var_r = np.diag(mr.covariance()) if mr is not None else None
+    var_s = np.diag(ms.covariance()) if ms is not None else None
+    for j, c in enumerate(real.numeric):
+        a, b = real.kll[c], synth.kll[c]
+        if a.is_empty() or b.is_empty():
+            out["columns"][c] = {"ks": float("nan"), "skipped": "a side has no non-missing value"}
+            continue
+        sd = float(np.sqrt(var_r[j])) or 1.0
+        w = sketch_wasserstein(a, b)
+        out["columns"][c] = {"ks": sketch_ks(a, b), "wasserstein_raw": w, "wasserstein": w / sd,
+                             "mean_shift_sd": float((ms.mean[j] - mr.mean[j]) / sd),
+                             "variance_ratio": float(var_s[j] / var_r[j]) if var_r[j] > 0 else float("nan"),
+                             "missing_rate_real": real.missing.get(c, 0) / real.n,
+                             "missing_rate_synth": synth.missing.get(c, 0) / synth.n}
+    for c in real.categories:
+        out["columns"][c] = _categorical_stats(real, synth, c)
+    if len(real.numeric) >= 2 and mr.n > 2 and ms.n > 2:
+        d = np.abs(mr.correlation() - ms.correlation())
+        out["correlation"] = {"max_abs_gap": float(d.max()), "frobenius_gap": float(np.linalg.norm(d)),
+                              "worst_pair": [real.numeric[i] for i in np.unravel_index(d.argmax(), d.shape)]}
+        out["spectral"] = _spectral(mr.covariance(), ms.covariance(), np.sqrt(var_r), n_pcs)
+    return out
+
+
 def detect_streaming(real_path: str | Path, synth_path: str | Path, config: Any = None, *, k: int = 200,
-                     batch_rows: int = 100_000) -> tuple[Any, dict]:
-    """(CollapseReport on the reservoir samples, full-data sketch statistics per numeric column)."""
+                     batch_rows: int = 100_000, use_ray_data: bool = False) -> tuple[Any, dict]:
+    """(CollapseReport on the row samples, full-data sketch statistics `compare` returns)."""
     from actors.validation.config import DetectorConfig, validated
     from actors.validation.detector import detect
 
     cfg = validated(DetectorConfig, config)
-    real = summarize(real_path, k=k, reservoir=cfg.max_rows, batch_rows=batch_rows, seed=cfg.seed)
-    synth = summarize(synth_path, k=k, reservoir=cfg.max_rows, batch_rows=batch_rows, seed=cfg.seed + 1)
-    full = {}
-    for c, sk in real.sketches.items():
-        if c in synth.sketches:
-            sd = float(np.std(real.sample[c].dropna())) or 1.0
-            full[c] = {"ks": sketch_ks(sk, synth.sketches[c]),
-                       "wasserstein": sketch_wasserstein(sk, synth.sketches[c]) / sd}
-    report = detect(real.sample, synth.sample, cfg)
-    return report, {"n_real": real.n, "n_synth": synth.n, "rank_error": real.sketches and
-                    next(iter(real.sketches.values())).normalized_rank_error(False), "columns": full}
+    real, synth = summarize_pair(real_path, synth_path, cfg, k=k, batch_rows=batch_rows, use_ray_data=use_ray_data)
+    full = compare(real, synth, n_pcs=cfg.n_pcs)
+    return detect(real.sample, synth.sample, cfg), full
+
+
+def summarize_pair(real_path: str | Path, synth_path: str | Path, cfg: Any, *, k: int = 200,
+                   batch_rows: int = 100_000, use_ray_data: bool = False) -> tuple[TableSketch, TableSketch]:
+    """Both tables' summaries (samples of cfg.max_rows rows, differently seeded), in process or via Ray Data."""
+    if use_ray_data:
+        from actors.validation.raydata import summarize_ray as run
+    else:
+        run = summarize
+    kw = {"k": k, "reservoir": cfg.max_rows, "batch_rows": batch_rows, "categorical": cfg.categorical}
+    return run(real_path, seed=cfg.seed, **kw), run(synth_path, seed=cfg.seed + 1, **kw)
