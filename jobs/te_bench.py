@@ -3,6 +3,7 @@
     python -m jobs.te_bench --out runs/te_bench                          # N x T = 100x1000, 100x10000, 1000x1000; S = 0, 100
     python -m jobs.te_bench --cases 100x1000 --surrogates 0 --out DIR    # one case
     python -m jobs.te_bench --workers 2 --cases 100x1000 --out DIR       # adds a Ray pool line (TEEstimator per GPU)
+    python -m jobs.te_bench --gpus 1,2 --cases 1000x1000 --surrogates 0 --out DIR   # 1 vs 2 GPUs, edges identical
     ray job submit --working-dir . -- python -m jobs.te_bench --out DIR
 
 Every number comes from this run, on this machine. The data is a sparse linear network (each
@@ -68,10 +69,12 @@ def device_network_time(data, pairs, backend: str, n_surr: int, budget_s: float,
     n_pairs = len(pairs)
     order = rng.permutation(n_pairs)
 
+    parr = np.asarray(pairs, dtype=np.int64)
+
     def timed(sel) -> float:
         _sync()
         t0 = time.perf_counter()
-        pairs_te_arrays(data, [pairs[i] for i in sel], cfg, backend=backend, n_surrogates=n_surr)
+        pairs_te_arrays(data, parr[sel], cfg, backend=backend, n_surrogates=n_surr)
         _sync()
         return time.perf_counter() - t0
 
@@ -150,12 +153,110 @@ def ray_pool_time(data, n_surr: int, workers: int) -> dict:
     return {"seconds": time.perf_counter() - t0, "workers": workers, "surrogates": max(1, n_surr)}
 
 
-def tune_kernel(data: np.ndarray) -> dict:
-    """Pick the Triton launch config (block, group, warps) on this data's full network, S = 0."""
+def network_batch(data: np.ndarray, n_surr: int):
+    """The whole network's KSGBatch (all ordered pairs x (1 + S) row orders) on the device."""
     import torch
 
     from actors.te.batched import device_and_dtype, network_blocks
-    from kernels.te import ksg_triton
+    from actors.te.significance import surrogate_orders
+    from kernels.te.batch import KSGBatch
+
+    dev, dtype = device_and_dtype()
+    cfg = bench_config("triton", n_surr)
+    x, y, z, n = network_blocks(data, cfg, dev, dtype)
+    orders = surrogate_orders(n, cfg.significance, np.random.default_rng(0))[:n_surr]
+    perms = torch.as_tensor(np.vstack([np.arange(n)[None], orders]), dtype=torch.int32, device=dev).contiguous()
+    n_vars = data.shape[1]
+    src, dst = torch.meshgrid(torch.arange(n_vars, device=dev), torch.arange(n_vars, device=dev), indexing="ij")
+    keep = src != dst
+    pairs = torch.stack([src[keep], dst[keep]], 1)
+    q = torch.arange(perms.shape[0], device=dev)
+    items = torch.cat([pairs.repeat_interleave(len(q), 0), q.repeat(len(pairs))[:, None]], 1)
+    return KSGBatch(x=x, y=y, z=z, perms=perms, items=items.int().contiguous())
+
+
+def _event_ms(fn, reps: int) -> float:
+    """Median milliseconds of fn() between CUDA events (after one untimed call)."""
+    import torch
+
+    fn()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(b))
+    return float(np.median(times))
+
+
+def kernel_times(data: np.ndarray, n_surr: int, reps: int = 5, prev_budget_s: float = 20.0) -> dict:
+    """Kernel-only milliseconds on the whole network (CUDA events): the previous brute-force kernel
+    (ksg_triton, as called before: its item grouping included) vs the pruned kernel with its launch
+    prepared once (PreparedLaunch.run: launches + the per-item sums only); max |dTE| between them.
+    The brute-force time is extrapolated from a prefix of the items when it would exceed prev_budget_s."""
+    from kernels.te.batch import KSGBatch
+    from kernels.te.ksg_pruned import PreparedLaunch
+    from kernels.te.ksg_triton import ksg_batch_triton
+
+    batch = network_batch(data, n_surr)
+    launch = PreparedLaunch(batch, k=4)
+    pruned_ms = _event_ms(launch.run, reps)
+    te_new = launch.run().clone()
+    n_items = int(batch.items.shape[0])
+    share = min(1.0, prev_budget_s * 1e3 / (10 * pruned_ms * reps))   # brute force: up to ~10x the pruned time
+    m = max(1, int(n_items * share))
+    sub = KSGBatch(x=batch.x, y=batch.y, z=batch.z, perms=batch.perms, items=batch.items[:m].contiguous())
+    prev_ms = _event_ms(lambda: ksg_batch_triton(sub, k=4, store=False), 1 if m < n_items else reps) * n_items / m
+    te_prev = ksg_batch_triton(sub, k=4, store=False).te
+    return {"pruned_ms": pruned_ms, "prev_ms": prev_ms, "prev_items_timed": m, "items": n_items,
+            "max_dte_prev": float((te_prev - te_new[:m]).abs().max())}
+
+
+def multi_gpu(data: np.ndarray, n_surr: int, gpu_counts: list[int], reps: int = 3) -> dict:
+    """Wall seconds of the whole network through 1, 2, ... GPU TEEstimators (targets sharded evenly,
+    data in the object store once, one te_arrays call per actor), and whether every edge is identical."""
+    import ray
+
+    from actors.te.config import WorkerConfig
+    from actors.te.pool import estimators
+    from cluster import connect
+
+    connect()
+    n_vars = data.shape[1]
+    pairs = np.array([(i, j) for j in range(n_vars) for i in range(n_vars) if i != j], dtype=np.int64)  # target-major
+    cfg_json = bench_config("auto", n_surr).model_dump_json()
+    data_ref = ray.put(data)
+    out, ref_te = {"N": n_vars, "T": data.shape[0], "S": n_surr, "runs": []}, None
+    for g in gpu_counts:
+        pool = estimators(WorkerConfig(num_workers=g, num_gpus=1))[:g]
+        bounds = np.linspace(0, n_vars, g + 1).round().astype(int)
+        shards = [pairs[(pairs[:, 1] >= lo) & (pairs[:, 1] < hi)] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+        ray.get([w.te_arrays.remote(data_ref, s[:8], cfg_json, n_surr) for w, s in zip(pool, shards, strict=True)])
+        walls = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            res = ray.get([w.te_arrays.remote(data_ref, s, cfg_json, n_surr) for w, s in zip(pool, shards, strict=True)])
+            walls.append(time.perf_counter() - t0)
+        te = np.concatenate([np.concatenate([r["te_by_lag"], r["surrogates"]], 1) for r in res])
+        ref_te = te if ref_te is None else ref_te
+        gpus = sorted({tuple(i["gpu_ids"]) for i in ray.get([w.info.remote() for w in pool])})
+        out["runs"].append({"gpus": g, "seconds": float(np.median(walls)), "gpu_ids": [list(x) for x in gpus],
+                            "identical_to_first": bool(np.array_equal(te, ref_te))})
+        print(json.dumps(out["runs"][-1]), flush=True)
+    base = out["runs"][0]["seconds"]
+    for r in out["runs"]:
+        r["speedup"] = base / r["seconds"]
+    return out
+
+
+def tune_kernel(data: np.ndarray) -> dict:
+    """Pick both Triton kernels' launch configs on this data's full network, S = 0."""
+    import torch
+
+    from actors.te.batched import device_and_dtype, network_blocks
+    from kernels.te import ksg_pruned, ksg_triton
     from kernels.te.batch import KSGBatch
 
     dev, dtype = device_and_dtype()
@@ -164,10 +265,10 @@ def tune_kernel(data: np.ndarray) -> dict:
     pairs = torch.tensor([(i, j) for i in range(n_vars) for j in range(n_vars) if i != j], device=dev)
     items = torch.cat([pairs, torch.zeros_like(pairs[:, :1])], 1).int().contiguous()
     batch = KSGBatch(x=x, y=y, z=z, perms=torch.arange(n, device=dev, dtype=torch.int32)[None], items=items)
-    timings = ksg_triton.tune(batch)
+    timings = ksg_pruned.tune(batch)   # the brute-force kernel keeps its CONFIG (tuned 2026-11-23 00:53)
     for cfg, secs in sorted(timings.items(), key=lambda kv: kv[1])[:6]:
-        print(f"  {dict(cfg)}: {secs * 1e3:.2f} ms", flush=True)
-    return dict(ksg_triton.CONFIG)
+        print(f"  pruned {dict(cfg)}: {secs * 1e3:.2f} ms", flush=True)
+    return {"brute_force": dict(ksg_triton.CONFIG), "pruned": dict(ksg_pruned.CONFIG)}
 
 
 def environment() -> dict:
@@ -220,6 +321,45 @@ def table(rows: list[dict], env: dict) -> str:
     return head + "\n".join(lines) + notes
 
 
+def kernel_table(rows: list[dict]) -> str:
+    """Kernel-only times (CUDA events): previous brute-force kernel vs the pruned one, same batch."""
+    lines = [f"| {r['N']} | {r['T']} | {r['S']} | {r['kernel']['items']:,} | {r['kernel']['prev_ms']:.2f} ms"
+             f"{'*' if r['kernel']['prev_items_timed'] < r['kernel']['items'] else ''} | "
+             f"{r['kernel']['pruned_ms']:.2f} ms | {_ratio(r['kernel']['prev_ms'] / r['kernel']['pruned_ms'])} | "
+             f"{_fmt(r['triton']['seconds'])} | {r['kernel']['max_dte_prev']:.1e} |" for r in rows if "kernel" in r]
+    if not lines:
+        return ""
+    return ("\nKernel only (CUDA events, whole network batch; * brute force timed on a prefix of the items):\n\n"
+            "| N | T | S | items | brute-force kernel | pruned kernel | speed-up | full network call | "
+            "max \\|dTE\\| brute vs pruned |\n|---|---|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
+
+
+def main_multi_gpu(cases: list, surr: list[int], gpu_counts: list[int], out: Path) -> int:
+    """--gpus mode: each case through 1, 2, ... GPU TEEstimators; speed-up and identical edges."""
+    import torch
+
+    from actors.sweep.storage import atomic_write_json
+
+    have = torch.cuda.device_count()
+    counts = [g for g in gpu_counts if g <= have] or [1]
+    if counts != gpu_counts:
+        print(f"only {have} GPU(s) visible: timing {counts}", flush=True)
+    env, results, lines = environment(), [], []
+    for n_vars, length in cases:
+        for s in surr:
+            r = multi_gpu(network_data(n_vars, length), s, counts)
+            results.append(r)
+            for run in r["runs"]:
+                lines.append(f"| {n_vars} | {length} | {s} | {run['gpus']} | {_fmt(run['seconds'])} | "
+                             f"{run['speedup']:.2f}× | {'yes' if run['identical_to_first'] else '**no**'} |")
+    md = (f"{env['date']} · GPU: {env['gpu']} × {have}\n\n| N | T | S | GPUs | wall (Ray, warm) | speed-up | "
+          "edges identical to 1 GPU |\n|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
+    print(md)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "te_bench_gpus.json", {"env": env, "results": results})
+    return 0 if all(run["identical_to_first"] for r in results for run in r["runs"]) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", default="100x1000,100x10000,1000x1000", help="comma-separated NxT")
@@ -229,12 +369,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--twin-budget", type=float, default=5.0, help="seconds per torch-twin timing (0: skip)")
     ap.add_argument("--workers", type=int, default=0, help="also time the Ray pool with this many GPU estimators")
     ap.add_argument("--tune", action="store_true", help="first pick the Triton launch config on the first case")
+    ap.add_argument("--gpus", default="", help="only time the cases on 1, 2, ... GPU TEEstimators, e.g. '1,2'")
     ap.add_argument("--out", default="runs/te_bench")
     args = ap.parse_args(argv)
     from actors.sweep.storage import atomic_write_bytes, atomic_write_json
 
     cases = [tuple(int(v) for v in c.split("x")) for c in args.cases.split(",")]
     surr = [int(s) for s in args.surrogates.split(",")]
+    if args.gpus:
+        return main_multi_gpu(cases, surr, [int(g) for g in args.gpus.split(",")], Path(args.out))
     cores = os.cpu_count() or 1
     rng = np.random.default_rng(0)
     env = environment()
@@ -253,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
             for s in surr:
                 row = {"N": n_vars, "T": length, "S": s, "pairs": len(pairs)}
                 row["triton"] = device_network_time(data, pairs, args.backend, s, args.budget, rng)
+                if args.backend == "triton" and len(pairs) * (s + 1) <= 4_000_000:
+                    row["kernel"] = kernel_times(data, s)
                 if args.twin_budget > 0:
                     row["torch"] = device_network_time(data, pairs, "torch", s, args.twin_budget, rng)
                 cpu = cpu_network_time(pool, cores, data, pairs, s, rng)
@@ -263,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.workers:
                 rows[-1]["ray"] = ray_pool_time(data, surr[-1], args.workers)
                 print(json.dumps(rows[-1]["ray"]), flush=True)
-    md = table(rows, env)
+    md = table(rows, env) + kernel_table(rows)
     for r in rows:
         if "ray" in r:
             md += (f"\nRay pool, N={r['N']}, T={r['T']}, S={r['ray']['surrogates']}: {r['ray']['workers']} GPU "

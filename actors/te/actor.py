@@ -17,7 +17,7 @@ import numpy as np
 import ray
 from ray.util import metrics
 
-from actors.te.batched import network_backend, pairs_te_batched, resolve_backend
+from actors.te.batched import network_backend, pairs_te_arrays, pairs_te_batched, resolve_backend
 from actors.te.config import NetworkConfig, TEParams
 from actors.te.engine import transfer_entropy
 from actors.te.network import PairResult, pair_params, pair_te
@@ -61,6 +61,19 @@ class TEEstimator:
         else:
             out = [pair_te(data, i, j, cfg, pair_params(cfg, i, j, embeddings)) for i, j in pairs]
         self._pairs.inc(len(out))
+        self._latency.observe(time.perf_counter() - t)
+        self.tasks_done += 1
+        return out
+
+    def te_arrays(self, data: np.ndarray, pairs: np.ndarray, config_json: str,
+                  n_surrogates: int | None = None) -> dict:
+        """pairs_te_arrays for `pairs` ([P, 2] ints) on this actor's device: compact arrays, no per-pair
+        objects, so a shard of a big network costs one call (jobs.te_bench --gpus shards by target)."""
+        t = time.perf_counter()
+        cfg = NetworkConfig.model_validate_json(config_json)
+        out = pairs_te_arrays(data, pairs, cfg, backend=resolve_backend(cfg.params.backend),
+                              n_surrogates=n_surrogates)
+        self._pairs.inc(len(pairs))
         self._latency.observe(time.perf_counter() - t)
         self.tasks_done += 1
         return out

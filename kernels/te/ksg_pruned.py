@@ -315,3 +315,46 @@ def ksg_batch_pruned(batch: KSGBatch, *, k: int = 4, theiler: int = 0, algorithm
     if not prunable(batch, k, algorithm):
         return ksg_batch_triton(batch, k=k, theiler=theiler, algorithm=algorithm, store=store)
     return PreparedLaunch(batch, k=k, theiler=theiler, store=store, **cfg).result()
+
+
+def tune(batch: KSGBatch, *, k: int = 4, reps: int = 3) -> dict:
+    """Time launch configs on `batch` (CUDA events): block x group x warps, then loop unrolling, then the
+    phase-A window; the fastest whose estimates equal the first config's becomes CONFIG. Returns the timings."""
+    timings: dict[tuple, float] = {}
+    ref = None
+
+    def run(cfg: dict) -> None:
+        nonlocal ref
+        try:
+            launch = PreparedLaunch(batch, k=k, **cfg)
+            te = launch.run().clone()   # compiles
+        except Exception as exc:  # a config this Triton cannot build: skip it
+            print(f"  skip {cfg}: {type(exc).__name__}: {str(exc)[:120]}")
+            return
+        ref = te if ref is None else ref
+        if not torch.allclose(te, ref, rtol=0, atol=1e-12):
+            raise AssertionError(f"launch config {cfg} changed the estimates")
+        best = float("inf")
+        for _ in range(reps):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            launch.run()
+            b.record()
+            torch.cuda.synchronize()
+            best = min(best, a.elapsed_time(b) / 1e3)
+        timings[tuple(sorted(cfg.items()))] = best
+
+    base = dict(CONFIG)
+    for block in (16, 32, 64):
+        for group in (4, 8):
+            for warps in (1, 2):
+                if block * group >= 32 * warps:
+                    run({**base, "block": block, "group": group, "num_warps": warps})
+    best = dict(min(timings, key=timings.get))
+    for unroll in (1, 4):
+        run({**best, "unroll": unroll})
+    best = dict(min(timings, key=timings.get))
+    for win in (8, 16, 64):
+        run({**best, "win": win})
+    CONFIG.update(dict(min(timings, key=timings.get)))
+    return timings
