@@ -103,3 +103,20 @@ def test_network_triton_path_equals_torch_twin():
     np.testing.assert_allclose(tri["te_by_lag"], twin["te_by_lag"], rtol=0, atol=1e-9)
     np.testing.assert_allclose(tri["surrogates"], twin["surrogates"], rtol=0, atol=1e-9)
     assert tri["te_by_lag"][0].max() > tri["te_by_lag"][1].max()   # the planted edge 0 -> 1 stands out
+
+
+@pytest.mark.slow
+def test_bench_multi_worker_mode_shards_targets_with_identical_edges(ray_cluster):
+    """jobs.te_bench --gpus: 1 and 2 TEEstimators (fake GPUs here, so the float64 twin runs in the actors)
+    give identical edges to each other and to an in-process pairs_te_arrays of the whole network."""
+    from jobs.te_bench import bench_config, multi_gpu, network_data
+
+    data = network_data(5, 60)
+    out = multi_gpu(data, 2, [1, 2], reps=1)
+    assert [r["gpus"] for r in out["runs"]] == [1, 2]
+    assert all(r["identical_to_first"] for r in out["runs"])
+    assert len({tuple(map(tuple, r["gpu_ids"])) for r in out["runs"]}) == 2   # the second run used two GPUs
+    pairs = np.array([(i, j) for j in range(5) for i in range(5) if i != j])
+    want = pairs_te_arrays(data, pairs, bench_config("auto", 2), backend="cpu", n_surrogates=2)
+    assert out["te"].shape == (20, 3)
+    np.testing.assert_allclose(out["te"], np.concatenate([want["te_by_lag"], want["surrogates"]], 1), rtol=0, atol=1e-12)
