@@ -21,14 +21,15 @@ from types import ModuleType
 
 import sympy as sp
 
-from kernels.ode.tableaus import TABLEAUS, Tableau
+from kernels.ode.tableaus import ROS23_D, ROS23_E32, TABLEAUS, Tableau
 
-CODEGEN_VERSION = "7"
+CODEGEN_VERSION = "8"
 CACHE_DIR = Path(os.environ.get("ATTRACTOR_KERNEL_CACHE", Path.home() / ".cache" / "attractor" / "ode_kernels"))
 
 # controller constants (Hairer–Wanner PI controller for a 5(4) pair; scipy's clamps)
 SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 10.0
-PI_BETA1, PI_BETA2 = 0.7 / 5, 0.4 / 5
+PI_BETA1, PI_BETA2 = 0.7 / 5, 0.4 / 5    # for q = 4; scaled by 5 / (q + 1) for other error orders
+NEWTON_ITERS = 6   # safeguarded Newton iterations locating a section crossing on the interpolant
 
 
 class CodegenError(ValueError):
@@ -172,16 +173,22 @@ class _Printer:
 
 
 @functools.lru_cache(maxsize=32)
-def _cse(system: OdeSystem) -> tuple[list, list]:
-    return sp.cse(list(system.equations), symbols=sp.numbered_symbols("_cse"), optimizations="basic")
+def _cse(system: OdeSystem, jac: bool = False) -> tuple[list, list]:
+    exprs = list(system.equations)
+    if jac:  # dF/du row by row: the stiff solver's W = I - gamma h J is built from it in the kernel
+        exprs = list(sp.Matrix(exprs).jacobian([sp.Symbol(s) for s in system.states]))
+    return sp.cse(exprs, symbols=sp.numbered_symbols("_cse"), optimizations="basic")
 
 
 def rhs_lines(system: OdeSystem, inputs: list[str], params: list[str], outputs: list[str], tmp: str,
-              consts: dict[float, str], fast_div: bool = False) -> list[str]:
-    """Straight-line statements computing outputs[i] = F_i(inputs; params), temporaries `tmp{j}`."""
+              consts: dict[float, str], fast_div: bool = False, jac: bool = False) -> list[str]:
+    """Straight-line statements computing outputs[i] = F_i(inputs; params), temporaries `tmp{j}`.
+
+    jac=True: outputs are the n*n entries of the Jacobian dF/du, row-major.
+    """
     names = {sp.Symbol(s): v for s, v in zip(system.states, inputs)}
     names.update({sp.Symbol(p): v for p, v in zip(system.params, params)})
-    repl, reduced = _cse(system)
+    repl, reduced = _cse(system, jac)
     lines = []
     for j, (sym, expr) in enumerate(repl):
         pr = _Printer(names, consts, fast_div)
@@ -239,10 +246,13 @@ class KernelSpec:
     lyapunov: bool = False    # integrate a renormalised twin (Benettin) alongside
     save_every: bool = False  # store the state every k-th accepted step
     features: bool = True     # running min/max/mean over the final window
+    interp: bool = False      # store the dense-output state at given times (t_eval)
+    section: tuple[int, int] | None = None  # Poincare section (state index, direction +1/-1/0)
 
     @property
     def key(self) -> str:
-        text = f"{CODEGEN_VERSION}|{self.system.digest}|{self.solver}|{self.dtype}|{self.lyapunov}|{self.save_every}|{self.features}"
+        text = (f"{CODEGEN_VERSION}|{self.system.digest}|{self.solver}|{self.dtype}|{self.lyapunov}|"
+                f"{self.save_every}|{self.features}|{self.interp}|{self.section}")
         return f"{self.system.name}_{self.solver}_{self.dtype}_" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -314,6 +324,89 @@ def kernel_source(spec: KernelSpec) -> str:
             for i in R:
                 body(f"{x}e_{i} = h * ({_lincomb(tab.e, [f'{k}{j}_{i}' for j in range(S + 1)], c)})")
 
+    rosen = tab.kind == "rosenbrock"
+
+    def fsal(k: str, i: int) -> str:
+        """The stage holding F(u_new), reused as the next step's F(u)."""
+        return f"{k}F2_{i}" if rosen else f"{k}{S}_{i}"
+
+    def rosen_stages(x: str, k: str, tag: str, f0: str) -> None:
+        """One Rosenbrock23 step from x_i (F(x) in f0_i): Jacobian, pivoted LU of W, three solves."""
+        W = [[f"{k}W{r}_{q}" for q in R] for r in R]
+        body(*rhs_lines(sysm, [f"{x}_{i}" for i in R], P, [W[r][q] for r in R for q in R], f"_{tag}j_", consts,
+                        fast, jac=True))
+        body(f"{k}gh = h * {c(ROS23_D)}")
+        for r in R:
+            for q in R:
+                body(f"{W[r][q]} = " + (f"{c(1.0)} - {k}gh * {W[r][q]}" if r == q else f"-({k}gh * {W[r][q]})"))
+        for q in R:  # partial pivoting by compare-and-swap (branch-free): row q ends with the largest pivot
+            for r in range(q + 1, n):
+                body(f"{k}sw{q}_{r} = tl.abs({W[r][q]}) > tl.abs({W[q][q]})")
+                for cc in R:
+                    body(f"_sw = {W[q][cc]}", f"{W[q][cc]} = tl.where({k}sw{q}_{r}, {W[r][cc]}, {W[q][cc]})",
+                         f"{W[r][cc]} = tl.where({k}sw{q}_{r}, _sw, {W[r][cc]})")
+            body(f"{k}ip{q} = {div(c(1.0), W[q][q])}")
+            for r in range(q + 1, n):
+                body(f"{W[r][q]} = {W[r][q]} * {k}ip{q}")
+                for cc in range(q + 1, n):
+                    body(f"{W[r][cc]} = {W[r][cc]} - {W[r][q]} * {W[q][cc]}")
+
+        def solve(rhs_terms: list[str], out: str) -> None:
+            for i in R:
+                body(f"{out}_{i} = {rhs_terms[i]}")
+            for q in R:  # the row swaps, in the order the factorisation made them
+                for r in range(q + 1, n):
+                    body(f"_sw = {out}_{q}", f"{out}_{q} = tl.where({k}sw{q}_{r}, {out}_{r}, {out}_{q})",
+                         f"{out}_{r} = tl.where({k}sw{q}_{r}, _sw, {out}_{r})")
+            for r in range(1, n):
+                body(f"{out}_{r} = {out}_{r} - (" + " + ".join(f"{W[r][q]} * {out}_{q}" for q in range(r)) + ")")
+            for r in reversed(R):
+                rest = " + ".join(f"{W[r][q]} * {out}_{q}" for q in range(r + 1, n))
+                body(f"{out}_{r} = ({out}_{r}" + (f" - ({rest})" if rest else "") + f") * {k}ip{r}")
+
+        solve([f"{f0}_{i}" for i in R], f"{k}1")
+        for i in R:
+            body(f"y{tag}_{i} = {x}_{i} + {c(0.5)} * h * {k}1_{i}")
+        rhs([f"y{tag}_{i}" for i in R], [f"{k}F1_{i}" for i in R], f"{tag}1")
+        solve([f"{k}F1_{i} - {k}1_{i}" for i in R], f"{k}2")
+        for i in R:
+            body(f"{k}2_{i} = {k}2_{i} + {k}1_{i}", f"{x}n_{i} = {x}_{i} + h * {k}2_{i}")
+        rhs([f"{x}n_{i}" for i in R], [f"{k}F2_{i}" for i in R], f"{tag}2")
+        solve([f"{k}F2_{i} - {c(ROS23_E32)} * ({k}2_{i} - {k}F1_{i}) - {c(2.0)} * ({k}1_{i} - {f0}_{i})" for i in R],
+              f"{k}3")
+        for i in R:
+            body(f"{x}e_{i} = h * {c(1 / 6)} * ({k}1_{i} - {c(2.0)} * {k}2_{i} + {k}3_{i})")
+
+    def dense_terms() -> list[tuple[tuple[float, ...], str, bool]]:
+        """u(t_old + theta h) = uo + sum over (poly(theta), vector, scaled by h) of poly * vector."""
+        if tab.dense is None:  # RK4: cubic Hermite through (uo, k0 = F(uo)) and (un, kH = F(un))
+            return [((0.0, 0.0, 3.0, -2.0), "(un_{i} - uo_{i})", False), ((0.0, 1.0, -2.0, 1.0), "k0_{i}", True),
+                    ((0.0, 0.0, -1.0, 1.0), "kH_{i}", True)]
+        vec = ["k1_{i}", "k2_{i}"] if rosen else [f"k{j}_{{i}}" for j in range(S + 1)]
+        return [(tuple(row), v, True) for row, v in zip(tab.dense, vec)]
+
+    def horner(coeffs, th: str) -> str:
+        coeffs = list(coeffs)
+        while len(coeffs) > 1 and coeffs[-1] == 0.0:
+            coeffs.pop()
+        out = c(coeffs[-1])
+        for a in reversed(coeffs[:-1]):
+            out = f"{th} * ({out})" if a == 0.0 else f"{c(a)} + {th} * ({out})"
+        return out
+
+    def dense(th: str, out: str, comps, deriv: bool = False) -> None:
+        """out_i = the interpolant (deriv: its theta-derivative) at theta `th` for components `comps`."""
+        terms = dense_terms()
+        for j, (poly, _, _) in enumerate(terms):
+            if deriv:
+                poly = tuple(m * a for m, a in enumerate(poly))[1:] or (0.0,)
+            body(f"{out}w{j} = {horner(poly, th)}")
+        for i in comps:
+            hs = [f"{out}w{j} * {v.format(i=i)}" for j, (_, v, sc) in enumerate(terms) if sc]
+            plain = [f"{out}w{j} * {v.format(i=i)}" for j, (_, v, sc) in enumerate(terms) if not sc]
+            expr = "h * (" + " + ".join(hs) + ")" + "".join(f" + {p}" for p in plain)
+            body(f"{out}_{i} = " + (expr if deriv else f"uo_{i} + {expr}"))
+
     def amax(name: str) -> str:
         out = f"tl.abs({name}_0)"
         for i in range(1, n):
@@ -349,6 +442,13 @@ def kernel_source(spec: KernelSpec) -> str:
     if lyap:
         body("lsum = tl.load(LSUM + row, mask=inb, other=0.0)", "ltime = tl.load(LTIME + row, mask=inb, other=0.0)",
              "speed0 = tl.load(SPEED0 + row, mask=inb, other=0.0)")
+    if spec.interp:
+        body("ie = tl.load(IE + row, mask=inb, other=0)", "erow = row * ESTRIDE")
+    if spec.section:
+        body("lev = tl.load(S + 11)", "smin = tl.load(S + 12)",
+             "ncross = tl.load(NCROSS + row, mask=inb, other=0)",
+             *[f"{name} = tl.load(RET + row * 5 + {j}, mask=inb, other=0.0)"
+               for j, name in enumerate(("tlast", "rmean", "rm2", "rmin", "rmax"))])
     body(f"m_prev = {amax('u')}", "mo_esc = zero", "h_esc = zero", "status_in = status",
          "active = inb & (status == 0) & (nacc + nrej < MAX_STEPS)",
          "n_act = tl.sum(active.to(tl.int32), axis=0)",
@@ -369,11 +469,19 @@ def kernel_source(spec: KernelSpec) -> str:
         rhs([f"u_{i}" for i in R], [f"k0_{i}" for i in R], "u0")
         if lyap:
             rhs([f"v_{i}" for i in R], [f"kv0_{i}" for i in R], "v0")
-    stages("u", "k", "u")
-    if lyap:
-        stages("v", "kv", "v")
+    if rosen:
+        rosen_stages("u", "k", "u", "k0")
+        if lyap:
+            rosen_stages("v", "kv", "v", "kv0")
+    else:
+        stages("u", "k", "u")
+        if lyap:
+            stages("v", "kv", "v")
+    if (spec.interp or spec.section) and tab.dense is None:
+        rhs([f"un_{i}" for i in R], [f"kH_{i}" for i in R], "uH")  # F(u_new) for the Hermite interpolant
     if tab.adaptive:
         terms = [div(f"ue_{i}", f"atol + rtol * tl.maximum(tl.abs(u_{i}), tl.abs(un_{i}))") for i in R]
+        qs = 5.0 / (tab.error_order + 1)  # PI gains scale with the order of the error estimate
         body("en = tl.sqrt((" + " + ".join(f"{x} * {x}" for x in terms) + f") * {c(1 / n)})")
         if lyap:  # the twin's separation (size d0, below atol) must be resolved to rtol too, down to the
             # rounding floor of a difference of two states (~eps |u|): below it FP32 would never accept
@@ -384,7 +492,7 @@ def kernel_source(spec: KernelSpec) -> str:
              "reject = active & ~accept",
              "en_s = tl.where(finite & (en > 0), en, zero + 1e-30)",
              # PI controller on accepts (err^-b1 * err_prev^b2), plain I controller after a reject
-             f"fac_a = {c(SAFETY)} * tl.exp({c(-PI_BETA1)} * tl.log(en_s) + {c(PI_BETA2)} * tl.log(eprev))",
+             f"fac_a = {c(SAFETY)} * tl.exp({c(-PI_BETA1 * qs)} * tl.log(en_s) + {c(PI_BETA2 * qs)} * tl.log(eprev))",
              f"fac_r = {c(SAFETY)} * tl.exp({c(-1.0 / (tab.error_order + 1))} * tl.log(en_s))",
              f"fac = tl.where(accept, tl.minimum(tl.maximum(fac_a, {c(MIN_FACTOR)}), {c(MAX_FACTOR)}),"
              f" tl.minimum(tl.maximum(fac_r, {c(MIN_FACTOR)}), {c(1.0)}))",
@@ -392,17 +500,74 @@ def kernel_source(spec: KernelSpec) -> str:
              f"eprev = tl.where(accept, tl.maximum(en, {c(1e-4)}), eprev)")
     else:
         body("accept = active")
-    track_t = tab.adaptive or spec.features or spec.save_every or lyap  # RK4 otherwise sets t after the loop
+    track_t = tab.adaptive or spec.features or spec.save_every or lyap or spec.interp or spec.section
+    # (RK4 without any of these sets t once after the loop)
     if track_t:
         body("t_old = t", "t = tl.where(accept, t + h, t)" if tab.adaptive else
              "t = tl.where(accept, t0 + (nacc + 1).to(DT) * dt, t)")
     for i in R:
         body(f"uo_{i} = u_{i}", f"u_{i} = tl.where(accept, un_{i}, u_{i})")
         if tab.adaptive:
-            body(f"f_{i} = tl.where(accept, k{S}_{i}, f_{i})")
+            body(f"f_{i} = tl.where(accept, {fsal('k', i)}, f_{i})")
     body("nacc += accept.to(tl.int32)")
     if tab.adaptive:
         body("nrej += reject.to(tl.int32)")
+    if spec.interp:  # dense output at every requested time this step covered (the last step: all left)
+        body("fin = accept & (t >= t1 - teps)" if tab.adaptive else "fin = accept & (nacc >= NSTEPS)",
+             "te = tl.load(TEVAL + erow + ie, mask=accept & (ie < NT), other=0.0)",
+             "pend = accept & (ie < NT) & ((te <= t) | fin)",
+             "npend = tl.sum(pend.to(tl.int32), axis=0)",
+             "while npend > 0:")
+        body.indent += 1
+        body(f"th = tl.minimum(tl.maximum({div('te - t_old', 'h')}, zero), {c(1.0)})")
+        dense("th", "yi", R)
+        for i in R:
+            body(f"tl.store(YS + (row * NT + ie) * {n} + {i}, yi_{i}, mask=pend)")
+        body("ie += pend.to(tl.int32)",
+             "te = tl.load(TEVAL + erow + ie, mask=pend & (ie < NT), other=0.0)",
+             "pend = pend & (ie < NT) & ((te <= t) | fin)",
+             "npend = tl.sum(pend.to(tl.int32), axis=0)")
+        body.indent -= 1
+    if spec.section:  # Poincare section u_K = level crossed in the given direction during this step
+        K, direction = spec.section
+        body(f"g_o = uo_{K} - lev", f"g_n = un_{K} - lev")
+        cond = {1: "(g_o < 0) & (g_n >= 0)", -1: "(g_o > 0) & (g_n <= 0)",
+                0: "(((g_o < 0) & (g_n >= 0)) | ((g_o > 0) & (g_n <= 0)))"}[direction]
+        body(f"cr = accept & (t_old >= smin) & {cond}",
+             "if tl.sum(cr.to(tl.int32), axis=0) > 0:")
+        body.indent += 1
+        # root of the interpolant's K-th component on theta in [0, 1]: Newton from the secant guess,
+        # kept inside the sign-change bracket (a step leaving it is replaced by bisection)
+        body(f"th = tl.where(cr, {div('g_o', 'g_o - g_n')}, zero)",
+             "lo = zero", f"hi = zero + {c(1.0)}",
+             f"for _nt in range({NEWTON_ITERS}):")
+        body.indent += 1
+        dense("th", "gy", [K])
+        dense("th", "gd", [K], deriv=True)
+        body(f"gg = gy_{K} - lev",
+             "same = (gg < 0) == (g_o < 0)",
+             "lo = tl.where(same, th, lo)", "hi = tl.where(same, hi, th)",
+             f"nth = th - {div('gg', f'gd_{K}')}",
+             f"th = tl.where((nth >= lo) & (nth <= hi), nth, {c(0.5)} * (lo + hi))")
+        body.indent -= 1
+        body("tc = t_old + th * h")
+        dense("th", "yc", R)
+        body("cslot = ncross",
+             "tl.store(CROSS_T + row * NCB + cslot, tc, mask=cr & (cslot < NCB))")
+        for i in R:
+            body(f"tl.store(CROSS + (row * NCB + cslot) * {n} + {i}, yc_{i}, mask=cr & (cslot < NCB))")
+        # return times (interval between successive crossings): Welford mean / M2, min, max
+        body("prev = cr & (ncross > 0)",
+             "dret = tc - tlast",
+             "nint = tl.maximum(ncross, 1).to(DT)",
+             "rdel = dret - rmean",
+             f"rmean = tl.where(prev, rmean + {div('rdel', 'nint')}, rmean)",
+             "rm2 = tl.where(prev, rm2 + rdel * (dret - rmean), rm2)",
+             "rmin = tl.where(prev, tl.minimum(rmin, dret), rmin)",
+             "rmax = tl.where(prev, tl.maximum(rmax, dret), rmax)",
+             "tlast = tl.where(cr, tc, tlast)",
+             "ncross += cr.to(tl.int32)")
+        body.indent -= 1
     # final-window features at accepted points (running min/max, trapezoid time average)
     if spec.features:
         body("in_win = accept & (t >= ws)",
@@ -422,7 +587,7 @@ def kernel_source(spec: KernelSpec) -> str:
         for i in R:
             body(f"v_{i} = tl.where(accept, vn_{i}, v_{i})")
             if tab.adaptive:
-                body(f"fv_{i} = tl.where(accept, kv{S}_{i}, fv_{i})")
+                body(f"fv_{i} = tl.where(accept, {fsal('kv', i)}, fv_{i})")
             body(f"sep_{i} = v_{i} - u_{i}")
         body("dist = tl.sqrt(" + " + ".join(f"sep_{i} * sep_{i}" for i in R) + ")",
              "good = accept & ((dist - dist) == 0) & (dist > 0)",
@@ -476,6 +641,12 @@ def kernel_source(spec: KernelSpec) -> str:
     if lyap:
         body("tl.store(LSUM + row, lsum, mask=inb)", "tl.store(LTIME + row, ltime, mask=inb)",
              "tl.store(SPEED0 + row, speed0, mask=inb)")
+    if spec.interp:
+        body("tl.store(IE + row, ie, mask=inb)")
+    if spec.section:
+        body("tl.store(NCROSS + row, ncross, mask=inb)")
+        for j, name in enumerate(("tlast", "rmean", "rm2", "rmin", "rmax")):
+            body(f"tl.store(RET + row * 5 + {j}, {name}, mask=inb)")
     for name in vecs:
         for i in R:
             body(f"tl.store({bufs[name]} + row * {n} + {i}, {name}_{i}, mask=inb)")
@@ -483,17 +654,19 @@ def kernel_source(spec: KernelSpec) -> str:
     const_lines = [f"    {name} = tl.full([BLOCK], {v!r}, DT)" for v, name in consts.items()]
     const_lines += [f"    {name} = tl.load(S + 2) * {v!r}" for v, name in hc.items()]  # dt * coefficient
     sig = ("IDX, NW, S, T, H, EPREV, STATUS, NACC, NREJ, TBLOW, WLEN, U, F, V, FV, P, WMIN, WMAX, WSUM, "
-           "LSUM, LTIME, SPEED0, SAVE, SAVE_T, CHUNK, MAX_STEPS, NSTEPS, SAVE_EVERY, N_SAVE, "
+           "LSUM, LTIME, SPEED0, SAVE, SAVE_T, TEVAL, IE, YS, NCROSS, RET, CROSS, CROSS_T, "
+           "CHUNK, MAX_STEPS, NSTEPS, SAVE_EVERY, N_SAVE, ESTRIDE, NT, NCB, "
            "BLOCK: tl.constexpr, DT: tl.constexpr, INNER: tl.constexpr")
     header = [f'"""Generated by kernels/ode/codegen.py (v{CODEGEN_VERSION}) for model {sysm.name!r}: '
               f'{spec.solver}, {spec.dtype}, lyapunov={lyap}, save_every={spec.save_every}, '
-              f'features={spec.features}.',
+              f'features={spec.features}, interp={spec.interp}, section={spec.section}.',
               "",
               f"states {list(sysm.states)}; per-lane params {list(sysm.params)}",
               "".join(f"\nd{s}/dt = {e}" for s, e in zip(sysm.states, sysm.equations)),
               '"""',
               "import triton", "import triton.language as tl", _HELPERS, "",
-              '@triton.jit(do_not_specialize=["NW", "CHUNK", "MAX_STEPS", "NSTEPS", "SAVE_EVERY", "N_SAVE"])',
+              '@triton.jit(do_not_specialize=["NW", "CHUNK", "MAX_STEPS", "NSTEPS", "SAVE_EVERY", "N_SAVE", '
+              '"ESTRIDE", "NT", "NCB"])',
               f"def step_kernel({sig}):"]
     src = "\n".join(header + const_lines + body.lines) + "\n"
     if tab.adaptive:

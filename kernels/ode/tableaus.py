@@ -7,9 +7,12 @@ h * sum(e * k) over all S + 1 stages.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import scipy.integrate
+from numpy.polynomial import Polynomial
 
 
 @dataclass(frozen=True)
@@ -19,6 +22,10 @@ class Tableau:
     b: tuple[float, ...]                # S weights
     e: tuple[float, ...] | None         # S + 1 error weights (None: fixed step)
     error_order: int = 4                # order of the embedded estimate (step-size exponent 1/(q+1))
+    # continuous extension: row j holds the ascending coefficients of b_j(theta), so that
+    # u(t + theta h) = u + h * sum_j b_j(theta) k_j over the S + 1 stages (None: no own interpolant)
+    dense: tuple[tuple[float, ...], ...] | None = None
+    kind: str = "explicit"              # explicit | rosenbrock (linearly implicit, uses the Jacobian)
 
     @property
     def stages(self) -> int:
@@ -30,11 +37,15 @@ class Tableau:
 
 
 RK4 = Tableau("rk4", a=((), (0.5,), (0.0, 0.5), (0.0, 0.0, 1.0)), b=(1 / 6, 1 / 3, 1 / 3, 1 / 6), e=None)
+# RK4 has no interpolant of its own: the kernels use the cubic Hermite one through (u, F(u)) and
+# (u_new, F(u_new)) (third order, one extra right-hand side per step, only in the modes that need it)
 
 # Dormand–Prince 5(4), from scipy's RK45 so the torch twin, scipy and the kernels share one source.
 _RK45 = scipy.integrate.RK45
 DOPRI5 = Tableau("dopri5", a=tuple(tuple(float(x) for x in _RK45.A[s, :s]) for s in range(_RK45.n_stages)),
-                 b=tuple(float(x) for x in _RK45.B), e=tuple(float(x) for x in _RK45.E))
+                 b=tuple(float(x) for x in _RK45.B), e=tuple(float(x) for x in _RK45.E),
+                 # Hairer's 4th-order dense output, scipy's P: b_j(theta) = sum_m P[j, m] theta^(m+1)
+                 dense=tuple((0.0,) + tuple(float(x) for x in row) for row in _RK45.P))
 
 # Tsitouras 5(4) (Comput. Math. Appl. 62 (2011) 770), coefficients as in diffrax / OrdinaryDiffEq.
 _TS_A = (
@@ -68,6 +79,32 @@ _TS_BHAT = (0.094680755765839458074788762557589228561175273577246312261395740657
             -2.707712349983525454881109975059321670689605166938197378763992255714444407154902012702,
             1.866628418170587035753719399566211498666255505244122593996591602841258328965767580089,
             1 / 66)
-TSIT5 = Tableau("tsit5", a=_TS_A, b=_TS_B, e=tuple(b - bh for b, bh in zip(_TS_B + (0.0,), _TS_BHAT)))
 
-TABLEAUS = {t.name: t for t in (RK4, DOPRI5, TSIT5)}
+
+def _tsit5_dense() -> tuple[tuple[float, ...], ...]:
+    """Tsitouras' continuous extension b_j(theta) (as OrdinaryDiffEq.jl / diffrax write it), expanded."""
+    P = Polynomial
+    roots = (P((0, -1.0530884977290216)) * P((-1.3299890189751412, 1)) * P((0.7139816917074209, -1.4364028541716351, 1)),
+             P((0, 0, 0.1017)) * P((1.2949852507374631, -2.1966568338249754, 1)),
+             P((0, 0, 2.490627285651252793)) * P((1.57803468208092486, -2.38535645472061657, 1)),
+             P((0, 0, -16.54810288924490272)) * P((-1.21712927295533244, 1)) * P((-0.61620406037800089, 1)),
+             P((0, 0, 47.37952196281928122)) * P((-1.203071208372362603, 1)) * P((-0.658047292653547382, 1)),
+             P((0, 0, -34.87065786149660974)) * P((-1.2, 1)) * P((-0.666666666666666667, 1)),
+             P((0, 0, 2.5)) * P((-1.0, 1)) * P((-0.6, 1)))
+    return tuple(tuple(float(c) for c in np.pad(p.coef, (0, 6 - len(p.coef)))) for p in roots)
+
+
+TSIT5 = Tableau("tsit5", a=_TS_A, b=_TS_B, e=tuple(b - bh for b, bh in zip(_TS_B + (0.0,), _TS_BHAT)),
+                dense=_tsit5_dense())
+
+# Rosenbrock23 (Shampine & Reichelt 1997, MATLAB's ode23s; OrdinaryDiffEq's Rosenbrock23): W = I - d h J,
+# k1 = W^-1 F0, F1 = F(u + h/2 k1), k2 = W^-1 (F1 - k1) + k1, u_new = u + h k2, F2 = F(u_new),
+# k3 = W^-1 (F2 - e32 (k2 - F1) - 2 (k1 - F0)), error h/6 (k1 - 2 k2 + k3) (third order: q = 2).
+# Dense output u + h (theta (1 - theta) k1 + theta (theta - 2d) k2) / (1 - 2d).
+ROS23_D = 1.0 / (2.0 + math.sqrt(2.0))
+ROS23_E32 = 6.0 + math.sqrt(2.0)
+ROSENBROCK23 = Tableau("rosenbrock23", a=(), b=(), e=(), error_order=2, kind="rosenbrock",
+                       dense=((0.0, 1 / (1 - 2 * ROS23_D), -1 / (1 - 2 * ROS23_D)),
+                              (0.0, -2 * ROS23_D / (1 - 2 * ROS23_D), 1 / (1 - 2 * ROS23_D))))
+
+TABLEAUS = {t.name: t for t in (RK4, DOPRI5, TSIT5, ROSENBROCK23)}

@@ -1,9 +1,14 @@
 """Host side of the generated per-trajectory ODE kernels: validate, allocate, launch in time chunks.
 
 `solve_ode` integrates a batch of (parameters, initial state) rows with a kernel generated from
-the model's equations (kernels/ode/codegen.py): fixed-step RK4, or adaptive Tsit5 / Dormand–Prince
-5(4) with a PI step controller, in float32 or float64, on CUDA (compiled) or on the CPU
-(the same kernels under TRITON_INTERPRET=1; slow, for CI on small batches).
+the model's equations (kernels/ode/codegen.py): fixed-step RK4, adaptive Tsit5 / Dormand–Prince
+5(4) with a PI step controller, or the linearly implicit Rosenbrock23 for stiff systems (symbolic
+Jacobian, per-lane pivoted LU), in float32 or float64, on CUDA (compiled) or on the CPU (the same
+kernels under TRITON_INTERPRET=1; slow, for CI on small batches).
+
+Optional in-kernel outputs: the state at given times (`t_eval`, shared or per trajectory) from each
+method's own interpolant, and a Poincaré `section` (crossings located on the interpolant: count,
+first K crossing states, return-time mean/std/min/max: a limit cycle's period directly).
 
 Long tails: each launch advances every working trajectory by at most `chunk_steps` trial steps;
 between launches the unfinished rows are compacted into a fresh index list (the kernel reads and
@@ -45,6 +50,26 @@ class OdeKernelResult(Dopri5Result):
     saves: np.ndarray | None = None     # [B, n_save, n]: state after every save_every-th accepted step
     save_t: np.ndarray | None = None    # [B, n_save]: the times of those states (nan where not reached)
     launches: int = 0                   # kernel launches (time chunks) it took
+    t_eval: np.ndarray | None = None    # [T] or [B, T]: the times of `ys` (ys: [B, T, n], nan where not reached)
+    n_crossings: np.ndarray | None = None   # [B] section crossings (after section.t_min)
+    crossings: np.ndarray | None = None     # [B, K, n] the first K crossing states (nan where fewer)
+    crossing_t: np.ndarray | None = None    # [B, K] their times
+    return_time: dict[str, np.ndarray] | None = None  # mean, std (population), min, max: [B], nan if < 2 crossings
+
+
+@dataclass(frozen=True)
+class Section:
+    """A Poincaré section u[state] = level, crossed upwards (+1), downwards (-1) or either way (0).
+
+    Crossings before t_min (default: t0) are ignored, so a transient does not enter the
+    return-time statistics; the first `max_saved` crossing states are stored per trajectory.
+    """
+
+    state: int | str
+    level: float = 0.0
+    direction: int = 1
+    t_min: float | None = None
+    max_saved: int = 0
 
 
 @dataclass
@@ -74,6 +99,13 @@ class DeviceState:
     speed0: torch.Tensor
     saves: torch.Tensor
     save_t: torch.Tensor
+    t_eval: torch.Tensor
+    ie: torch.Tensor
+    ys: torch.Tensor
+    ncross: torch.Tensor
+    ret: torch.Tensor
+    cross: torch.Tensor
+    cross_t: torch.Tensor
     launches: int = 0
 
 
@@ -114,19 +146,49 @@ def _validate(model, params: np.ndarray, u0: np.ndarray, t_span, method: str, dt
     _check(block >= 16 and block & (block - 1) == 0, "block", f"{block} is not a power of two >= 16", "16, 32, ...")
 
 
+def _check_t_eval(t_eval, batch: int, t0: float, t1: float) -> np.ndarray:
+    te = np.asarray(t_eval, dtype=np.float64)
+    _check(te.ndim in (1, 2) and te.shape[-1] >= 1 and (te.ndim == 1 or te.shape[0] == batch), "t_eval",
+           f"shape {te.shape} is neither [T] nor [{batch}, T]", "one increasing time list, or one per trajectory")
+    _check(bool(np.isfinite(te).all()) and bool((np.diff(te, axis=-1) > 0).all()), "t_eval",
+           "must be finite and strictly increasing", "increasing times")
+    _check(bool((te >= t0).all() and (te <= t1).all()), "t_eval", "outside t_span", f"[{t0}, {t1}]")
+    return te
+
+
+def _check_section(section: Section, state_names: list[str], t0: float, t1: float) -> tuple[int, float]:
+    k = section.state
+    if isinstance(k, str):
+        _check(k in state_names, "section.state", f"unknown state {k!r}", ", ".join(state_names))
+        k = state_names.index(k)
+    _check(isinstance(k, int | np.integer) and 0 <= k < len(state_names), "section.state",
+           f"index {k} out of range", f"0 .. {len(state_names) - 1} or a state name")
+    _check(section.direction in (-1, 0, 1), "section.direction", f"{section.direction!r}", "-1, 0, 1")
+    _check(math.isfinite(section.level), "section.level", f"{section.level} is not finite", "finite")
+    t_min = t0 if section.t_min is None else float(section.t_min)
+    _check(math.isfinite(t_min) and t0 <= t_min < t1, "section.t_min", f"{t_min} outside t_span", f"[{t0}, {t1})")
+    _check(0 <= section.max_saved <= 100_000, "section.max_saved", f"{section.max_saved} out of range", "0 .. 100000")
+    return int(k), t_min
+
+
 def prepare(model, params, u0, t_span, *, method: str = "tsit5", dtype: str = "float32", rtol: float = 1e-6,
             atol: float = 1e-8, n_steps: int | None = None, window: float = 0.25, blowup_bound: float = 1e4,
             lyapunov: bool = False, twin_separation: float = 1e-7, save_every: int = 0, n_save: int = 0,
             max_steps: int = 1_000_000, chunk_steps: int | None = None, fold: bool = True,
-            features: bool = True, inner: int = 8, device: str = "auto", block: int = 128):
+            features: bool = True, inner: int = 8, device: str = "auto", block: int = 128,
+            t_eval=None, section: Section | None = None):
     """Validate, generate/load the kernel and allocate device state; returns a `run()` closure.
 
     Split from `solve_ode` so a benchmark can time the integration alone (no host copies).
+    t_eval: [T] times shared by all rows or [B, T] per row, stored from the method's interpolant.
     """
     params = np.atleast_2d(np.asarray(params, dtype=np.float64))
     u0 = np.atleast_2d(np.asarray(u0, dtype=np.float64))
     _validate(model, params, u0, t_span, method, dtype, rtol, atol, n_steps, window, blowup_bound,
               twin_separation, save_every, n_save, max_steps, chunk_steps, block)
+    t0, t1 = float(t_span[0]), float(t_span[1])
+    te = None if t_eval is None else _check_t_eval(t_eval, params.shape[0], t0, t1)
+    sec = None if section is None else _check_section(section, list(model.state_names), t0, t1)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     interpret = not device.startswith("cuda")
@@ -140,18 +202,19 @@ def prepare(model, params, u0, t_span, *, method: str = "tsit5", dtype: str = "f
     tab = TABLEAUS[method]
     if not tab.adaptive:
         max_steps = int(n_steps)
-    spec = KernelSpec(system, method, dtype, lyapunov=lyapunov, save_every=save_every > 0, features=features)
+    spec = KernelSpec(system, method, dtype, lyapunov=lyapunov, save_every=save_every > 0, features=features,
+                      interp=te is not None, section=None if sec is None else (sec[0], int(section.direction)))
     mod = load_kernels(spec, interpret=interpret)
 
     tdt = torch.float64 if dtype == "float64" else torch.float32
     B, n = u0.shape
-    t0, t1 = float(t_span[0]), float(t_span[1])
     ws = t1 - window * (t1 - t0)
     eps = float(torch.finfo(tdt).eps)
     dt = (t1 - t0) / n_steps if not tab.adaptive else 0.0
     # hmin is relative to the current |t| (a step below a few ulps of t cannot advance it)
     scal = torch.tensor([t0, t1, dt, rtol, atol, blowup_bound, ws, twin_separation, max(1e-12, 10 * eps),
-                         4 * eps * max(abs(t1), 1.0), 16 * eps], dtype=tdt, device=device)
+                         4 * eps * max(abs(t1), 1.0), 16 * eps, float(section.level) if sec else 0.0,
+                         sec[1] if sec else t0], dtype=tdt, device=device)
 
     def full(shape, value, dt=tdt):
         return torch.full(shape, value, dtype=dt, device=device)
@@ -176,7 +239,19 @@ def prepare(model, params, u0, t_span, *, method: str = "tsit5", dtype: str = "f
         wsum=full((B, n), 0.0),
         lsum=full((B,), 0.0), ltime=full((B,), 0.0), speed0=full((B,), nan),
         saves=full((B, n_save, n), nan) if save_every else full((1,), nan),
-        save_t=full((B, n_save), nan) if save_every else full((1,), nan))
+        save_t=full((B, n_save), nan) if save_every else full((1,), nan),
+        t_eval=torch.as_tensor(te, dtype=tdt, device=device).contiguous() if te is not None else full((1,), nan),
+        ie=torch.zeros(B if te is not None else 1, dtype=torch.int32, device=device),
+        ys=full((B, te.shape[-1], n), nan) if te is not None else full((1,), nan),  # nan: unwritten shows
+        ncross=torch.zeros(B if sec else 1, dtype=torch.int32, device=device),
+        # per row: last crossing time, return-time mean, M2, min, max
+        ret=(torch.tensor([nan, 0.0, 0.0, math.inf, -math.inf], dtype=tdt, device=device).repeat(B, 1)
+             if sec else full((1,), nan)),
+        cross=full((B, section.max_saved, n), nan) if sec and section.max_saved else full((1,), nan),
+        cross_t=full((B, section.max_saved), nan) if sec and section.max_saved else full((1,), nan))
+    n_t = 0 if te is None else te.shape[-1]
+    e_stride = n_t if te is not None and te.ndim == 2 else 0
+    n_cb = section.max_saved if sec else 0
     # fixed step: one launch (all rows take the same steps); adaptive on a GPU: compact every 256
     chunk = chunk_steps or (max_steps if (interpret or not tab.adaptive) else 256)
     tl_dt = _tl_dtype(dtype)
@@ -194,9 +269,10 @@ def prepare(model, params, u0, t_span, *, method: str = "tsit5", dtype: str = "f
             nw = work.numel()
             mod.step_kernel[grid(nw)](work, nw, scal, st.t, st.h, st.eprev, st.status, st.nacc, st.nrej, st.tblow,
                                       st.wlen, st.u, st.f, st.v, st.fv, st.p, st.wmin, st.wmax, st.wsum,
-                                      st.lsum, st.ltime, st.speed0, st.saves, st.save_t, chunk, max_steps,
-                                      int(n_steps or 0), max(save_every, 1), n_save, BLOCK=block, DT=tl_dt,
-                                      INNER=inner)
+                                      st.lsum, st.ltime, st.speed0, st.saves, st.save_t, st.t_eval, st.ie, st.ys,
+                                      st.ncross, st.ret, st.cross, st.cross_t, chunk, max_steps,
+                                      int(n_steps or 0), max(save_every, 1), n_save, e_stride, n_t, n_cb,
+                                      BLOCK=block, DT=tl_dt, INNER=inner)
             st.launches += 1
             running = (st.status[work] == STATUS_RUNNING) & (st.nacc[work] + st.nrej[work] < max_steps)
             if compact:
@@ -254,18 +330,31 @@ def to_result(st: DeviceState) -> OdeKernelResult:
     saves = save_t = None
     if st.spec.save_every:
         saves, save_t = np_(st.saves), np_(st.save_t)
+    sec: dict = {}
+    if st.spec.section:
+        ncross, ret = np_(st.ncross).astype(np.int64), np_(st.ret)
+        two = ncross >= 2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rt = {"mean": np.where(two, ret[:, 1], np.nan),
+                  "std": np.where(two, np.sqrt(np.maximum(ret[:, 2], 0.0) / np.maximum(ncross - 1, 1)), np.nan),
+                  "min": np.where(two, ret[:, 3], np.nan), "max": np.where(two, ret[:, 4], np.nan)}
+        sec = dict(n_crossings=ncross, return_time=rt,
+                   crossings=np_(st.cross) if st.cross.dim() == 3 else None,
+                   crossing_t=np_(st.cross_t) if st.cross_t.dim() == 2 else None)
     return OdeKernelResult(
         t_final=np_(st.t), u_final=u, u_min=wmin, u_max=wmax, u_mean=mean, blowup=blow,
         t_blowup=np.where(blow, np_(st.tblow), np.nan), finished=status != STATUS_RUNNING,
         lyapunov_max=lyap, flow_log_ratio=flow, n_steps=np_(st.nacc).astype(np.int64),
-        n_rejected=np_(st.nrej).astype(np.int64), ys=None, saves=saves, save_t=save_t, launches=st.launches)
+        n_rejected=np_(st.nrej).astype(np.int64), ys=np_(st.ys) if st.spec.interp else None, saves=saves,
+        save_t=save_t, launches=st.launches, t_eval=np_(st.t_eval) if st.spec.interp else None, **sec)
 
 
 def solve_ode(model, params, u0, t_span, *, compact: bool = True, **options) -> OdeKernelResult:
     """Integrate rows (params[i], u0[i]) of `model` over t_span with a generated Triton kernel.
 
     model: a registered model (actors.sweep.models.CompiledModel or anything with state_names,
-    param_names and SymPy `equations`). options: see `prepare` (method rk4|tsit5|dopri5, dtype,
-    rtol/atol or n_steps, window, blowup_bound, lyapunov, save_every/n_save, chunk_steps, device).
+    param_names and SymPy `equations`). options: see `prepare` (method rk4|tsit5|dopri5|rosenbrock23,
+    dtype, rtol/atol or n_steps, window, blowup_bound, lyapunov, save_every/n_save, chunk_steps,
+    device, t_eval, section).
     """
     return to_result(prepare(model, params, u0, t_span, **options)(compact=compact))
