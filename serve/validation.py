@@ -100,6 +100,8 @@ class RecommendRequest(_Strict):
 class DiversityRequest(_Strict):
     table: Table
     reference: Table | None = None
+    text_columns: list[str] | None = None    # free-text columns (sentence embeddings); None = detected
+    text_rows: int = Field(1_000, ge=2, le=20_000)   # rows embedded per text column (seeded sample)
 
 
 class PreScreenRequest(_Strict):
@@ -205,7 +207,7 @@ def run_diversity(req: DiversityRequest, args: ValidationServeArgs) -> dict:
 
     table = load(req.table, "table", args)
     ref = load(req.reference, "reference", args) if req.reference is not None else None
-    return _clean(analyze(table, ref))
+    return _clean(analyze(table, ref, text_columns=req.text_columns, text_rows=req.text_rows))
 
 
 def signature_library(args: ValidationServeArgs):

@@ -54,6 +54,8 @@ class LocalizerConfig(_Strict):
     cv_folds: int = Field(5, ge=2, le=20)       # folds for out-of-sample label probabilities
     max_rows: int = Field(1_000, ge=1)          # most rows reported
     seed: int = Field(0, ge=0)
+    ann: Literal["auto", "exact", "ivf", "hnsw"] = "auto"   # nearest-neighbour search (actors/validation/ann.py)
+    ann_exact_below: int = Field(200_000, ge=1)  # auto: exact FAISS below this many real rows, IVF-Flat above
 
 
 class RecommenderConfig(_Strict):

@@ -13,6 +13,7 @@ import pandas as pd
 
 from actors.validation.data import check_tables, pool
 from actors.validation.detector import model_features
+from actors.validation.errors import InputError
 
 
 def vendi_score(F: np.ndarray, *, bandwidth: float | None = None) -> float:
@@ -32,11 +33,36 @@ def vendi_score(F: np.ndarray, *, bandwidth: float | None = None) -> float:
 
 
 def analyze(table: pd.DataFrame, reference: pd.DataFrame | None = None, *, max_rows: int = 2000,
-            rare: float = 0.01, seed: int = 0) -> dict[str, Any]:
+            rare: float = 0.01, seed: int = 0, text_columns: list[str] | None = None,
+            text_rows: int = 1_000) -> dict[str, Any]:
     """Entropy per column (quantile-binned numeric), coverage of the reference's categories, Vendi
-    score on up to `max_rows` rows, and categories rarer than `rare` (or absent) vs the reference."""
+    score on up to `max_rows` rows, and categories rarer than `rare` (or absent) vs the reference.
+
+    Free-text columns (`text_columns`, or detected by `text.is_text` when None) are left out of the
+    tabular part (as categories every value would be its own level) and get semantic diversity from
+    sentence embeddings instead (actors/validation/text.py) under out["text"][column]."""
     ref = reference if reference is not None else table
     check_tables(ref, table)
+    from actors.validation.text import is_text, text_diversity
+
+    if text_columns is None:
+        text_columns = [c for c in table.columns if is_text(table[c]) and is_text(ref[c])]
+    elif unknown := [c for c in text_columns if c not in table.columns]:
+        raise InputError("text_columns", f"{unknown} are not columns of the table", ", ".join(map(str, table.columns)))
+    text = {str(c): text_diversity(table[c], reference[c] if reference is not None else None, max_rows=text_rows,
+                                   seed=seed) for c in text_columns}
+    rest = [c for c in table.columns if c not in text_columns]
+    if not rest:
+        return {"rows": int(len(table)), "columns": {}, "text": text}
+    out = _tabular(table[rest], reference[rest] if reference is not None else None, max_rows, rare, seed)
+    if text:
+        out["text"] = text
+    return out
+
+
+def _tabular(table: pd.DataFrame, reference: pd.DataFrame | None, max_rows: int, rare: float,
+             seed: int) -> dict[str, Any]:
+    ref = reference if reference is not None else table
     p = pool(ref, table, max_rows=max_rows, seed=seed)
     from actors.validation.stats import Context, all_counts, entropy_rows
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 from actors.validation.config import LocalizerConfig, validated
 from actors.validation.data import Pooled, pool
-from actors.validation.detector import benjamini_hochberg, dcr, model_features
+from actors.validation.detector import benjamini_hochberg, model_features
 
 
 @dataclass
@@ -45,14 +45,13 @@ class Localization:
         return [{"index": r.index, "score": round(r.score, 6), "reason": r.reason, "kind": r.kind} for r in rows]
 
 
-def knn_distances(reference: np.ndarray, queries: np.ndarray, k: int, *, exclude_self: bool = False) -> np.ndarray:
-    """Euclidean distance of each query to its k-th nearest reference row (FAISS, exact)."""
-    import faiss
+def knn_distances(reference: np.ndarray, queries: np.ndarray, k: int, *, exclude_self: bool = False,
+                  method: str = "exact", exact_below: int = 200_000) -> np.ndarray:
+    """Euclidean distance of each query to its k-th nearest reference row (FAISS; approximate above
+    `exact_below` reference rows with method "auto", see actors/validation/ann.py)."""
+    from actors.validation.ann import nearest
 
-    index = faiss.IndexFlatL2(reference.shape[1])
-    index.add(np.ascontiguousarray(reference, dtype=np.float32))
-    d2, _ = index.search(np.ascontiguousarray(queries, dtype=np.float32), k + int(exclude_self))
-    return np.sqrt(np.maximum(d2[:, -1], 0.0)).astype(np.float64)
+    return nearest(reference, queries, k=k, exclude_self=exclude_self, method=method, exact_below=exact_below)[0]
 
 
 def conformal_p(null: np.ndarray, values: np.ndarray, *, larger: bool) -> np.ndarray:
@@ -76,10 +75,16 @@ def conformal_p(null: np.ndarray, values: np.ndarray, *, larger: bool) -> np.nda
     return np.where(count == 0, np.minimum(tail, 1 / (n + 1)), p)
 
 
-def memorised_rows(F_real: np.ndarray, F_syn: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(score, flagged mask, reasons): synthetic rows closer to a real row than real rows are to each other."""
-    d_syn, nn = dcr(F_real, F_syn)
-    d_real, _ = dcr(F_real, F_real, exclude_self=True)
+def memorised_rows(F_real: np.ndarray, F_syn: np.ndarray, alpha: float, *, method: str = "exact",
+                   exact_below: int = 200_000) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(score, flagged mask, reasons): synthetic rows closer to a real row than real rows are to each other.
+
+    With an approximate index both the synthetic and the real leave-one-out distances are searched
+    the same way (each can only be overestimated), so the conformal comparison stays like for like."""
+    from actors.validation.ann import nearest
+
+    d_syn, nn = nearest(F_real, F_syn, method=method, exact_below=exact_below)
+    d_real, _ = nearest(F_real, F_real, exclude_self=True, method=method, exact_below=exact_below)
     p = conformal_p(d_real, d_syn, larger=False)
     score = 1 - np.searchsorted(np.sort(d_real), d_syn, side="right") / len(d_real)
     reasons = [f"memorised: {'exact' if d <= 1e-6 else 'near'} copy of real row {j} (distance {d:.3g}; "
@@ -89,11 +94,12 @@ def memorised_rows(F_real: np.ndarray, F_syn: np.ndarray, alpha: float) -> tuple
 
 
 def outlier_rows(F_real: np.ndarray, F_syn: np.ndarray, X_real: np.ndarray, X_syn: np.ndarray,
-                 names: list[str], k: int, alpha: float) -> tuple[np.ndarray, np.ndarray, list[str]]:
+                 names: list[str], k: int, alpha: float, *, method: str = "exact",
+                 exact_below: int = 200_000) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(score, flagged mask, reasons): synthetic rows farther from real data than real rows are."""
     k = min(k, len(F_real) - 1)
-    d_syn = knn_distances(F_real, F_syn, k)
-    d_real = knn_distances(F_real, F_real, k, exclude_self=True)
+    d_syn = knn_distances(F_real, F_syn, k, method=method, exact_below=exact_below)
+    d_real = knn_distances(F_real, F_real, k, exclude_self=True, method=method, exact_below=exact_below)
     p = conformal_p(d_real, d_syn, larger=True)
     score = np.searchsorted(np.sort(d_real), d_syn, side="left") / len(d_real)
     reasons = []
@@ -173,8 +179,10 @@ def _localize(real: pd.DataFrame, synth: pd.DataFrame, cfg: LocalizerConfig, lab
     F = model_features(pooled)
     R, S = ~pooled.is_synth, pooled.is_synth
     out: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
-    out["memorised"] = memorised_rows(F[R], F[S], cfg.alpha)
-    out["outlier"] = outlier_rows(F[R], F[S], pooled.X[R], pooled.X[S], pooled.numeric, cfg.k_outlier, cfg.alpha)
+    ann = {"method": cfg.ann, "exact_below": cfg.ann_exact_below}
+    out["memorised"] = memorised_rows(F[R], F[S], cfg.alpha, **ann)
+    out["outlier"] = outlier_rows(F[R], F[S], pooled.X[R], pooled.X[S], pooled.numeric, cfg.k_outlier, cfg.alpha,
+                                  **ann)
     suggestions: dict[int, str] = {}
     if label is not None and label in synth.columns:
         keep = _features_without(pooled, label)

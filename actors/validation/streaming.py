@@ -40,7 +40,8 @@ def iter_batches(path: str | Path, batch_rows: int = 100_000) -> Iterator[pd.Dat
     if path.suffix.lower() in (".parquet", ".pq"):
         import pyarrow.parquet as pq
 
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+        # no pre-buffering: the reader then holds one row group's pages, not the whole file
+        for batch in pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20).iter_batches(batch_size=batch_rows):
             yield batch.to_pandas()
     elif path.suffix.lower() == ".csv":
         yield from pd.read_csv(path, chunksize=batch_rows)
@@ -178,4 +179,12 @@ def summarize_pair(real_path: str | Path, synth_path: str | Path, cfg: Any, *, k
     else:
         run = summarize
     kw = {"k": k, "reservoir": cfg.max_rows, "batch_rows": batch_rows, "categorical": cfg.categorical}
-    return run(real_path, seed=cfg.seed, **kw), run(synth_path, seed=cfg.seed + 1, **kw)
+    if use_ray_data:
+        return run(real_path, seed=cfg.seed, **kw), run(synth_path, seed=cfg.seed + 1, **kw)
+    from concurrent.futures import ThreadPoolExecutor
+
+    # two threads: Parquet decoding and the numpy / sketch updates release the GIL for much of the pass
+    with ThreadPoolExecutor(2) as ex:
+        a = ex.submit(run, real_path, seed=cfg.seed, **kw)
+        b = ex.submit(run, synth_path, seed=cfg.seed + 1, **kw)
+        return a.result(), b.result()

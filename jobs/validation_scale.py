@@ -1,0 +1,194 @@
+"""Scale benchmark of streaming DetectCollapse: files of n rows x d columns, one pass, sketches + tests.
+
+    python -m jobs.validation_scale --out runs/val_scale                      # 1M x 50, in process
+    python -m jobs.validation_scale --out runs/val_scale --engine ray_data     # sketches via Ray Data
+    python -m jobs.validation_scale --out runs/val_scale --memory-rows 10000000   # + peak RSS at 10M rows
+    python -m jobs.validation_scale --out runs/val_scale --ann-rows 1000000   # + ANN vs exact DCR recall
+
+Generates real / synthetic Parquet files chunk-wise under --data-dir (d-2 correlated normal columns
++ 2 categorical; the synthetic table shifted by 0.02 sd in every numeric column and its first three
+columns shrunk to 0.8 sd), then times: the one-pass summaries of both files (`streaming.summarize`
+or Ray Data), the full-data comparison, and the calibrated detector on the row samples (every
+dimension, default settings; as tasks on the validation pool with --pool). Peak memory of a
+summary-only pass over --memory-rows rows is measured in a child process (ru_maxrss), next to a child
+that only imports the same modules. Writes DIR/scale.json and DIR/scale.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def write_table(path: Path, n: int, d: int, *, seed: int, shift: float = 0.0, shrink: float = 1.0,
+                chunk: int = 250_000) -> Path:
+    """n x d Parquet file written chunk-wise (memory O(chunk)); skipped if it already exists."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if path.exists():
+        return path
+    mix = np.random.default_rng(12345).standard_normal((d - 2, d - 2)) / np.sqrt(d)   # same correlation both sides
+    rng = np.random.default_rng(seed)
+    tmp = path.with_suffix(".tmp")
+    writer = None
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        X = rng.standard_normal((m, d - 2)) @ mix
+        X[:, :3] *= shrink
+        X += shift * np.sqrt((mix ** 2).sum(axis=0))
+        df = pd.DataFrame(X, columns=[f"x{i}" for i in range(d - 2)])
+        df["c0"] = rng.choice(["a", "b", "c", "d"], size=m)
+        df["c1"] = np.where(X[:, 0] > 0, "pos", "neg")
+        t = pa.Table.from_pandas(df, preserve_index=False)
+        writer = writer or pq.ParquetWriter(tmp, t.schema)
+        writer.write_table(t)
+    writer.close()
+    tmp.rename(path)
+    return path
+
+
+def _rusage() -> tuple[float, float]:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime, r.ru_maxrss / 1024
+
+
+def detect_collapse(real: Path, synth: Path, *, engine: str, pool: bool, detector: dict) -> dict:
+    """Time the streaming DetectCollapse: summaries, comparison, calibrated tests on the samples."""
+    from actors.validation.config import DetectorConfig
+    from actors.validation.detector import detect
+    from actors.validation.streaming import compare, summarize_pair
+
+    cfg = DetectorConfig(**detector)
+    out: dict = {"engine": engine, "pool": pool, "detector": cfg.model_dump(include={"n_null", "max_rows", "classifier"})}
+    cpu0, _ = _rusage()
+    t0 = time.perf_counter()
+    r, s = summarize_pair(real, synth, cfg, use_ray_data=engine == "ray_data")
+    t1 = time.perf_counter()
+    full = compare(r, s, n_pcs=cfg.n_pcs)
+    t2 = time.perf_counter()
+    if pool:
+        from actors.validation.pool import detect_on_cluster
+
+        rep, _ = detect_on_cluster(r.sample, s.sample, cfg)
+    else:
+        rep = detect(r.sample, s.sample, cfg)
+    t3 = time.perf_counter()
+    cpu1, rss = _rusage()
+    worst = sorted(((c, v["ks"]) for c, v in full["columns"].items() if "ks" in v), key=lambda x: -x[1])[:3]
+    out.update(rows=r.n, summarize_seconds=round(t1 - t0, 2), compare_seconds=round(t2 - t1, 3),
+               detect_seconds=round(t3 - t2, 2), total_seconds=round(t3 - t0, 2),
+               driver_cpu_seconds=round(cpu1 - cpu0, 2), driver_peak_rss_mb=round(rss, 1),
+               collapsed=rep.collapsed, flagged=rep.flagged(), full_data_top_ks=worst,
+               full_data_correlation_gap=full.get("correlation", {}).get("max_abs_gap"),
+               ks_error_bound=full["ks_error_bound"])
+    return out
+
+
+_CHILD = """
+import resource, sys, time
+from actors.validation.streaming import summarize
+t = time.perf_counter()
+{body}
+r = resource.getrusage(resource.RUSAGE_SELF)
+print(r.ru_maxrss / 1024, time.perf_counter() - t, r.ru_utime + r.ru_stime)
+"""
+
+
+def peak_memory(path: Path, batch_rows: int) -> dict:
+    """Peak RSS of a one-pass summary of `path` in a fresh process, and of a process that only imports."""
+    def child(body: str) -> list[float]:
+        res = subprocess.run([sys.executable, "-c", _CHILD.format(body=body)], capture_output=True, text=True,
+                             check=True, cwd=Path(__file__).resolve().parents[1])
+        return [float(x) for x in res.stdout.split()[-3:]]
+
+    base = child("import datasketches, pyarrow.parquet, scipy.stats")
+    run = child(f"s = summarize({str(path)!r}, batch_rows={batch_rows}); assert s.n > 0")
+    return {"import_only_rss_mb": round(base[0], 1), "summary_peak_rss_mb": round(run[0], 1),
+            "increment_mb": round(run[0] - base[0], 1), "seconds": round(run[1], 1), "cpu_seconds": round(run[2], 1),
+            "batch_rows": batch_rows}
+
+
+def ann_recall(n: int, d: int, queries: int, seed: int = 0) -> dict:
+    """Recall@1 of the approximate nearest-neighbour index vs exact FAISS on n reference rows."""
+    from actors.validation.ann import nearest, recall_at_1
+
+    rng = np.random.default_rng(seed)
+    mix = rng.standard_normal((d, d)) / np.sqrt(d)
+    ref = (rng.standard_normal((n, d)) @ mix).astype(np.float32)
+    q = np.r_[ref[rng.choice(n, queries // 2, replace=False)] + 0.01 * rng.standard_normal((queries // 2, d)),
+              rng.standard_normal((queries - queries // 2, d)) @ mix].astype(np.float32)
+    t = time.perf_counter()
+    d_ex, i_ex = nearest(ref, q, method="exact")
+    t_ex = time.perf_counter() - t
+    out = {"reference_rows": n, "dims": d, "queries": queries, "exact_seconds": round(t_ex, 2), "methods": {}}
+    for method in ("hnsw", "ivf"):
+        t = time.perf_counter()
+        d_ap, i_ap = nearest(ref, q, method=method)
+        out["methods"][method] = {"seconds": round(time.perf_counter() - t, 2),
+                                  "recall_at_1": recall_at_1(d_ex, d_ap),
+                                  "max_distance_ratio": float(np.max(d_ap / np.maximum(d_ex, 1e-12)))}
+    return out
+
+
+def markdown(doc: dict) -> str:
+    lines = ["| step | value |", "|---|---|"]
+    for key in ("detect_collapse", "memory", "ann"):
+        for k, v in (doc.get(key) or {}).items():
+            lines.append(f"| {key}.{k} | {v} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--data-dir", default="/tmp/attractor_val_scale")
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--cols", type=int, default=50)
+    ap.add_argument("--engine", choices=["in_process", "ray_data"], default="in_process")
+    ap.add_argument("--pool", action="store_true", help="detector dimensions as tasks on the validation pool")
+    ap.add_argument("--n-null", type=int, default=199)
+    ap.add_argument("--memory-rows", type=int, default=0, help="also measure peak RSS of a pass over this many rows")
+    ap.add_argument("--ann-rows", type=int, default=0, help="also measure ANN recall vs exact at this many rows")
+    ap.add_argument("--skip-detect", action="store_true")
+    args = ap.parse_args(argv)
+    from actors.sweep.storage import atomic_write_json
+
+    data, out = Path(args.data_dir), Path(args.out)
+    data.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    doc: dict = {"machine": "see report", "rows": args.rows, "cols": args.cols}
+    if not args.skip_detect:
+        t = time.perf_counter()
+        real = write_table(data / f"real_{args.rows}x{args.cols}.parquet", args.rows, args.cols, seed=1)
+        synth = write_table(data / f"synth_{args.rows}x{args.cols}.parquet", args.rows, args.cols, seed=2,
+                            shift=0.02, shrink=0.8)
+        doc["generate_seconds"] = round(time.perf_counter() - t, 1)
+        if args.engine == "ray_data" or args.pool:
+            from cluster import connect
+
+            connect(None)
+        doc["detect_collapse"] = detect_collapse(real, synth, engine=args.engine, pool=args.pool,
+                                                 detector={"n_null": args.n_null})
+        print(json.dumps(doc["detect_collapse"], indent=1), flush=True)
+    if args.memory_rows:
+        big = write_table(data / f"real_{args.memory_rows}x{args.cols}.parquet", args.memory_rows, args.cols, seed=3)
+        doc["memory"] = {"rows": args.memory_rows, **peak_memory(big, 100_000)}
+        print(json.dumps(doc["memory"], indent=1), flush=True)
+    if args.ann_rows:
+        doc["ann"] = ann_recall(args.ann_rows, args.cols, 2_000)
+        print(json.dumps(doc["ann"], indent=1), flush=True)
+    atomic_write_json(out / "scale.json", doc)
+    (out / "scale.md").write_text(markdown(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
