@@ -67,9 +67,10 @@ def device_network_time(data, pairs, backend: str, n_surr: int, budget_s: float,
 
     cfg = bench_config(backend, n_surr)
     n_pairs = len(pairs)
-    order = rng.permutation(n_pairs)
-
     parr = np.asarray(pairs, dtype=np.int64)
+    # samples are whole targets (random ones, all their sources): item groups stay full, as in the network
+    rank = rng.permutation(int(parr[:, 1].max()) + 1)
+    order = np.argsort(rank[parr[:, 1]], kind="stable")
 
     def timed(sel) -> float:
         _sync()
@@ -214,6 +215,46 @@ def kernel_times(data: np.ndarray, n_surr: int, reps: int = 5, prev_budget_s: fl
             "max_dte_prev": float((te_prev - te_new[:m]).abs().max())}
 
 
+def host_breakdown(data: np.ndarray, reps: int = 5) -> dict:
+    """Median milliseconds of each stage of one full network call (S = 0), synchronised in between:
+    blocks (H2D, embedding, z-scoring), sort (destination layout), prepare (item groups, buffers),
+    kernel (PreparedLaunch.run), copy (estimates to the host)."""
+    import torch
+
+    from actors.te.batched import device_and_dtype, network_blocks
+    from kernels.te.ksg_pruned import PreparedLaunch, sort_destinations
+
+    dev, dtype = device_and_dtype()
+    cfg = bench_config("triton", 0)
+    n_vars = data.shape[1]
+    stages: dict[str, list[float]] = {k: [] for k in ("blocks", "sort", "prepare", "kernel", "copy")}
+    for _ in range(reps + 1):
+        t = [time.perf_counter()]
+        x, y, z, n = network_blocks(data, cfg, dev, dtype)
+        torch.cuda.synchronize()
+        t.append(time.perf_counter())
+        layout = sort_destinations(y, z)
+        torch.cuda.synchronize()
+        t.append(time.perf_counter())
+        src, dst = torch.meshgrid(torch.arange(n_vars, device=dev), torch.arange(n_vars, device=dev), indexing="ij")
+        keep = src != dst
+        items = torch.stack([src[keep], dst[keep], torch.zeros_like(src[keep])], 1).int().contiguous()
+        from kernels.te.batch import KSGBatch
+
+        batch = KSGBatch(x=x, y=y, z=z, perms=torch.arange(n, device=dev, dtype=torch.int32)[None], items=items)
+        launch = PreparedLaunch(batch, k=4, layout=layout)
+        torch.cuda.synchronize()
+        t.append(time.perf_counter())
+        te = launch.run()
+        torch.cuda.synchronize()
+        t.append(time.perf_counter())
+        te.cpu().numpy()
+        t.append(time.perf_counter())
+        for i, k in enumerate(stages):
+            stages[k].append((t[i + 1] - t[i]) * 1e3)
+    return {k: float(np.median(v[1:])) for k, v in stages.items()}
+
+
 def multi_gpu(data: np.ndarray, n_surr: int, gpu_counts: list[int], reps: int = 3) -> dict:
     """Wall seconds of the whole network through 1, 2, ... GPU TEEstimators (targets sharded evenly,
     data in the object store once, one te_arrays call per actor), and whether every edge is identical."""
@@ -279,7 +320,10 @@ def environment() -> dict:
     import scipy
     import torch
 
+    from kernels.te.ksg_pruned import CONFIG
+
     env = {"date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), "python": platform.python_version(),
+           "pruned_config": dict(CONFIG),
            "torch": torch.__version__, "scipy": scipy.__version__, "cpu_cores": os.cpu_count(),
            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"}
     try:
@@ -394,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         device_network_time(warm, [(0, 1), (1, 0)], args.backend, 1, 1.0, rng)
         if args.tune:
             env["triton_config"] = tune_kernel(network_data(*cases[0]))
+            os.environ["ATTRACTOR_TE_PRUNED_CONFIG"] = json.dumps(env["triton_config"]["pruned"])   # for Ray workers
             print("triton launch config:", env["triton_config"], flush=True)
         for n_vars, length in cases:
             data = network_data(n_vars, length)
@@ -403,6 +448,9 @@ def main(argv: list[str] | None = None) -> int:
                 row["triton"] = device_network_time(data, pairs, args.backend, s, args.budget, rng)
                 if args.backend == "triton" and len(pairs) * (s + 1) <= 4_000_000:
                     row["kernel"] = kernel_times(data, s)
+                    if s == 0:
+                        row["stages_ms"] = host_breakdown(data)
+                        print("stages (ms):", json.dumps(row["stages_ms"]), flush=True)
                 if args.twin_budget > 0:
                     row["torch"] = device_network_time(data, pairs, "torch", s, args.twin_budget, rng)
                 cpu = cpu_network_time(pool, cores, data, pairs, s, rng)

@@ -137,10 +137,11 @@ def test_network_triton_equals_torch_twin_on_many_items():
 
 
 # ---- the pruned kernel (kernels/te/ksg_pruned.py) ------------------------------------------------------
+@pytest.mark.parametrize("rings", [False, True])
 @pytest.mark.parametrize(("dims", "k", "theiler", "ties", "win"), [
     ((1, 1, 1), 4, 0, False, 32), ((2, 1, 3), 7, 5, False, 8), ((1, 1, 2), 16, 2, False, 0),
     ((1, 1, 1), 4, 0, True, 32), ((3, 1, 1), 3, 1, True, 4), ((1, 1, 1), 2, 40, False, 16)])
-def test_cuda_pruned_kernel_float64_equals_oracle(dims, k, theiler, ties, win):
+def test_cuda_pruned_kernel_float64_equals_oracle(dims, k, theiler, ties, win, rings):
     """Compiled pruned kernel, float64: counts and eps identical to the oracle for three items per
     destination (two sources, one surrogate order), several blocks, ties, Theiler windows."""
     import torch
@@ -155,7 +156,7 @@ def test_cuda_pruned_kernel_float64_equals_oracle(dims, k, theiler, ties, win):
     t = lambda a: torch.as_tensor(a, device="cuda")  # noqa: E731
     batch = KSGBatch(x=t(np.stack([x0, x1])), y=t(y[None]), z=t(z[None]),
                      perms=t(np.stack([np.arange(n), perm])).int(), items=t([(0, 0, 0), (1, 0, 0), (0, 0, 1)]).int())
-    res = ksg_batch_pruned(batch, k=k, theiler=theiler, win=win)
+    res = ksg_batch_pruned(batch, k=k, theiler=theiler, win=win, rings=rings)
     for b, (xb, order) in enumerate([(x0, np.arange(n)), (x1, np.arange(n)), (x0, perm)]):
         ref = reference_cmi(xb[order], y, z, k=k, theiler=theiler)
         for c in ("n_xz", "n_yz", "n_z"):
@@ -178,8 +179,10 @@ def test_cuda_pruned_equals_brute_force_kernel_float32():
     for seed in range(3):
         x, y, z = _data(200 + seed, 3000, (1, 1, 2))
         batch = make_batch(x, y, z, device="cuda", dtype=torch.float32)
-        new, old = ksg_batch_pruned(batch, k=4), ksg_batch_triton(batch, k=4)
-        for c in ("n_xz", "n_yz", "n_z", "eps"):
-            np.testing.assert_array_equal(getattr(new, c).cpu().numpy(), getattr(old, c).cpu().numpy())
+        old = ksg_batch_triton(batch, k=4)
+        for rings in (False, True):
+            new = ksg_batch_pruned(batch, k=4, rings=rings)
+            for c in ("n_xz", "n_yz", "n_z", "eps"):
+                np.testing.assert_array_equal(getattr(new, c).cpu().numpy(), getattr(old, c).cpu().numpy())
         worst = max(worst, abs(new.te[0].item() - reference_cmi(x, y, z, k=4)["local"].mean()))
     assert worst < F32_TE_TOL

@@ -33,16 +33,17 @@ def _assert_equals_oracle(res, ref, item: int = 0):
     assert abs(res.te[item].item() - ref["local"].mean()) < 1e-9
 
 
-@pytest.mark.parametrize(("dims", "k", "theiler", "ties", "win"), [
-    ((1, 1, 1), 4, 0, False, 4),
-    ((1, 1, 1), 4, 0, False, 0),
-    ((2, 1, 3), 7, 2, False, 3),
-    ((1, 1, 1), 3, 1, True, 2),      # integer data: many distances equal eps, many equal z keys
-    ((1, 1, 2), 16, 0, False, 100),  # window wider than the data: phase B is empty
-    ((1, 1, 1), 2, 9, False, 1),     # wide Theiler window: phase A may find fewer than k (bound = inf)
+@pytest.mark.parametrize(("dims", "k", "theiler", "ties", "win", "rings"), [
+    ((1, 1, 1), 4, 0, False, 4, False),
+    ((1, 1, 1), 4, 0, False, 0, True),    # rings of one position
+    ((2, 1, 3), 7, 2, False, 3, True),
+    ((1, 1, 1), 3, 1, True, 2, True),     # integer data: many distances equal eps, many equal z keys
+    ((1, 1, 2), 16, 0, False, 100, False),  # window wider than the data: phase B is empty
+    ((1, 1, 1), 2, 9, False, 1, False),   # wide Theiler window: phase A may find fewer than k (bound = inf)
 ])
-def test_pruned_kernel_float64_equals_oracle(dims, k, theiler, ties, win):
-    """Three items (two sources, one surrogate order) on one destination, several query blocks."""
+def test_pruned_kernel_float64_equals_oracle(dims, k, theiler, ties, win, rings):
+    """Three items (two sources, one surrogate order) on one destination, several query blocks; phase B
+    in one binary-searched range or in rings re-tightened after each."""
     rng = np.random.default_rng(hash((dims, k, theiler, ties, win)) % 2**32)
     n = 34 if k > 4 or dims[2] > 1 else 42
     blocks = [rng.standard_normal((n, d)) for d in (dims[0], dims[0], dims[1], dims[2])]
@@ -53,7 +54,7 @@ def test_pruned_kernel_float64_equals_oracle(dims, k, theiler, ties, win):
     t = lambda a: torch.as_tensor(a, device=DEV)  # noqa: E731
     batch = KSGBatch(x=t(np.stack([x0, x1])), y=t(y[None]), z=t(z[None]),
                      perms=t(np.stack([np.arange(n), perm])).int(), items=t([(0, 0, 0), (1, 0, 0), (0, 0, 1)]).int())
-    res = ksg_batch_pruned(batch, k=k, theiler=theiler, block=16, group=2, win=win)
+    res = ksg_batch_pruned(batch, k=k, theiler=theiler, block=16, group=2, win=win, rings=rings)
     for b, (xb, order) in enumerate([(x0, np.arange(n)), (x1, np.arange(n)), (x0, perm)]):
         _assert_equals_oracle(res, reference_cmi(xb[order], y, z, k=k, theiler=theiler), b)
 
@@ -68,7 +69,7 @@ def test_prepared_launch_reruns_and_shares_destinations():
     t = lambda a: torch.as_tensor(a, device=DEV)  # noqa: E731
     batch = KSGBatch(x=t(xs), y=t(ys), z=t(zs), perms=t(np.arange(n)[None]).int(), items=t(items).int())
     run = PreparedLaunch(batch, k=4, theiler=1, store=True, layout=sort_destinations(batch.y, batch.z),
-                         block=16, group=4, win=2)
+                         block=16, group=4, win=2, rings=True)
     first = run.result().te.clone()
     res = run.result()
     np.testing.assert_array_equal(res.te.cpu().numpy(), first.cpu().numpy())
@@ -120,3 +121,29 @@ def test_bench_multi_worker_mode_shards_targets_with_identical_edges(ray_cluster
     want = pairs_te_arrays(data, pairs, bench_config("auto", 2), backend="cpu", n_surrogates=2)
     assert out["te"].shape == (20, 3)
     np.testing.assert_allclose(out["te"], np.concatenate([want["te_by_lag"], want["surrogates"]], 1), rtol=0, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_pool_array_transport_equals_in_process_network(ray_cluster, tmp_path):
+    """run_network with a device backend ships compact arrays (TEEstimator.te_arrays), target-major
+    tasks; the network equals the in-process te_network on the same backend, and a rerun resumes."""
+    from actors.te.config import TENetworkSpec
+    from actors.te.network import te_network
+    from actors.te.pool import run_network
+
+    rng = np.random.default_rng(2)
+    data = rng.standard_normal((60, 4))
+    data[1:, 2] += 0.9 * data[:-1, 0]
+    net_cfg = {"params": {"noise": 0.0, "k": 3, "backend": "torch"}, "significance": {"n_surrogates": 5}}
+    spec = TENetworkSpec.model_validate({"network": net_cfg, "pairs_per_task": 5,
+                                         "workers": {"num_workers": 2, "num_gpus": 0, "num_cpus": 0.5}})
+    net, stats = run_network(data, None, spec, tmp_path, progress=False)
+    assert stats["transport"] == "arrays" and stats["n_tasks"] == 3
+    want = te_network(data, config=net_cfg)
+    got = net.table.sort_values(["source", "target"]).reset_index(drop=True)
+    exp = want.table.sort_values(["source", "target"]).reset_index(drop=True)
+    np.testing.assert_allclose(got["te"], exp["te"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got["p_value"], exp["p_value"], rtol=0, atol=1e-12)
+    assert tuple(got.loc[got["te"].idxmax(), ["source", "target"]]) == ("0", "2")   # the planted coupling
+    again, stats2 = run_network(data, None, spec, tmp_path, progress=False)
+    assert stats2["tasks_skipped"] == 3 and again.table.equals(net.table)

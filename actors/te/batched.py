@@ -205,10 +205,14 @@ def pairs_te_arrays(data: np.ndarray, pairs: Sequence[tuple[int, int]], cfg: Net
 def pairs_te_batched(data: np.ndarray, pairs: Sequence[tuple[int, int]], cfg: NetworkConfig, *,
                      backend: str) -> list:
     """PairResults (as network.pair_te returns) for `pairs`, computed in batched device launches."""
+    return pair_results(pairs, pairs_te_arrays(data, pairs, cfg, backend=backend), cfg.lag_values())
+
+
+def pair_results(pairs: Sequence[tuple[int, int]], out: dict, delays: Sequence[int]) -> list:
+    """PairResults from pairs_te_arrays' arrays: best delay (first maximum), its p-value, the surrogates.
+    Lets a pool move compact arrays between processes and build the objects where they are used."""
     from actors.te.network import PairResult
 
-    out = pairs_te_arrays(data, pairs, cfg, backend=backend)
-    delays = cfg.lag_values()
     results = []
     for (i, j), by_lag, surr in zip(pairs, out["te_by_lag"], out["surrogates"], strict=True):
         best = int(np.argmax(by_lag))   # first maximum, as max(delays, key=...) on the cpu path

@@ -4,6 +4,11 @@ write each finished task atomically, skip tasks already on disk, and assemble th
 Load balancing is pull-based (as the sweep pool): each estimator keeps `inflight` tasks queued and
 gets the next as soon as one returns. Pair results are seeded per pair, so the network equals the
 in-process `te_network` whatever the sharding.
+
+Per-task overhead: the data goes into the object store once; pairs are ordered target-major, so a
+task holds whole targets (each destination's blocks and sorted layout serve all its sources in one
+launch); device estimators answer with compact arrays (TEEstimator.te_arrays) and the PairResults
+are built here, not pickled one by one.
 """
 from __future__ import annotations
 
@@ -19,11 +24,13 @@ from ray.actor import ActorHandle
 
 from actors.sweep.storage import atomic_write_json
 from actors.te.actor import remote_estimator_class
+from actors.te.batched import pair_results
 from actors.te.config import TENetworkSpec, WorkerConfig
 from actors.te.errors import InputError
 from actors.te.network import PairResult, TENetwork, all_pairs, assemble_network, auto_embeddings, check_data
 
 ESTIMATOR_PREFIX = "te-estimator"
+TASK_ORDER = "target-major"   # pairs sorted by (target, source) before they are cut into tasks
 
 
 def resolve_worker_resources(cfg: WorkerConfig) -> tuple[int, float]:
@@ -57,8 +64,9 @@ def _fingerprint(data: np.ndarray, names: list[str]) -> str:
 
 
 def _check_out_dir(spec: TENetworkSpec, data: np.ndarray, names: list[str], out_dir: Path) -> None:
-    """Resume only into a directory that holds the same network (same spec, same data)."""
-    current = {"spec": json.loads(spec.model_dump_json()), "data_sha256": _fingerprint(data, names)}
+    """Resume only into a directory that holds the same network (same spec, same data, same task order)."""
+    current = {"spec": json.loads(spec.model_dump_json()), "data_sha256": _fingerprint(data, names),
+               "task_order": TASK_ORDER}
     spec_file = out_dir / "spec.json"
     if spec_file.exists():
         if json.loads(spec_file.read_text()) != current:
@@ -94,7 +102,7 @@ def run_network(data, names: list[str] | None, spec: TENetworkSpec, out_dir: str
 
     arr, names = check_data(data, names)
     cfg = spec.network
-    pairs = all_pairs(arr.shape[1])
+    pairs = sorted(all_pairs(arr.shape[1]), key=lambda p: (p[1], p[0]))   # TASK_ORDER
     tasks = [pairs[i:i + spec.pairs_per_task] for i in range(0, len(pairs), spec.pairs_per_task)]
     done: dict[int, list[PairResult]] = {}
     out = Path(out_dir) if out_dir is not None else None
@@ -112,6 +120,10 @@ def run_network(data, names: list[str] | None, spec: TENetworkSpec, out_dir: str
     infos = ray.get([w.info.remote() for w in pool]) if pool else []
     data_ref = ray.put(arr)
     config_json = cfg.model_dump_json()
+    # device estimators (and the explicit device backends) answer with arrays; Ragwitz embeddings
+    # differ per variable, so those networks stay on the pair-by-pair path
+    arrays = not embeddings and bool(infos) and (cfg.params.backend in ("torch", "triton")
+                                                  or all(i["device"] != "cpu" for i in infos))
     bar = tqdm(total=len(pairs), initial=sum(len(tasks[i]) for i in done), desc=f"te {spec.name}",
                unit="pair", disable=not progress)
     pending: dict[ray.ObjectRef, tuple[int, int]] = {}
@@ -119,7 +131,10 @@ def run_network(data, names: list[str] | None, spec: TENetworkSpec, out_dir: str
 
     def submit(worker_pos: int) -> None:
         i = queue.pop(0)
-        ref = pool[worker_pos].run_pairs.remote(data_ref, tasks[i], config_json, embeddings)
+        if arrays:
+            ref = pool[worker_pos].te_arrays.remote(data_ref, np.asarray(tasks[i], dtype=np.int64), config_json)
+        else:
+            ref = pool[worker_pos].run_pairs.remote(data_ref, tasks[i], config_json, embeddings)
         pending[ref] = (i, worker_pos)
 
     for _ in range(inflight):
@@ -129,7 +144,8 @@ def run_network(data, names: list[str] | None, spec: TENetworkSpec, out_dir: str
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
         i, w = pending.pop(ready[0])
-        results: list[PairResult] = ray.get(ready[0])
+        got = ray.get(ready[0])
+        results: list[PairResult] = pair_results(tasks[i], got, cfg.lag_values()) if arrays else got
         if out is not None:
             atomic_write_json(task_path(out, i), [_to_json(r) for r in results])
         done[i] = results
@@ -140,5 +156,6 @@ def run_network(data, names: list[str] | None, spec: TENetworkSpec, out_dir: str
     network = assemble_network([r for i in sorted(done) for r in done[i]], names, cfg)
     stats = {"n_pairs": len(pairs), "n_tasks": len(tasks), "tasks_computed": len(todo),
              "tasks_skipped": len(tasks) - len(todo), "wall_seconds": round(time.perf_counter() - t0, 3),
+             "transport": "arrays" if arrays else "pair results",
              "workers": infos, "embeddings": {names[j]: list(v) for j, v in embeddings.items()}}
     return network, stats

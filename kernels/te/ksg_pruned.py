@@ -9,9 +9,13 @@ that are consecutive in that order, and it scans only the candidates whose z lie
 the queries' windows:
   phase A  k-NN over a small fixed window of sorted positions around the block: an upper bound b_i
            >= eps_i for every query (the K-th distance over a subset of the candidates);
-  phase B  binary search for the sorted range [z_i - b_i, z_i + b_i] of the whole block, and the
-           k-NN insertion over that range minus the phase A window: eps_i exact;
+  phase B  the k-NN insertion over the rest of the block's range [z_i - b_i, z_i + b_i]: in one
+           binary-searched range, or (rings=True) in rings of `win` positions outward, b_i
+           re-tightened after each ring, until the next z on both sides lies beyond every bound;
+           afterwards the K-th smallest is eps_i exactly;
   counts   binary search for [z_i - eps_i, z_i + eps_i] and the strict counts over that range.
+A candidate's source row is read from SROW[q, d, m] = perms[q, order_d[m]] (built once per launch),
+so each step costs one dependent load for x, as in the brute-force kernel.
 Both ranges are widened by a relative 1e-6 so float rounding of the bounds never drops a candidate
 (scanning a superset is always exact). The Theiler window, the x gather through the item's row order,
 the float64 digamma table and the float64 per-program partial sums are those of ksg_triton.py, so on
@@ -21,10 +25,14 @@ Algorithm 1 with a conditioning block (dz >= 1: every TE) takes this path; algor
 tie-breaking by row index needs the rows in time order) and plain MI (no z) fall back to the
 brute-force kernel. Pruning only changes which candidates are visited, never a comparison.
 Scanned fraction of the candidates (simulated, Gaussian data, block 32): ~37% at T = 1e3, ~20% at
-T = 1e4; measured times: docs/benchmarks.md ("Transfer entropy").
+T = 1e4. Measured on one H100 (jobs.te_bench, 2026-11-23): whole-network kernel time 7.2 ms vs 14.2 ms
+brute force (N=100, T=1e3), 277 ms vs 1,249 ms (T=1e4), 748 ms vs 1,222 ms (N=1000, T=1e3); table in
+docs/benchmarks.md ("Transfer entropy").
 """
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 
 import torch
@@ -34,8 +42,11 @@ import triton.language as tl
 from kernels.te.batch import BatchResult, KSGBatch, digamma_table
 from kernels.te.ksg_triton import MAX_K, _qload, _sdist, _swap, _xdist, group_items, ksg_batch_triton
 
-# launch defaults (block rows x group items per program); jobs.te_bench --tune re-picks them
-CONFIG = {"block": 32, "group": 8, "num_warps": 1, "stages": 1, "unroll": 2, "win": 32}
+# launch defaults, picked by `jobs.te_bench --tune` on one H100 (N=100, T=1e3 network, 2026-11-23 03:31:
+# 7.14 ms; rings=True 7.72 ms); --tune re-picks them, and ATTRACTOR_TE_PRUNED_CONFIG (JSON) overrides
+# them in every process that inherits it (Ray workers too)
+CONFIG = {"block": 32, "group": 4, "num_warps": 1, "stages": 1, "unroll": 2, "win": 128, "rings": False}
+CONFIG.update(json.loads(os.environ.get("ATTRACTOR_TE_PRUNED_CONFIG") or "{}"))
 _MARGIN = 1e-6   # relative widening of the binary-search bounds (float32 ulp is 6e-8)
 
 
@@ -61,11 +72,12 @@ def _bound(base, n, val, nbits, STRIDE: tl.constexpr, UPPER: tl.constexpr):
 def _joint(xq, yq, zq, r, xoff, poff, yb, zb, ob, m, theiler,
            DX: tl.constexpr, DXP: tl.constexpr, DY: tl.constexpr, DYP: tl.constexpr, DZ: tl.constexpr,
            DZP: tl.constexpr):
-    """[BLOCK, G] joint max-norm distance to the candidate at sorted position m (Theiler window -> inf)."""
+    """[BLOCK, G] joint max-norm distance to the candidate at sorted position m (Theiler window -> inf);
+    poff [G] points at each slot's source rows in this destination's sorted order (one hop, not two)."""
     rm = tl.load(ob + m)
     dyz = tl.maximum(_sdist(yq, yb, m, DY, DYP), _sdist(zq, zb, m, DZ, DZP))
     dyz = tl.where(tl.abs(r - rm) <= theiler, float("inf"), dyz)
-    return tl.maximum(_xdist(xq, xoff, tl.load(poff + rm), DX, DXP), dyz)
+    return tl.maximum(_xdist(xq, xoff, tl.load(poff + m), DX, DXP), dyz)
 
 
 @triton.jit
@@ -143,22 +155,29 @@ def _kth(b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15, K
 
 
 @triton.jit
-def _window(z0, rad, both, zb, n, nbits, DZ: tl.constexpr):
-    """Sorted positions [lo, hi) holding every candidate with |z - z0_i| <= rad_i for some live query."""
+def _zrange(z0, rad, both):
+    """[zlo, zhi]: every z with |z - z0_i| <= rad_i for some live query, widened by _MARGIN."""
     inf = float("inf")
     zlo = tl.min(tl.min(tl.where(both, z0 - rad, inf), axis=1), axis=0)
     zhi = tl.max(tl.max(tl.where(both, z0 + rad, -inf), axis=1), axis=0)
     zlo = zlo - (tl.abs(zlo) + 1.0) * 1e-6   # = _MARGIN: rounding never drops a candidate
     zhi = zhi + (tl.abs(zhi) + 1.0) * 1e-6
+    return zlo, zhi
+
+
+@triton.jit
+def _window(z0, rad, both, zb, n, nbits, DZ: tl.constexpr):
+    """Sorted positions [lo, hi) holding every candidate with |z - z0_i| <= rad_i for some live query."""
+    zlo, zhi = _zrange(z0, rad, both)
     return _bound(zb, n, zlo, nbits, DZ, False), _bound(zb, n, zhi, nbits, DZ, True)
 
 
 @triton.jit
-def _pruned_kernel(X, YS, ZS, ORD, PERM, SLOTS, GDST, ITEM, PSI, PART, EPS, NXZ, NYZ, NZ,
-                   n, theiler, n_blocks, win, nbits,
+def _pruned_kernel(X, YS, ZS, ORD, SROW, SLOTS, GDST, ITEM, PSI, PART, EPS, NXZ, NYZ, NZ,
+                   n, n_dst, theiler, n_blocks, win, nbits,
                    K: tl.constexpr, G: tl.constexpr, DX: tl.constexpr, DXP: tl.constexpr, DY: tl.constexpr,
                    DYP: tl.constexpr, DZ: tl.constexpr, DZP: tl.constexpr, STORE: tl.constexpr,
-                   BLOCK: tl.constexpr, STAGES: tl.constexpr, UNROLL: tl.constexpr):
+                   BLOCK: tl.constexpr, STAGES: tl.constexpr, UNROLL: tl.constexpr, RINGS: tl.constexpr):
     grp = tl.program_id(0).to(tl.int64)
     pid = tl.program_id(1)
     g = tl.arange(0, G)
@@ -168,7 +187,7 @@ def _pruned_kernel(X, YS, ZS, ORD, PERM, SLOTS, GDST, ITEM, PSI, PART, EPS, NXZ,
     perm = tl.load(SLOTS + (grp * G + g) * 2 + 1, mask=used, other=0).to(tl.int64)
     dst = tl.load(GDST + grp).to(tl.int64)
     xoff = X + src * n * DX
-    poff = PERM + perm * n
+    poff = SROW + (perm * n_dst + dst) * n   # [G]: source row of each sorted position under the slot's order
     yb = YS + dst * n * DY     # destination blocks in sorted order
     zb = ZS + dst * n * DZ
     ob = ORD + dst * n         # sorted position -> original row
@@ -177,7 +196,7 @@ def _pruned_kernel(X, YS, ZS, ORD, PERM, SLOTS, GDST, ITEM, PSI, PART, EPS, NXZ,
     valid = j < n
     both = valid & used[None, :]
     r = tl.load(ob + j, mask=valid, other=0)    # original rows (Theiler window, outputs)
-    prow = tl.load(poff[None, :] + r, mask=both, other=0)
+    prow = tl.load(poff[None, :] + j, mask=both, other=0)
     xq = _qload(xoff[None, :], prow, both, DX, DXP)
     yq = _qload(yb, j, valid, DY, DYP)
     zq = _qload(zb, j, valid, DZ, DZP)
@@ -194,15 +213,37 @@ def _pruned_kernel(X, YS, ZS, ORD, PERM, SLOTS, GDST, ITEM, PSI, PART, EPS, NXZ,
         b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15 = _insert(
             b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15, v, K)
     bound = _kth(b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15, K)
-    # ---- phase B: the rest of the window the bounds allow; afterwards the K-th smallest is eps
-    lo, hi = _window(z0, bound, both, zb, n, nbits, DZ)
-    na = tl.maximum(a0 - lo, 0)
-    nb = tl.maximum(hi - a1, 0)
-    for t in tl.range(0, na + nb, num_stages=STAGES, loop_unroll_factor=UNROLL):
-        m = tl.where(t < na, lo + t, a1 + (t - na))
-        v = _joint(xq, yq, zq, r, xoff, poff, yb, zb, ob, m, theiler, DX, DXP, DY, DYP, DZ, DZP)
-        b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15 = _insert(
-            b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15, v, K)
+    if RINGS:
+        # ---- phase B as rings of `win` positions outward on each side, the bound re-tightened after each
+        # ring; a side stops when its next candidate's z lies outside every query's current bound
+        step = tl.maximum(win, 1)
+        zlo, zhi = _zrange(z0, bound, both)
+        go_lo = (a0 > 0) & (tl.load(zb + (a0 - 1) * DZ, mask=a0 > 0, other=-inf) >= zlo)
+        go_hi = (a1 < n) & (tl.load(zb + a1 * DZ, mask=a1 < n, other=inf) <= zhi)
+        while go_lo | go_hi:
+            nl = tl.where(go_lo, tl.minimum(step, a0), 0)   # >= 1 when go_lo: the loop ends
+            nh = tl.where(go_hi, tl.minimum(step, n - a1), 0)
+            for t in tl.range(0, nl + nh, num_stages=STAGES, loop_unroll_factor=UNROLL):
+                m = tl.where(t < nl, a0 - 1 - t, a1 + (t - nl))   # outward: nearest z first
+                v = _joint(xq, yq, zq, r, xoff, poff, yb, zb, ob, m, theiler, DX, DXP, DY, DYP, DZ, DZP)
+                b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15 = _insert(
+                    b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15, v, K)
+            a0 = a0 - nl
+            a1 = a1 + nh
+            bound = _kth(b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15, K)
+            zlo, zhi = _zrange(z0, bound, both)
+            go_lo = (a0 > 0) & (tl.load(zb + (a0 - 1) * DZ, mask=a0 > 0, other=-inf) >= zlo)
+            go_hi = (a1 < n) & (tl.load(zb + a1 * DZ, mask=a1 < n, other=inf) <= zhi)
+    else:
+        # ---- phase B in one go: the whole range the phase A bounds allow
+        lo, hi = _window(z0, bound, both, zb, n, nbits, DZ)
+        na = tl.maximum(a0 - lo, 0)
+        nb = tl.maximum(hi - a1, 0)
+        for t in tl.range(0, na + nb, num_stages=STAGES, loop_unroll_factor=UNROLL):
+            m = tl.where(t < na, lo + t, a1 + (t - na))
+            v = _joint(xq, yq, zq, r, xoff, poff, yb, zb, ob, m, theiler, DX, DXP, DY, DYP, DZ, DZP)
+            b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15 = _insert(
+                b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15, v, K)
     eps = _kth(b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15, K)
     # ---- counts strictly inside eps, over the candidates with |dz| <= eps only
     c0, c1 = _window(z0, eps, both, zb, n, nbits, DZ)
@@ -214,7 +255,7 @@ def _pruned_kernel(X, YS, ZS, ORD, PERM, SLOTS, GDST, ITEM, PSI, PART, EPS, NXZ,
         dz = tl.where(out, inf, _sdist(zq, zb, m, DZ, DZP))
         nz += (dz < eps).to(tl.int32)
         nyz += (tl.maximum(_sdist(yq, yb, m, DY, DYP), dz) < eps).to(tl.int32)
-        nxz += (tl.maximum(_xdist(xq, xoff, tl.load(poff + rm), DX, DXP), dz) < eps).to(tl.int32)
+        nxz += (tl.maximum(_xdist(xq, xoff, tl.load(poff + m), DX, DXP), dz) < eps).to(tl.int32)
     local = (tl.load(PSI + K) - tl.load(PSI + nxz + 1, mask=both, other=0.0)
              - tl.load(PSI + nyz + 1, mask=both, other=0.0) + tl.load(PSI + nz + 1, mask=both, other=0.0))
     tl.store(PART + (grp * G + g) * n_blocks + pid, tl.sum(tl.where(both, local, 0.0), axis=0), mask=used)
@@ -267,6 +308,8 @@ class PreparedLaunch:
         n, dev = batch.n, batch.x.device
         self.layout = layout or sort_destinations(batch.y, batch.z)
         self.psi = digamma_table(n, dev)
+        # source row at each sorted position of each destination, per row order: [Q, G, n]
+        self.srow = batch.perms[:, self.layout.order.long()].contiguous()
         self.slots, self.gdst, self.item_of = group_items(batch.items, c["group"])
         self.n_blocks = triton.cdiv(n, c["block"])
         self.part = torch.full((self.slots.shape[0], c["group"], self.n_blocks), float("nan"), dtype=torch.float64,
@@ -290,11 +333,12 @@ class PreparedLaunch:
         for g0 in range(0, self.slots.shape[0], self.max_groups):
             ng = min(self.max_groups, self.slots.shape[0] - g0)
             _pruned_kernel[(ng, self.n_blocks)](
-                b.x, lay.ys, lay.zs, lay.order, b.perms, self.slots[g0:], self.gdst[g0:], self.item_of[g0:],
+                b.x, lay.ys, lay.zs, lay.order, self.srow, self.slots[g0:], self.gdst[g0:], self.item_of[g0:],
                 self.psi, self.part[g0:], self.eps, *self.counts,
-                n, self.theiler, self.n_blocks, c["win"], n.bit_length(),
+                n, int(lay.order.shape[0]), self.theiler, self.n_blocks, c["win"], n.bit_length(),
                 K=self.k, G=c["group"], DX=dx, DXP=_pow2(dx), DY=dy, DYP=_pow2(dy), DZ=dz, DZP=_pow2(dz),
-                STORE=self.store, BLOCK=c["block"], STAGES=c["stages"], UNROLL=c["unroll"], num_warps=c["num_warps"])
+                STORE=self.store, BLOCK=c["block"], STAGES=c["stages"], UNROLL=c["unroll"], RINGS=c["rings"],
+                num_warps=c["num_warps"])
         self.te[self._dest] = self.part.view(-1, self.n_blocks).index_select(0, self._used).sum(dim=1) / n
         return self.te
 
@@ -354,7 +398,9 @@ def tune(batch: KSGBatch, *, k: int = 4, reps: int = 3) -> dict:
     for unroll in (1, 4):
         run({**best, "unroll": unroll})
     best = dict(min(timings, key=timings.get))
-    for win in (8, 16, 64):
+    for win in (16, 32, 128):
         run({**best, "win": win})
+    best = dict(min(timings, key=timings.get))
+    run({**best, "rings": not best["rings"]})
     CONFIG.update(dict(min(timings, key=timings.get)))
     return timings
