@@ -266,7 +266,7 @@ def test_engine_bad_input_names_the_field():
     with pytest.raises(InputError, match="solver.rtol"):   # below FP32 resolution
         simulate(m, p, u, SolverConfig(backend="triton", device="cpu", dtype="float32", rtol=1e-9))
     with pytest.raises(InputError, match="t_eval"):
-        simulate(m, p, u, SolverConfig(backend="triton", device="cpu", t_span=(0, 1)), t_eval=np.array([0.5]))
+        simulate(m, p, u, SolverConfig(backend="triton", device="cpu", t_span=(0, 1)), t_eval=np.array([1.5]))
     with pytest.raises(UnknownModelError, match="model"):
         simulate("no_such_model", p, u, SolverConfig(backend="triton", device="cpu"))
     with pytest.raises(InputError, match="params.nope"):

@@ -11,6 +11,24 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class SaveConfig(_Strict):
+    """Store the state at given times, from each solver's own interpolant (dense output)."""
+
+    mode: Literal["interp"] = "interp"
+    times: list[float] = Field(min_length=1, max_length=100_000)   # increasing, inside t_span
+
+
+class PoincareConfig(_Strict):
+    """A Poincaré section u[state] = level, located inside the generated kernels (triton backend):
+    crossing count, the first max_saved crossing states, return-time mean/std/min/max per trajectory."""
+
+    state: str
+    level: float = 0.0
+    direction: Literal["up", "down", "both"] = "up"
+    t_min: float | None = None                 # crossings before it are ignored (default: t_span start)
+    max_saved: int = Field(0, ge=0, le=10_000)
+
+
 class SolverConfig(_Strict):
     """How to integrate and how to judge the result. Both backends read the same settings."""
 
@@ -18,6 +36,10 @@ class SolverConfig(_Strict):
     # (the triton interpreter on a CPU is for tests only, far too slow for real sweeps)
     backend: Literal["torch", "scipy", "triton", "auto"] = "torch"
     method: Literal["DOP853", "LSODA", "RK45", "Radau"] = "DOP853"  # scipy backend only
+    # triton backend: which generated solver (rosenbrock23: stiff, symbolic Jacobian in the kernel)
+    kernel: Literal["tsit5", "dopri5", "rosenbrock23"] = "tsit5"
+    save: SaveConfig | None = None           # state at given times (every backend)
+    poincare: PoincareConfig | None = None   # section features (triton backend only)
     rtol: float = Field(1e-8, gt=1e-14, le=1e-2)
     atol: float = Field(1e-10, gt=1e-16, le=1e-2)
     dtype: Literal["float64", "float32"] = "float64"

@@ -53,6 +53,9 @@ class SimulationResult:
         cols.update(t_final=r.t_final, blowup=r.blowup, t_blowup=r.t_blowup, lyapunov_max=r.lyapunov_max,
                     flow_log_ratio=r.flow_log_ratio,
                     n_steps=r.n_steps, regime=self.regime.astype(str), attractor=self.attractor.astype(str))
+        if getattr(r, "n_crossings", None) is not None:  # Poincaré section (triton backend)
+            cols["section_crossings"] = r.n_crossings
+            cols.update({f"return_time_{k}": v for k, v in r.return_time.items()})
         return cols
 
 
@@ -100,6 +103,8 @@ def simulate(model: CompiledModel | str, params: np.ndarray, u0: np.ndarray, sol
     u0 = np.atleast_2d(np.asarray(u0, dtype=np.float64))
     _check_inputs(model, params, u0)
     t0, t1 = solver.t_span or model.spec.time_span
+    if t_eval is None and solver.save is not None:
+        t_eval = np.asarray(solver.save.times, dtype=np.float64)
     if t_eval is not None:
         t_eval = np.asarray(t_eval, dtype=np.float64)
         if t_eval.ndim != 1 or not np.all(np.diff(t_eval) > 0) or t_eval[0] < t0 or t_eval[-1] > t1:
@@ -109,6 +114,9 @@ def simulate(model: CompiledModel | str, params: np.ndarray, u0: np.ndarray, sol
     if backend == "auto":
         backend = resolve_backend(backend, resolve_device(solver.device), t_eval=t_eval)
         solver = solver.model_copy(update={"backend": backend})
+    if solver.poincare is not None and solver.backend != "triton":
+        raise InputError("solver.poincare", f"sections are computed by the generated kernels, not the "
+                         f"{solver.backend} backend", "backend: triton")
     if solver.backend == "torch":
         raw = _run_torch(model, params, u0, solver, t0, t1, window_start, t_eval, progress)
     elif solver.backend == "triton":
@@ -152,19 +160,22 @@ def _run_torch(model, params, u0, solver, t0, t1, window_start, t_eval, progress
 
 
 def _run_triton(model, params, u0, solver, t0, t1, t_eval, progress) -> Dopri5Result:
-    """Generated per-trajectory Tsit5 kernel (kernels/ode/): CUDA compiled, CPU interpreted (slow)."""
-    from kernels.ode.triton_solvers import OdeInputError, solve_ode
+    """Generated per-trajectory kernel (solver.kernel, kernels/ode/): CUDA compiled, CPU interpreted (slow)."""
+    from kernels.ode.triton_solvers import OdeInputError, Section, solve_ode
 
-    if t_eval is not None:
-        raise InputError("t_eval", "not supported by the triton backend", "backend torch or scipy")
     device = resolve_device(solver.device)
     d0 = solver.twin_separation if solver.dtype == "float64" else max(solver.twin_separation, 1e-4)
+    pc = solver.poincare
+    section = None if pc is None else Section(pc.state, pc.level, {"up": 1, "down": -1, "both": 0}[pc.direction],
+                                              pc.t_min, pc.max_saved)
     try:
-        raw = solve_ode(model, params, u0, (t0, t1), method="tsit5", dtype=solver.dtype, rtol=solver.rtol,
+        raw = solve_ode(model, params, u0, (t0, t1), method=solver.kernel, dtype=solver.dtype, rtol=solver.rtol,
                         atol=solver.atol, window=solver.window, blowup_bound=solver.blowup_bound,
-                        lyapunov=solver.lyapunov, twin_separation=d0, max_steps=solver.max_steps, device=device)
+                        lyapunov=solver.lyapunov, twin_separation=d0, max_steps=solver.max_steps, device=device,
+                        t_eval=t_eval, section=section)
     except OdeInputError as exc:
-        raise InputError(f"solver.{exc.field}", exc.message, exc.allowed) from exc
+        field = {"t_eval": "t_eval"}.get(exc.field, "solver." + exc.field.replace("section", "poincare"))
+        raise InputError(field, exc.message, exc.allowed) from exc
     if progress is not None:
         progress(params.shape[0], params.shape[0])
     return raw
