@@ -399,11 +399,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="tracemalloc peak on the first clean control of each size")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--throughput", default=None, help="e.g. 1000000x50 (rows x columns); skipped if omitted")
+    ap.add_argument("--aggregate-only", action="store_true",
+                    help="re-aggregate DIR/runs.jsonl of an earlier (e.g. interrupted) run; run nothing")
     return ap.parse_args(argv)
 
 
+def write_tables(out: Path, runs: pd.DataFrame) -> None:
+    """runs.csv, detection.csv, smallest.csv and table.md from the run records; print them."""
+    from actors.sweep.storage import atomic_write_bytes
+
+    atomic_write_bytes(out / "runs.csv", runs.to_csv(index=False).encode())
+    table = aggregate(runs)
+    small = smallest_severity(table)
+    atomic_write_bytes(out / "detection.csv", table.to_csv(index=False).encode())
+    atomic_write_bytes(out / "smallest.csv", small.to_csv(index=False).encode())
+    md = markdown(table) + "\n" + simple_markdown(small)
+    atomic_write_bytes(out / "table.md", md.encode())
+    with pd.option_context("display.width", 250, "display.max_columns", 60):
+        print(table.to_string(index=False))
+        print(small.to_string(index=False))
+    print(md)
+
+
 def main(argv: list[str] | None = None) -> int:
-    from actors.sweep.storage import atomic_write_bytes, atomic_write_json
+    from actors.sweep.storage import atomic_write_json
     from jobs.validation_baselines import TOOLS, versions
 
     args = parse_args(argv)
@@ -415,6 +434,10 @@ def main(argv: list[str] | None = None) -> int:
     missing = set(baselines) - set(installed)
     if missing:
         raise SystemExit(f"--baselines: {sorted(missing)} not installed (install the 'bench' extra)")
+    if args.aggregate_only:
+        runs = pd.read_json(out / "runs.jsonl", lines=True)
+        write_tables(out, runs)
+        return 0
     units = build_units(args, baselines) if args.reps > 0 or args.clean_reps > 0 else []
     meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "versions": _versions(),
             "args": vars(args), "units": len(units), "baselines": list(baselines)}
@@ -423,17 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         runs = run_units(units, args.workers, out)
         meta["wall_seconds"] = round(time.perf_counter() - t0, 1)
-        atomic_write_bytes(out / "runs.csv", runs.to_csv(index=False).encode())
-        table = aggregate(runs)
-        small = smallest_severity(table)
-        atomic_write_bytes(out / "detection.csv", table.to_csv(index=False).encode())
-        atomic_write_bytes(out / "smallest.csv", small.to_csv(index=False).encode())
-        md = markdown(table) + "\n" + simple_markdown(small)
-        atomic_write_bytes(out / "table.md", md.encode())
-        with pd.option_context("display.width", 250, "display.max_columns", 60):
-            print(table.to_string(index=False))
-            print(small.to_string(index=False))
-        print(md)
+        write_tables(out, runs)
     if args.throughput:
         n, d = (int(v) for v in args.throughput.lower().split("x"))
         meta["throughput"] = throughput(n, d, {"classifier": args.classifier})
