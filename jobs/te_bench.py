@@ -1,4 +1,5 @@
-"""Transfer-entropy network benchmark: fused Triton kernel vs its torch twin vs scipy's cKDTree.
+"""Transfer-entropy network benchmark: the Triton kernels (pruned and brute force) vs the torch twin
+vs scipy's cKDTree, the host stages around the launch, the Ray pool, and 1 vs 2 GPUs.
 
     python -m jobs.te_bench --out runs/te_bench                          # N x T = 100x1000, 100x10000, 1000x1000; S = 0, 100
     python -m jobs.te_bench --cases 100x1000 --surrogates 0 --out DIR    # one case
