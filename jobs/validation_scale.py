@@ -98,12 +98,14 @@ from actors.validation.streaming import summarize
 t = time.perf_counter()
 {body}
 r = resource.getrusage(resource.RUSAGE_SELF)
-print(r.ru_maxrss / 1024, time.perf_counter() - t, r.ru_utime + r.ru_stime)
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
+print(int(hwm) / 1024, time.perf_counter() - t, r.ru_utime + r.ru_stime)
 """
 
 
 def peak_memory(path: Path, batch_rows: int) -> dict:
-    """Peak RSS of a one-pass summary of `path` in a fresh process, and of a process that only imports."""
+    """Peak RSS (VmHWM: ru_maxrss would count the parent's pages before exec) of a one-pass summary of
+    `path` in a fresh process, and of a process that only imports."""
     def child(body: str) -> list[float]:
         res = subprocess.run([sys.executable, "-c", _CHILD.format(body=body)], capture_output=True, text=True,
                              check=True, cwd=Path(__file__).resolve().parents[1])
@@ -116,7 +118,7 @@ def peak_memory(path: Path, batch_rows: int) -> dict:
             "batch_rows": batch_rows}
 
 
-def ann_recall(n: int, d: int, queries: int, seed: int = 0) -> dict:
+def ann_recall(n: int, d: int, queries: int, seed: int = 0, methods: tuple[str, ...] = ("ivf", "hnsw")) -> dict:
     """Recall@1 of the approximate nearest-neighbour index vs exact FAISS on n reference rows."""
     from actors.validation.ann import nearest, recall_at_1
 
@@ -129,7 +131,7 @@ def ann_recall(n: int, d: int, queries: int, seed: int = 0) -> dict:
     d_ex, i_ex = nearest(ref, q, method="exact")
     t_ex = time.perf_counter() - t
     out = {"reference_rows": n, "dims": d, "queries": queries, "exact_seconds": round(t_ex, 2), "methods": {}}
-    for method in ("hnsw", "ivf"):
+    for method in methods:
         t = time.perf_counter()
         d_ap, i_ap = nearest(ref, q, method=method)
         out["methods"][method] = {"seconds": round(time.perf_counter() - t, 2),
@@ -138,9 +140,35 @@ def ann_recall(n: int, d: int, queries: int, seed: int = 0) -> dict:
     return out
 
 
+def localize_at_scale(n: int, d: int, *, copies: float = 0.01, seed: int = 0) -> dict:
+    """localize() on n x d tables in memory (ANN above the threshold) with a share of the synthetic
+    rows exact / jittered copies of real rows: time and precision@k of the memorised rows."""
+    from actors.validation.localize import localize, precision_at_k
+
+    rng = np.random.default_rng(seed)
+    mix = rng.standard_normal((d, d)) / np.sqrt(d)
+    real = pd.DataFrame(rng.standard_normal((n, d)) @ mix, columns=[f"x{i}" for i in range(d)])
+    synth = pd.DataFrame(rng.standard_normal((n, d)) @ mix, columns=real.columns)
+    planted = np.sort(rng.choice(n, int(copies * n), replace=False))
+    src = rng.choice(n, len(planted), replace=False)
+    synth.iloc[planted] = real.iloc[src].to_numpy() + np.where(
+        np.arange(len(planted))[:, None] % 2 == 0, 0.0, 0.01 * rng.standard_normal((len(planted), d)))
+    cpu0, _ = _rusage()
+    t = time.perf_counter()
+    loc = localize(real, synth)
+    wall = time.perf_counter() - t
+    cpu1, rss = _rusage()
+    flagged = loc.flagged["memorised"]
+    return {"rows": n, "cols": d, "planted_copies": len(planted), "seconds": round(wall, 1),
+            "cpu_seconds": round(cpu1 - cpu0, 1), "peak_rss_mb": round(rss, 1),
+            "precision_at_k": precision_at_k(loc.scores["memorised"], planted),
+            "flagged_memorised": int(len(flagged)),
+            "flagged_share_planted": float(np.isin(flagged, planted).mean()) if len(flagged) else None}
+
+
 def markdown(doc: dict) -> str:
     lines = ["| step | value |", "|---|---|"]
-    for key in ("detect_collapse", "memory", "ann"):
+    for key in ("detect_collapse", "memory", "ann", "localize"):
         for k, v in (doc.get(key) or {}).items():
             lines.append(f"| {key}.{k} | {v} |")
     return "\n".join(lines) + "\n"
@@ -157,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-null", type=int, default=199)
     ap.add_argument("--memory-rows", type=int, default=0, help="also measure peak RSS of a pass over this many rows")
     ap.add_argument("--ann-rows", type=int, default=0, help="also measure ANN recall vs exact at this many rows")
+    ap.add_argument("--localize-rows", type=int, default=0, help="also time localize() at this many rows a side")
+    ap.add_argument("--ann-methods", nargs="*", default=["ivf", "hnsw"], choices=["ivf", "hnsw"])
     ap.add_argument("--skip-detect", action="store_true")
     args = ap.parse_args(argv)
     from actors.sweep.storage import atomic_write_json
@@ -183,8 +213,11 @@ def main(argv: list[str] | None = None) -> int:
         doc["memory"] = {"rows": args.memory_rows, **peak_memory(big, 100_000)}
         print(json.dumps(doc["memory"], indent=1), flush=True)
     if args.ann_rows:
-        doc["ann"] = ann_recall(args.ann_rows, args.cols, 2_000)
+        doc["ann"] = ann_recall(args.ann_rows, args.cols, 2_000, methods=args.ann_methods)
         print(json.dumps(doc["ann"], indent=1), flush=True)
+    if args.localize_rows:
+        doc["localize"] = localize_at_scale(args.localize_rows, args.cols)
+        print(json.dumps(doc["localize"], indent=1), flush=True)
     atomic_write_json(out / "scale.json", doc)
     (out / "scale.md").write_text(markdown(doc))
     return 0

@@ -49,13 +49,14 @@ def build_index(reference: np.ndarray, method: Method = "auto", *, exact_below: 
 
 
 def nearest(reference: np.ndarray, queries: np.ndarray, *, k: int = 1, method: Method = "auto",
-            exclude_self: bool = False, exact_below: int = 200_000, **kw) -> tuple[np.ndarray, np.ndarray]:
+            exclude_self: bool = False, exact_below: int = 200_000, index=None, **kw) -> tuple[np.ndarray, np.ndarray]:
     """(Euclidean distance, index) of each query's k-th nearest reference row.
 
     exclude_self: the queries ARE the reference rows (same order); the row itself is skipped
     (leave-one-out), also when an approximate index fails to return it first.
+    index: a `build_index(reference, ...)` to reuse (training IVF at 10^6 rows takes a while).
     """
-    index = build_index(reference, method, exact_below=exact_below, **kw)
+    index = index if index is not None else build_index(reference, method, exact_below=exact_below, **kw)
     q = np.ascontiguousarray(queries, dtype=np.float32)
     d2, ii = index.search(q, k + int(exclude_self))
     if exclude_self:
