@@ -55,6 +55,12 @@ def bench_config(backend: str, n_surrogates: int) -> NetworkConfig:
                                          "significance": {"n_surrogates": max(1, n_surrogates)}})
 
 
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _sync() -> None:
     import torch
 
@@ -390,6 +396,9 @@ def main_multi_gpu(cases: list, surr: list[int], gpu_counts: list[int], out: Pat
     from actors.sweep.storage import atomic_write_json
 
     have = torch.cuda.device_count()
+    if have == 0:
+        print("--gpus needs CUDA GPUs (TEEstimators are pinned with num_gpus=1); none is visible", flush=True)
+        return 2
     counts = [g for g in gpu_counts if g <= have] or [1]
     if counts != gpu_counts:
         print(f"only {have} GPU(s) visible: timing {counts}", flush=True)
@@ -447,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
             for s in surr:
                 row = {"N": n_vars, "T": length, "S": s, "pairs": len(pairs)}
                 row["triton"] = device_network_time(data, pairs, args.backend, s, args.budget, rng)
-                if args.backend == "triton" and len(pairs) * (s + 1) <= 4_000_000:
+                if args.backend == "triton" and _cuda() and len(pairs) * (s + 1) <= 4_000_000:
                     row["kernel"] = kernel_times(data, s)
                     if s == 0:
                         row["stages_ms"] = host_breakdown(data)
