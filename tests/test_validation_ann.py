@@ -71,3 +71,26 @@ def test_localize_with_ivf_finds_the_planted_memorised_rows():
     assert p_exact >= 0.9 and p_approx >= p_exact - 0.02
     overlap = np.intersect1d(exact.flagged["memorised"], approx.flagged["memorised"])
     assert len(overlap) >= 0.95 * len(exact.flagged["memorised"])
+
+
+def test_leave_one_out_on_a_subset_of_rows_matches_brute_force():
+    ref = _clustered(3_000, 6, 8)
+    ref[5] = ref[6]                                          # a duplicate pair
+    ids = np.r_[5, np.random.default_rng(0).choice(np.arange(7, 3_000), 200, replace=False)]
+    Dr = cdist(ref[ids].astype(np.float64), ref.astype(np.float64))
+    Dr[np.arange(len(ids)), ids] = np.inf
+    for k in (1, 5):
+        d, _ = nearest(ref, ref[ids], k=k, method="exact", exclude_self=ids)
+        np.testing.assert_allclose(d, np.sort(Dr, axis=1)[:, k - 1], rtol=1e-4, atol=1e-3)
+    assert nearest(ref, ref[ids], method="exact", exclude_self=ids)[0][0] == 0
+
+
+def test_localize_null_subsample_keeps_the_memorised_rows():
+    from actors.validation.localize import localize, precision_at_k
+    from actors.validation.planted import plant
+
+    pair = plant(case="memorised", severity="high", dataset="wine", n=3_000, seed=2)
+    full = localize(pair.real, pair.synth)                   # 3 000 real rows: every row in the null
+    sub = localize(pair.real, pair.synth, null_rows=500)
+    assert precision_at_k(sub.scores["memorised"], pair.rows) >= precision_at_k(full.scores["memorised"], pair.rows) - 0.02
+    assert len(np.setdiff1d(full.flagged["memorised"], sub.flagged["memorised"])) <= 0.05 * len(full.flagged["memorised"])

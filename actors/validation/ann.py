@@ -21,7 +21,7 @@ from actors.validation.errors import InputError
 Method = Literal["auto", "exact", "ivf", "hnsw"]
 
 
-def build_index(reference: np.ndarray, method: Method = "auto", *, exact_below: int = 200_000, nprobe: int = 16,
+def build_index(reference: np.ndarray, method: Method = "auto", *, exact_below: int = 50_000, nprobe: int = 16,
                 ef_search: int = 128, seed: int = 0):
     """A FAISS index over the reference rows (float32); `method` as in the module docstring."""
     import faiss
@@ -40,8 +40,8 @@ def build_index(reference: np.ndarray, method: Method = "auto", *, exact_below: 
     else:
         nlist = int(max(16, min(4 * np.sqrt(n), n // 39)))      # FAISS wants >= 39 training points per list
         index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
-        train = ref[np.random.default_rng(seed).choice(n, min(n, 64 * nlist), replace=False)]
-        index.cp.seed = seed
+        train = ref[np.random.default_rng(seed).choice(n, min(n, 40 * nlist), replace=False)]
+        index.cp.seed, index.cp.niter = seed, 10           # coarse lists: 10 k-means rounds are plenty
         index.train(train)
         index.nprobe = min(nprobe, nlist)
     index.add(ref)
@@ -49,18 +49,21 @@ def build_index(reference: np.ndarray, method: Method = "auto", *, exact_below: 
 
 
 def nearest(reference: np.ndarray, queries: np.ndarray, *, k: int = 1, method: Method = "auto",
-            exclude_self: bool = False, exact_below: int = 200_000, index=None, **kw) -> tuple[np.ndarray, np.ndarray]:
+            exclude_self: bool | np.ndarray = False, exact_below: int = 50_000, index=None, **kw) -> tuple[np.ndarray, np.ndarray]:
     """(Euclidean distance, index) of each query's k-th nearest reference row.
 
-    exclude_self: the queries ARE the reference rows (same order); the row itself is skipped
-    (leave-one-out), also when an approximate index fails to return it first.
+    exclude_self: True when the queries ARE the reference rows (same order), or the reference row
+    id of each query; that row is skipped (leave-one-out), also when an approximate index fails to
+    return it first.
     index: a `build_index(reference, ...)` to reuse (training IVF at 10^6 rows takes a while).
     """
     index = index if index is not None else build_index(reference, method, exact_below=exact_below, **kw)
     q = np.ascontiguousarray(queries, dtype=np.float32)
-    d2, ii = index.search(q, k + int(exclude_self))
-    if exclude_self:
-        own = ii == np.arange(len(q))[:, None]
+    self_ids = np.arange(len(q)) if exclude_self is True else exclude_self
+    skip = self_ids is not False and self_ids is not None
+    d2, ii = index.search(q, k + int(skip))
+    if skip:
+        own = ii == np.asarray(self_ids)[:, None]
         # drop the row itself where found, else the last column (the k+1-th)
         drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
         keep = np.ones_like(own)

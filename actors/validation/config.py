@@ -55,7 +55,8 @@ class LocalizerConfig(_Strict):
     max_rows: int = Field(1_000, ge=1)          # most rows reported
     seed: int = Field(0, ge=0)
     ann: Literal["auto", "exact", "ivf", "hnsw"] = "auto"   # nearest-neighbour search (actors/validation/ann.py)
-    ann_exact_below: int = Field(200_000, ge=1)  # auto: exact FAISS below this many real rows, IVF-Flat above
+    ann_exact_below: int = Field(50_000, ge=1)   # auto: exact FAISS below this many real rows, IVF-Flat above
+    null_rows: int = Field(20_000, ge=100)      # real rows whose leave-one-out distances form the conformal null
 
 
 class RecommenderConfig(_Strict):

@@ -46,13 +46,24 @@ class Localization:
 
 
 def knn_distances(reference: np.ndarray, queries: np.ndarray, k: int, *, exclude_self: bool = False,
-                  method: str = "exact", exact_below: int = 200_000, index=None) -> np.ndarray:
+                  method: str = "exact", exact_below: int = 50_000, index=None) -> np.ndarray:
     """Euclidean distance of each query to its k-th nearest reference row (FAISS; approximate above
     `exact_below` reference rows with method "auto", see actors/validation/ann.py)."""
     from actors.validation.ann import nearest
 
     return nearest(reference, queries, k=k, exclude_self=exclude_self, method=method, exact_below=exact_below,
                    index=index)[0]
+
+
+def _loo(F_real: np.ndarray, null: np.ndarray | None, index, k: int) -> np.ndarray:
+    """Leave-one-out k-NN distances of the real rows `null` (all if None) against every real row.
+
+    A random subset of real rows is an exchangeable calibration set, so conformal p-values on it
+    stay valid; it spares 10^6 leave-one-out queries at scale."""
+    from actors.validation.ann import nearest
+
+    queries = F_real if null is None else F_real[null]
+    return nearest(F_real, queries, k=k, exclude_self=True if null is None else null, index=index)[0]
 
 
 def conformal_p(null: np.ndarray, values: np.ndarray, *, larger: bool) -> np.ndarray:
@@ -77,7 +88,8 @@ def conformal_p(null: np.ndarray, values: np.ndarray, *, larger: bool) -> np.nda
 
 
 def memorised_rows(F_real: np.ndarray, F_syn: np.ndarray, alpha: float, *, method: str = "exact",
-                   exact_below: int = 200_000, index=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+                   exact_below: int = 50_000, index=None, null: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(score, flagged mask, reasons): synthetic rows closer to a real row than real rows are to each other.
 
     With an approximate index both the synthetic and the real leave-one-out distances are searched
@@ -86,7 +98,7 @@ def memorised_rows(F_real: np.ndarray, F_syn: np.ndarray, alpha: float, *, metho
 
     index = index if index is not None else build_index(F_real, method, exact_below=exact_below)
     d_syn, nn = nearest(F_real, F_syn, index=index)
-    d_real, _ = nearest(F_real, F_real, exclude_self=True, index=index)
+    d_real = _loo(F_real, null, index, 1)
     p = conformal_p(d_real, d_syn, larger=False)
     score = 1 - np.searchsorted(np.sort(d_real), d_syn, side="right") / len(d_real)
     reasons = [f"memorised: {'exact' if d <= 1e-6 else 'near'} copy of real row {j} (distance {d:.3g}; "
@@ -97,14 +109,15 @@ def memorised_rows(F_real: np.ndarray, F_syn: np.ndarray, alpha: float, *, metho
 
 def outlier_rows(F_real: np.ndarray, F_syn: np.ndarray, X_real: np.ndarray, X_syn: np.ndarray,
                  names: list[str], k: int, alpha: float, *, method: str = "exact",
-                 exact_below: int = 200_000, index=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+                 exact_below: int = 50_000, index=None, null: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(score, flagged mask, reasons): synthetic rows farther from real data than real rows are."""
     k = min(k, len(F_real) - 1)
     from actors.validation.ann import build_index
 
     index = index if index is not None else build_index(F_real, method, exact_below=exact_below)
     d_syn = knn_distances(F_real, F_syn, k, index=index)
-    d_real = knn_distances(F_real, F_real, k, exclude_self=True, index=index)
+    d_real = _loo(F_real, null, index, k)
     p = conformal_p(d_real, d_syn, larger=True)
     score = np.searchsorted(np.sort(d_real), d_syn, side="left") / len(d_real)
     reasons = []
@@ -187,7 +200,10 @@ def _localize(real: pd.DataFrame, synth: pd.DataFrame, cfg: LocalizerConfig, lab
     from actors.validation.ann import build_index
 
     # one index over the real rows for all four searches (memorised, outlier; synthetic and leave-one-out)
-    ann = {"index": build_index(F[R], cfg.ann, exact_below=cfg.ann_exact_below)}
+    n_real = int(R.sum())
+    null = (None if n_real <= cfg.null_rows else
+            np.sort(np.random.default_rng(cfg.seed).choice(n_real, cfg.null_rows, replace=False)))
+    ann = {"index": build_index(F[R], cfg.ann, exact_below=cfg.ann_exact_below), "null": null}
     out["memorised"] = memorised_rows(F[R], F[S], cfg.alpha, **ann)
     out["outlier"] = outlier_rows(F[R], F[S], pooled.X[R], pooled.X[S], pooled.numeric, cfg.k_outlier, cfg.alpha,
                                   **ann)
