@@ -75,18 +75,19 @@ class Unit:
     classifier: str = "hgb"
 
 
-def measure(fn: Callable[[], Any], trace: bool) -> tuple[Any, float, float | None]:
-    """(fn(), wall seconds, peak traced heap in MB or None)."""
+def measure(fn: Callable[[], Any], trace: bool) -> tuple[Any, float, float | None, float]:
+    """(fn(), wall seconds, peak traced heap in MB or None, CPU seconds of this process: the fairer
+    number on a shared machine, where wall time also counts other users' load)."""
     if trace:
         tracemalloc.start()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     out = fn()
-    sec = time.perf_counter() - t
+    sec, cpu = time.perf_counter() - t, time.process_time() - c
     peak = None
     if trace:
         peak = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
-    return out, sec, peak
+    return out, sec, peak, cpu
 
 
 def localization_scores(scores: np.ndarray, planted: np.ndarray) -> tuple[float, float]:
@@ -108,13 +109,14 @@ def run_unit(u: Unit) -> dict:
     pair = plant(case=u.case, severity="high" if u.severity == "-" else u.severity, dataset=u.dataset, n=u.n,
                  seed=1000 + u.rep)
     rec: dict[str, Any] = {"case": u.case, "severity": u.severity, "n": u.n, "rep": u.rep, "traced": u.trace}
-    rep, sec, peak = measure(lambda: detect(pair.real, pair.synth, classifier=u.classifier, seed=u.rep), u.trace)
+    rep, sec, peak, cpu = measure(lambda: detect(pair.real, pair.synth, classifier=u.classifier, seed=u.rep),
+                                  u.trace)
     rec.update(ours=rep.collapsed, ours_expected=any(rep.dimensions[d].flagged for d in pair.expected),
-               ours_flagged=" ".join(rep.flagged()), ours_s=sec, ours_mb=peak)
+               ours_flagged=" ".join(rep.flagged()), ours_s=sec, ours_mb=peak, ours_cpu_s=cpu)
     if u.case in ROW_KIND and u.localize:
         from actors.validation.localize import localize
 
-        loc, sec, _ = measure(lambda: localize(pair.real, pair.synth, label=pair.label), False)
+        loc, sec, _, _ = measure(lambda: localize(pair.real, pair.synth, label=pair.label), False)
         s = loc.scores[ROW_KIND[u.case]]
         rec["ours_pk"], rec["ours_auprc"] = localization_scores(s, pair.rows)
         rec["localize_s"] = sec
@@ -140,19 +142,20 @@ def _run_baselines(u: Unit, pair, rec: dict) -> None:
     from jobs import validation_baselines as bl
 
     if "evidently" in u.baselines:
-        ev, sec, peak = measure(lambda: bl.evidently_drift(pair.real, pair.synth), u.trace)
-        rec.update(evidently=ev["drift"], evidently_share=ev["share"], evidently_s=sec, evidently_mb=peak)
+        ev, sec, peak, cpu = measure(lambda: bl.evidently_drift(pair.real, pair.synth), u.trace)
+        rec.update(evidently=ev["drift"], evidently_share=ev["share"], evidently_s=sec, evidently_mb=peak,
+                   evidently_cpu_s=cpu)
     if "sdmetrics" in u.baselines:
-        q, sec, peak = measure(lambda: bl.sdmetrics_quality(pair.real, pair.synth), u.trace)
-        rec.update(sdmetrics_score=q, sdmetrics_s=sec, sdmetrics_mb=peak)
+        q, sec, peak, cpu = measure(lambda: bl.sdmetrics_quality(pair.real, pair.synth), u.trace)
+        rec.update(sdmetrics_score=q, sdmetrics_s=sec, sdmetrics_mb=peak, sdmetrics_cpu_s=cpu)
         if u.case == "memorised" and u.localize and u.n <= u.dcr_max_n:
-            d, sec, _ = measure(lambda: bl.sdmetrics_dcr(pair.real, pair.synth), False)
+            d, sec, _, _ = measure(lambda: bl.sdmetrics_dcr(pair.real, pair.synth), False)
             rec["base_pk"], rec["base_auprc"] = localization_scores(-d, pair.rows)
             rec["base_auprc_exact"] = _subset_auprc(-d, pair.rows, pair.rows[0::2])
             rec["base_auprc_jittered"] = _subset_auprc(-d, pair.rows, pair.rows[1::2])
             rec.update(base_tool="sdmetrics_dcr", base_s=sec)
     if "cleanlab" in u.baselines and u.case == "label_noise" and u.localize:
-        s, sec, _ = measure(lambda: bl.cleanlab_label_issues(pair.synth, pair.label), False)
+        s, sec, _, _ = measure(lambda: bl.cleanlab_label_issues(pair.synth, pair.label), False)
         rec["base_pk"], rec["base_auprc"] = localization_scores(s, pair.rows)
         rec.update(base_tool="cleanlab_find_label_issues", base_s=sec)
 
@@ -206,6 +209,8 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         r["auprc_ratio"] = r["ours_auprc"] / r["base_auprc"] if r["base_auprc"] > 0 else np.nan
         for tool in ("ours", "evidently", "sdmetrics", "localize", "base"):
             r[f"{tool}_s"] = _med(g, f"{tool}_s")
+        for tool in ("ours", "evidently", "sdmetrics"):
+            r[f"{tool}_cpu_s"] = _med(g, f"{tool}_cpu_s")
         r["ours_rows_per_s"] = 2 * n / r["ours_s"] if r["ours_s"] > 0 else np.nan
         r["evidently_time_ratio"] = r["evidently_s"] / r["ours_s"]
         r["sdmetrics_time_ratio"] = r["sdmetrics_s"] / r["ours_s"]
@@ -251,7 +256,8 @@ def markdown(table: pd.DataFrame) -> str:
         return "" if v is None or pd.isna(v) else fmt.format(v)
 
     head = ("| case | sev | n | runs | ours: collapsed [95% CI] | Evidently drift | SDMetrics < 5%-FPR thr | "
-            "ours AUPRC (p@k) | baseline AUPRC (p@k) | AUPRC ratio | s ours / Evid / SDM | MB ours / Evid / SDM |")
+            "ours AUPRC (p@k) | baseline AUPRC (p@k) | AUPRC ratio | wall s ours / Evid / SDM | CPU s ours / Evid / SDM | "
+            "MB ours / Evid / SDM |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for _, r in table.iterrows():
         base = f"{f(r.base_auprc)} ({f(r.base_pk)}) {r.base_tool}" if pd.notna(r.base_auprc) else ""
@@ -261,9 +267,10 @@ def markdown(table: pd.DataFrame) -> str:
             if pd.notna(r.base_auprc_exact):
                 base += f"; exact {f(r.base_auprc_exact)}, jittered {f(r.base_auprc_jittered)}"
         secs = " / ".join(f(r[f"{t}_s"], "{:.1f}") or "-" for t in ("ours", "evidently", "sdmetrics"))
+        cpu = " / ".join(f(r.get(f"{t}_cpu_s"), "{:.1f}") or "-" for t in ("ours", "evidently", "sdmetrics"))
         mem = " / ".join(f(r[f"{t}_mb"], "{:.0f}") or "-" for t in ("ours", "evidently", "sdmetrics"))
         lines.append(f"| {r.case} | {r.severity} | {r.n:,} | {r.runs} | {rate(r, 'ours')} | {rate(r, 'evidently')} | "
-                     f"{rate(r, 'sdmetrics')} | {ours_loc} | {base} | {f(r.auprc_ratio)} | {secs} | {mem} |")
+                     f"{rate(r, 'sdmetrics')} | {ours_loc} | {base} | {f(r.auprc_ratio)} | {secs} | {cpu} | {mem} |")
     return "\n".join(lines) + "\n"
 
 

@@ -67,6 +67,7 @@ def test_bench_end_to_end_detector_only(tmp_path):
     assert t.loc["clean", "runs"] == 2 and t.loc["memorised", "ours_rate"] == 1.0
     assert t.loc["memorised", "ours_auprc"] > 0.9          # 80 of 200 rows are copies of real rows
     assert (out / "table.md").read_text().count("| memorised | high | 200 |") == 1
+    assert t.loc["memorised", "ours_cpu_s"] > 0
     assert len(pd.read_csv(out / "runs.csv")) == 3
     before = pd.read_csv(out / "detection.csv")        # an interrupted run re-aggregates from runs.jsonl
     assert vb.main(["--out", str(out), "--aggregate-only"]) == 0
