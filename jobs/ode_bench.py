@@ -71,8 +71,10 @@ def _timed(fn, repeats: int = 1):
 
 
 # ---- ours ----------------------------------------------------------------------------------------
-def run_ours(name, n, method, dtype, *, compact=True, chunk_steps=None, features=True, repeats=1, block=128):
-    from kernels.ode.triton_solvers import prepare
+def run_ours(name, n, method, dtype, *, compact=True, chunk_steps=None, features=True, repeats=1, block=128,
+             t_eval: int = 0, section: str | None = None):
+    """t_eval: that many evenly spaced output times (dense output); section: a state name, crossing 0.5 both ways."""
+    from kernels.ode.triton_solvers import Section, prepare
 
     m, p, u0, span_fixed, span_adapt = problem(name, n)
     if method == "rk4":
@@ -85,11 +87,69 @@ def run_ours(name, n, method, dtype, *, compact=True, chunk_steps=None, features
     best, st = float("inf"), None
     for _ in range(repeats):  # fresh state each time: the kernels advance it in place
         run = prepare(m, p, u0, span, method=method, dtype=dtype, device="cuda", features=features,
-                      chunk_steps=chunk_steps, block=block, **kw)
+                      chunk_steps=chunk_steps, block=block, t_eval=np.linspace(*span, t_eval) if t_eval else None,
+                      section=Section(section, 0.5, 0) if section else None, **kw)
         wall, st = _timed(lambda run=run: run(compact=compact))
         best = min(best, wall)
     steps = int(st.nacc.sum())
-    return best, steps, {"launches": st.launches, "blown_up": int((st.status >= 2).sum())}
+    extra = {"launches": st.launches, "blown_up": int((st.status >= 2).sum())}
+    if t_eval:
+        extra["note"] = f"+ dense output at {t_eval} times"
+    if section:
+        extra["note"] = f"+ section {section} = 0.5 (mean {st.ncross.double().mean().item():.2f} crossings)"
+    return best, steps, extra
+
+
+# ---- stiff problems: Rosenbrock23 against Tsit5 and scipy's implicit solvers ----------------------
+STIFF_TOL = (1e-6, 1e-8)
+
+
+def stiff_problem(name: str, n: int):
+    """Van der Pol mu in [500, 1500] on [0, 3000] (~2 relaxation periods); Robertson k1 in [0.02, 0.08] on [0, 1e4]."""
+    from actors.sweep.models import get_model
+
+    m = get_model(name)
+    p = np.tile(m.default_params, (n, 1))
+    p[:, 0] = np.linspace(500.0, 1500.0, n) if name == "van_der_pol" else np.linspace(0.02, 0.08, n)
+    return m, p, np.tile(m.default_state, (n, 1)), (0.0, 3000.0 if name == "van_der_pol" else 1e4)
+
+
+def run_stiff(name, n, method, dtype, max_steps: int = 10**6):
+    from kernels.ode.triton_solvers import prepare
+
+    m, p, u0, span = stiff_problem(name, n)
+    kw = dict(method=method, dtype=dtype, rtol=STIFF_TOL[0], atol=STIFF_TOL[1], device="cuda", features=False,
+              max_steps=max_steps)
+    prepare(m, p[:2], u0[:2], (0.0, 1e-3), **kw)()  # compile (not timed)
+    run = prepare(m, p, u0, span, **kw)
+    wall, st = _timed(run)
+    nacc, status = st.nacc.double(), st.status
+    share = {k: (status == v).double().mean().item() for k, v in (("reached t1", 1), ("stalled (h < hmin)", 3))}
+    note = (f"{nacc.mean().item():.4g} accepted + {st.nrej.double().mean().item():.3g} rejected steps/traj; "
+            + ", ".join(f"{v:.1%} {k}" for k, v in share.items())
+            + f", mean t reached {st.t.double().mean().item():.4g} of {span[1]:g}")
+    return wall, int(nacc.sum().item()), {"note": note + (f" (cap {max_steps:,} steps)" if method == "tsit5" else "")}
+
+
+def run_stiff_scipy(name, n, method, sample: int = 2):
+    from scipy.integrate import solve_ivp
+
+    m, p, u0, span = stiff_problem(name, n)
+    pick = np.linspace(0, n - 1, min(sample, n)).astype(int)
+    steps, t = 0, time.perf_counter()
+    for i in pick:
+        sol = solve_ivp(lambda t, y, i=i: m.rhs_numpy(y, p[i]), span, u0[i], method=method, rtol=STIFF_TOL[0],
+                        atol=STIFF_TOL[1], jac=lambda t, y, i=i: _jac(m)(y, p[i]))
+        steps += sol.t.size - 1
+    per = (time.perf_counter() - t) / pick.size
+    return per * n, int(steps / pick.size * n), {"note": f"{method} with the symbolic Jacobian, rtol {STIFF_TOL[0]:g}, "
+                                                         f"1 core, extrapolated from {pick.size}"}
+
+
+def _jac(m):
+    from actors.sweep.jacobian import derivatives
+
+    return derivatives(m).jac_numpy
 
 
 # ---- baselines -----------------------------------------------------------------------------------
@@ -294,12 +354,30 @@ def blocks_plan() -> list[tuple]:
     return [("ours", "lorenz", 8388608, "rk4", "float32", {"features": False, "block": b}) for b in (64, 128, 256, 512)]
 
 
+def modes_plan() -> list[tuple]:
+    """Costs of the optional kernel modes (Lorenz Tsit5 FP32), and the stiff solver against Tsit5 / scipy."""
+    plan = [("ours", "lorenz", 10**6, "tsit5", "float32", kw)
+            for kw in ({}, {"t_eval": 100}, {"section": "x"})]
+    for model in ("van_der_pol", "robertson"):
+        plan += [("stiff", model, 10**4, "rosenbrock23", "float64", {}),
+                 ("stiff", model, 10**4, "rosenbrock23", "float32", {}),
+                 ("stiff", model, 10**4, "tsit5", "float64", {}),
+                 ("stiff-scipy", model, 10**4, "Radau", "float64", {}),
+                 ("stiff-scipy", model, 10**4, "BDF", "float64", {})]
+    return plan
+
+
 def execute(entry) -> tuple[float, int, dict]:
     impl, model, n, method, dtype, kw = entry
+    if impl == "stiff":
+        return run_stiff(model, n, method, dtype)
+    if impl == "stiff-scipy":
+        return run_stiff_scipy(model, n, method)
     if impl == "ours":
         wall, steps, extra = run_ours(model, n, method, dtype, repeats=3 if n <= 10**6 else 1, **kw)
         note = [f"compaction every {kw['chunk_steps']} steps"] if "chunk_steps" in kw else []
         note += [f"BLOCK={kw['block']}"] if "block" in kw else []
+        note += [extra.pop("note")] if "note" in extra else []
         return wall, steps, {**extra, **({"note": "; ".join(note)} if note else {})}
     if impl == "ours-no-compaction":
         wall, steps, extra = run_ours(model, n, method, dtype, compact=False, chunk_steps=10**7, repeats=3)
@@ -356,8 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="1000,10000,100000,1000000,8388608")
     ap.add_argument("--quick", action="store_true", help="small sizes only (smoke run)")
     ap.add_argument("--only", default="", help="comma-separated implementations to run (default: all)")
-    ap.add_argument("--models", default="lorenz,gaslit_af")
-    ap.add_argument("--plan", choices=("main", "tails", "blocks"), default="main")
+    ap.add_argument("--models", default="", help="comma-separated models to run (default: all in the plan)")
+    ap.add_argument("--plan", choices=("main", "tails", "blocks", "modes"), default="main")
     ap.add_argument("--budget-s", type=float, default=1e9, help="skip what is left after this many seconds")
     ap.add_argument("--merge", nargs="*", default=None,
                     help="only rebuild the markdown from these earlier logs (their JSON lines)")
@@ -389,9 +467,10 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "versions": versions()}
     print(json.dumps(meta), flush=True)
     only = set(filter(None, args.only.split(",")))
-    models = set(args.models.split(","))
-    plan = {"main": lambda: build_plan(args.quick, sizes), "tails": tails_plan, "blocks": blocks_plan}[args.plan]()
-    plan = [e for e in plan if (not only or e[0] in only) and e[1] in models]
+    models = set(filter(None, args.models.split(",")))
+    plan = {"main": lambda: build_plan(args.quick, sizes), "tails": tails_plan, "blocks": blocks_plan,
+            "modes": modes_plan}[args.plan]()
+    plan = [e for e in plan if (not only or e[0] in only) and (not models or e[1] in models)]
     # warm-up: generate and compile every kernel of ours at a tiny size (not timed)
     for key in sorted({(e[1], e[3], e[4], bool(e[5].get("features", True)), e[5].get("block", 128))
                        for e in plan if e[0] == "ours"}):

@@ -240,17 +240,18 @@ def prepare(model, params, u0, t_span, *, method: str = "tsit5", dtype: str = "f
         lsum=full((B,), 0.0), ltime=full((B,), 0.0), speed0=full((B,), nan),
         saves=full((B, n_save, n), nan) if save_every else full((1,), nan),
         save_t=full((B, n_save), nan) if save_every else full((1,), nan),
-        t_eval=torch.as_tensor(te, dtype=tdt, device=device).contiguous() if te is not None else full((1,), nan),
+        # outputs are stored time-major, [T, n, B] (lanes write neighbouring addresses), per-row times [T, B]
+        t_eval=torch.as_tensor(te.T, dtype=tdt, device=device).contiguous() if te is not None else full((1,), nan),
         ie=torch.zeros(B if te is not None else 1, dtype=torch.int32, device=device),
-        ys=full((B, te.shape[-1], n), nan) if te is not None else full((1,), nan),  # nan: unwritten shows
+        ys=full((te.shape[-1], n, B), nan) if te is not None else full((1,), nan),  # nan: unwritten shows
         ncross=torch.zeros(B if sec else 1, dtype=torch.int32, device=device),
         # per row: last crossing time, return-time mean, M2, min, max
         ret=(torch.tensor([nan, 0.0, 0.0, math.inf, -math.inf], dtype=tdt, device=device).repeat(B, 1)
              if sec else full((1,), nan)),
-        cross=full((B, section.max_saved, n), nan) if sec and section.max_saved else full((1,), nan),
-        cross_t=full((B, section.max_saved), nan) if sec and section.max_saved else full((1,), nan))
+        cross=full((section.max_saved, n, B), nan) if sec and section.max_saved else full((1,), nan),
+        cross_t=full((section.max_saved, B), nan) if sec and section.max_saved else full((1,), nan))
     n_t = 0 if te is None else te.shape[-1]
-    e_stride = n_t if te is not None and te.ndim == 2 else 0
+    t_si, t_sr = (B, 1) if te is not None and te.ndim == 2 else (1, 0)  # time i of row r at i * t_si + r * t_sr
     n_cb = section.max_saved if sec else 0
     # fixed step: one launch (all rows take the same steps); adaptive on a GPU: compact every 256
     chunk = chunk_steps or (max_steps if (interpret or not tab.adaptive) else 256)
@@ -271,7 +272,7 @@ def prepare(model, params, u0, t_span, *, method: str = "tsit5", dtype: str = "f
                                       st.wlen, st.u, st.f, st.v, st.fv, st.p, st.wmin, st.wmax, st.wsum,
                                       st.lsum, st.ltime, st.speed0, st.saves, st.save_t, st.t_eval, st.ie, st.ys,
                                       st.ncross, st.ret, st.cross, st.cross_t, chunk, max_steps,
-                                      int(n_steps or 0), max(save_every, 1), n_save, e_stride, n_t, n_cb,
+                                      int(n_steps or 0), max(save_every, 1), n_save, t_si, t_sr, n_t, n_cb, B,
                                       BLOCK=block, DT=tl_dt, INNER=inner)
             st.launches += 1
             running = (st.status[work] == STATUS_RUNNING) & (st.nacc[work] + st.nrej[work] < max_steps)
@@ -339,14 +340,15 @@ def to_result(st: DeviceState) -> OdeKernelResult:
                   "std": np.where(two, np.sqrt(np.maximum(ret[:, 2], 0.0) / np.maximum(ncross - 1, 1)), np.nan),
                   "min": np.where(two, ret[:, 3], np.nan), "max": np.where(two, ret[:, 4], np.nan)}
         sec = dict(n_crossings=ncross, return_time=rt,
-                   crossings=np_(st.cross) if st.cross.dim() == 3 else None,
-                   crossing_t=np_(st.cross_t) if st.cross_t.dim() == 2 else None)
+                   crossings=np.ascontiguousarray(np_(st.cross).transpose(2, 0, 1)) if st.cross.dim() == 3 else None,
+                   crossing_t=np.ascontiguousarray(np_(st.cross_t).T) if st.cross_t.dim() == 2 else None)
     return OdeKernelResult(
         t_final=np_(st.t), u_final=u, u_min=wmin, u_max=wmax, u_mean=mean, blowup=blow,
         t_blowup=np.where(blow, np_(st.tblow), np.nan), finished=status != STATUS_RUNNING,
         lyapunov_max=lyap, flow_log_ratio=flow, n_steps=np_(st.nacc).astype(np.int64),
-        n_rejected=np_(st.nrej).astype(np.int64), ys=np_(st.ys) if st.spec.interp else None, saves=saves,
-        save_t=save_t, launches=st.launches, t_eval=np_(st.t_eval) if st.spec.interp else None, **sec)
+        n_rejected=np_(st.nrej).astype(np.int64), saves=saves, save_t=save_t, launches=st.launches,
+        ys=np.ascontiguousarray(np_(st.ys).transpose(2, 0, 1)) if st.spec.interp else None,
+        t_eval=np.ascontiguousarray(np_(st.t_eval).T) if st.spec.interp else None, **sec)
 
 
 def solve_ode(model, params, u0, t_span, *, compact: bool = True, **options) -> OdeKernelResult:
