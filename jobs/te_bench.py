@@ -222,6 +222,51 @@ def kernel_times(data: np.ndarray, n_surr: int, reps: int = 5, prev_budget_s: fl
             "max_dte_prev": float((te_prev - te_new[:m]).abs().max())}
 
 
+def layout_times(data: np.ndarray, n_surr: int, strips: list[int], wins: list[int], reps: int = 5) -> list[dict]:
+    """Kernel-only milliseconds (CUDA events, launch prepared once) of the pruned kernel's k-NN layouts on
+    one whole-network batch: the 1-D z-sorted layout (strip 0, the current default config) first, then the
+    2-D layout (z strips re-sorted by y) for every strip x phase-A window; ratios against the first row and
+    max |dTE| against it (same comparisons: only the float64 summation order may differ)."""
+    from kernels.te.ksg_pruned import CONFIG, PreparedLaunch, sort_destinations
+
+    batch = network_batch(data, n_surr)
+    layout = sort_destinations(batch.y, batch.z)
+    rows, base, ref = [], None, None
+    for strip, win in [(0, CONFIG["win"])] + [(s, w) for s in strips if s > 0 for w in wins]:
+        launch = PreparedLaunch(batch, k=4, layout=layout, strip=strip, win=win)
+        ms = _event_ms(launch.run, reps)
+        te = launch.run().clone()
+        base, ref = (ms, te) if base is None else (base, ref)
+        rows.append({"strip": strip, "win": win, "ms": ms, "speedup": base / ms,
+                     "max_dte": float((te - ref).abs().max())})
+        print(f"  N={data.shape[1]} T={data.shape[0]} S={n_surr} strip {strip} win {win}: {ms:.2f} ms "
+              f"({base / ms:.2f}x vs 1-D), max |dTE| {rows[-1]['max_dte']:.1e}", flush=True)
+        del launch
+    return rows
+
+
+def main_layouts(cases: list, surr: list[int], strips: list[int], wins: list[int], out: Path) -> int:
+    """--strips mode: only the kernel-only 1-D vs 2-D layout table (no CPU reference, no twin)."""
+    from actors.sweep.storage import atomic_write_json
+
+    if not _cuda():
+        print("--strips times Triton kernels: needs CUDA", flush=True)
+        return 2
+    env, results, lines = environment(), [], []
+    for n_vars, length in cases:
+        for s in surr:
+            rows = layout_times(network_data(n_vars, length), s, strips, wins)
+            results.append({"N": n_vars, "T": length, "S": s, "rows": rows})
+            lines += [f"| {n_vars} | {length} | {s} | {r['strip'] or '1-D'} | {r['win']} | {r['ms']:.2f} ms | "
+                      f"{r['speedup']:.2f}× | {r['max_dte']:.1e} |" for r in rows]
+    md = (f"{env['date']} · GPU: {env['gpu']}\n\n| N | T | S | k-NN layout (strip) | phase-A window | kernel | "
+          "vs 1-D | max \\|dTE\\| vs 1-D |\n|---|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
+    print(md)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "te_bench_layouts.json", {"env": env, "results": results})
+    return 0
+
+
 def host_breakdown(data: np.ndarray, reps: int = 5) -> dict:
     """Median milliseconds of each stage of one full network call (S = 0), synchronised in between:
     blocks (H2D, embedding, z-scoring), sort (destination layout), prepare (item groups, buffers),
@@ -429,12 +474,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=0, help="also time the Ray pool with this many GPU estimators")
     ap.add_argument("--tune", action="store_true", help="first pick the Triton launch config on the first case")
     ap.add_argument("--gpus", default="", help="only time the cases on 1, 2, ... GPU TEEstimators, e.g. '1,2'")
+    ap.add_argument("--strips", default="", help="only time the pruned kernel's 1-D vs 2-D k-NN layouts, e.g. '128,512'")
+    ap.add_argument("--wins", default="32,64", help="phase-A windows tried with each --strips strip")
     ap.add_argument("--out", default="runs/te_bench")
     args = ap.parse_args(argv)
     from actors.sweep.storage import atomic_write_bytes, atomic_write_json
 
     cases = [tuple(int(v) for v in c.split("x")) for c in args.cases.split(",")]
     surr = [int(s) for s in args.surrogates.split(",")]
+    if args.strips:
+        return main_layouts(cases, surr, [int(v) for v in args.strips.split(",")],
+                            [int(v) for v in args.wins.split(",")], Path(args.out))
     if args.gpus:
         return main_multi_gpu(cases, surr, [int(g) for g in args.gpus.split(",")], Path(args.out))
     cores = os.cpu_count() or 1

@@ -58,6 +58,48 @@ def test_pruned_kernel_float64_equals_oracle(dims, k, theiler, ties, win, rings)
         _assert_equals_oracle(res, reference_cmi(xb[order], y, z, k=k, theiler=theiler), b)
 
 
+@pytest.mark.parametrize(("dims", "k", "theiler", "ties", "win", "strip"), [
+    ((1, 1, 1), 4, 0, False, 0, 16),      # no phase A: every bound from the strips' y-runs
+    ((1, 2, 1), 16, 2, False, 4, 32),     # 2-D y (strips sorted by its first column), k = 16, Theiler 2
+    ((2, 1, 1), 3, 1, True, 1, 20),       # integer data (equal y keys across strips, distances = eps); strip
+])                                        # rounded up to the block (32)
+def test_two_d_layout_float64_equals_oracle(dims, k, theiler, ties, win, strip):
+    """The 2-D k-NN layout (z strips re-sorted by y, phase B binary-searched by y in every strip) only
+    changes which candidates are visited: counts and eps equal the oracle on three items of one destination."""
+    rng = np.random.default_rng(hash((dims, k, theiler, ties, strip)) % 2**32)
+    n = 52
+    blocks = [rng.standard_normal((n, d)) for d in (dims[0], dims[0], dims[1], dims[2])]
+    if ties:
+        blocks = [np.round(b * 2) for b in blocks]
+    x0, x1, y, z = blocks
+    y[:, 0] += 0.7 * z[:, 0]   # y correlated with z, as a destination's next value is with its past
+    perm = rng.permutation(n)
+    t = lambda a: torch.as_tensor(a, device=DEV)  # noqa: E731
+    batch = KSGBatch(x=t(np.stack([x0, x1])), y=t(y[None]), z=t(z[None]),
+                     perms=t(np.stack([np.arange(n), perm])).int(), items=t([(0, 0, 0), (1, 0, 0), (0, 0, 1)]).int())
+    res = ksg_batch_pruned(batch, k=k, theiler=theiler, block=16, group=2, win=win, strip=strip)
+    for b, (xb, order) in enumerate([(x0, np.arange(n)), (x1, np.arange(n)), (x0, perm)]):
+        _assert_equals_oracle(res, reference_cmi(xb[order], y, z, k=k, theiler=theiler), b)
+
+
+def test_long_series_pick_the_two_d_layout(monkeypatch):
+    """Series with n >= LONG["min_n"] use the 2-D layout unless the caller names a strip (0: the 1-D
+    one); the automatically picked launch still equals the oracle (threshold lowered to test it small)."""
+    from kernels.te import ksg_pruned
+
+    monkeypatch.setitem(ksg_pruned.LONG, "min_n", 40)
+    monkeypatch.setitem(ksg_pruned.LONG, "strip", 16)
+    rng = np.random.default_rng(5)
+    x, y, z = rng.standard_normal((3, 44, 1))
+    batch = make_batch(x, y, z, device=DEV)
+    auto = PreparedLaunch(batch, k=4, store=True, block=16, group=1)
+    assert (auto.strip, auto.cfg["win"]) == (16, ksg_pruned.LONG["win"])
+    assert PreparedLaunch(batch, k=4, block=16, group=1, strip=0).strip == 0
+    _assert_equals_oracle(auto.result(), reference_cmi(x, y, z, k=4))
+    small = make_batch(x[:39], y[:39], z[:39], device=DEV)
+    assert PreparedLaunch(small, k=4, block=16, group=1).strip == 0
+
+
 def test_prepared_launch_reruns_and_shares_destinations():
     """A PreparedLaunch run twice gives the same estimates (buffers reused); items on two destinations
     with a precomputed sorted layout each equal their own oracle run; float32 within 1e-4 nats."""

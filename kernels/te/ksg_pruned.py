@@ -14,6 +14,12 @@ the queries' windows:
            re-tightened after each ring, until the next z on both sides lies beyond every bound;
            afterwards the K-th smallest is eps_i exactly;
   counts   binary search for [z_i - eps_i, z_i + eps_i] and the strict counts over that range.
+2-D k-NN layout (strip > 0; LONG picks it for n >= 5000): the z-sorted positions are cut into strips
+of `strip` positions, each re-sorted by y[:, 0]; a query block lies inside one strip (close in z and y),
+phase A scans its neighbours within the strip and phase B, for every strip holding a z within the bounds,
+only the run of y within the bounds (two binary searches per strip). The counts keep the 1-D layout:
+n_xz has no y, so y cannot prune them. Measured on one H100 (jobs.te_bench --strips): 1.20x on the
+kernel at T = 1e4, 0.75-0.96x at T = 1e3 (strip loop overhead; the 1-D phase A already covers the window).
 A candidate's source row is read from SROW[q, d, m] = perms[q, order_d[m]] (built once per launch),
 so each step costs one dependent load for x, as in the brute-force kernel.
 Both ranges are widened by a relative 1e-6 so float rounding of the bounds never drops a candidate
@@ -45,8 +51,13 @@ from kernels.te.ksg_triton import MAX_K, _qload, _sdist, _swap, _xdist, group_it
 # launch defaults, picked by `jobs.te_bench --tune` on one H100 (N=100, T=1e3 network, 2026-11-23 03:31:
 # 7.14 ms; rings=True 7.72 ms); --tune re-picks them, and ATTRACTOR_TE_PRUNED_CONFIG (JSON) overrides
 # them in every process that inherits it (Ray workers too)
-CONFIG = {"block": 32, "group": 4, "num_warps": 1, "stages": 1, "unroll": 2, "win": 128, "rings": False}
+CONFIG = {"block": 32, "group": 4, "num_warps": 1, "stages": 1, "unroll": 2, "win": 128, "rings": False,
+          "strip": 0}   # strip > 0: the 2-D (z strips sorted by y) k-NN layout, positions per strip
 CONFIG.update(json.loads(os.environ.get("ATTRACTOR_TE_PRUNED_CONFIG") or "{}"))
+# long series: the 2-D k-NN layout (measured on one H100, jobs.te_bench --strips, 2026-11-23 03:56: N=100,
+# T=1e4 kernel 234 ms vs 281 ms 1-D; at T=1e3 every strip was slower, 0.75-0.96x); applied when n >= min_n
+# and the caller passes no explicit strip
+LONG = {"min_n": 5000, "strip": 256, "win": 64}
 _MARGIN = 1e-6   # relative widening of the binary-search bounds (float32 ulp is 6e-8)
 
 
@@ -173,11 +184,12 @@ def _window(z0, rad, both, zb, n, nbits, DZ: tl.constexpr):
 
 
 @triton.jit
-def _pruned_kernel(X, YS, ZS, ORD, SROW, SLOTS, GDST, ITEM, PSI, PART, EPS, NXZ, NYZ, NZ,
-                   n, n_dst, theiler, n_blocks, win, nbits,
+def _pruned_kernel(X, YS, ZS, ORD, SROW, YS2, ZS2, ORD2, SROW2, SLOTS, GDST, ITEM, PSI, PART, EPS, NXZ, NYZ, NZ,
+                   n, n_dst, theiler, n_blocks, win, nbits, strip, sbits,
                    K: tl.constexpr, G: tl.constexpr, DX: tl.constexpr, DXP: tl.constexpr, DY: tl.constexpr,
                    DYP: tl.constexpr, DZ: tl.constexpr, DZP: tl.constexpr, STORE: tl.constexpr,
-                   BLOCK: tl.constexpr, STAGES: tl.constexpr, UNROLL: tl.constexpr, RINGS: tl.constexpr):
+                   BLOCK: tl.constexpr, STAGES: tl.constexpr, UNROLL: tl.constexpr, RINGS: tl.constexpr,
+                   TWOD: tl.constexpr):
     grp = tl.program_id(0).to(tl.int64)
     pid = tl.program_id(1)
     g = tl.arange(0, G)
@@ -191,29 +203,55 @@ def _pruned_kernel(X, YS, ZS, ORD, SROW, SLOTS, GDST, ITEM, PSI, PART, EPS, NXZ,
     yb = YS + dst * n * DY     # destination blocks in sorted order
     zb = ZS + dst * n * DZ
     ob = ORD + dst * n         # sorted position -> original row
+    # the k-NN layout: the same arrays, or (TWOD) strips of `strip` z-sorted positions each sorted by y
+    pk = SROW2 + (perm * n_dst + dst) * n
+    yk = YS2 + dst * n * DY
+    zk = ZS2 + dst * n * DZ
+    ok = ORD2 + dst * n
     j0 = pid * BLOCK
-    j = j0 + tl.arange(0, BLOCK)[:, None]      # [BLOCK, 1] sorted positions of the queries
+    j = j0 + tl.arange(0, BLOCK)[:, None]      # [BLOCK, 1] positions of the queries in the k-NN layout
     valid = j < n
     both = valid & used[None, :]
-    r = tl.load(ob + j, mask=valid, other=0)    # original rows (Theiler window, outputs)
-    prow = tl.load(poff[None, :] + j, mask=both, other=0)
+    r = tl.load(ok + j, mask=valid, other=0)    # original rows (Theiler window, outputs)
+    prow = tl.load(pk[None, :] + j, mask=both, other=0)
     xq = _qload(xoff[None, :], prow, both, DX, DXP)
-    yq = _qload(yb, j, valid, DY, DYP)
-    zq = _qload(zb, j, valid, DZ, DZP)
-    z0 = tl.load(zb + j * DZ, mask=valid, other=0.0)
+    yq = _qload(yk, j, valid, DY, DYP)
+    zq = _qload(zk, j, valid, DZ, DZP)
+    z0 = tl.load(zk + j * DZ, mask=valid, other=0.0)
     inf = float("inf")
     b0 = tl.full([BLOCK, G], inf, YS.dtype.element_ty)
     b1, b2, b3, b4, b5, b6, b7 = b0, b0, b0, b0, b0, b0, b0
     b8, b9, b10, b11, b12, b13, b14, b15 = b0, b0, b0, b0, b0, b0, b0, b0
-    # ---- phase A: k-NN over the sorted positions [a0, a1) around the block -> upper bounds on eps
-    a0 = tl.maximum(j0 - win, 0)
-    a1 = tl.minimum(j0 + BLOCK + win, n)
+    # ---- phase A: k-NN over the positions [a0, a1) around the block (TWOD: within its strip) -> bounds on eps
+    s0 = (j0 // tl.maximum(strip, 1)) * strip
+    a0 = tl.maximum(j0 - win, s0 if TWOD else 0)
+    a1 = tl.minimum(j0 + BLOCK + win, tl.minimum(s0 + strip, n) if TWOD else n)
     for m in tl.range(a0, a1, num_stages=STAGES, loop_unroll_factor=UNROLL):
-        v = _joint(xq, yq, zq, r, xoff, poff, yb, zb, ob, m, theiler, DX, DXP, DY, DYP, DZ, DZP)
+        v = _joint(xq, yq, zq, r, xoff, pk, yk, zk, ok, m, theiler, DX, DXP, DY, DYP, DZ, DZP)
         b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15 = _insert(
             b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15, v, K)
     bound = _kth(b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15, K)
-    if RINGS:
+    if TWOD:
+        # ---- phase B over the strips that hold a z within the bounds (found in the z-sorted layout), in
+        # each only the y-sorted run within the bounds (binary search); the phase-A range is skipped
+        lo, hi = _window(z0, bound, both, zb, n, nbits, DZ)
+        y0 = tl.load(yk + j * DY, mask=valid, other=0.0)
+        ylo, yhi = _zrange(y0, bound, both)
+        for s in range(lo // strip, (hi + strip - 1) // strip):
+            st = s * strip
+            ns = tl.minimum(strip, n - st)
+            c0 = st + _bound(yk + st * DY, ns, ylo, sbits, DY, False)
+            c1 = st + _bound(yk + st * DY, ns, yhi, sbits, DY, True)
+            own = st == s0
+            n1 = tl.maximum(tl.minimum(c1, tl.where(own, a0, c1)) - c0, 0)   # [c0, a0) in the own strip
+            e1 = tl.maximum(c0, tl.where(own, a1, c1))
+            n2 = tl.maximum(c1 - e1, 0)                                       # [a1, c1) in the own strip
+            for t in tl.range(0, n1 + n2, num_stages=STAGES, loop_unroll_factor=UNROLL):
+                m = tl.where(t < n1, c0 + t, e1 + (t - n1))
+                v = _joint(xq, yq, zq, r, xoff, pk, yk, zk, ok, m, theiler, DX, DXP, DY, DYP, DZ, DZP)
+                b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15 = _insert(
+                    b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15, v, K)
+    elif RINGS:
         # ---- phase B as rings of `win` positions outward on each side, the bound re-tightened after each
         # ring; a side stops when its next candidate's z lies outside every query's current bound
         step = tl.maximum(win, 1)
@@ -286,6 +324,20 @@ def sort_destinations(y: torch.Tensor, z: torch.Tensor) -> SortedLayout:
     return SortedLayout(ys=ys, zs=zs, order=order.to(torch.int32).contiguous())
 
 
+def strip_layout(lay: SortedLayout, strip: int) -> SortedLayout:
+    """The 2-D k-NN layout: the z-sorted rows cut into strips of `strip` positions, each strip re-sorted by
+    y[:, 0], so a query block (inside one strip) is close in z and y and phase B can skip by y too."""
+    g, n = lay.order.shape
+    key = torch.arange(n, device=lay.ys.device) // strip   # strip index dominates, then y within it
+    y0 = lay.ys[:, :, 0]
+    yrank = torch.sort(y0, dim=1, stable=True).indices.argsort(dim=1)   # y rank of every sorted position
+    within = torch.sort(key[None, :] * n + yrank, dim=1).indices
+    idx = within[:, :, None]
+    return SortedLayout(ys=torch.gather(lay.ys, 1, idx.expand(-1, -1, lay.ys.shape[2])).contiguous(),
+                        zs=torch.gather(lay.zs, 1, idx.expand(-1, -1, lay.zs.shape[2])).contiguous(),
+                        order=torch.gather(lay.order, 1, within.to(torch.int64)).contiguous())
+
+
 def prunable(batch: KSGBatch, k: int, algorithm: int) -> bool:
     """Whether this kernel serves the batch (algorithm 1, a conditioning block, k <= 16)."""
     return algorithm == 1 and batch.has_z and k <= MAX_K
@@ -303,13 +355,24 @@ class PreparedLaunch:
         batch.check(k, theiler, 1)
         if not prunable(batch, k, 1):
             raise ValueError("the pruned kernel needs algorithm 1, a conditioning block (dz >= 1) and k <= 16")
-        c = {**CONFIG, **{key: v for key, v in cfg.items() if v is not None}}
+        given = {key: v for key, v in cfg.items() if v is not None}
+        c = {**CONFIG, **given}
+        if batch.n >= LONG["min_n"] and "strip" not in given and not c["strip"]:
+            c.update(strip=LONG["strip"], win=given.get("win", LONG["win"]))
         self.batch, self.k, self.theiler, self.store, self.cfg, self.max_groups = batch, k, theiler, store, c, max_groups
         n, dev = batch.n, batch.x.device
         self.layout = layout or sort_destinations(batch.y, batch.z)
         self.psi = digamma_table(n, dev)
         # source row at each sorted position of each destination, per row order: [Q, G, n]
         self.srow = batch.perms[:, self.layout.order.long()].contiguous()
+        strip = int(c.get("strip") or 0)
+        if strip:   # the 2-D k-NN layout; a query block must lie inside one strip
+            strip = triton.cdiv(strip, c["block"]) * c["block"]
+            self.knn = strip_layout(self.layout, strip)
+            self.ksrow = batch.perms[:, self.knn.order.long()].contiguous()
+        else:
+            self.knn, self.ksrow = self.layout, self.srow
+        self.strip = strip
         self.slots, self.gdst, self.item_of = group_items(batch.items, c["group"])
         self.n_blocks = triton.cdiv(n, c["block"])
         self.part = torch.full((self.slots.shape[0], c["group"], self.n_blocks), float("nan"), dtype=torch.float64,
@@ -333,12 +396,14 @@ class PreparedLaunch:
         for g0 in range(0, self.slots.shape[0], self.max_groups):
             ng = min(self.max_groups, self.slots.shape[0] - g0)
             _pruned_kernel[(ng, self.n_blocks)](
-                b.x, lay.ys, lay.zs, lay.order, self.srow, self.slots[g0:], self.gdst[g0:], self.item_of[g0:],
+                b.x, lay.ys, lay.zs, lay.order, self.srow, self.knn.ys, self.knn.zs, self.knn.order, self.ksrow,
+                self.slots[g0:], self.gdst[g0:], self.item_of[g0:],
                 self.psi, self.part[g0:], self.eps, *self.counts,
                 n, int(lay.order.shape[0]), self.theiler, self.n_blocks, c["win"], n.bit_length(),
+                max(self.strip, 1), max(self.strip, 1).bit_length(),
                 K=self.k, G=c["group"], DX=dx, DXP=_pow2(dx), DY=dy, DYP=_pow2(dy), DZ=dz, DZP=_pow2(dz),
                 STORE=self.store, BLOCK=c["block"], STAGES=c["stages"], UNROLL=c["unroll"], RINGS=c["rings"],
-                num_warps=c["num_warps"])
+                TWOD=self.strip > 0, num_warps=c["num_warps"])
         self.te[self._dest] = self.part.view(-1, self.n_blocks).index_select(0, self._used).sum(dim=1) / n
         return self.te
 
