@@ -134,8 +134,11 @@ def ann_recall(n: int, d: int, queries: int, seed: int = 0, methods: tuple[str, 
     for method in methods:
         t = time.perf_counter()
         d_ap, i_ap = nearest(ref, q, method=method)
+        half = queries // 2
         out["methods"][method] = {"seconds": round(time.perf_counter() - t, 2),
                                   "recall_at_1": recall_at_1(d_ex, d_ap),
+                                  "recall_at_1_near_copies": recall_at_1(d_ex[:half], d_ap[:half]),
+                                  "recall_at_1_fresh_rows": recall_at_1(d_ex[half:], d_ap[half:]),
                                   "max_distance_ratio": float(np.max(d_ap / np.maximum(d_ex, 1e-12)))}
     return out
 
