@@ -307,6 +307,24 @@ def host_breakdown(data: np.ndarray, reps: int = 5) -> dict:
     return {k: float(np.median(v[1:])) for k, v in stages.items()}
 
 
+def prepare_profile(data: np.ndarray, rows: int = 12) -> str:
+    """torch.profiler table (top ops by CPU time) of building one whole-network PreparedLaunch (S = 0):
+    where the host-side 'prepare' stage of host_breakdown goes."""
+    import torch
+
+    from kernels.te.ksg_pruned import PreparedLaunch, sort_destinations
+
+    batch = network_batch(data, 0)
+    layout = sort_destinations(batch.y, batch.z)
+    PreparedLaunch(batch, k=4, layout=layout)   # warm the caching allocator and lazy inits
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                            torch.profiler.ProfilerActivity.CUDA]) as prof:
+        PreparedLaunch(batch, k=4, layout=layout)
+        torch.cuda.synchronize()
+    return prof.key_averages().table(sort_by="cpu_time_total", row_limit=rows)
+
+
 def multi_gpu(data: np.ndarray, n_surr: int, gpu_counts: list[int], reps: int = 3) -> dict:
     """Wall seconds of the whole network through 1, 2, ... GPU TEEstimators (targets sharded evenly,
     data in the object store once, one te_arrays call per actor), and whether every edge is identical."""

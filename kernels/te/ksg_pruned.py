@@ -378,9 +378,10 @@ class PreparedLaunch:
         self.part = torch.full((self.slots.shape[0], c["group"], self.n_blocks), float("nan"), dtype=torch.float64,
                                device=dev)
         self.n_items = int(batch.items.shape[0])
-        used = (self.item_of.view(-1) >= 0).nonzero().squeeze(1)   # one sync here, none in run()
-        self._used, self._dest = used, self.item_of.view(-1)[used].long()
-        self.te = torch.full((self.n_items,), float("nan"), dtype=torch.float64, device=dev)
+        flat = self.item_of.view(-1).long()   # slot -> item; empty slots write to a spare last entry (no sync)
+        self._dest = torch.where(flat >= 0, flat, self.n_items)
+        self._te = torch.full((self.n_items + 1,), float("nan"), dtype=torch.float64, device=dev)
+        self.te = self._te[:self.n_items]
         if store:
             self.eps = torch.full((self.n_items, n), -1.0, dtype=batch.x.dtype, device=dev)
             self.counts = [torch.full((self.n_items, n), -1, dtype=torch.int32, device=dev) for _ in range(3)]
@@ -404,7 +405,7 @@ class PreparedLaunch:
                 K=self.k, G=c["group"], DX=dx, DXP=_pow2(dx), DY=dy, DYP=_pow2(dy), DZ=dz, DZP=_pow2(dz),
                 STORE=self.store, BLOCK=c["block"], STAGES=c["stages"], UNROLL=c["unroll"], RINGS=c["rings"],
                 TWOD=self.strip > 0, num_warps=c["num_warps"])
-        self.te[self._dest] = self.part.view(-1, self.n_blocks).index_select(0, self._used).sum(dim=1) / n
+        self._te.scatter_(0, self._dest, self.part.view(-1, self.n_blocks).sum(dim=1) / n)
         return self.te
 
     def result(self) -> BatchResult:
