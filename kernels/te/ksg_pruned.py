@@ -18,8 +18,9 @@ the queries' windows:
 of `strip` positions, each re-sorted by y[:, 0]; a query block lies inside one strip (close in z and y),
 phase A scans its neighbours within the strip and phase B, for every strip holding a z within the bounds,
 only the run of y within the bounds (two binary searches per strip). The counts keep the 1-D layout:
-n_xz has no y, so y cannot prune them. Measured on one H100 (jobs.te_bench --strips): 1.20x on the
-kernel at T = 1e4, 0.75-0.96x at T = 1e3 (strip loop overhead; the 1-D phase A already covers the window).
+n_xz has no y, so y cannot prune them. Measured on one H100 (jobs.te_bench --strips): 1.37x on the
+kernel at T = 1e4 (strip 512, window 128), 0.75-0.97x at T = 1e3 (strip loop overhead; the 1-D phase A
+already covers most of the window).
 A candidate's source row is read from SROW[q, d, m] = perms[q, order_d[m]] (built once per launch),
 so each step costs one dependent load for x, as in the brute-force kernel.
 Both ranges are widened by a relative 1e-6 so float rounding of the bounds never drops a candidate
@@ -54,10 +55,10 @@ from kernels.te.ksg_triton import MAX_K, _qload, _sdist, _swap, _xdist, group_it
 CONFIG = {"block": 32, "group": 4, "num_warps": 1, "stages": 1, "unroll": 2, "win": 128, "rings": False,
           "strip": 0}   # strip > 0: the 2-D (z strips sorted by y) k-NN layout, positions per strip
 CONFIG.update(json.loads(os.environ.get("ATTRACTOR_TE_PRUNED_CONFIG") or "{}"))
-# long series: the 2-D k-NN layout (measured on one H100, jobs.te_bench --strips, 2026-11-23 03:56: N=100,
-# T=1e4 kernel 234 ms vs 281 ms 1-D; at T=1e3 every strip was slower, 0.75-0.96x); applied when n >= min_n
-# and the caller passes no explicit strip
-LONG = {"min_n": 5000, "strip": 256, "win": 64}
+# long series: the 2-D k-NN layout (measured on one H100, jobs.te_bench --strips, 2026-11-23 04:03: N=100,
+# T=1e4 kernel 205 ms at strip 512 / window 128 vs 281 ms 1-D; at T=1e3 every strip was slower, 0.75-0.97x);
+# applied when n >= min_n (a threshold between the two measured lengths) and the caller names no strip
+LONG = {"min_n": 5000, "strip": 512, "win": 128}
 _MARGIN = 1e-6   # relative widening of the binary-search bounds (float32 ulp is 6e-8)
 
 
