@@ -14,8 +14,6 @@ import json
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 from actors.sweep.config import SweepSpec
 from actors.sweep.engine import axis_columns
 from actors.sweep.errors import InputError
@@ -29,13 +27,18 @@ def load_spec(path: str | Path, overrides: dict | None = None) -> SweepSpec:
 
 def render(spec: SweepSpec, out_dir: Path) -> Path:
     """Regime map of the first two axes (or spec.map_axes) from trajectories.parquet."""
+    import pyarrow.parquet as pq
+
     from actors.sweep.plots import regime_map
 
-    table = pd.read_parquet(out_dir / "trajectories.parquet")
     cols = axis_columns(spec)
     names = [a.name for a in spec.axes]
     x, y = spec.map_axes or (names[0], names[1] if len(names) > 1 else names[0])
     xc, yc = cols[names.index(x)], cols[names.index(y)]
+    # only the plotted columns, labels dictionary-encoded: a 10^7-point map stays a few hundred MB
+    table = pq.read_table(out_dir / "trajectories.parquet", columns=sorted({xc, yc, "attractor", "lyapunov_max"}),
+                          read_dictionary=["attractor"]).to_pandas()
+    table["attractor"] = table["attractor"].astype(str)
     return regime_map(table, xc, yc, out_dir / "regime_map.png", title=f"{spec.model}: {spec.name}",
                       xlabel=x, ylabel=f"{y}(0)" if yc.endswith("_0") else y)
 

@@ -55,6 +55,11 @@ class SolverConfig(_Strict):
     # regime rule thresholds (see docs/models/README.md "Regime rule")
     fixed_point_tol: float = Field(1e-4, gt=0)    # relative window amplitude below which: fixed point
     chaos_threshold: float = Field(0.01, ge=0)    # lambda_max above which (and not a fixed point): chaotic
+    # a focus still spiralling in: amplitude below settle_amplitude and lambda_max < -decay_threshold
+    settle_amplitude: float = Field(0.05, ge=0, le=1)
+    decay_threshold: float = Field(0.01, gt=0)
+    # chaotic also needs lambda - flow term > chaos_threshold + flow_margin * |flow term| (regime.py)
+    flow_margin: float = Field(0.5, ge=0)
 
     @model_validator(mode="after")
     def _order(self) -> SolverConfig:

@@ -127,7 +127,9 @@ def simulate(model: CompiledModel | str, params: np.ndarray, u0: np.ndarray, sol
                           lyapunov=solver.lyapunov, twin_separation=solver.twin_separation,
                           renorm_interval=solver.renorm_interval, t_eval=t_eval, progress=progress)
     regime = classify(raw.u_min, raw.u_max, raw.lyapunov_max, raw.flow_log_ratio, raw.blowup, raw.finished,
-                      fixed_point_tol=solver.fixed_point_tol, chaos_threshold=solver.chaos_threshold)
+                      fixed_point_tol=solver.fixed_point_tol, chaos_threshold=solver.chaos_threshold,
+                      settle_amplitude=solver.settle_amplitude, decay_threshold=solver.decay_threshold,
+                      flow_margin=solver.flow_margin)
     attractor = regime.copy()
     fp = regime == "fixed_point"
     if fp.any():

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 from ray.actor import ActorHandle
@@ -109,37 +110,43 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, progress: bool = True, in
                 submit(w)
     computed = 0
     per_worker = [0] * len(pool)
+    n_new = sum(min((i + 1) * spec.chunk_size, spec.n_points) - i * spec.chunk_size for i in todo)
+    rows_new = 0
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
         i, w = pending.pop(ready[0])
         frame: pd.DataFrame = ray.get(ready[0])
-        atomic_write_parquet(chunk_path(out_dir, i), frame)
+        atomic_write_parquet(chunk_path(out_dir, i), frame)  # on disk now: the driver keeps no rows
         computed += 1
         per_worker[w] += 1
+        rows_new += len(frame)
         bar.update(len(frame))
+        if progress:  # one plain line per chunk: readable in `ray job logs` where the bar is not
+            elapsed = time.perf_counter() - t0
+            rate = rows_new / max(elapsed, 1e-9)
+            print(f"[sweep {spec.name}] chunk {i} by worker {w}: {computed}/{len(todo)} chunks, "
+                  f"{rows_new}/{n_new} trajectories, {rate:.0f}/s, eta {(n_new - rows_new) / max(rate, 1e-9):.0f} s",
+                  flush=True)
+        del frame
         if queue:
             submit(w)
     bar.close()
     wall = time.perf_counter() - t0
-    table = merge_chunks(out_dir, n_chunks)
+    merged = merge_chunks(out_dir, n_chunks)
     spectra = None
     if spec.analysis is not None and spec.analysis.spectrum is not None:
-        spectra = str(run_spectra(spec, out_dir, table, pool))
-    n_new = sum(min((i + 1) * spec.chunk_size, spec.n_points) - i * spec.chunk_size for i in todo)
+        spectra = str(run_spectra(spec, out_dir, pool))
     summary = SweepSummary(
         name=spec.name, model=spec.model, out_dir=str(out_dir), n_points=spec.n_points, n_chunks=n_chunks,
         chunks_computed=computed, chunks_skipped=len(done), wall_seconds=round(wall, 3),
         trajectories_per_second=round(n_new / wall, 3) if computed else None, workers=infos,
-        regime_counts={k: int(v) for k, v in table["regime"].value_counts().items()},
-        attractor_counts={k: int(v) for k, v in table["attractor"].value_counts().items()},
-        chunks_per_worker=per_worker,
-        backends=sorted(table["backend"].dropna().unique().tolist()) if "backend" in table else [],
-        spectra=spectra)
+        regime_counts=merged.regime_counts, attractor_counts=merged.attractor_counts,
+        chunks_per_worker=per_worker, backends=merged.backends, spectra=spectra)
     atomic_write_json(out_dir / "summary.json", asdict(summary))
     return summary
 
 
-def run_spectra(spec: SweepSpec, out_dir: Path, table: pd.DataFrame, pool: list[ActorHandle]) -> Path:
+def run_spectra(spec: SweepSpec, out_dir: Path, pool: list[ActorHandle]) -> Path:
     """DIR/spectra.parquet from one worker (skipped when present: same spec, same seeded points).
 
     Grid rows get the sweep's own regime next to the spectrum's, so the two rules can be compared.
@@ -149,16 +156,61 @@ def run_spectra(spec: SweepSpec, out_dir: Path, table: pd.DataFrame, pool: list[
         return path
     pool = pool or workers(spec.workers)
     frame: pd.DataFrame = ray.get(pool[0].spectra.remote(spec.model_dump_json()))
-    regime = table.set_index("point")["regime"]
+    grid_points = sorted({int(p) for s, p in zip(frame["source"], frame["point"], strict=True) if s == "grid"})
+    regime = {}
+    if grid_points:  # only the sampled rows are read, so a 10^7-point table never enters memory
+        rows = pq.read_table(out_dir / "trajectories.parquet", columns=["point", "regime"],
+                             filters=[("point", "in", grid_points)]).to_pydict()
+        regime = dict(zip(rows["point"], rows["regime"], strict=True))
     frame["regime_sweep"] = [regime.get(p, "") if s == "grid" else ""
                              for s, p in zip(frame["source"], frame["point"], strict=True)]
     atomic_write_parquet(path, frame)
     return path
 
 
-def merge_chunks(out_dir: Path, n_chunks: int) -> pd.DataFrame:
-    """Concatenate chunk files in point order and write trajectories.parquet atomically."""
-    frames = [pq.read_table(chunk_path(out_dir, i)).to_pandas() for i in range(n_chunks)]
-    table = pd.concat(frames, ignore_index=True).sort_values("point", kind="stable").reset_index(drop=True)
-    atomic_write_parquet(out_dir / "trajectories.parquet", table)
-    return table
+@dataclass
+class MergeSummary:
+    n_rows: int
+    regime_counts: dict[str, int]
+    attractor_counts: dict[str, int]
+    backends: list[str]
+
+
+def merge_chunks(out_dir: Path, n_chunks: int) -> MergeSummary:
+    """Stream the chunk files, in point order, into trajectories.parquet (written atomically).
+
+    One chunk is in memory at a time (chunk i holds points [i*chunk_size, (i+1)*chunk_size), so
+    chunk order is point order), which keeps 10^6-10^7-point sweeps memory-bounded; the counts the
+    summary reports are accumulated on the way.
+    """
+    import collections
+    import os
+    import tempfile
+
+    target = out_dir / "trajectories.parquet"
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".trajectories.parquet.", suffix=".tmp")
+    os.close(fd)
+    regimes, attractors, backends = collections.Counter(), collections.Counter(), set()
+    n_rows = 0
+    writer = None
+    try:
+        for i in range(n_chunks):
+            part = pq.read_table(chunk_path(out_dir, i))
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, part.schema, compression="zstd")
+            writer.write_table(part.cast(writer.schema))
+            n_rows += part.num_rows
+            for counter, name in ((regimes, "regime"), (attractors, "attractor")):
+                for item in pc.value_counts(part.column(name)).to_pylist():
+                    counter[item["values"]] += item["counts"]
+            if "backend" in part.column_names:
+                backends.update(b for b in pc.unique(part.column("backend")).to_pylist() if b is not None)
+        if writer is not None:
+            writer.close()
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return MergeSummary(n_rows=n_rows, regime_counts=dict(regimes.most_common()),
+                        attractor_counts=dict(attractors.most_common()),
+                        backends=sorted(backends))

@@ -5,10 +5,19 @@ In order, first match wins (thresholds come from SolverConfig):
                  collapsed (the solver could not continue).
 2. unresolved  — the integrator ran out of steps before t_end.
 3. fixed_point — over the final window every state's relative range
-                 (max - min) / (1 + max(|max|, |min|)) is below fixed_point_tol.
+                 (max - min) / (1 + max(|max|, |min|)) is below fixed_point_tol; or the range is
+                 below settle_amplitude and lambda_max < -decay_threshold: a focus still spiralling
+                 in (the twin contracts, the orbit decays), not a cycle. Small cycles are born in a
+                 Hopf bifurcation, are near-harmonic and so have lambda_max ~ 0 (the flow-speed term
+                 log(|F(end)| / |F(start)|) / window is small); large-amplitude orbits, whose speed
+                 can vary enough to make that term negative, are never relabelled.
 4. chaotic     — the finite-time largest Lyapunov exponent over the final window exceeds
-                 chaos_threshold, both as measured and with the flow-speed term removed
-                 (lambda - log(|F(u_end)| / |F(u_start)|) / window). On a limit cycle the twin
+                 chaos_threshold as measured, and with the flow-speed term removed
+                 (lambda - log(|F(u_end)| / |F(u_start)|) / window) it exceeds chaos_threshold
+                 + flow_margin * |that term|: the removal is only as exact as the twin's alignment
+                 with the flow at the window's ends, so on orbits whose speed varies by orders of
+                 magnitude (GASLIT-AF's cycles around the collapsed state: a flow term of 0.05-0.1)
+                 a residual of 0.01-0.016 is not evidence of chaos. On a limit cycle the twin
                  separation ends up along the flow, so the raw finite-time value is exactly that
                  speed ratio, O(1/window), and not chaos; on a chaotic orbit the term is O(1/window)
                  next to lambda_max > 0.
@@ -37,14 +46,18 @@ def relative_amplitude(u_min: np.ndarray, u_max: np.ndarray) -> np.ndarray:
 
 def classify(u_min: np.ndarray, u_max: np.ndarray, lyapunov_max: np.ndarray, flow_log_ratio: np.ndarray,
              blowup: np.ndarray, finished: np.ndarray, *, fixed_point_tol: float,
-             chaos_threshold: float) -> np.ndarray:
+             chaos_threshold: float, settle_amplitude: float = 0.05,
+             decay_threshold: float = 0.01, flow_margin: float = 0.5) -> np.ndarray:
     """Regime label per row by the rule in this module's docstring."""
     amp = relative_amplitude(u_min, u_max)
     have_lyap = np.isfinite(lyapunov_max)
     label = np.where(have_lyap, "limit_cycle", "oscillatory").astype(object)
-    transverse = lyapunov_max - np.nan_to_num(flow_log_ratio, nan=0.0)
-    label[have_lyap & (lyapunov_max > chaos_threshold) & (transverse > chaos_threshold)] = "chaotic"
-    label[amp < fixed_point_tol] = "fixed_point"
+    flow = np.nan_to_num(flow_log_ratio, nan=0.0)
+    transverse = lyapunov_max - flow
+    chaotic = (lyapunov_max > chaos_threshold) & (transverse > chaos_threshold + flow_margin * np.abs(flow))
+    label[have_lyap & chaotic] = "chaotic"
+    settling = have_lyap & (amp < settle_amplitude) & (lyapunov_max < -decay_threshold)
+    label[(amp < fixed_point_tol) | settling] = "fixed_point"
     label[~finished] = "unresolved"
     label[blowup] = "blow_up"
     return label

@@ -1,0 +1,167 @@
+"""The sweep's regime labels against scipy DOP853 (rtol 1e-10) on 1000 random GASLIT-AF points.
+
+The oracle is tests/data/gaslit_dop853_1000.parquet, written by tests/data/make_gaslit_reference.py
+(seeded uniform draw over the demo map's box gamma in [0, 1] x Lambda(0) in [0, 10], horizon and
+settings in that script). These tests (a) recompute a random handful of its rows live, so the file is
+provably genuine, (b) run our engine with the demo preset's solver on all 1000 points and require
+>= 99% label agreement, final states within tolerance where the trajectory is not chaotic, and
+(c) do the same with the generated Triton kernels in FP64 and FP32 on a GPU.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from actors.sweep.config import SolverConfig
+from actors.sweep.engine import simulate
+from actors.sweep.models import get_model
+from actors.sweep.regime import classify, relative_amplitude
+from jobs.sweep import load_spec
+
+DATA = Path(__file__).resolve().parent / "data"
+sys.path.insert(0, str(DATA))
+import make_gaslit_reference as ref  # noqa: E402
+
+DEMO = Path(__file__).resolve().parents[1] / "configs" / "sweep" / "gaslit_demo.yaml"
+STATES = get_model(ref.MODEL).state_names
+AGREEMENT = 0.99
+
+
+@pytest.fixture(scope="module")
+def oracle() -> pd.DataFrame:
+    return pd.read_parquet(DATA / "gaslit_dop853_1000.parquet")
+
+
+def _solver(**update) -> SolverConfig:
+    """The demo map's solver (the classifier's real preset) over the reference horizon and window."""
+    return load_spec(DEMO).solver.model_copy(update={"t_span": ref.HORIZON, "window": ref.WINDOW, **update})
+
+
+def _engine_rows(bounds: tuple[int, int], solver_json: str) -> dict[str, np.ndarray]:
+    """Our engine on reference rows [a, b) in a child process (one torch thread)."""
+    import torch
+
+    torch.set_num_threads(1)
+    params, u0 = ref.points()
+    a, b = bounds
+    result = simulate(ref.MODEL, params[a:b], u0[a:b], SolverConfig.model_validate_json(solver_json))
+    return {**_features(result), "backend": np.array([result.meta["backend"]])}
+
+
+def _features(result) -> dict[str, np.ndarray]:
+    raw = result.raw
+    return {"attractor": result.attractor.astype(str), "u_final": raw.u_final, "u_min": raw.u_min,
+            "u_max": raw.u_max, "t_blowup": raw.t_blowup}
+
+
+def _engine_on_two_cores(solver: SolverConfig) -> dict[str, np.ndarray]:
+    """All rows, split in two halves run side by side. Why: the batched integrator's time is its
+    per-step overhead times the slowest row's step count, nearly independent of the batch size, so
+    two half batches on two cores take half the wall time. Rows are independent (own step size,
+    the same folded constants), so the split changes no number."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    half = ref.N_POINTS // 2
+    with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
+        parts = list(pool.map(_engine_rows, [(0, half), (half, ref.N_POINTS)], [solver.model_dump_json()] * 2))
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _compare(oracle: pd.DataFrame, result: dict[str, np.ndarray], *, fp_tol: float, env_tol: float,
+             blow_rtol: float) -> None:
+    """>= 99% of attractor labels equal, and where both labels agree and the orbit is not chaotic:
+    fixed points' final states to fp_tol; cycles' window envelopes (min, max of every state) to
+    env_tol relative to 1 + |value|, with the final state inside the oracle's envelope (its phase
+    on the cycle is neutral, so it drifts with any integrator: the orbit is what must agree);
+    blow-ups' escape times to blow_rtol for >= 95% of them, and the median far tighter (an escape
+    after a chaotic transient is as unpredictable as the transient)."""
+    mine, theirs = result["attractor"], oracle["attractor"].to_numpy()
+    agree = mine == theirs
+    confusion = pd.crosstab(pd.Series(theirs, name="dop853"), pd.Series(mine, name="ours"))
+    assert agree.mean() >= AGREEMENT, f"agreement {agree.mean():.3f}\n{confusion}"
+    cols = {k: oracle[[f"{s}_{k}" for s in STATES]].to_numpy() for k in ("final", "min", "max")}
+    fp = agree & np.isin(theirs, ["healthy", "collapsed"])
+    lc = agree & (theirs == "limit_cycle")
+    bu = agree & (theirs == "blow_up")
+    assert fp.sum() > 200 and lc.sum() > 200 and bu.sum() > 50, confusion
+    np.testing.assert_allclose(result["u_final"][fp], cols["final"][fp], rtol=fp_tol, atol=fp_tol)
+    for k in ("min", "max"):
+        rel = np.abs(result[f"u_{k}"][lc] - cols[k][lc]) / (1 + np.abs(cols[k][lc]))
+        assert rel.max() < env_tol, (k, rel.max(), oracle["point"].to_numpy()[lc][rel.max(1).argmax()])
+    slack = env_tol * (1 + np.maximum(np.abs(cols["min"][lc]), np.abs(cols["max"][lc])))
+    inside = (result["u_final"][lc] >= cols["min"][lc] - slack) & (result["u_final"][lc] <= cols["max"][lc] + slack)
+    assert inside.all(), oracle["point"].to_numpy()[lc][~inside.all(1)]
+    t_ref = oracle["t_blowup"].to_numpy()[bu]
+    rel = np.abs(result["t_blowup"][bu] - t_ref) / t_ref
+    assert np.median(rel) < blow_rtol / 10 and (rel < blow_rtol).mean() >= 0.95, np.sort(rel)[-10:]
+
+
+def test_reference_file_is_what_the_generator_writes(oracle):
+    """The committed file has the generator's 1000 points, and its labels are the current rule
+    applied to its own DOP853 features (a changed rule without a regenerated file fails here)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(DATA / "gaslit_dop853_1000.parquet").metadata
+    assert (meta[b"horizon"], meta[b"window"], meta[b"rtol"]) == (repr(ref.HORIZON).encode(),
+                                                                   repr(ref.WINDOW).encode(), b"1e-10")
+    params, u0 = ref.points()
+    m = get_model(ref.MODEL)
+    assert len(oracle) == ref.N_POINTS
+    np.testing.assert_array_equal(oracle["gamma"], params[:, m.param_names.index("gamma")])
+    np.testing.assert_array_equal(oracle["Lambda_0"], u0[:, m.state_names.index("Lambda")])
+    cfg = ref.reference_solver()
+    u_min = oracle[[f"{s}_min" for s in STATES]].to_numpy()
+    u_max = oracle[[f"{s}_max" for s in STATES]].to_numpy()
+    label = classify(u_min, u_max, oracle["lyapunov_max"].to_numpy(), oracle["flow_log_ratio"].to_numpy(),
+                     oracle["blowup"].to_numpy(), np.ones(len(oracle), dtype=bool),
+                     fixed_point_tol=cfg.fixed_point_tol, chaos_threshold=cfg.chaos_threshold,
+                     settle_amplitude=cfg.settle_amplitude, decay_threshold=cfg.decay_threshold,
+                     flow_margin=cfg.flow_margin)
+    assert (label.astype(str) == oracle["regime"].to_numpy()).all()
+    np.testing.assert_allclose(oracle["amplitude"], relative_amplitude(u_min, u_max))
+    # every regime is represented, so agreement is not won on one easy class
+    counts = oracle["regime"].value_counts()
+    assert all(counts.get(r, 0) >= 50 for r in ("fixed_point", "limit_cycle", "chaotic", "blow_up")), counts
+
+
+def test_a_random_handful_of_rows_recomputed_live(oracle):
+    """Five rows drawn afresh on every run (printed on failure) are recomputed by the generator's
+    own scipy path: same label, same features. Chaotic rows are left out: their trajectories are
+    only reproducible to the round-off of the machine that wrote them, and they are the slowest."""
+    rng = np.random.default_rng()
+    rows = np.sort(rng.choice(np.flatnonzero(oracle["regime"].to_numpy() != "chaotic"), size=5, replace=False))
+    params, u0 = ref.points()
+    live = pd.DataFrame(ref.solve_rows(params[rows], u0[rows]))
+    stored = oracle.iloc[rows].reset_index(drop=True)
+    assert list(live["regime"]) == list(stored["regime"]), rows
+    assert list(live["attractor"]) == list(stored["attractor"]), rows
+    cols = [f"{s}_final" for s in STATES] + ["amplitude", "t_blowup"]
+    np.testing.assert_allclose(live[cols], stored[cols], rtol=1e-7, atol=1e-9, err_msg=str(rows))
+    np.testing.assert_allclose(live["lyapunov_max"], stored["lyapunov_max"], rtol=1e-6, atol=1e-8,
+                               err_msg=str(rows))
+
+
+def test_engine_agrees_with_dop853_on_1000_points(oracle):
+    """backend auto (torch on a CPU) with the demo preset's solver: >= 99% labels, final states."""
+    result = _engine_on_two_cores(_solver())
+    assert set(result["backend"]) == {"torch"}
+    _compare(oracle, result, fp_tol=1e-4, env_tol=2e-2, blow_rtol=1e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.xfail(strict=True, reason="H100, 2026-11-23: the generated kernels' twin gives NaN lambda_max "
+                   "('oscillatory') or lambda_max > 0.01 on limit cycles (FP32: 89.8% equal labels, "
+                   "59 cycles -> oscillatory, 40 -> chaotic); kernel fix needed, see docs/benchmarks.md")
+@pytest.mark.parametrize("dtype, fp_tol, env_tol, blow_rtol", [("float64", 1e-4, 2e-2, 1e-3),
+                                                                 ("float32", 1e-3, 5e-2, 1e-2)])
+def test_generated_kernels_agree_with_dop853_on_1000_points(oracle, dtype, fp_tol, env_tol, blow_rtol):
+    """The same check on the generated Triton Tsit5 kernels (backend auto on CUDA), FP64 and FP32."""
+    params, u0 = ref.points()
+    res = simulate(ref.MODEL, params, u0, _solver(device="cuda", dtype=dtype))
+    assert res.meta["backend"] == "triton"
+    _compare(oracle, _features(res), fp_tol=fp_tol, env_tol=env_tol, blow_rtol=blow_rtol)
