@@ -295,11 +295,12 @@ def build_units(args: argparse.Namespace, baselines: tuple[str, ...]) -> list[Un
     sizes = [int(s) for s in args.sizes.split(",") if s]
     for n in sizes:
         units += [Unit("clean", "-", n, r, baselines=baselines, trace=r == 0 and args.memory, **common)
-                  for r in range(args.clean_reps)]
+                  for r in range(args.first_rep, args.first_rep + args.clean_reps)]
         for case in cases:
             for sev in args.severities.split(","):
                 reps = args.reps_medium if sev == "medium" and args.reps_medium is not None else args.reps
-                units += [Unit(case, sev, n, r, baselines=baselines, **common) for r in range(reps)]
+                units += [Unit(case, sev, n, r, baselines=baselines, **common)
+                          for r in range(args.first_rep, args.first_rep + reps)]
     if args.subset_size:
         for case in args.subset_cases.split(","):
             sev = "-" if case == "clean" else "medium"
@@ -407,6 +408,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
                     help="tracemalloc peak on the first clean control of each size")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--first-rep", type=int, default=0,
+                    help="seed offset: run reps first_rep.. (extend an earlier run; concatenate runs.jsonl)")
     ap.add_argument("--throughput", default=None, help="e.g. 1000000x50 (rows x columns); skipped if omitted")
     ap.add_argument("--aggregate-only", action="store_true",
                     help="re-aggregate DIR/runs.jsonl of an earlier (e.g. interrupted) run; run nothing")
