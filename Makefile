@@ -5,9 +5,12 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# The validation benchmark's baselines (Evidently, SDMetrics, Cleanlab) pin pandas<3: their own venv.
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv bench-venv clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -19,16 +22,27 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+$(BENCH_STAMP): pyproject.toml
+	$(PY) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(BENCH_VENV)/bin/python -m pip install -q -e ".[bench]" pytest pytest-timeout
+	touch $(BENCH_STAMP)
+
 venv: $(STAMP)
+
+bench-venv: $(BENCH_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m jobs.demo
 
-test: $(STAMP)
+# the CPU suite, then the bench-marked baseline tests in the bench venv (deselected in the first run)
+test: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python -m pytest -q tests
+	$(BENCH_VENV)/bin/python -m pytest -q -m bench tests/test_validation_bench.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(BENCH_VENV) runs

@@ -1,6 +1,7 @@
 """Shared fixtures: a private Ray cluster per test module (own temp dir, no dashboard clash)."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -20,13 +21,19 @@ def _gpu_available() -> bool:
         return False
 
 
+def _bench_baselines_available() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("evidently", "sdmetrics", "cleanlab"))
+
+
 def pytest_collection_modifyitems(config, items):
-    """GPU-marked tests run only where CUDA exists (the GPU machine); elsewhere they are deselected."""
-    if _gpu_available():
-        return
+    """GPU-marked tests run only where CUDA exists (the GPU machine); bench-marked tests only where the
+    `bench` extra is installed (its own venv, .venv-bench: `make test` runs them there). Elsewhere they
+    are deselected, not skipped."""
+    gpu, bench = _gpu_available(), _bench_baselines_available()
     keep, drop = [], []
     for item in items:
-        (drop if "gpu" in item.keywords else keep).append(item)
+        off = ("gpu" in item.keywords and not gpu) or ("bench" in item.keywords and not bench)
+        (drop if off else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep

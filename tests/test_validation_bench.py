@@ -83,8 +83,8 @@ def _tables(rng, n=400):
     return df
 
 
+@pytest.mark.bench
 def test_evidently_drift_decision():
-    pytest.importorskip("evidently")
     from jobs.validation_baselines import evidently_drift
 
     real = _tables(np.random.default_rng(0))
@@ -95,8 +95,8 @@ def test_evidently_drift_decision():
     assert res["drift"] and res["count"] >= 3
 
 
+@pytest.mark.bench
 def test_sdmetrics_dcr_zero_for_copies():
-    pytest.importorskip("sdmetrics")
     from jobs.validation_baselines import sdmetrics_dcr
 
     rng = np.random.default_rng(1)
@@ -106,8 +106,8 @@ def test_sdmetrics_dcr_zero_for_copies():
     assert np.allclose(d[:20], 0.0) and (d[20:] > 0).all()
 
 
+@pytest.mark.bench
 def test_cleanlab_finds_flipped_labels():
-    pytest.importorskip("cleanlab")
     from sklearn.metrics import average_precision_score
 
     from jobs.validation_baselines import cleanlab_label_issues
