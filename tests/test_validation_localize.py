@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actors.validation.localize import confident_learning, conformal_p, localize, precision_at_k
+from actors.validation.localize import (
+    confident_learning,
+    conformal_p,
+    localize,
+    memorised_rows,
+    precision_at_k,
+)
 from actors.validation.planted import plant
 
 
@@ -55,3 +61,19 @@ def test_clean_control_flags_no_memorised_rows():
     loc = localize(pair.real, pair.synth, label=pair.label)
     assert len(loc.flagged["memorised"]) == 0
     assert len(loc.flagged["outlier"]) <= 3                   # real rows beyond every other real row exist
+
+
+def test_memorised_scores_order_rows_by_distance_to_closest_real_row():
+    """Exact copies, jittered copies and fresh rows: the score ranks rows strictly by the scipy cdist
+    distance to the closest real row (no ties among rows closer than every real pair)."""
+    from scipy.spatial.distance import cdist
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(7)
+    real = rng.standard_normal((400, 5))
+    syn = np.vstack([real[:20], real[20:60] + rng.normal(0, 1e-3, (40, 5)) * rng.uniform(0.1, 3, (40, 1)),
+                     rng.standard_normal((140, 5))])
+    score, _, _ = memorised_rows(real, syn, 0.05)
+    d = cdist(syn, real).min(axis=1)
+    assert spearmanr(score[20:], -d[20:]).statistic > 0.999          # exact copies all sit at d = 0
+    assert (score[:20] == 1.0).all() and (score[20:60] < 1.0).all() and (score[20:60] > score[60:].max()).all()

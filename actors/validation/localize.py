@@ -101,6 +101,10 @@ def memorised_rows(F_real: np.ndarray, F_syn: np.ndarray, alpha: float, *, metho
     d_real = _loo(F_real, null, index, 1)
     p = conformal_p(d_real, d_syn, larger=False)
     score = 1 - np.searchsorted(np.sort(d_real), d_syn, side="right") / len(d_real)
+    # every row closer than all real pairs would share score 1: break ties by distance, within one rank
+    # step (< 1/len), so the ordering is strictly by distance and the rank buckets stay in order
+    scale = max(float(np.median(d_real)), 1e-12)
+    score = np.clip(score - d_syn / (d_syn + scale) / len(d_real), 0.0, 1.0)
     reasons = [f"memorised: {'exact' if d <= 1e-6 else 'near'} copy of real row {j} (distance {d:.3g}; "
                f"{100 * (1 - s):.1f}% of real rows are this close to another real row)"
                for d, j, s in zip(d_syn, nn, score)]
