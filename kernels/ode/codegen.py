@@ -23,7 +23,7 @@ import sympy as sp
 
 from kernels.ode.tableaus import ROS23_D, ROS23_E32, TABLEAUS, Tableau
 
-CODEGEN_VERSION = "9"
+CODEGEN_VERSION = "10"
 CACHE_DIR = Path(os.environ.get("ATTRACTOR_KERNEL_CACHE", Path.home() / ".cache" / "attractor" / "ode_kernels"))
 
 # controller constants (Hairer–Wanner PI controller for a 5(4) pair; scipy's clamps)
@@ -172,23 +172,37 @@ class _Printer:
         return f"({sq} * {b})" if n % 2 else sq
 
 
+def _tangent_symbols(system: OdeSystem) -> list[sp.Symbol]:
+    return [sp.Symbol(f"__tangent_{s}") for s in system.states]
+
+
 @functools.lru_cache(maxsize=32)
-def _cse(system: OdeSystem, jac: bool = False) -> tuple[list, list]:
+def _cse(system: OdeSystem, jac: bool = False, jvp: bool = False) -> tuple[list, list]:
     exprs = list(system.equations)
+    states = [sp.Symbol(s) for s in system.states]
     if jac:  # dF/du row by row: the stiff solver's W = I - gamma h J is built from it in the kernel
-        exprs = list(sp.Matrix(exprs).jacobian([sp.Symbol(s) for s in system.states]))
+        exprs = list(sp.Matrix(exprs).jacobian(states))
+    elif jvp:  # F and J(u) w together: the tangent flow shares F's subexpressions
+        J = sp.Matrix(exprs).jacobian(states)
+        exprs = exprs + list(J * sp.Matrix(_tangent_symbols(system)))
     return sp.cse(exprs, symbols=sp.numbered_symbols("_cse"), optimizations="basic")
 
 
 def rhs_lines(system: OdeSystem, inputs: list[str], params: list[str], outputs: list[str], tmp: str,
-              consts: dict[float, str], fast_div: bool = False, jac: bool = False) -> list[str]:
+              consts: dict[float, str], fast_div: bool = False, jac: bool = False,
+              tangent: tuple[list[str], list[str]] | None = None) -> list[str]:
     """Straight-line statements computing outputs[i] = F_i(inputs; params), temporaries `tmp{j}`.
 
     jac=True: outputs are the n*n entries of the Jacobian dF/du, row-major.
+    tangent=(w, out): also out[i] = (J(inputs) w)_i, the tangent flow's right-hand side (exact
+    linearisation: no difference of two nearby states, so no rounding floor).
     """
     names = {sp.Symbol(s): v for s, v in zip(system.states, inputs)}
     names.update({sp.Symbol(p): v for p, v in zip(system.params, params)})
-    repl, reduced = _cse(system, jac)
+    if tangent is not None:
+        names.update(dict(zip(_tangent_symbols(system), tangent[0])))
+        outputs = list(outputs) + list(tangent[1])
+    repl, reduced = _cse(system, jac, tangent is not None)
     lines = []
     for j, (sym, expr) in enumerate(repl):
         pr = _Printer(names, consts, fast_div)
@@ -243,11 +257,22 @@ class KernelSpec:
     system: OdeSystem
     solver: str               # rk4 | tsit5 | dopri5
     dtype: str                # float32 | float64
-    lyapunov: bool = False    # integrate a renormalised twin (Benettin) alongside
+    lyapunov: bool = False    # integrate a renormalised perturbation (Benettin) alongside
     save_every: bool = False  # store the state every k-th accepted step
     features: bool = True     # running min/max/mean over the final window
     interp: bool = False      # store the dense-output state at given times (t_eval)
     section: tuple[int, int] | None = None  # Poincare section (state index, direction +1/-1/0)
+
+    @property
+    def tangent(self) -> bool:
+        """The perturbation is a tangent vector v' = J(u) v through the same explicit RK stages.
+
+        Why not a twin state u + d0 s: the twin's separation is a difference of two states, resolved
+        only down to ~eps |u| (in FP32 that floor is 2% of d0 = 1e-4 per step), and the twin can
+        leave the model's domain where the orbit does not. Rosenbrock keeps the twin (its stages
+        solve with W = I - gamma h J, whose linearisation the tangent would need too).
+        """
+        return self.lyapunov and TABLEAUS[self.solver].kind != "rosenbrock"
 
     @property
     def key(self) -> str:
@@ -325,6 +350,24 @@ def kernel_source(spec: KernelSpec) -> str:
                 body(f"{x}e_{i} = h * ({_lincomb(tab.e, [f'{k}{j}_{i}' for j in range(S + 1)], c)})")
 
     rosen = tab.kind == "rosenbrock"
+
+    def tangent_stages() -> None:
+        """Stages of u and of the tangent v together: kv_s = J(y_s) (v + h sum a_sj kv_j), exact."""
+        for s in range(1, S):
+            for i in R:
+                body(f"yu_{i} = {combo(f'u_{i}', tab.a[s], [f'k{j}_{i}' for j in range(s)])}",
+                     f"yv_{i} = {combo(f'v_{i}', tab.a[s], [f'kv{j}_{i}' for j in range(s)])}")
+            body(*rhs_lines(sysm, [f"yu_{i}" for i in R], P, [f"k{s}_{i}" for i in R], f"_u{s}_", consts, fast,
+                            tangent=([f"yv_{i}" for i in R], [f"kv{s}_{i}" for i in R])))
+        for i in R:
+            body(f"un_{i} = {combo(f'u_{i}', tab.b, [f'k{j}_{i}' for j in range(S)])}",
+                 f"vn_{i} = {combo(f'v_{i}', tab.b, [f'kv{j}_{i}' for j in range(S)])}")
+        if tab.adaptive:
+            body(*rhs_lines(sysm, [f"un_{i}" for i in R], P, [f"k{S}_{i}" for i in R], f"_u{S}_", consts, fast,
+                            tangent=([f"vn_{i}" for i in R], [f"kv{S}_{i}" for i in R])))
+            for i in R:
+                body(f"ue_{i} = h * ({_lincomb(tab.e, [f'k{j}_{i}' for j in range(S + 1)], c)})",
+                     f"ve_{i} = h * ({_lincomb(tab.e, [f'kv{j}_{i}' for j in range(S + 1)], c)})")
 
     def fsal(k: str, i: int) -> str:
         """The stage holding F(u_new), reused as the next step's F(u)."""
@@ -465,6 +508,9 @@ def kernel_source(spec: KernelSpec) -> str:
         if lyap:
             for i in R:
                 body(f"kv0_{i} = fv_{i}")
+    elif spec.tangent:
+        body(*rhs_lines(sysm, [f"u_{i}" for i in R], P, [f"k0_{i}" for i in R], "_u0_", consts, fast,
+                        tangent=([f"v_{i}" for i in R], [f"kv0_{i}" for i in R])))
     else:
         rhs([f"u_{i}" for i in R], [f"k0_{i}" for i in R], "u0")
         if lyap:
@@ -473,6 +519,8 @@ def kernel_source(spec: KernelSpec) -> str:
         rosen_stages("u", "k", "u", "k0")
         if lyap:
             rosen_stages("v", "kv", "v", "kv0")
+    elif spec.tangent:
+        tangent_stages()
     else:
         stages("u", "k", "u")
         if lyap:
@@ -483,10 +531,14 @@ def kernel_source(spec: KernelSpec) -> str:
         terms = [div(f"ue_{i}", f"atol + rtol * tl.maximum(tl.abs(u_{i}), tl.abs(un_{i}))") for i in R]
         qs = 5.0 / (tab.error_order + 1)  # PI gains scale with the order of the error estimate
         body("en = tl.sqrt((" + " + ".join(f"{x} * {x}" for x in terms) + f") * {c(1 / n)})")
-        if lyap:  # the twin's separation (size d0, below atol) must be resolved to rtol too, down to the
+        if spec.tangent:  # the perturbation (size d0) resolved to rtol too, as the torch twin's separation
+            sep = [div(f"ve_{i}", "rtol * d0") for i in R]
+        elif lyap:  # the twin's separation (size d0, below atol) must be resolved to rtol too, down to the
             # rounding floor of a difference of two states (~eps |u|): below it FP32 would never accept
             sep = [div(f"ve_{i} - ue_{i}", f"rtol * d0 + sep_floor * tl.abs(u_{i})") for i in R]
-            body("en = tl.maximum(en, tl.sqrt((" + " + ".join(f"{x} * {x}" for x in sep) + f") * {c(1 / n)}))")
+        if lyap:  # a non-finite perturbation error rejects the step (tl.maximum may drop a nan)
+            body("en_v = tl.sqrt((" + " + ".join(f"{x} * {x}" for x in sep) + f") * {c(1 / n)})",
+                 "en = tl.where(en_v > en, en_v, tl.where((en_v - en_v) == 0, en, en_v))")
         body("finite = (en - en) == 0",  # false for nan and inf
              f"accept = active & finite & (en <= {c(1.0)})",
              "reject = active & ~accept",
@@ -588,7 +640,7 @@ def kernel_source(spec: KernelSpec) -> str:
             body(f"v_{i} = tl.where(accept, vn_{i}, v_{i})")
             if tab.adaptive:
                 body(f"fv_{i} = tl.where(accept, {fsal('kv', i)}, fv_{i})")
-            body(f"sep_{i} = v_{i} - u_{i}")
+            body(f"sep_{i} = v_{i}" if spec.tangent else f"sep_{i} = v_{i} - u_{i}")
         body("dist = tl.sqrt(" + " + ".join(f"sep_{i} * sep_{i}" for i in R) + ")",
              "good = accept & ((dist - dist) == 0) & (dist > 0)",
              "count = good & (t_old >= ws)",
@@ -598,6 +650,11 @@ def kernel_source(spec: KernelSpec) -> str:
              "ltime += tl.where(count, h, zero)",
              "renorm = tl.where(good, d0 / tl.where(good, dist, zero + 1.0), zero + 1.0)")
         for i in R:
+            if spec.tangent:  # J(u) v is linear in v: the FSAL stage rescales exactly
+                body(f"v_{i} = tl.where(good, sep_{i} * renorm, v_{i})")
+                if tab.adaptive:
+                    body(f"fv_{i} = tl.where(good, fv_{i} * renorm, fv_{i})")
+                continue
             body(f"v_{i} = tl.where(good, u_{i} + sep_{i} * renorm, v_{i})")
             if tab.adaptive:  # F is linear in the tiny separation: F(u + c s) = F(u) + c (F(u + s) - F(u))
                 body(f"fv_{i} = tl.where(good, f_{i} + (fv_{i} - f_{i}) * renorm, fv_{i})")
@@ -691,13 +748,16 @@ def _init_source(spec: KernelSpec) -> str:
         body(f"p_{j} = tl.load(P + row * {m} + {j}, mask=inb, other=0.0)")
     for i in R:
         body(f"u_{i} = tl.load(U + row * {n} + {i}, mask=inb, other=0.0)")
-    body(*rhs_lines(sysm, [f"u_{i}" for i in R], P, [f"f_{i}" for i in R], "_a", consts))
-    for i in R:
-        body(f"tl.store(F + row * {n} + {i}, f_{i}, mask=inb)")
     if spec.lyapunov:
         for i in R:
             body(f"v_{i} = tl.load(V + row * {n} + {i}, mask=inb, other=0.0)")
-        body(*rhs_lines(sysm, [f"v_{i}" for i in R], P, [f"fv_{i}" for i in R], "_b", consts))
+    body(*rhs_lines(sysm, [f"u_{i}" for i in R], P, [f"f_{i}" for i in R], "_a", consts,
+                    tangent=([f"v_{i}" for i in R], [f"fv_{i}" for i in R]) if spec.tangent else None))
+    for i in R:
+        body(f"tl.store(F + row * {n} + {i}, f_{i}, mask=inb)")
+    if spec.lyapunov:
+        if not spec.tangent:
+            body(*rhs_lines(sysm, [f"v_{i}" for i in R], P, [f"fv_{i}" for i in R], "_b", consts))
         for i in R:
             body(f"tl.store(FV + row * {n} + {i}, fv_{i}, mask=inb)")
 

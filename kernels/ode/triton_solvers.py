@@ -230,7 +230,9 @@ def prepare(model, params, u0, t_span, *, method: str = "tsit5", dtype: str = "f
         nacc=torch.zeros(B, dtype=torch.int32, device=device), nrej=torch.zeros(B, dtype=torch.int32, device=device),
         tblow=full((B,), nan), wlen=full((B,), 0.0), u=u,
         f=full((B, n), nan) if tab.adaptive else full((1,), nan),
-        v=(u + twin_separation * direction).contiguous() if lyapunov else full((1,), nan),
+        # tangent: the perturbation itself; twin (Rosenbrock): the perturbed state
+        v=((0 if spec.tangent else u) + twin_separation * direction).expand(B, n).contiguous() if lyapunov
+        else full((1,), nan),
         fv=full((B, n), nan) if (lyapunov and tab.adaptive) else full((1,), nan),
         p=torch.as_tensor(params[:, free_cols], dtype=tdt, device=device).contiguous() if free_cols
         else full((1,), 0.0),
