@@ -47,7 +47,7 @@ import triton
 import triton.language as tl
 
 from kernels.te.batch import BatchResult, KSGBatch, digamma_table
-from kernels.te.ksg_triton import MAX_K, _qload, _sdist, _swap, _xdist, group_items, ksg_batch_triton
+from kernels.te.ksg_triton import MAX_K, _insert, _qload, _sdist, _xdist, group_items, ksg_batch_triton
 
 # launch defaults, picked by `jobs.te_bench --tune` on one H100 (N=100, T=1e3 network, 2026-11-23 03:31:
 # 7.14 ms; rings=True 7.72 ms); --tune re-picks them, and ATTRACTOR_TE_PRUNED_CONFIG (JSON) overrides
@@ -90,43 +90,6 @@ def _joint(xq, yq, zq, r, xoff, poff, yb, zb, ob, m, theiler,
     dyz = tl.maximum(_sdist(yq, yb, m, DY, DYP), _sdist(zq, zb, m, DZ, DZP))
     dyz = tl.where(tl.abs(r - rm) <= theiler, float("inf"), dyz)
     return tl.maximum(_xdist(xq, xoff, tl.load(poff + m), DX, DXP), dyz)
-
-
-@triton.jit
-def _insert(b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15, v, K: tl.constexpr):
-    """Insert v into the sorted K smallest (compare-swap chain)."""
-    b0, v = _swap(b0, v)
-    if K > 1:
-        b1, v = _swap(b1, v)
-    if K > 2:
-        b2, v = _swap(b2, v)
-    if K > 3:
-        b3, v = _swap(b3, v)
-    if K > 4:
-        b4, v = _swap(b4, v)
-    if K > 5:
-        b5, v = _swap(b5, v)
-    if K > 6:
-        b6, v = _swap(b6, v)
-    if K > 7:
-        b7, v = _swap(b7, v)
-    if K > 8:
-        b8, v = _swap(b8, v)
-    if K > 9:
-        b9, v = _swap(b9, v)
-    if K > 10:
-        b10, v = _swap(b10, v)
-    if K > 11:
-        b11, v = _swap(b11, v)
-    if K > 12:
-        b12, v = _swap(b12, v)
-    if K > 13:
-        b13, v = _swap(b13, v)
-    if K > 14:
-        b14, v = _swap(b14, v)
-    if K > 15:
-        b15, v = _swap(b15, v)
-    return b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15
 
 
 @triton.jit

@@ -39,6 +39,43 @@ def _swap(b, v):
 
 
 @triton.jit
+def _insert(b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15, v, K: tl.constexpr):
+    """Insert v into the sorted K smallest (compare-swap chain)."""
+    b0, v = _swap(b0, v)
+    if K > 1:
+        b1, v = _swap(b1, v)
+    if K > 2:
+        b2, v = _swap(b2, v)
+    if K > 3:
+        b3, v = _swap(b3, v)
+    if K > 4:
+        b4, v = _swap(b4, v)
+    if K > 5:
+        b5, v = _swap(b5, v)
+    if K > 6:
+        b6, v = _swap(b6, v)
+    if K > 7:
+        b7, v = _swap(b7, v)
+    if K > 8:
+        b8, v = _swap(b8, v)
+    if K > 9:
+        b9, v = _swap(b9, v)
+    if K > 10:
+        b10, v = _swap(b10, v)
+    if K > 11:
+        b11, v = _swap(b11, v)
+    if K > 12:
+        b12, v = _swap(b12, v)
+    if K > 13:
+        b13, v = _swap(b13, v)
+    if K > 14:
+        b14, v = _swap(b14, v)
+    if K > 15:
+        b15, v = _swap(b15, v)
+    return b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15
+
+
+@triton.jit
 def _qload(base, rows, mask, D: tl.constexpr, DP: tl.constexpr):
     """Query coordinates at `rows` ([BLOCK, W] row indices; base broadcastable to them) of [n, D]
     blocks: [BLOCK, W] when D == 1 (no reductions, no layout changes in the loops), else [BLOCK, W, DP]."""
@@ -112,37 +149,8 @@ def _ksg_kernel(X, Y, Z, PERM, SLOTS, GDST, ITEM, PSI, PART, EPS, NXZ, NYZ, NZ,
             dyz = tl.maximum(dyz, _sdist(zq, zb, m, DZ, DZP))
         dyz = tl.where(tl.abs(rows - m) <= theiler, inf, dyz)   # Theiler window, shared by the slots
         v = tl.maximum(_xdist(xq, xoff, tl.load(poff + m), DX, DXP), dyz)
-        b0, v = _swap(b0, v)
-        if K > 1:
-            b1, v = _swap(b1, v)
-        if K > 2:
-            b2, v = _swap(b2, v)
-        if K > 3:
-            b3, v = _swap(b3, v)
-        if K > 4:
-            b4, v = _swap(b4, v)
-        if K > 5:
-            b5, v = _swap(b5, v)
-        if K > 6:
-            b6, v = _swap(b6, v)
-        if K > 7:
-            b7, v = _swap(b7, v)
-        if K > 8:
-            b8, v = _swap(b8, v)
-        if K > 9:
-            b9, v = _swap(b9, v)
-        if K > 10:
-            b10, v = _swap(b10, v)
-        if K > 11:
-            b11, v = _swap(b11, v)
-        if K > 12:
-            b12, v = _swap(b12, v)
-        if K > 13:
-            b13, v = _swap(b13, v)
-        if K > 14:
-            b14, v = _swap(b14, v)
-        if K > 15:
-            b15, v = _swap(b15, v)
+        b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15 = _insert(
+            b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15, v, K)
     # eps = the K-th smallest (the last assigned slot; unused slots stay inf and are skipped)
     eps = b0
     if K > 1:
