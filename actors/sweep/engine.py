@@ -93,6 +93,21 @@ def _check_inputs(model: CompiledModel, params: np.ndarray, u0: np.ndarray) -> N
         raise InputError("initial_state", "contains non-finite values", "finite real numbers")
 
 
+
+def label_regimes(model, solver: SolverConfig, u_min, u_max, lyapunov_max, flow_log_ratio, blowup, finished,
+                  u_final, params) -> tuple[np.ndarray, np.ndarray]:
+    """(regime, attractor) by the sweep's rule with the solver's thresholds; fixed points named by the
+    model (e.g. healthy / collapsed). One place, so the DOP853 reference relabels exactly as the engine."""
+    regime = classify(u_min, u_max, lyapunov_max, flow_log_ratio, blowup, finished,
+                      fixed_point_tol=solver.fixed_point_tol, chaos_threshold=solver.chaos_threshold,
+                      settle_amplitude=solver.settle_amplitude, decay_threshold=solver.decay_threshold,
+                      flow_margin=solver.flow_margin)
+    attractor = regime.copy()
+    fp = regime == "fixed_point"
+    if fp.any():
+        attractor[fp] = model.fixed_point_label(u_final[fp], params[fp])
+    return regime, attractor
+
 def simulate(model: CompiledModel | str, params: np.ndarray, u0: np.ndarray, solver: SolverConfig | None = None,
              *, t_eval: np.ndarray | None = None,
              progress: Callable[[int, int], None] | None = None) -> SimulationResult:
@@ -126,14 +141,8 @@ def simulate(model: CompiledModel | str, params: np.ndarray, u0: np.ndarray, sol
                           atol=solver.atol, window_start=window_start, blowup_bound=solver.blowup_bound,
                           lyapunov=solver.lyapunov, twin_separation=solver.twin_separation,
                           renorm_interval=solver.renorm_interval, t_eval=t_eval, progress=progress)
-    regime = classify(raw.u_min, raw.u_max, raw.lyapunov_max, raw.flow_log_ratio, raw.blowup, raw.finished,
-                      fixed_point_tol=solver.fixed_point_tol, chaos_threshold=solver.chaos_threshold,
-                      settle_amplitude=solver.settle_amplitude, decay_threshold=solver.decay_threshold,
-                      flow_margin=solver.flow_margin)
-    attractor = regime.copy()
-    fp = regime == "fixed_point"
-    if fp.any():
-        attractor[fp] = model.fixed_point_label(raw.u_final[fp], params[fp])
+    regime, attractor = label_regimes(model, solver, raw.u_min, raw.u_max, raw.lyapunov_max, raw.flow_log_ratio,
+                                      raw.blowup, raw.finished, raw.u_final, params)
     return SimulationResult(model=model.name, state_names=model.state_names, param_names=model.param_names,
                             params=params, u0=u0, raw=raw, regime=regime, attractor=attractor, t_eval=t_eval,
                             meta={"backend": solver.backend, "t_span": (t0, t1)})

@@ -8,7 +8,7 @@
 Lambda(0) in [0, 10], every other parameter and state at the model's default. Each point is
 integrated by the sweep's own scipy reference path (actors/sweep/scipy_backend.solve_scipy:
 solve_ivp DOP853, a twin renormalised every `renorm_interval` for lambda_max) at rtol 1e-10 and
-labelled by the sweep's regime rule (actors/sweep/regime.classify) with the SolverConfig defaults.
+labelled by the sweep's regime rule (actors/sweep/engine.label_regimes) with the SolverConfig defaults.
 
 Why a committed file: 1000 DOP853 runs at rtol 1e-10 take minutes even with a fast right-hand side,
 too long for CI. tests/test_sweep_reference.py recomputes a random handful of rows live (so the file
@@ -39,8 +39,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from actors.sweep.config import SolverConfig  # noqa: E402
+from actors.sweep.engine import label_regimes  # noqa: E402
 from actors.sweep.models import get_model  # noqa: E402
-from actors.sweep.regime import classify, relative_amplitude  # noqa: E402
+from actors.sweep.regime import relative_amplitude  # noqa: E402
 from actors.sweep.scipy_backend import solve_scipy  # noqa: E402
 
 MODEL = "gaslit_af"
@@ -93,16 +94,8 @@ def _scalar_rhs():
 def label(u_min, u_max, lyapunov_max, flow_log_ratio, blowup, finished, u_final,
           params) -> tuple[np.ndarray, np.ndarray]:
     """(regime, attractor) by the sweep's rule with the reference settings' thresholds."""
-    cfg = reference_solver()
-    regime = classify(u_min, u_max, lyapunov_max, flow_log_ratio, blowup, finished,
-                      fixed_point_tol=cfg.fixed_point_tol, chaos_threshold=cfg.chaos_threshold,
-                      settle_amplitude=cfg.settle_amplitude, decay_threshold=cfg.decay_threshold,
-                      flow_margin=cfg.flow_margin)
-    attractor = regime.copy()
-    fp = regime == "fixed_point"
-    if fp.any():
-        attractor[fp] = get_model(MODEL).fixed_point_label(u_final[fp], params[fp])
-    return regime, attractor
+    return label_regimes(get_model(MODEL), reference_solver(), u_min, u_max, lyapunov_max, flow_log_ratio,
+                         blowup, finished, u_final, params)
 
 
 def relabel(path: Path) -> pd.DataFrame:
