@@ -19,7 +19,7 @@ from actors.sweep.errors import InputError
 from actors.sweep.models import CompiledModel, get_model
 from actors.sweep.regime import classify
 from actors.sweep.scipy_backend import solve_scipy
-from kernels.ode.dopri5 import Dopri5Result
+from kernels.ode.dopri5 import SolveResult
 
 
 @dataclass
@@ -31,7 +31,7 @@ class SimulationResult:
     param_names: list[str]
     params: np.ndarray            # [B, m]
     u0: np.ndarray                # [B, n]
-    raw: Dopri5Result
+    raw: SolveResult
     regime: np.ndarray            # [B] object: fixed_point / limit_cycle / chaotic / blow_up / ...
     attractor: np.ndarray         # [B] object: regime with fixed points named by the model
     t_eval: np.ndarray | None = None
@@ -148,7 +148,7 @@ def simulate(model: CompiledModel | str, params: np.ndarray, u0: np.ndarray, sol
                             meta={"backend": solver.backend, "t_span": (t0, t1)})
 
 
-def _run_torch(model, params, u0, solver, t0, t1, window_start, t_eval, progress) -> Dopri5Result:
+def _run_torch(model, params, u0, solver, t0, t1, window_start, t_eval, progress) -> SolveResult:
     import torch
 
     from kernels.ode.dopri5 import solve_dopri5
@@ -170,7 +170,7 @@ def _run_torch(model, params, u0, solver, t0, t1, window_start, t_eval, progress
                             compile=solver.compile == "on" or (solver.compile == "auto" and device.startswith("cuda")))
 
 
-def _run_triton(model, params, u0, solver, t0, t1, t_eval, progress) -> Dopri5Result:
+def _run_triton(model, params, u0, solver, t0, t1, t_eval, progress) -> SolveResult:
     """Generated per-trajectory kernel (solver.kernel, kernels/ode/): CUDA compiled, CPU interpreted (slow)."""
     from kernels.ode.triton_solvers import OdeInputError, Section, solve_ode
 

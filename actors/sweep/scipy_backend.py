@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from kernels.ode.dopri5 import Dopri5Result
+from kernels.ode.dopri5 import SolveResult
 
 
 def _one(rhs, u0, p, t0, t1, *, method, rtol, atol, window_start, bound, lyapunov, d0, renorm, t_eval):
@@ -82,7 +82,7 @@ def _one(rhs, u0, p, t0, t1, *, method, rtol, atol, window_start, bound, lyapuno
 def solve_scipy(rhs, u0: np.ndarray, p: np.ndarray, t0: float, t1: float, *, method: str, rtol: float,
                 atol: float, window_start: float, blowup_bound: float, lyapunov: bool,
                 twin_separation: float, renorm_interval: float, t_eval: np.ndarray | None = None,
-                progress=None) -> Dopri5Result:
+                progress=None) -> SolveResult:
     """Integrate each row of u0 [B, n] with parameters p [B, m] by solve_ivp; same record as torch."""
     B, n = u0.shape
     rows = []
@@ -101,7 +101,7 @@ def solve_scipy(rhs, u0: np.ndarray, p: np.ndarray, t0: float, t1: float, *, met
     mean = np.where(wlen[:, None] > 0, np.array([r["wsum"] for r in rows]) / np.maximum(wlen, 1e-300)[:, None],
                     u_final)
     blow = np.array([r["blowup"] for r in rows])
-    return Dopri5Result(
+    return SolveResult(
         t_final=np.array([r["t_final"] for r in rows]), u_final=u_final, u_min=wmin, u_max=wmax, u_mean=mean,
         blowup=blow, t_blowup=np.array([r["t_blowup"] for r in rows]), finished=np.ones(B, dtype=bool),
         lyapunov_max=np.array([r["lyap"] for r in rows]) if lyapunov else np.full(B, np.nan),

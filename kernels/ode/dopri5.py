@@ -29,7 +29,7 @@ RhsTorch = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
-class Dopri5Result:
+class SolveResult:
     """Per-trajectory outputs (numpy, batch first)."""
 
     t_final: np.ndarray       # [B] time reached (t_end unless blown up / out of steps)
@@ -108,7 +108,7 @@ def solve_dopri5(rhs: RhsTorch, u0: torch.Tensor, p: torch.Tensor, t0: float, t1
                  lyapunov: bool, twin_separation: float, t_eval: np.ndarray | None = None,
                  max_steps: int = 2_000_000, compact_fraction: float = 0.1, check_every: int = 16,
                  compile: bool = False,
-                 progress: Callable[[int, int], None] | None = None) -> Dopri5Result:
+                 progress: Callable[[int, int], None] | None = None) -> SolveResult:
     """Integrate u' = rhs(u, p) for a batch u0 [B, n], p [B, m] from t0 to t1 (per-row steps).
 
     window_start: accepted points with t >= window_start feed min/max/mean and the Lyapunov sum.
@@ -318,7 +318,7 @@ def solve_dopri5(rhs: RhsTorch, u0: torch.Tensor, p: torch.Tensor, t0: float, t1
     def np_(x):
         return x.detach().to("cpu", torch.float64 if x.is_floating_point() else x.dtype).numpy()
 
-    return Dopri5Result(
+    return SolveResult(
         t_final=np_(out_t), u_final=np_(out_u), u_min=np_(out_min), u_max=np_(out_max), u_mean=np_(mean),
         blowup=np_(out_blow), t_blowup=np_(out_tblow), finished=np_(out_done),
         lyapunov_max=np_(lyap) if lyapunov else np.full(B, np.nan),

@@ -26,7 +26,7 @@ import sympy as sp
 import torch
 
 from kernels.ode.codegen import KernelSpec, OdeSystem, load_kernels, system_from_model
-from kernels.ode.dopri5 import Dopri5Result
+from kernels.ode.dopri5 import SolveResult
 from kernels.ode.tableaus import TABLEAUS
 
 METHODS = tuple(TABLEAUS)
@@ -44,8 +44,8 @@ class OdeInputError(ValueError):
 
 
 @dataclass
-class OdeKernelResult(Dopri5Result):
-    """Dopri5Result (so the sweep engine's regime rule reads it unchanged) plus saved states."""
+class OdeKernelResult(SolveResult):
+    """SolveResult (so the sweep engine's regime rule reads it unchanged) plus saved states."""
 
     saves: np.ndarray | None = None     # [B, n_save, n]: state after every save_every-th accepted step
     save_t: np.ndarray | None = None    # [B, n_save]: the times of those states (nan where not reached)
