@@ -92,10 +92,10 @@ def test_1m_preset_code_path_on_a_tiny_grid(ray_cluster, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_scaling_benchmark_on_two_fake_gpus(ray_cluster, tmp_path, capsys):
-    """jobs.sweep_scaling --gpus 1,2,3 on the 2 fake GPUs of the fixture: 1 and 2 run the same grid
+    """jobs.bench.sweep_scaling --gpus 1,2,3 on the 2 fake GPUs of the fixture: 1 and 2 run the same grid
     and give identical outputs (bitwise), the second on two distinct GPU ids with both pulling
     chunks; 3 is skipped, not failed."""
-    from jobs import sweep_scaling
+    from jobs.bench import sweep_scaling
 
     args = ["--config", str(SCALING), "--gpus", "1,2,3", "--out", str(tmp_path), "--no-progress", "--set"]
     args += [f"{k}={json.dumps(v)}" for k, v in TINY.items()]
@@ -116,7 +116,7 @@ def test_scaling_benchmark_on_two_fake_gpus(ray_cluster, tmp_path, capsys):
 
 def test_scaling_compare_detects_a_changed_row(tmp_path):
     """The identity check is not vacuous: one flipped label or one perturbed state is reported."""
-    from jobs.sweep_scaling import compare
+    from jobs.bench.sweep_scaling import compare
 
     base = pd.DataFrame({"point": range(4), "regime": ["fixed_point"] * 4, "attractor": ["healthy"] * 4,
                          "blowup": [False] * 4, "x_final": [0.1, 0.2, np.nan, 0.4]})
@@ -131,14 +131,14 @@ def test_scaling_compare_detects_a_changed_row(tmp_path):
 
 
 def test_bad_gpu_counts_are_refused(capsys):
-    from jobs import sweep_scaling
+    from jobs.bench import sweep_scaling
 
     assert sweep_scaling.main(["--config", str(SCALING), "--gpus", "0,2", "--out", "/tmp/unused"]) == 2
     assert "allowed comma-separated integers >= 1" in capsys.readouterr().err
 
 
 def test_spec_roundtrip_keeps_worker_override():
-    from jobs.sweep_scaling import _with_gpus
+    from jobs.bench.sweep_scaling import _with_gpus
 
     spec = load_spec(SCALING)
     two = _with_gpus(spec, 2)

@@ -149,9 +149,9 @@ def test_network_triton_path_equals_torch_twin():
 
 @pytest.mark.slow
 def test_bench_multi_worker_mode_shards_targets_with_identical_edges(ray_cluster):
-    """jobs.te_bench --gpus: 1 and 2 TEEstimators (fake GPUs here, so the float64 twin runs in the actors)
+    """jobs.bench.te --gpus: 1 and 2 TEEstimators (fake GPUs here, so the float64 twin runs in the actors)
     give identical edges to each other and to an in-process pairs_te_arrays of the whole network."""
-    from jobs.te_bench import bench_config, multi_gpu, network_data
+    from jobs.bench.te import bench_config, multi_gpu, network_data
 
     data = network_data(5, 60)
     out = multi_gpu(data, 2, [1, 2], reps=1)

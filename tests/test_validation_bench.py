@@ -1,4 +1,4 @@
-"""jobs.validation_bench: its statistics against independent references, its aggregation on
+"""jobs.bench.validation: its statistics against independent references, its aggregation on
 hand-made runs, one tiny end-to-end run, and the baseline adapters (only where the `bench` extra is
 installed, i.e. in .venv-bench: `.venv-bench/bin/python -m pytest tests/test_validation_bench.py`)."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
-from jobs import validation_bench as vb
+from jobs.bench import validation as vb
 
 
 @pytest.mark.parametrize("k,n", [(0, 5), (3, 5), (5, 5), (19, 20), (1, 40)])
@@ -85,7 +85,7 @@ def _tables(rng, n=400):
 
 @pytest.mark.bench
 def test_evidently_drift_decision():
-    from jobs.validation_baselines import evidently_drift
+    from jobs.bench.validation_baselines import evidently_drift
 
     real = _tables(np.random.default_rng(0))
     shifted = real.copy()
@@ -97,7 +97,7 @@ def test_evidently_drift_decision():
 
 @pytest.mark.bench
 def test_sdmetrics_dcr_zero_for_copies():
-    from jobs.validation_baselines import sdmetrics_dcr
+    from jobs.bench.validation_baselines import sdmetrics_dcr
 
     rng = np.random.default_rng(1)
     real, synth = _tables(rng, 200), _tables(rng, 200)
@@ -110,7 +110,7 @@ def test_sdmetrics_dcr_zero_for_copies():
 def test_cleanlab_finds_flipped_labels():
     from sklearn.metrics import average_precision_score
 
-    from jobs.validation_baselines import cleanlab_label_issues
+    from jobs.bench.validation_baselines import cleanlab_label_issues
 
     df = _tables(np.random.default_rng(2), 600)
     flip = np.arange(0, 600, 20)                       # 30 rows, far from the boundary most of the time

@@ -1,11 +1,11 @@
 """Transfer-entropy network benchmark: the Triton kernels (pruned and brute force) vs the torch twin
 vs scipy's cKDTree, the host stages around the launch, the Ray pool, and 1 vs 2 GPUs.
 
-    python -m jobs.te_bench --out runs/te_bench                          # N x T = 100x1000, 100x10000, 1000x1000; S = 0, 100
-    python -m jobs.te_bench --cases 100x1000 --surrogates 0 --out DIR    # one case
-    python -m jobs.te_bench --workers 2 --cases 100x1000 --out DIR       # adds a Ray pool line (TEEstimator per GPU)
-    python -m jobs.te_bench --gpus 1,2 --cases 1000x1000 --surrogates 0 --out DIR   # 1 vs 2 GPUs, edges identical
-    ray job submit --working-dir . -- python -m jobs.te_bench --out DIR
+    python -m jobs.bench.te --out runs/te_bench                          # N x T = 100x1000, 100x10000, 1000x1000; S = 0, 100
+    python -m jobs.bench.te --cases 100x1000 --surrogates 0 --out DIR    # one case
+    python -m jobs.bench.te --workers 2 --cases 100x1000 --out DIR       # adds a Ray pool line (TEEstimator per GPU)
+    python -m jobs.bench.te --gpus 1,2 --cases 1000x1000 --surrogates 0 --out DIR   # 1 vs 2 GPUs, edges identical
+    ray job submit --working-dir . -- python -m jobs.bench.te --out DIR
 
 Every number comes from this run, on this machine. The data is a sparse linear network (each
 variable driven by two others, lag 1), the same for all paths. Each row is one full bivariate

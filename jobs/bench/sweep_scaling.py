@@ -1,7 +1,7 @@
 """Multi-GPU scaling benchmark: the SAME sweep grid with 1, 2, ... GPUs in one run.
 
-    python -m jobs.sweep_scaling --config configs/sweep/gaslit_scaling_gpu.yaml --gpus 1,2 --out runs/scaling
-    ray job submit --working-dir . -- python -m jobs.sweep_scaling --config ... --gpus 1,2 --out DIR
+    python -m jobs.bench.sweep_scaling --config configs/sweep/gaslit_scaling_gpu.yaml --gpus 1,2 --out runs/scaling
+    ray job submit --working-dir . -- python -m jobs.bench.sweep_scaling --config ... --gpus 1,2 --out DIR
 
 For each GPU count g it runs the sweep from scratch (DIR/gpus-<g>/, removed first) on g SweepWorkers,
 one per GPU, that pull chunks as they free up (actors/sweep/pool.py), and prints one table: wall

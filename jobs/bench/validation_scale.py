@@ -1,9 +1,9 @@
 """Scale benchmark of streaming DetectCollapse: files of n rows x d columns, one pass, sketches + tests.
 
-    python -m jobs.validation_scale --out runs/val_scale                      # 1M x 50, in process
-    python -m jobs.validation_scale --out runs/val_scale --engine ray_data     # sketches via Ray Data
-    python -m jobs.validation_scale --out runs/val_scale --memory-rows 10000000   # + peak RSS at 10M rows
-    python -m jobs.validation_scale --out runs/val_scale --ann-rows 1000000   # + ANN vs exact DCR recall
+    python -m jobs.bench.validation_scale --out runs/val_scale                      # 1M x 50, in process
+    python -m jobs.bench.validation_scale --out runs/val_scale --engine ray_data     # sketches via Ray Data
+    python -m jobs.bench.validation_scale --out runs/val_scale --memory-rows 10000000   # + peak RSS at 10M rows
+    python -m jobs.bench.validation_scale --out runs/val_scale --ann-rows 1000000   # + ANN vs exact DCR recall
 
 Generates real / synthetic Parquet files chunk-wise under --data-dir (d-2 correlated normal columns
 + 2 categorical; the synthetic table shifted by 0.02 sd in every numeric column and its first three
@@ -108,7 +108,7 @@ def peak_memory(path: Path, batch_rows: int) -> dict:
     `path` in a fresh process, and of a process that only imports."""
     def child(body: str) -> list[float]:
         res = subprocess.run([sys.executable, "-c", _CHILD.format(body=body)], capture_output=True, text=True,
-                             check=True, cwd=Path(__file__).resolve().parents[1])
+                             check=True, cwd=Path(__file__).resolve().parents[2])
         return [float(x) for x in res.stdout.split()[-3:]]
 
     base = child("import datasketches, pyarrow.parquet, scipy.stats")

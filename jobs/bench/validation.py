@@ -1,8 +1,8 @@
 """Validation benchmark: the collapse detector side by side with Evidently, SDMetrics and Cleanlab.
 
-    .venv-bench/bin/python -m jobs.validation_bench --out runs/val_bench          # the documented run
-    python -m jobs.validation_bench --out DIR --sizes 1000 --reps 2 --baselines none   # detector only
-    python -m jobs.validation_bench --out DIR --reps 0 --throughput 1000000x50         # throughput only
+    .venv-bench/bin/python -m jobs.bench.validation --out runs/val_bench          # the documented run
+    python -m jobs.bench.validation --out DIR --sizes 1000 --reps 2 --baselines none   # detector only
+    python -m jobs.bench.validation --out DIR --reps 0 --throughput 1000000x50         # throughput only
 
 Per planted case x severity x n (Gaussian-copula tables of n rows a side, planted.plant):
 - detection rate with a Wilson 95 % interval of: our `collapsed` (BH at alpha = 0.05 over eight
@@ -139,7 +139,7 @@ def _subset_auprc(scores: np.ndarray, planted: np.ndarray, subset: np.ndarray) -
 
 
 def _run_baselines(u: Unit, pair, rec: dict) -> None:
-    from jobs import validation_baselines as bl
+    from jobs.bench import validation_baselines as bl
 
     if "evidently" in u.baselines:
         ev, sec, peak, cpu = measure(lambda: bl.evidently_drift(pair.real, pair.synth), u.trace)
@@ -374,7 +374,7 @@ def throughput(n: int, d: int, detector: dict) -> dict:
 
 
 def _versions() -> dict[str, str | None]:
-    from jobs.validation_baselines import versions
+    from jobs.bench.validation_baselines import versions
 
     out: dict[str, str | None] = {"python": platform.python_version()}
     for name in ("numpy", "pandas", "scikit-learn", "scipy", "faiss-cpu"):
@@ -435,7 +435,7 @@ def write_tables(out: Path, runs: pd.DataFrame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from actors.sweep.storage import atomic_write_json
-    from jobs.validation_baselines import TOOLS, versions
+    from jobs.bench.validation_baselines import TOOLS, versions
 
     args = parse_args(argv)
     out = Path(args.out)

@@ -1,7 +1,7 @@
 """Benchmark job: generated per-trajectory Triton ODE kernels against the library paths.
 
-    python -m jobs.ode_bench --out runs/ode_bench              # on the GPU machine
-    python -m jobs.ode_bench --out runs/ode_bench --quick      # small sizes, a smoke run
+    python -m jobs.bench.ode --out runs/ode_bench              # on the GPU machine
+    python -m jobs.bench.ode --out runs/ode_bench --quick      # small sizes, a smoke run
 
 Trajectory-steps/s = (sum of accepted steps over all trajectories) / wall time of the integration
 (device synchronised; kernel generation and compilation excluded by a warm-up at small N). Problems
@@ -459,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     if not torch.cuda.is_available():
-        print("ode_bench needs a CUDA GPU (the generated kernels run interpreted on the CPU: far too slow)")
+        print("jobs.bench.ode needs a CUDA GPU (the generated kernels run interpreted on the CPU: far too slow)")
         return 2
     sizes = [int(float(s)) for s in args.sizes.split(",")]
     if args.quick:

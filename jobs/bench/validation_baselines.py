@@ -9,7 +9,7 @@
   the table itself (Cleanlab's documented workflow), ranked by self-confidence.
 
 They live in the optional `bench` extra, which pins pandas < 3: install it in its own venv
-(`.venv-bench`, see jobs.validation_bench). A missing tool reports None instead of failing the run.
+(`.venv-bench`, see jobs.bench.validation). A missing tool reports None instead of failing the run.
 """
 from __future__ import annotations
 
