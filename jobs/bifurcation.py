@@ -29,9 +29,9 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from actors.common.errors import InputError
 from actors.sweep.config import SolverConfig, WorkerConfig
 from actors.sweep.continuation import BranchStart, ContinuationSettings, ContinuationSpec
-from actors.sweep.errors import InputError
 from actors.sweep.lyapunov import SpectrumSettings
 from jobs import cli
 
@@ -232,8 +232,8 @@ def render(spec: BifurcationSpec, dots: pd.DataFrame, branches: list, path: Path
 
 def run(spec: BifurcationSpec, out_dir: Path, *, use_ray: bool = False) -> dict:
     """Integrate, collect maxima, continue the overlay branches, write the outputs atomically."""
+    from actors.common.storage import atomic_write_json, atomic_write_parquet
     from actors.sweep.continuation import continue_equilibria
-    from actors.sweep.storage import atomic_write_json, atomic_write_parquet
 
     t0 = time.perf_counter()
     dots, per_row = diagram_points(spec, use_ray=use_ray)

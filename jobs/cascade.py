@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from actors.validation.errors import InputError
+from actors.common.errors import InputError
 
 
 def load_config(path: str | None):

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from actors.common.errors import InputError
 from actors.sweep.continuation import Branch, ContinuationSpec, continue_equilibria
-from actors.sweep.errors import InputError
 from jobs import cli
 
 MARKERS = {"fold": ("s", "#d62728"), "branch_point": ("D", "#9467bd"), "hopf": ("o", "#ff7f0e")}
@@ -102,7 +102,7 @@ def render(spec: ContinuationSpec, branches: list[Branch], path: Path) -> Path:
 
 def run(spec: ContinuationSpec, out_dir: Path) -> dict:
     """Continue every branch, write the outputs atomically, return the summary."""
-    from actors.sweep.storage import atomic_write_json, atomic_write_parquet
+    from actors.common.storage import atomic_write_json, atomic_write_parquet
 
     t0 = time.perf_counter()
     if spec.plot_state is not None:

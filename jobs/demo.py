@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from actors.common.storage import atomic_write_bytes, atomic_write_json
 from actors.sweep.config import SolverConfig
-from actors.sweep.storage import atomic_write_bytes, atomic_write_json
 
 DEMO_SWEEP = Path(__file__).resolve().parents[1] / "configs" / "sweep" / "gaslit_demo.yaml"
 DEMO_SWEEP_GPU = DEMO_SWEEP.with_name("gaslit_demo_gpu.yaml")

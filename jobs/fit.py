@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from actors.sweep.errors import InputError
+from actors.common.errors import InputError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "fit" / "gaslit_fit.yaml"
 

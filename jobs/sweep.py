@@ -14,9 +14,9 @@ import json
 import sys
 from pathlib import Path
 
+from actors.common.errors import InputError
 from actors.sweep.config import SweepSpec
 from actors.sweep.engine import axis_columns
-from actors.sweep.errors import InputError
 from jobs import cli
 
 

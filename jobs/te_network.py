@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from actors.common.errors import InputError
 from actors.te.config import TENetworkSpec
-from actors.te.errors import InputError
 from jobs import cli
 
 
@@ -62,7 +62,7 @@ def write_outputs(network, out_dir: Path, summary: dict) -> None:
     """edges.csv, pairs.csv, network.graphml / .json / .png and summary.json, each written atomically."""
     import networkx as nx
 
-    from actors.sweep.storage import atomic_write_bytes, atomic_write_json
+    from actors.common.storage import atomic_write_bytes, atomic_write_json
     from actors.te.plots import network_png
 
     atomic_write_bytes(out_dir / "edges.csv", network.edges().to_csv(index=False).encode())

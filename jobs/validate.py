@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from actors.common.errors import InputError
 from actors.validation.config import PlantedSpec, ValidationSpec
-from actors.validation.errors import InputError
 from jobs import cli
 
 
@@ -81,7 +81,7 @@ def run(spec: ValidationSpec, real: pd.DataFrame, synth: pd.DataFrame, out_dir: 
 
 def planted_inputs(args, out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, str | None, dict]:
     """Generate the planted pair, save it next to the report, return (real, synth, label, extra)."""
-    from actors.sweep.storage import atomic_write_json, atomic_write_parquet
+    from actors.common.storage import atomic_write_json, atomic_write_parquet
     from actors.validation.planted import plant
 
     spec = PlantedSpec(case=args.planted, severity=args.severity, dataset=args.dataset, n=args.n, seed=args.seed)

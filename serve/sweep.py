@@ -22,9 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
 from ray.serve import Application
 
+from actors.common.errors import InputError
 from actors.sweep.config import SolverConfig
 from actors.sweep.engine import simulate
-from actors.sweep.errors import InputError
 from actors.sweep.models import get_model, model_names
 from serve.errors import add_input_error_handler
 

@@ -38,10 +38,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Application
 
+from actors.common.errors import InputError
 from actors.te.config import NetworkConfig, TENetworkSpec, WorkerConfig
 from actors.te.embedding import as_series
 from actors.te.engine import te_significance, transfer_entropy
-from actors.te.errors import InputError
 from actors.te.network import TENetwork, te_network
 from serve.errors import add_input_error_handler
 

@@ -34,8 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Application
 
+from actors.common.errors import InputError
 from actors.validation.config import DetectorConfig, LocalizerConfig, RecommenderConfig, validated
-from actors.validation.errors import InputError
 from serve.errors import add_input_error_handler
 from serve.validation_models import FrozenEncoder, save_model
 from serve.validation_models import predict as predict_rows

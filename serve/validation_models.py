@@ -20,16 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from actors.common.errors import InputError, NotFound
 from actors.validation.data import MISSING, check_tables
-from actors.validation.errors import InputError
 
 MODEL_ID = re.compile(r"^[0-9a-f]{12}$")
-
-
-class UnknownModelError(InputError):
-    """A model id with no trained cascade behind it (HTTP 404)."""
-
-    status_code = 404
 
 
 @dataclass
@@ -94,10 +88,10 @@ def _write_json(path: Path, obj: dict) -> None:
 def model_dir(root: str | Path, model_id: str) -> Path:
     """The directory of a model id; 404 for ids that are malformed or not (yet) trained."""
     if not MODEL_ID.match(model_id or ""):
-        raise UnknownModelError("model_id", f"{model_id!r} is not a model id", "12 hex digits from TrainCascade")
+        raise NotFound("model_id", f"{model_id!r} is not a model id", "12 hex digits from TrainCascade")
     path = Path(root) / model_id
     if not (path / "serve_model.json").exists():
-        raise UnknownModelError("model_id", f"no trained cascade {model_id!r}", "an id from a finished TrainCascade")
+        raise NotFound("model_id", f"no trained cascade {model_id!r}", "an id from a finished TrainCascade")
     return path
 
 

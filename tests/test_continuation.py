@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from actors.common.errors import InputError
 from actors.sweep.continuation import (
     ContinuationError,
     ContinuationSpec,
     continue_branch,
     continue_equilibria,
 )
-from actors.sweep.errors import InputError
 from actors.sweep.models import get_model, register_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

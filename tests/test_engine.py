@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from actors.common.errors import InputError
 from actors.sweep.config import SolverConfig
 from actors.sweep.engine import simulate
-from actors.sweep.errors import InputError
 from actors.sweep.models import get_model, register_model
 
 SPIRAL = register_model({

@@ -91,7 +91,7 @@ def test_confounded_pair_is_rejected_before_tuning(spec, monkeypatch, tmp_path):
     """GASLIT-AF's a1 and gamma: not an exact product (gamma also gates rho*gamma*sig), yet
     inseparable in this window, where sig(Lambda <= 1) < 2e-3. The Fisher preflight catches it."""
     import tune.fit_ode as fit_ode
-    from actors.sweep.errors import InputError
+    from actors.common.errors import InputError
 
     bad = FitSpec.model_validate({**spec.model_dump(), "fit": {**spec.fit, "a1": (0.1, 1.0)}})
     t, y_obs = make_observations(bad)

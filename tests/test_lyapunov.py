@@ -12,7 +12,7 @@ import pytest
 import scipy.integrate
 import sympy as sp
 
-from actors.sweep.errors import InputError
+from actors.common.errors import InputError
 from actors.sweep.jacobian import derivatives
 from actors.sweep.lyapunov import (
     classify_trajectories,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from actors.sweep.errors import InputError, UnknownModelError
+from actors.common.errors import InputError, UnknownName
 from actors.sweep.models import get_model, model_names, register_model
 
 
@@ -46,7 +46,7 @@ def test_gaslit_jacobian_is_symbolic_and_square():
 
 
 def test_unknown_model_names_the_field():
-    with pytest.raises(UnknownModelError, match="model: unknown model 'nope'.*lorenz"):
+    with pytest.raises(UnknownName, match="model: unknown model 'nope'.*lorenz"):
         get_model("nope")
 
 

@@ -263,9 +263,9 @@ def test_bad_mode_input_names_the_field(kw, field):
 # ---- through the sweep engine's config --------------------------------------------------------------
 def test_engine_triton_config_rosenbrock_save_and_poincare():
     """solver: {backend: triton, kernel: rosenbrock23, save: {times}, poincare: {...}} vs the scipy backend."""
+    from actors.common.errors import InputError
     from actors.sweep.config import SolverConfig
     from actors.sweep.engine import simulate
-    from actors.sweep.errors import InputError
 
     m = get_model("brusselator")
     p = np.array([[1.0, 3.0], [1.0, 2.5]])

@@ -19,9 +19,9 @@ from scipy.integrate import solve_ivp
 if not torch.cuda.is_available():  # must precede the first Triton launch in this process
     os.environ["TRITON_INTERPRET"] = "1"
 
+from actors.common.errors import InputError, UnknownName  # noqa: E402
 from actors.sweep.config import SolverConfig  # noqa: E402
 from actors.sweep.engine import simulate  # noqa: E402
-from actors.sweep.errors import InputError, UnknownModelError  # noqa: E402
 from actors.sweep.models import get_model, register_model  # noqa: E402
 from kernels.ode import codegen  # noqa: E402
 from kernels.ode.triton_solvers import OdeInputError, solve_ode  # noqa: E402
@@ -267,7 +267,7 @@ def test_engine_bad_input_names_the_field():
         simulate(m, p, u, SolverConfig(backend="triton", device="cpu", dtype="float32", rtol=1e-9))
     with pytest.raises(InputError, match="t_eval"):
         simulate(m, p, u, SolverConfig(backend="triton", device="cpu", t_span=(0, 1)), t_eval=np.array([1.5]))
-    with pytest.raises(UnknownModelError, match="model"):
+    with pytest.raises(UnknownName, match="model"):
         simulate("no_such_model", p, u, SolverConfig(backend="triton", device="cpu"))
     with pytest.raises(InputError, match="params.nope"):
         m.param_vector({"nope": 1.0})

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from actors.sweep.config import SweepSpec
-from actors.sweep.storage import chunk_path
+from actors.sweep.pool import chunk_path
 from jobs.sweep import load_spec
 
 pytestmark = pytest.mark.slow
@@ -96,7 +96,7 @@ def test_resume_after_killing_a_worker_mid_sweep(ray_cluster, tmp_path):
 
 
 def test_out_dir_with_a_different_sweep_is_refused(ray_cluster, tmp_path):
-    from actors.sweep.errors import InputError
+    from actors.common.errors import InputError
     from actors.sweep.pool import run_sweep
 
     run_sweep(_spec(), tmp_path / "c", progress=False)

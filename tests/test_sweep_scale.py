@@ -10,8 +10,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from actors.common.storage import atomic_write_parquet
 from actors.sweep.config import SweepSpec
-from actors.sweep.storage import atomic_write_parquet, chunk_path
+from actors.sweep.pool import chunk_path
 from jobs.sweep import load_spec
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "sweep"

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from actors.common.errors import InputError
 from actors.te.config import NetworkConfig, RagwitzConfig, SignificanceConfig, TEParams
 from actors.te.embedding import prepare, te_embedding
 from actors.te.engine import (
@@ -20,7 +21,6 @@ from actors.te.engine import (
     te_significance,
     transfer_entropy,
 )
-from actors.te.errors import InputError
 from actors.te.ksg import ksg_cmi
 from actors.te.network import PairResult, assemble_network, auto_embeddings, pair_params, te_network
 from actors.te.ragwitz import ragwitz

@@ -17,10 +17,10 @@ import torch
 if not torch.cuda.is_available():   # before any Triton kernel is defined: CPU CI runs the interpreter
     os.environ["TRITON_INTERPRET"] = "1"
 
+from actors.common.errors import InputError  # noqa: E402
 from actors.te.batched import pairs_te_arrays, resolve_backend  # noqa: E402
 from actors.te.config import NetworkConfig  # noqa: E402
 from actors.te.engine import te_significance, transfer_entropy  # noqa: E402
-from actors.te.errors import InputError  # noqa: E402
 from actors.te.ksg import ksg_cmi  # noqa: E402
 from actors.te.network import te_network  # noqa: E402
 from actors.te.significance import surrogate_orders  # noqa: E402

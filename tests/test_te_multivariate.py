@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from actors.common.errors import InputError
 from actors.te.config import NetworkConfig
 from actors.te.engine import transfer_entropy
-from actors.te.errors import InputError
 from actors.te.multivariate import _target_data, assemble_multivariate, multivariate_network, select_sources
 from actors.te.network import te_network
 from jobs.te_network import main as te_network_main

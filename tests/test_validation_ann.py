@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
+from actors.common.errors import InputError
 from actors.validation.ann import build_index, nearest, recall_at_1
-from actors.validation.errors import InputError
 
 
 def _clustered(n: int, d: int, seed: int) -> np.ndarray:

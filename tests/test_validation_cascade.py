@@ -13,6 +13,7 @@ from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from actors.common.errors import InputError
 from actors.validation.cascade import (
     CascadeConfig,
     cascade_label_issues,
@@ -23,7 +24,6 @@ from actors.validation.cascade import (
     prepare,
     train_cascade,
 )
-from actors.validation.errors import InputError
 from actors.validation.localize import localize, precision_at_k
 from actors.validation.planted import plant
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
+from actors.common.errors import InputError
 from actors.validation.config import DIMENSIONS
 from actors.validation.detector import detect
-from actors.validation.errors import InputError
 from actors.validation.planted import CASES, plant
 
 N_SEEDS = 40

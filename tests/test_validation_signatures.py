@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from actors.validation.errors import InputError
+from actors.common.errors import InputError
 from actors.validation.signatures import (
     FEATURES,
     STATISTICS,

@@ -16,7 +16,7 @@ from scipy import stats
 from scipy.linalg import subspace_angles
 from scipy.spatial.distance import jensenshannon
 
-from actors.validation.errors import InputError
+from actors.common.errors import InputError
 from actors.validation.sketches import Moments, SketchConfig, TableSketch, merge_all
 from actors.validation.streaming import compare, sketch_ks, summarize
 

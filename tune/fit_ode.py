@@ -59,9 +59,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from actors.common.errors import InputError
 from actors.sweep.config import SolverConfig
 from actors.sweep.engine import simulate
-from actors.sweep.errors import InputError
 from actors.sweep.models import CompiledModel, get_model
 
 PENALTY = 1e3          # loss reported for a candidate that blows up (finite, so samplers can rank it)
@@ -96,7 +96,7 @@ class FitSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> FitSpec:
-        model = get_model(self.model)  # UnknownModelError names the field `model`
+        model = get_model(self.model)  # UnknownName names the field `model`
         model.param_vector(self.true_params, "true_params")
         model.state_vector(self.initial_state, "initial_state")
         for s in self.observe or []:

@@ -27,7 +27,7 @@ import scipy.linalg
 import scipy.optimize
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from actors.sweep.errors import InputError
+from actors.common.errors import InputError
 from actors.sweep.jacobian import derivatives, param_index
 from actors.sweep.models import get_model
 

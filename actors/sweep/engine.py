@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from actors.common.errors import InputError
 from actors.sweep.config import Axis, SolverConfig, SweepSpec
-from actors.sweep.errors import InputError
 from actors.sweep.models import CompiledModel, get_model
 from actors.sweep.regime import classify
 from actors.sweep.scipy_backend import solve_scipy

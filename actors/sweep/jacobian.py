@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
-from actors.sweep.errors import InputError
+from actors.common.errors import InputError
 from actors.sweep.models import CompiledModel, _torch_module, get_model
 
 

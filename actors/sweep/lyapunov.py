@@ -22,7 +22,7 @@ import scipy.integrate
 import scipy.linalg
 from pydantic import BaseModel, ConfigDict, Field
 
-from actors.sweep.errors import InputError
+from actors.common.errors import InputError
 from actors.sweep.jacobian import derivatives
 from actors.sweep.models import CompiledModel, get_model
 

@@ -18,7 +18,7 @@ import sympy as sp
 import yaml
 from pydantic import BaseModel, Field, model_validator
 
-from actors.sweep.errors import InputError, UnknownModelError
+from actors.common.errors import InputError, UnknownName
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "configs" / "models"
 
@@ -230,7 +230,7 @@ def get_model(name: str) -> CompiledModel:
     """The compiled model called `name` (registered ones shadow the YAML presets)."""
     specs = {**_load_dir(str(MODELS_DIR)), **_REGISTERED}
     if name not in specs:
-        raise UnknownModelError(name, list(specs))
+        raise UnknownName("model", name, list(specs))
     return CompiledModel(specs[name])
 
 

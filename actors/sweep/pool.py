@@ -18,12 +18,32 @@ import pyarrow.parquet as pq
 import ray
 from ray.actor import ActorHandle
 
+from actors.common.errors import InputError
+from actors.common.storage import atomic_write_json, atomic_write_parquet
 from actors.sweep.actor import remote_worker_class
 from actors.sweep.config import SweepSpec, WorkerConfig
-from actors.sweep.errors import InputError
-from actors.sweep.storage import atomic_write_json, atomic_write_parquet, chunk_path, finished_chunks
 
 WORKER_PREFIX = "sweep-worker"
+
+
+def chunk_path(out_dir: Path, index: int) -> Path:
+    return out_dir / "chunks" / f"chunk-{index:06d}.parquet"
+
+
+def finished_chunks(out_dir: Path, n_chunks: int) -> set[int]:
+    """Chunks already written (a readable Parquet footer is the proof of completion)."""
+    import pyarrow as pa
+
+    done = set()
+    for i in range(n_chunks):
+        p = chunk_path(out_dir, i)
+        if p.exists():
+            try:
+                pq.read_metadata(p)
+                done.add(i)
+            except (pa.ArrowInvalid, OSError):
+                p.unlink(missing_ok=True)  # torn write from a non-atomic copy: recompute
+    return done
 
 
 @dataclass

@@ -10,6 +10,7 @@ cKDTree KSG CMI/MI), significance (surrogates, p-values, max-statistic / BH), ne
 DiGraph), ragwitz (auto embedding), engine (the entry points). engine, ksg, network and ragwitz
 import no Ray; actor.py and pool.py wrap them. kernels/te/reference.py is the brute-force oracle.
 """
+from actors.common.errors import InputError
 from actors.te.config import NetworkConfig, RagwitzConfig, SignificanceConfig, TENetworkSpec, TEParams
 from actors.te.engine import (
     MIResult,
@@ -20,7 +21,6 @@ from actors.te.engine import (
     te_significance,
     transfer_entropy,
 )
-from actors.te.errors import InputError
 from actors.te.network import TENetwork, te_network
 from actors.te.ragwitz import ragwitz
 

@@ -21,9 +21,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from actors.common.errors import InputError
 from actors.te.config import NetworkConfig
 from actors.te.embedding import check_observations, start_time
-from actors.te.errors import InputError
 from actors.te.ksg import KSGResult
 from actors.te.significance import p_value, surrogate_orders
 

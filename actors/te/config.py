@@ -11,7 +11,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from actors.te.errors import from_validation
+from actors.common.errors import from_validation
 
 M = TypeVar("M", bound=BaseModel)
 

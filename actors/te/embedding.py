@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from actors.common.errors import InputError
 from actors.te.config import TEParams
-from actors.te.errors import InputError
 
 
 @dataclass(frozen=True)

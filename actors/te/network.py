@@ -14,11 +14,11 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
+from actors.common.errors import InputError
 from actors.te.batched import network_backend, pairs_te_batched
 from actors.te.config import NetworkConfig, TEParams, validated
 from actors.te.embedding import as_series
 from actors.te.engine import check_inputs, prepare_te, surrogate_statistics
-from actors.te.errors import InputError
 from actors.te.ragwitz import ragwitz
 from actors.te.significance import fdr_bh, max_statistic, p_value, surrogate_orders
 

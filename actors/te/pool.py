@@ -22,11 +22,11 @@ import numpy as np
 import ray
 from ray.actor import ActorHandle
 
-from actors.sweep.storage import atomic_write_json
+from actors.common.errors import InputError
+from actors.common.storage import atomic_write_json
 from actors.te.actor import remote_estimator_class
 from actors.te.batched import pair_results
 from actors.te.config import TENetworkSpec, WorkerConfig
-from actors.te.errors import InputError
 from actors.te.network import PairResult, TENetwork, all_pairs, assemble_network, auto_embeddings, check_data
 
 ESTIMATOR_PREFIX = "te-estimator"

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from actors.common.errors import InputError
 from actors.te.config import RagwitzConfig
 from actors.te.embedding import as_series, delay_embed
-from actors.te.errors import InputError
 from actors.te.ksg import knn
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from actors.common.errors import InputError
 from actors.te.config import SignificanceConfig
-from actors.te.errors import InputError
 
 
 def surrogate_orders(n: int, cfg: SignificanceConfig, rng: np.random.Generator) -> np.ndarray:

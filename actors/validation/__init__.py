@@ -11,6 +11,7 @@ Modules: config (pydantic), data (checks, pooled tables), stats (the statistics)
 max-T, Benjamini-Hochberg), localize, recommend, planted (generator), diversity, streaming (KLL
 sketches, reservoirs), report (json / png / html); actor.py and pool.py run dimensions on Ray.
 """
+from actors.common.errors import InputError
 from actors.validation.config import (
     DetectorConfig,
     LocalizerConfig,
@@ -19,7 +20,6 @@ from actors.validation.config import (
     ValidationSpec,
 )
 from actors.validation.detector import CollapseReport, DimensionResult, detect
-from actors.validation.errors import InputError
 from actors.validation.localize import Localization, localize
 from actors.validation.planted import PlantedPair, plant
 from actors.validation.recommend import Recommendation, recommend

@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from actors.validation.errors import InputError
+from actors.common.errors import InputError
 
 Method = Literal["auto", "exact", "ivf", "hnsw"]
 

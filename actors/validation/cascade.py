@@ -31,10 +31,10 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from actors.sweep.storage import atomic_write_via as _atomic
+from actors.common.errors import InputError
+from actors.common.storage import atomic_write_via as _atomic
 from actors.validation.config import LocalizerConfig, _Strict, validated
 from actors.validation.data import pool
-from actors.validation.errors import InputError
 from actors.validation.localize import (
     FlaggedRow,
     Localization,

@@ -10,7 +10,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from actors.validation.errors import InputError
+from actors.common.errors import InputError
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from actors.validation.errors import InputError
+from actors.common.errors import InputError
 
 MISSING = "<NA>"
 

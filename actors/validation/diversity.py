@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from actors.common.errors import InputError
 from actors.validation.data import check_tables, pool
 from actors.validation.detector import model_features
-from actors.validation.errors import InputError
 
 
 def vendi_score(F: np.ndarray, *, bandwidth: float | None = None) -> float:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from actors.validation.errors import InputError
+from actors.common.errors import InputError
 from actors.validation.sketches import SketchConfig, TableSketch, merge_all
 
 

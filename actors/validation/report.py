@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from actors.sweep.storage import atomic_write_bytes, atomic_write_json
+from actors.common.storage import atomic_write_bytes, atomic_write_json
 from actors.validation.detector import CollapseReport, DimensionResult
 from actors.validation.localize import Localization
 from actors.validation.recommend import Recommendation

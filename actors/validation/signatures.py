@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from actors.sweep.storage import atomic_write_via as _atomic
+from actors.common.errors import InputError
+from actors.common.storage import atomic_write_via as _atomic
 from actors.validation.config import DIMENSIONS, DetectorConfig, validated
 from actors.validation.data import check_tables
-from actors.validation.errors import InputError
 
 STATISTICS = ("mean_shift", "log_var_ratio", "abs_log_var_ratio", "tail_mass_ratio", "missing_increase",
               "exact_copy_share", "category_coverage_loss", "category_tv", "correlation_change",

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from actors.validation.errors import InputError
+from actors.common.errors import InputError
 from actors.validation.sketches import SketchConfig, TableSketch
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from actors.validation.errors import InputError
+from actors.common.errors import InputError
 
 
 @lru_cache(maxsize=1)

@@ -20,7 +20,6 @@ Writes OUT/ode_bench.md and OUT/ode_bench.json.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
@@ -29,6 +28,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from jobs.bench.lib import best_time, gpu_name, md_table, module_versions, utc_stamp
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX must not grab the GPU up front
 
@@ -52,24 +53,6 @@ def problem(name: str, n: int) -> tuple[object, np.ndarray, np.ndarray, tuple, t
     return m, p, u0, (0.0, 10.0), (0.0, 100.0)
 
 
-def _sync():
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def _timed(fn, repeats: int = 1):
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        _sync()
-        t = time.perf_counter()
-        out = fn()
-        _sync()
-        best = min(best, time.perf_counter() - t)
-    return best, out
-
-
 # ---- ours ----------------------------------------------------------------------------------------
 def run_ours(name, n, method, dtype, *, compact=True, chunk_steps=None, features=True, repeats=1, block=128,
              t_eval: int = 0, section: str | None = None):
@@ -89,7 +72,7 @@ def run_ours(name, n, method, dtype, *, compact=True, chunk_steps=None, features
         run = prepare(m, p, u0, span, method=method, dtype=dtype, device="cuda", features=features,
                       chunk_steps=chunk_steps, block=block, t_eval=np.linspace(*span, t_eval) if t_eval else None,
                       section=Section(section, 0.5, 0) if section else None, **kw)
-        wall, st = _timed(lambda run=run: run(compact=compact))
+        wall, st = best_time(lambda run=run: run(compact=compact))
         best = min(best, wall)
     steps = int(st.nacc.sum())
     extra = {"launches": st.launches, "blown_up": int((st.status >= 2).sum())}
@@ -122,7 +105,7 @@ def run_stiff(name, n, method, dtype, max_steps: int = 10**6):
               max_steps=max_steps)
     prepare(m, p[:2], u0[:2], (0.0, 1e-3), **kw)()  # compile (not timed)
     run = prepare(m, p, u0, span, **kw)
-    wall, st = _timed(run)
+    wall, st = best_time(run)
     nacc, status = st.nacc.double(), st.status
     share = {k: (status == v).double().mean().item() for k, v in (("reached t1", 1), ("stalled (h < hmin)", 3))}
     note = (f"{nacc.mean().item():.4g} accepted + {st.nrej.double().mean().item():.3g} rejected steps/traj; "
@@ -177,7 +160,7 @@ def run_torch_rk4(name, n, dtype):
                 x = x + (h / 6) * (k1 + 2 * k2 + 2 * k3 + k4)
         return x
 
-    wall, _ = _timed(go)
+    wall, _ = best_time(go)
     return wall, n * steps, {}
 
 
@@ -193,9 +176,9 @@ def run_dopri5(name, n, dtype):
     rhs = m.specialized_rhs_torch(fixed)
     pf = torch.as_tensor(p[:, m.free_param_columns(fixed)], dtype=tdt, device="cuda")
     rtol, atol = TOL[dtype]
-    wall, r = _timed(lambda: solve_dopri5(rhs, torch.as_tensor(u0, dtype=tdt, device="cuda"), pf, t0, t1, rtol=rtol,
-                                          atol=atol, window_start=t1, blowup_bound=1e4, lyapunov=False,
-                                          twin_separation=1e-7, compile=False))
+    wall, r = best_time(lambda: solve_dopri5(rhs, torch.as_tensor(u0, dtype=tdt, device="cuda"), pf, t0, t1,
+                                             rtol=rtol, atol=atol, window_start=t1, blowup_bound=1e4, lyapunov=False,
+                                             twin_separation=1e-7, compile=False))
     return wall, int(r.n_steps.sum()), {"note": "eager (torch.compile off)"}
 
 
@@ -221,15 +204,15 @@ def run_torchdiffeq(name, n, method, dtype):
         t0, t1 = span_fixed
         ts = torch.tensor([t0, t1], dtype=tdt, device="cuda")
         with torch.no_grad():
-            wall, _ = _timed(lambda: torchdiffeq.odeint(f, y0, ts, method="rk4",
-                                                        options={"step_size": (t1 - t0) / steps}))
+            wall, _ = best_time(lambda: torchdiffeq.odeint(f, y0, ts, method="rk4",
+                                                           options={"step_size": (t1 - t0) / steps}))
         return wall, n * steps, {}
     t0, t1 = span_adapt
     rtol, atol = TOL[dtype]
     ts = torch.tensor([t0, t1], dtype=tdt, device="cuda")
     counter["nfe"] = 0
     with torch.no_grad():
-        wall, _ = _timed(lambda: torchdiffeq.odeint(f, y0, ts, method="dopri5", rtol=rtol, atol=atol))
+        wall, _ = best_time(lambda: torchdiffeq.odeint(f, y0, ts, method="dopri5", rtol=rtol, atol=atol))
     steps = max(counter["nfe"] // 6, 1)  # ~6 evaluations per (accepted or rejected) dopri5 step
     return wall, n * steps, {"note": "one step size for the whole batch; steps = nfe/6"}
 
@@ -299,16 +282,12 @@ def run_scipy(name, n, method, sample: int = 16):
 
 # ---- driver --------------------------------------------------------------------------------------
 def versions() -> dict:
+    """Python, torch, every peer's version (or why it is missing) and the GPU: the table's header line."""
     import torch
 
-    out = {"python": platform.python_version(), "torch": torch.__version__}
-    for mod in ("triton", "torchdiffeq", "jax", "diffrax", "scipy", "numpy", "sympy"):
-        try:
-            out[mod] = __import__(mod).__version__
-        except Exception as exc:  # noqa: BLE001 - report, never fail the benchmark on a missing peer
-            out[mod] = f"not importable ({type(exc).__name__})"
-    out["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return out
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            **module_versions(("triton", "torchdiffeq", "jax", "diffrax", "scipy", "numpy", "sympy")),
+            "gpu": gpu_name()}
 
 
 def build_plan(quick: bool, sizes: list[int]) -> list[tuple]:
@@ -410,22 +389,22 @@ def ratios(rows: list[dict]) -> None:
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
+    """The results table, one line per row (errors and skipped rows included), under the run's versions."""
     head = (f"Run {meta['date']} on {meta['versions']['gpu']}; " +
             ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if k != "gpu") + "\n\n")
-    lines = ["| model | implementation | method | dtype | N | wall (s) | traj-steps | traj-steps/s | ours FP32 / this | note |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    cells = []
     for r in rows:
+        key = [r["model"], r["impl"], r["method"], r["dtype"], f"{r['N']:,}"]
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['impl']} | {r['method']} | {r['dtype']} | {r['N']:,} | – | – | – | – "
-                         f"| {r['error']} |")
+            cells.append([*key, "–", "–", "–", "–", r["error"]])
             continue
         ratio = f"{r['ours_fp32_over_this']:.3g}× (N={r['ratio_at_N']:,})" if "ours_fp32_over_this" in r else ""
         note = r.get("note", "")
         if "launches" in r:
             note = f"{r['launches']} launches, {r['blown_up']} blew up" + (f"; {note}" if note else "")
-        lines.append(f"| {r['model']} | {r['impl']} | {r['method']} | {r['dtype']} | {r['N']:,} | {r['wall_s']:.4g} | "
-                     f"{r['steps']:.3g} | {r['traj_steps_per_s']:.3g} | {ratio} | {note} |")
-    return head + "\n".join(lines) + "\n"
+        cells.append([*key, f"{r['wall_s']:.4g}", f"{r['steps']:.3g}", f"{r['traj_steps_per_s']:.3g}", ratio, note])
+    return head + md_table(["model", "implementation", "method", "dtype", "N", "wall (s)", "traj-steps",
+                            "traj-steps/s", "ours FP32 / this", "note"], cells) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -464,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(float(s)) for s in args.sizes.split(",")]
     if args.quick:
         sizes = [s for s in sizes if s <= 10**4] or sizes[:1]
-    meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "versions": versions()}
+    meta = {"date": utc_stamp(), "versions": versions()}
     print(json.dumps(meta), flush=True)
     only = set(filter(None, args.only.split(",")))
     models = set(filter(None, args.models.split(",")))

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from actors.common.errors import InputError
 from actors.sweep.config import SweepSpec
-from actors.sweep.errors import InputError
 from jobs import cli
 
 COMPARED = ("regime", "attractor", "blowup")
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, ValueError) as exc:
         print(f"invalid sweep config {args.config}: {exc}", file=sys.stderr)
         return 2
-    from actors.sweep.storage import atomic_write_json
+    from actors.common.storage import atomic_write_json
     from cluster import connect
 
     connect(args.address)

@@ -21,7 +21,6 @@ same prepared data (column "max |dTE|"). Writes DIR/te_bench.md and DIR/te_bench
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import math
 import os
@@ -35,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from actors.te.config import NetworkConfig
+from jobs.bench.lib import best_time, event_ms, gpu_name, md_table, utc_stamp
 
 TARGETS_S = {(100, 1000): 0.005, (100, 10000): 0.2, (1000, 1000): 1.2}   # issue 4, one H100, S = 0
 
@@ -51,6 +51,7 @@ def network_data(n_vars: int, length: int, seed: int = 0) -> np.ndarray:
 
 
 def bench_config(backend: str, n_surrogates: int) -> NetworkConfig:
+    """The benchmark's network config: noise 0 (so device and cKDTree TE compare exactly), S surrogates."""
     return NetworkConfig.model_validate({"params": {"noise": 0.0, "backend": backend},
                                          "significance": {"n_surrogates": max(1, n_surrogates)}})
 
@@ -59,13 +60,6 @@ def _cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def _sync() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def device_network_time(data, pairs, backend: str, n_surr: int, budget_s: float, rng) -> dict:
@@ -80,11 +74,7 @@ def device_network_time(data, pairs, backend: str, n_surr: int, budget_s: float,
     order = np.argsort(rank[parr[:, 1]], kind="stable")
 
     def timed(sel) -> float:
-        _sync()
-        t0 = time.perf_counter()
-        pairs_te_arrays(data, parr[sel], cfg, backend=backend, n_surrogates=n_surr)
-        _sync()
-        return time.perf_counter() - t0
+        return best_time(lambda: pairs_te_arrays(data, parr[sel], cfg, backend=backend, n_surrogates=n_surr))[0]
 
     work = (n_surr + 1) * data.shape[0] ** 2           # distance evaluations per pair and pass
     pilot = order[:int(np.clip((2e11 if backend == "triton" else 2e10) / work, 1, min(64, n_pairs)))]
@@ -183,22 +173,6 @@ def network_batch(data: np.ndarray, n_surr: int):
     return KSGBatch(x=x, y=y, z=z, perms=perms, items=items.int().contiguous())
 
 
-def _event_ms(fn, reps: int) -> float:
-    """Median milliseconds of fn() between CUDA events (after one untimed call)."""
-    import torch
-
-    fn()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    return float(np.median(times))
-
-
 def kernel_times(data: np.ndarray, n_surr: int, reps: int = 5, prev_budget_s: float = 20.0) -> dict:
     """Kernel-only milliseconds on the whole network (CUDA events): the previous brute-force kernel
     (ksg_triton, as called before: its item grouping included) vs the pruned kernel with its launch
@@ -210,13 +184,13 @@ def kernel_times(data: np.ndarray, n_surr: int, reps: int = 5, prev_budget_s: fl
 
     batch = network_batch(data, n_surr)
     launch = PreparedLaunch(batch, k=4)
-    pruned_ms = _event_ms(launch.run, reps)
+    pruned_ms = event_ms(launch.run, reps)
     te_new = launch.run().clone()
     n_items = int(batch.items.shape[0])
     share = min(1.0, prev_budget_s * 1e3 / (10 * pruned_ms * reps))   # brute force: up to ~10x the pruned time
     m = max(1, int(n_items * share))
     sub = KSGBatch(x=batch.x, y=batch.y, z=batch.z, perms=batch.perms, items=batch.items[:m].contiguous())
-    prev_ms = _event_ms(lambda: ksg_batch_triton(sub, k=4, store=False), 1 if m < n_items else reps) * n_items / m
+    prev_ms = event_ms(lambda: ksg_batch_triton(sub, k=4, store=False), 1 if m < n_items else reps) * n_items / m
     te_prev = ksg_batch_triton(sub, k=4, store=False).te
     return {"pruned_ms": pruned_ms, "prev_ms": prev_ms, "prev_items_timed": m, "items": n_items,
             "max_dte_prev": float((te_prev - te_new[:m]).abs().max())}
@@ -234,7 +208,7 @@ def layout_times(data: np.ndarray, n_surr: int, strips: list[int], wins: list[in
     rows, base, ref = [], None, None
     for strip, win in [(0, CONFIG["win"])] + [(s, w) for s in strips if s > 0 for w in wins]:
         launch = PreparedLaunch(batch, k=4, layout=layout, strip=strip, win=win)
-        ms = _event_ms(launch.run, reps)
+        ms = event_ms(launch.run, reps)
         te = launch.run().clone()
         base, ref = (ms, te) if base is None else (base, ref)
         rows.append({"strip": strip, "win": win, "ms": ms, "speedup": base / ms,
@@ -247,7 +221,7 @@ def layout_times(data: np.ndarray, n_surr: int, strips: list[int], wins: list[in
 
 def main_layouts(cases: list, surr: list[int], strips: list[int], wins: list[int], out: Path) -> int:
     """--strips mode: only the kernel-only 1-D vs 2-D layout table (no CPU reference, no twin)."""
-    from actors.sweep.storage import atomic_write_json
+    from actors.common.storage import atomic_write_json
 
     if not _cuda():
         print("--strips times Triton kernels: needs CUDA", flush=True)
@@ -257,10 +231,11 @@ def main_layouts(cases: list, surr: list[int], strips: list[int], wins: list[int
         for s in surr:
             rows = layout_times(network_data(n_vars, length), s, strips, wins)
             results.append({"N": n_vars, "T": length, "S": s, "rows": rows})
-            lines += [f"| {n_vars} | {length} | {s} | {r['strip'] or '1-D'} | {r['win']} | {r['ms']:.2f} ms | "
-                      f"{r['speedup']:.2f}× | {r['max_dte']:.1e} |" for r in rows]
-    md = (f"{env['date']} · GPU: {env['gpu']}\n\n| N | T | S | k-NN layout (strip) | phase-A window | kernel | "
-          "vs 1-D | max \\|dTE\\| vs 1-D |\n|---|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
+            lines += [[n_vars, length, s, r["strip"] or "1-D", r["win"], f"{r['ms']:.2f} ms", f"{r['speedup']:.2f}×",
+                       f"{r['max_dte']:.1e}"] for r in rows]
+    md = (f"{env['date']} · GPU: {env['gpu']}\n\n" + md_table(["N", "T", "S", "k-NN layout (strip)", "phase-A window",
+                                                                "kernel", "vs 1-D", "max \\|dTE\\| vs 1-D"], lines)
+          + "\n")
     print(md)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "te_bench_layouts.json", {"env": env, "results": results})
@@ -387,15 +362,14 @@ def tune_kernel(data: np.ndarray) -> dict:
 
 
 def environment() -> dict:
+    """Date, versions, CPU cores, GPU and the pruned kernel's launch config: the tables' header line."""
     import scipy
     import torch
 
     from kernels.te.ksg_pruned import CONFIG
 
-    env = {"date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), "python": platform.python_version(),
-           "pruned_config": dict(CONFIG),
-           "torch": torch.__version__, "scipy": scipy.__version__, "cpu_cores": os.cpu_count(),
-           "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"}
+    env = {"date": utc_stamp(), "python": platform.python_version(), "pruned_config": dict(CONFIG),
+           "torch": torch.__version__, "scipy": scipy.__version__, "cpu_cores": os.cpu_count(), "gpu": gpu_name()}
     try:
         import triton
 
@@ -418,10 +392,7 @@ def _ratio(r: float) -> str:
 def table(rows: list[dict], env: dict) -> str:
     """The markdown table (times, pairs/s, ratios against the cKDTree and torch paths, targets)."""
     head = (f"{env['date']} · GPU: {env['gpu']} · CPU cores: {env['cpu_cores']} · torch {env['torch']}, "
-            f"triton {env['triton']}, scipy {env['scipy']}, Python {env['python']}\n\n"
-            "| N | T | S | pairs | Triton | pairs/s | torch twin | Triton speed-up vs twin | "
-            f"cKDTree, {env['cpu_cores']} cores | Triton speed-up vs cKDTree | max \\|dTE\\| vs cKDTree | target |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+            f"triton {env['triton']}, scipy {env['scipy']}, Python {env['python']}\n\n")
     lines = []
     for r in rows:
         tri, twin, cpu = r["triton"], r.get("torch"), r["cpu"]
@@ -430,33 +401,35 @@ def table(rows: list[dict], env: dict) -> str:
         tgt = "-" if target is None else f"≤ {_fmt(target)}: {'met' if tri['seconds'] <= target else 'missed'}"
         twin_s = f"{_fmt(twin['seconds'])}{mark(twin)}" if twin else "-"
         twin_r = _ratio(twin['seconds'] / tri['seconds']) if twin else "-"
-        lines.append(f"| {r['N']} | {r['T']} | {r['S']} | {r['pairs']} | {_fmt(tri['seconds'])}{mark(tri)} | "
-                     f"{r['pairs'] / tri['seconds']:,.0f} | {twin_s} | {twin_r} | {_fmt(cpu['seconds'])}† | "
-                     f"{_ratio(cpu['seconds'] / tri['seconds'])} | {r['max_dte']:.1e} | {tgt} |")
+        lines.append([r["N"], r["T"], r["S"], r["pairs"], f"{_fmt(tri['seconds'])}{mark(tri)}",
+                      f"{r['pairs'] / tri['seconds']:,.0f}", twin_s, twin_r, f"{_fmt(cpu['seconds'])}†",
+                      _ratio(cpu["seconds"] / tri["seconds"]), f"{r['max_dte']:.1e}", tgt])
     notes = ("\n\n\\* extrapolated from a timed random sample of the pairs (sizes in te_bench.json). "
              "† always extrapolated: compute seconds per pair measured in one process per core (4 pairs each, "
              "all cores busy) × pairs / cores, no overhead counted.\n")
-    return head + "\n".join(lines) + notes
+    header = ["N", "T", "S", "pairs", "Triton", "pairs/s", "torch twin", "Triton speed-up vs twin",
+              f"cKDTree, {env['cpu_cores']} cores", "Triton speed-up vs cKDTree", "max \\|dTE\\| vs cKDTree", "target"]
+    return head + md_table(header, lines) + notes
 
 
 def kernel_table(rows: list[dict]) -> str:
     """Kernel-only times (CUDA events): previous brute-force kernel vs the pruned one, same batch."""
-    lines = [f"| {r['N']} | {r['T']} | {r['S']} | {r['kernel']['items']:,} | {r['kernel']['prev_ms']:.2f} ms"
-             f"{'*' if r['kernel']['prev_items_timed'] < r['kernel']['items'] else ''} | "
-             f"{r['kernel']['pruned_ms']:.2f} ms | {_ratio(r['kernel']['prev_ms'] / r['kernel']['pruned_ms'])} | "
-             f"{_fmt(r['triton']['seconds'])} | {r['kernel']['max_dte_prev']:.1e} |" for r in rows if "kernel" in r]
+    lines = [[r["N"], r["T"], r["S"], f"{k['items']:,}",
+              f"{k['prev_ms']:.2f} ms{'*' if k['prev_items_timed'] < k['items'] else ''}", f"{k['pruned_ms']:.2f} ms",
+              _ratio(k["prev_ms"] / k["pruned_ms"]), _fmt(r["triton"]["seconds"]), f"{k['max_dte_prev']:.1e}"]
+             for r in rows if "kernel" in r for k in [r["kernel"]]]
     if not lines:
         return ""
     return ("\nKernel only (CUDA events, whole network batch; * brute force timed on a prefix of the items):\n\n"
-            "| N | T | S | items | brute-force kernel | pruned kernel | speed-up | full network call | "
-            "max \\|dTE\\| brute vs pruned |\n|---|---|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
+            + md_table(["N", "T", "S", "items", "brute-force kernel", "pruned kernel", "speed-up", "full network call",
+                        "max \\|dTE\\| brute vs pruned"], lines) + "\n")
 
 
 def main_multi_gpu(cases: list, surr: list[int], gpu_counts: list[int], out: Path) -> int:
     """--gpus mode: each case through 1, 2, ... GPU TEEstimators; speed-up and identical edges."""
     import torch
 
-    from actors.sweep.storage import atomic_write_json
+    from actors.common.storage import atomic_write_json
 
     have = torch.cuda.device_count()
     if have == 0:
@@ -471,10 +444,10 @@ def main_multi_gpu(cases: list, surr: list[int], gpu_counts: list[int], out: Pat
             r = multi_gpu(network_data(n_vars, length), s, counts)
             results.append(r)
             for run in r["runs"]:
-                lines.append(f"| {n_vars} | {length} | {s} | {run['gpus']} | {_fmt(run['seconds'])} | "
-                             f"{run['speedup']:.2f}× | {'yes' if run['identical_to_first'] else '**no**'} |")
-    md = (f"{env['date']} · GPU: {env['gpu']} × {have}\n\n| N | T | S | GPUs | wall (Ray, warm) | speed-up | "
-          "edges identical to 1 GPU |\n|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
+                lines.append([n_vars, length, s, run["gpus"], _fmt(run["seconds"]), f"{run['speedup']:.2f}×",
+                              "yes" if run["identical_to_first"] else "**no**"])
+    md = (f"{env['date']} · GPU: {env['gpu']} × {have}\n\n"
+          + md_table(["N", "T", "S", "GPUs", "wall (Ray, warm)", "speed-up", "edges identical to 1 GPU"], lines) + "\n")
     print(md)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "te_bench_gpus.json", {"env": env, "results": [{k: v for k, v in r.items() if k != "te"}
@@ -496,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wins", default="32,64", help="phase-A windows tried with each --strips strip")
     ap.add_argument("--out", default="runs/te_bench")
     args = ap.parse_args(argv)
-    from actors.sweep.storage import atomic_write_bytes, atomic_write_json
+    from actors.common.storage import atomic_write_bytes, atomic_write_json
 
     cases = [tuple(int(v) for v in c.split("x")) for c in args.cases.split(",")]
     surr = [int(s) for s in args.surrogates.split(",")]

@@ -418,7 +418,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def write_tables(out: Path, runs: pd.DataFrame) -> None:
     """runs.csv, detection.csv, smallest.csv and table.md from the run records; print them."""
-    from actors.sweep.storage import atomic_write_bytes
+    from actors.common.storage import atomic_write_bytes
 
     atomic_write_bytes(out / "runs.csv", runs.to_csv(index=False).encode())
     table = aggregate(runs)
@@ -434,7 +434,7 @@ def write_tables(out: Path, runs: pd.DataFrame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from actors.sweep.storage import atomic_write_json
+    from actors.common.storage import atomic_write_json
     from jobs.bench.validation_baselines import TOOLS, versions
 
     args = parse_args(argv)

@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ann-methods", nargs="*", default=["ivf", "hnsw"], choices=["ivf", "hnsw"])
     ap.add_argument("--skip-detect", action="store_true")
     args = ap.parse_args(argv)
-    from actors.sweep.storage import atomic_write_json
+    from actors.common.storage import atomic_write_json
 
     data, out = Path(args.data_dir), Path(args.out)
     data.mkdir(parents=True, exist_ok=True)

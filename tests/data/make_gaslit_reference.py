@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from actors.sweep.storage import atomic_write_parquet
+    from actors.common.storage import atomic_write_parquet
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--processes", type=int, default=mp.cpu_count())

@@ -1,0 +1,103 @@
+"""What every subsystem's Ray actor shares: resource sizing, named actors, GPU ids, thread pinning,
+`info()` and metrics.
+
+A subsystem's actor subclasses `BaseWorker` and adds only its domain methods; its pool calls
+`named_actors(cls, cfg, prefix)` to find or create `<prefix>-<cpu|gpu>-<i>` in the current namespace,
+so a second job on the same cluster reuses the warm actors (compiled kernels, loaded models).
+"""
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, ClassVar
+
+import ray
+from ray.actor import ActorHandle
+from ray.util import metrics
+
+from actors.common.config import WorkerConfig
+
+__all__ = ["SECONDS_BOUNDARIES", "BaseWorker", "named_actors", "resolve_worker_resources"]
+
+# one set of latency buckets for every subsystem's histograms, so dashboards compare like with like
+SECONDS_BOUNDARIES = [0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600]
+
+
+def resolve_worker_resources(cfg: WorkerConfig, *, limit: int | None = None) -> tuple[int, float]:
+    """(number of workers, GPUs per worker) on this cluster; `limit` caps an `auto` count (e.g. tasks)."""
+    resources = ray.cluster_resources()
+    total_gpus = int(resources.get("GPU", 0))
+    num_gpus = (1.0 if total_gpus > 0 else 0.0) if cfg.num_gpus == "auto" else float(cfg.num_gpus)
+    if cfg.num_workers != "auto":
+        return int(cfg.num_workers), num_gpus
+    if num_gpus > 0:
+        n = int(total_gpus // num_gpus)
+    else:
+        n = int(resources.get("CPU", 1) // cfg.num_cpus)
+    n = max(1, n)
+    return (min(n, limit) if limit else n), num_gpus
+
+
+def named_actors(cls: type, cfg: WorkerConfig, prefix: str, *, limit: int | None = None) -> list[ActorHandle]:
+    """Named actors `<prefix>-<cpu|gpu>-<i>` of `cls` sized by `cfg`, created when missing.
+
+    `cls.__init__` takes the worker index. Restarts and task retries come from `cfg`, so a killed
+    actor comes back and its idempotent tasks are retried.
+    """
+    n, num_gpus = resolve_worker_resources(cfg, limit=limit)
+    remote_cls = ray.remote(num_cpus=cfg.num_cpus, num_gpus=num_gpus, max_restarts=cfg.max_restarts,
+                            max_task_retries=cfg.max_task_retries)(cls)
+    tag = f"{prefix}-{'gpu' if num_gpus else 'cpu'}"
+    return [remote_cls.options(name=f"{tag}-{i}", get_if_exists=True).remote(i) for i in range(n)]
+
+
+class BaseWorker:
+    """Plain class turned into a Ray actor by `named_actors`.
+
+    Sets `worker_index`, `gpu_ids`, `num_cpus` (what Ray assigned), `device` ("cuda" when a GPU is
+    assigned and visible, else "cpu"), pins torch's threads to the assigned CPUs (no oversubscription
+    when several actors share a node) and registers `attractor_<subsystem>_worker_gpu_memory_bytes`.
+    """
+
+    subsystem: ClassVar[str] = "worker"
+
+    def __init__(self, worker_index: int = 0):
+        import torch
+
+        self.worker_index = worker_index
+        self.gpu_ids = [str(g) for g in ray.get_gpu_ids()]
+        assigned = ray.get_runtime_context().get_assigned_resources()
+        self.num_cpus = max(1, int(assigned.get("CPU", 1) or 1))
+        self.device = "cuda" if self.gpu_ids and torch.cuda.is_available() else "cpu"
+        torch.set_num_threads(self.num_cpus)
+        self._gpu_memory = self.gauge("worker_gpu_memory_bytes", "Peak CUDA memory allocated by the worker.")
+
+    # -- metrics: names are attractor_<subsystem>_<name>, every series tagged with the worker index
+    def _tagged(self, metric: Any) -> Any:
+        metric.set_default_tags({"worker": str(self.worker_index)})
+        return metric
+
+    def counter(self, name: str, description: str, tag_keys: tuple[str, ...] = ()) -> metrics.Counter:
+        return self._tagged(metrics.Counter(f"attractor_{self.subsystem}_{name}", description,
+                                            tag_keys=("worker", *tag_keys)))
+
+    def histogram(self, name: str, description: str, tag_keys: tuple[str, ...] = ()) -> metrics.Histogram:
+        return self._tagged(metrics.Histogram(f"attractor_{self.subsystem}_{name}", description,
+                                              boundaries=SECONDS_BOUNDARIES, tag_keys=("worker", *tag_keys)))
+
+    def gauge(self, name: str, description: str, tag_keys: tuple[str, ...] = ()) -> metrics.Gauge:
+        return self._tagged(metrics.Gauge(f"attractor_{self.subsystem}_{name}", description,
+                                          tag_keys=("worker", *tag_keys)))
+
+    def record_gpu_memory(self) -> None:
+        """Set the GPU-memory gauge to the peak allocated so far (no-op on a CPU worker)."""
+        if self.device == "cuda":
+            import torch
+
+            self._gpu_memory.set(float(torch.cuda.max_memory_allocated()))
+
+    def info(self) -> dict[str, Any]:
+        """Where this worker runs: index, node, pid, assigned GPU ids, compute device."""
+        return {"worker_index": self.worker_index, "gpu_ids": self.gpu_ids, "device": self.device,
+                "num_cpus": self.num_cpus, "pid": os.getpid(), "host": socket.gethostname(),
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
