@@ -8,22 +8,23 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
+from jobs.bench import lib
 from jobs.bench import validation as vb
 
 
 @pytest.mark.parametrize("k,n", [(0, 5), (3, 5), (5, 5), (19, 20), (1, 40)])
 def test_wilson_matches_scipy(k, n):
     ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
-    lo, hi = vb.wilson(k, n)
+    lo, hi = lib.wilson(k, n)
     assert lo == pytest.approx(ci.low, abs=2e-4) and hi == pytest.approx(ci.high, abs=2e-4)
 
 
 def test_localization_scores_by_hand():
     # ranking: rows 0, 1, 2, 3; planted 0 and 2 -> precision at ranks 1 and 3: AP = (1 + 2/3) / 2
-    pk, ap = vb.localization_scores(np.array([0.9, 0.8, 0.7, 0.6]), np.array([0, 2]))
+    pk, ap = lib.localization_scores(np.array([0.9, 0.8, 0.7, 0.6]), np.array([0, 2]))
     assert pk == 0.5 and ap == pytest.approx(5 / 6)
     # a subset's AUPRC leaves the other planted rows out: rows 0 (subset), 1 (other planted), 2, 3
-    assert vb._subset_auprc(np.array([0.1, 0.9, 0.8, 0.7]), np.array([0, 1]), np.array([0])) == pytest.approx(1 / 3)
+    assert lib.subset_auprc(np.array([0.1, 0.9, 0.8, 0.7]), np.array([0, 1]), np.array([0])) == pytest.approx(1 / 3)
 
 
 def _runs() -> pd.DataFrame:
@@ -46,7 +47,7 @@ def test_aggregate_calibrates_sdmetrics_on_clean_controls():
     assert t.loc[("clean", "-"), "sdmetrics_rate"] == 0.0
     assert t.loc[("clean", "-"), "ours_rate"] == pytest.approx(1 / 20)
     assert (t.loc[("clean", "-"), "ours_ci_low"], t.loc[("clean", "-"), "ours_ci_high"]) == \
-        pytest.approx(tuple(round(v, 3) for v in vb.wilson(1, 20)))
+        pytest.approx(tuple(round(v, 3) for v in lib.wilson(1, 20)))
     assert t.loc[("memorised", "medium"), "sdmetrics_rate"] == 1.0
     assert t.loc[("memorised", "low"), "sdmetrics_rate"] == 0.0
     assert t.loc[("memorised", "medium"), "auprc_ratio"] == pytest.approx(1.5)

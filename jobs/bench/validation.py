@@ -27,13 +27,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.metadata
 import json
 import platform
 import sys
 import time
-import tracemalloc
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,21 +39,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from jobs.bench.lib import dist_versions, localization_scores, md_table, measure, subset_auprc, wilson
+
 ROW_KIND = {"memorised": "memorised", "label_noise": "label_issue", "outliers": "outlier"}
 SEVERITIES = ("low", "medium", "high")
 TARGET_RATE = 0.95      # "detected" = detected in at least this share of runs
 FPR = 0.05              # the false-positive level SDMetrics' threshold is calibrated to
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (honest at 0 / n and n / n, unlike Wald)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, c - h), min(1.0, c + h)
 
 
 @dataclass(frozen=True)
@@ -73,32 +61,6 @@ class Unit:
     localize: bool = True
     dcr_max_n: int = 1000
     classifier: str = "hgb"
-
-
-def measure(fn: Callable[[], Any], trace: bool) -> tuple[Any, float, float | None, float]:
-    """(fn(), wall seconds, peak traced heap in MB or None, CPU seconds of this process: the fairer
-    number on a shared machine, where wall time also counts other users' load)."""
-    if trace:
-        tracemalloc.start()
-    t, c = time.perf_counter(), time.process_time()
-    out = fn()
-    sec, cpu = time.perf_counter() - t, time.process_time() - c
-    peak = None
-    if trace:
-        peak = tracemalloc.get_traced_memory()[1] / 2**20
-        tracemalloc.stop()
-    return out, sec, peak, cpu
-
-
-def localization_scores(scores: np.ndarray, planted: np.ndarray) -> tuple[float, float]:
-    """(precision@k with k = number planted, AUPRC) of a row score (higher = more suspect)."""
-    from sklearn.metrics import average_precision_score
-
-    from actors.validation.localize import precision_at_k
-
-    y = np.zeros(len(scores), bool)
-    y[planted] = True
-    return precision_at_k(scores, planted), float(average_precision_score(y, scores))
 
 
 def run_unit(u: Unit) -> dict:
@@ -121,21 +83,10 @@ def run_unit(u: Unit) -> dict:
         rec["ours_pk"], rec["ours_auprc"] = localization_scores(s, pair.rows)
         rec["localize_s"] = sec
         if u.case == "memorised":   # planted.memorised: even positions exact copies, odd ones jittered
-            rec["ours_auprc_exact"] = _subset_auprc(s, pair.rows, pair.rows[0::2])
-            rec["ours_auprc_jittered"] = _subset_auprc(s, pair.rows, pair.rows[1::2])
+            rec["ours_auprc_exact"] = subset_auprc(s, pair.rows, pair.rows[0::2])
+            rec["ours_auprc_jittered"] = subset_auprc(s, pair.rows, pair.rows[1::2])
     _run_baselines(u, pair, rec)
     return rec
-
-
-def _subset_auprc(scores: np.ndarray, planted: np.ndarray, subset: np.ndarray) -> float:
-    """AUPRC of finding `subset` among the unplanted rows (the other planted rows left out)."""
-    keep = np.ones(len(scores), bool)
-    keep[np.setdiff1d(planted, subset)] = False
-    pos = np.zeros(len(scores), bool)
-    pos[subset] = True
-    from sklearn.metrics import average_precision_score
-
-    return float(average_precision_score(pos[keep], scores[keep]))
 
 
 def _run_baselines(u: Unit, pair, rec: dict) -> None:
@@ -151,8 +102,8 @@ def _run_baselines(u: Unit, pair, rec: dict) -> None:
         if u.case == "memorised" and u.localize and u.n <= u.dcr_max_n:
             d, sec, _, _ = measure(lambda: bl.sdmetrics_dcr(pair.real, pair.synth), False)
             rec["base_pk"], rec["base_auprc"] = localization_scores(-d, pair.rows)
-            rec["base_auprc_exact"] = _subset_auprc(-d, pair.rows, pair.rows[0::2])
-            rec["base_auprc_jittered"] = _subset_auprc(-d, pair.rows, pair.rows[1::2])
+            rec["base_auprc_exact"] = subset_auprc(-d, pair.rows, pair.rows[0::2])
+            rec["base_auprc_jittered"] = subset_auprc(-d, pair.rows, pair.rows[1::2])
             rec.update(base_tool="sdmetrics_dcr", base_s=sec)
     if "cleanlab" in u.baselines and u.case == "label_noise" and u.localize:
         s, sec, _, _ = measure(lambda: bl.cleanlab_label_issues(pair.synth, pair.label), False)
@@ -257,10 +208,10 @@ def markdown(table: pd.DataFrame) -> str:
     def f(v, fmt="{:.2f}"):
         return "" if v is None or pd.isna(v) else fmt.format(v)
 
-    head = ("| case | sev | n | runs | ours: collapsed [95% CI] | Evidently drift | SDMetrics < 5%-FPR thr | "
-            "ours AUPRC (p@k) | baseline AUPRC (p@k) | AUPRC ratio | wall s ours / Evid / SDM | CPU s ours / Evid / SDM | "
-            "MB ours / Evid / SDM |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    header = ["case", "sev", "n", "runs", "ours: collapsed [95% CI]", "Evidently drift", "SDMetrics < 5%-FPR thr",
+              "ours AUPRC (p@k)", "baseline AUPRC (p@k)", "AUPRC ratio", "wall s ours / Evid / SDM",
+              "CPU s ours / Evid / SDM", "MB ours / Evid / SDM"]
+    lines = []
     for _, r in table.iterrows():
         base = f"{f(r.base_auprc)} ({f(r.base_pk)}) {r.base_tool}" if pd.notna(r.base_auprc) else ""
         ours_loc = f"{f(r.ours_auprc)} ({f(r.ours_pk)})" if pd.notna(r.ours_auprc) else ""
@@ -271,17 +222,14 @@ def markdown(table: pd.DataFrame) -> str:
         secs = " / ".join(f(r[f"{t}_s"], "{:.1f}") or "-" for t in ("ours", "evidently", "sdmetrics"))
         cpu = " / ".join(f(r.get(f"{t}_cpu_s"), "{:.1f}") or "-" for t in ("ours", "evidently", "sdmetrics"))
         mem = " / ".join(f(r[f"{t}_mb"], "{:.0f}") or "-" for t in ("ours", "evidently", "sdmetrics"))
-        lines.append(f"| {r.case} | {r.severity} | {r.n:,} | {r.runs} | {rate(r, 'ours')} | {rate(r, 'evidently')} | "
-                     f"{rate(r, 'sdmetrics')} | {ours_loc} | {base} | {f(r.auprc_ratio)} | {secs} | {cpu} | {mem} |")
-    return "\n".join(lines) + "\n"
+        lines.append([r.case, r.severity, f"{r.n:,}", r.runs, rate(r, "ours"), rate(r, "evidently"),
+                      rate(r, "sdmetrics"), ours_loc, base, f(r.auprc_ratio), secs, cpu, mem])
+    return md_table(header, lines) + "\n"
 
 
 def simple_markdown(df: pd.DataFrame) -> str:
     """A plain markdown table of a small frame (no tabulate dependency)."""
-    cols = list(df.columns)
-    rows = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    rows += ["| " + " | ".join(str(v) for v in r) + " |" for r in df.itertuples(index=False)]
-    return "\n".join(rows) + "\n"
+    return md_table([str(c) for c in df.columns], df.itertuples(index=False)) + "\n"
 
 
 # ---- the grid ------------------------------------------------------------------------------------
@@ -353,21 +301,21 @@ def throughput(n: int, d: int, detector: dict) -> dict:
 
     real, synth = table(0.0), table(0.02)
     cfg = DetectorConfig(**detector)
-    tracemalloc.start()
-    t, c = time.perf_counter(), time.process_time()
-    pooled = prepare(real, synth, cfg)
-    per_dim = {"prepare": {"seconds": round(time.perf_counter() - t, 2), "cpu_seconds": round(time.process_time() - c, 2)}}
-    results = {}
-    for name in cfg.dimensions:
-        t1, c1 = time.perf_counter(), time.process_time()
-        results[name] = run_dimension(name, pooled, cfg)
-        per_dim[name] = {"seconds": round(time.perf_counter() - t1, 2), "cpu_seconds": round(time.process_time() - c1, 2)}
-    rep = combine(results, cfg, pooled.n_real, pooled.n_synth)
-    wall, cpu = time.perf_counter() - t, time.process_time() - c
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
+    per_dim: dict[str, dict[str, float]] = {}
+
+    def timed(key: str, fn):
+        out, sec, _, cpu = measure(fn, False)
+        per_dim[key] = {"seconds": round(sec, 2), "cpu_seconds": round(cpu, 2)}
+        return out
+
+    def run():
+        pooled = timed("prepare", lambda: prepare(real, synth, cfg))
+        results = {name: timed(name, lambda name=name: run_dimension(name, pooled, cfg)) for name in cfg.dimensions}
+        return pooled, combine(results, cfg, pooled.n_real, pooled.n_synth)
+
+    (pooled, rep), wall, peak, cpu = measure(run, True)
     return {"rows": n, "columns": d, "seconds": round(wall, 2), "cpu_seconds": round(cpu, 2),
-            "peak_python_heap_mb": round(peak / 2**20, 1), "collapsed": rep.collapsed, "flagged": rep.flagged(),
+            "peak_python_heap_mb": round(peak, 1), "collapsed": rep.collapsed, "flagged": rep.flagged(),
             "rows_tested_per_side": pooled.n_real, "detector": cfg.model_dump(include={"n_null", "max_rows",
                                                                                     "classifier"}),
             "per_dimension": per_dim}
@@ -376,13 +324,8 @@ def throughput(n: int, d: int, detector: dict) -> dict:
 def _versions() -> dict[str, str | None]:
     from jobs.bench.validation_baselines import versions
 
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for name in ("numpy", "pandas", "scikit-learn", "scipy", "faiss-cpu"):
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return {**out, **versions()}
+    return {"python": platform.python_version(),
+            **dist_versions(("numpy", "pandas", "scikit-learn", "scipy", "faiss-cpu")), **versions()}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

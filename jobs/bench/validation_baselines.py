@@ -13,24 +13,19 @@ They live in the optional `bench` extra, which pins pandas < 3: install it in it
 """
 from __future__ import annotations
 
-import importlib.metadata
 import warnings
 
 import numpy as np
 import pandas as pd
+
+from jobs.bench.lib import dist_versions
 
 TOOLS = ("evidently", "sdmetrics", "cleanlab")
 
 
 def versions() -> dict[str, str | None]:
     """Installed version of each baseline tool (None = not installed: its columns stay empty)."""
-    out: dict[str, str | None] = {}
-    for name in TOOLS:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    return dist_versions(TOOLS)
 
 
 def sdv_metadata(df: pd.DataFrame) -> dict:

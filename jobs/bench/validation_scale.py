@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from jobs.bench.lib import child_peak_rss, md_table, rusage
 
 
 def write_table(path: Path, n: int, d: int, *, seed: int, shift: float = 0.0, shrink: float = 1.0,
@@ -55,11 +55,6 @@ def write_table(path: Path, n: int, d: int, *, seed: int, shift: float = 0.0, sh
     return path
 
 
-def _rusage() -> tuple[float, float]:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime, r.ru_maxrss / 1024
-
-
 def detect_collapse(real: Path, synth: Path, *, engine: str, pool: bool, detector: dict) -> dict:
     """Time the streaming DetectCollapse: summaries, comparison, calibrated tests on the samples."""
     from actors.validation.config import DetectorConfig
@@ -68,7 +63,7 @@ def detect_collapse(real: Path, synth: Path, *, engine: str, pool: bool, detecto
 
     cfg = DetectorConfig(**detector)
     out: dict = {"engine": engine, "pool": pool, "detector": cfg.model_dump(include={"n_null", "max_rows", "classifier"})}
-    cpu0, _ = _rusage()
+    cpu0, _ = rusage()
     t0 = time.perf_counter()
     r, s = summarize_pair(real, synth, cfg, use_ray_data=engine == "ray_data")
     t1 = time.perf_counter()
@@ -81,7 +76,7 @@ def detect_collapse(real: Path, synth: Path, *, engine: str, pool: bool, detecto
     else:
         rep = detect(r.sample, s.sample, cfg)
     t3 = time.perf_counter()
-    cpu1, rss = _rusage()
+    cpu1, rss = rusage()
     worst = sorted(((c, v["ks"]) for c, v in full["columns"].items() if "ks" in v), key=lambda x: -x[1])[:3]
     out.update(rows=r.n, summarize_seconds=round(t1 - t0, 2), compare_seconds=round(t2 - t1, 3),
                detect_seconds=round(t3 - t2, 2), total_seconds=round(t3 - t0, 2),
@@ -92,27 +87,12 @@ def detect_collapse(real: Path, synth: Path, *, engine: str, pool: bool, detecto
     return out
 
 
-_CHILD = """
-import resource, sys, time
-from actors.validation.streaming import summarize
-t = time.perf_counter()
-{body}
-r = resource.getrusage(resource.RUSAGE_SELF)
-hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
-print(int(hwm) / 1024, time.perf_counter() - t, r.ru_utime + r.ru_stime)
-"""
-
-
 def peak_memory(path: Path, batch_rows: int) -> dict:
     """Peak RSS (VmHWM: ru_maxrss would count the parent's pages before exec) of a one-pass summary of
     `path` in a fresh process, and of a process that only imports."""
-    def child(body: str) -> list[float]:
-        res = subprocess.run([sys.executable, "-c", _CHILD.format(body=body)], capture_output=True, text=True,
-                             check=True, cwd=Path(__file__).resolve().parents[2])
-        return [float(x) for x in res.stdout.split()[-3:]]
-
-    base = child("import datasketches, pyarrow.parquet, scipy.stats")
-    run = child(f"s = summarize({str(path)!r}, batch_rows={batch_rows}); assert s.n > 0")
+    pre = "from actors.validation.streaming import summarize"
+    base = child_peak_rss("import datasketches, pyarrow.parquet, scipy.stats", pre)
+    run = child_peak_rss(f"s = summarize({str(path)!r}, batch_rows={batch_rows}); assert s.n > 0", pre)
     return {"import_only_rss_mb": round(base[0], 1), "summary_peak_rss_mb": round(run[0], 1),
             "increment_mb": round(run[0] - base[0], 1), "seconds": round(run[1], 1), "cpu_seconds": round(run[2], 1),
             "batch_rows": batch_rows}
@@ -156,11 +136,11 @@ def localize_at_scale(n: int, d: int, *, copies: float = 0.01, seed: int = 0) ->
     src = rng.choice(n, len(planted), replace=False)
     synth.iloc[planted] = real.iloc[src].to_numpy() + np.where(
         np.arange(len(planted))[:, None] % 2 == 0, 0.0, 0.01 * rng.standard_normal((len(planted), d)))
-    cpu0, _ = _rusage()
+    cpu0, _ = rusage()
     t = time.perf_counter()
     loc = localize(real, synth)
     wall = time.perf_counter() - t
-    cpu1, rss = _rusage()
+    cpu1, rss = rusage()
     flagged = loc.flagged["memorised"]
     return {"rows": n, "cols": d, "planted_copies": len(planted), "seconds": round(wall, 1),
             "cpu_seconds": round(cpu1 - cpu0, 1), "peak_rss_mb": round(rss, 1),
@@ -170,11 +150,9 @@ def localize_at_scale(n: int, d: int, *, copies: float = 0.01, seed: int = 0) ->
 
 
 def markdown(doc: dict) -> str:
-    lines = ["| step | value |", "|---|---|"]
-    for key in ("detect_collapse", "memory", "ann", "localize"):
-        for k, v in (doc.get(key) or {}).items():
-            lines.append(f"| {key}.{k} | {v} |")
-    return "\n".join(lines) + "\n"
+    """DIR/scale.md: one `step.key | value` line per measured number."""
+    return md_table(["step", "value"], [(f"{key}.{k}", v) for key in ("detect_collapse", "memory", "ann", "localize")
+                                        for k, v in (doc.get(key) or {}).items()]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
