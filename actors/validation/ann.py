@@ -7,18 +7,15 @@ sample, `nprobe` lists searched per query: a query scans ~ nprobe / nlist of the
 within a scanned list are exact). HNSW (a navigable small-world graph, `ef_search` candidates) is
 the alternative; slower to build on 2 cores. Approximate search can only miss the true neighbour,
 never report one closer than it: the returned distance is >= the exact one (checked by the tests),
-and recall@1 against exact search on a sample is measured by jobs/validation_scale.py (docs/validation.md).
+and recall@1 against exact search on a sample is measured by jobs/bench/validation_scale.py (docs/validation.md).
 Engine code: no Ray.
 """
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 
 from actors.common.errors import InputError
-
-Method = Literal["auto", "exact", "ivf", "hnsw"]
+from actors.validation.config import NeighbourSearch as Method
 
 
 def build_index(reference: np.ndarray, method: Method = "auto", *, exact_below: int = 50_000, nprobe: int = 16,

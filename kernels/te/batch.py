@@ -16,7 +16,7 @@ psi(k) - psi(n_xz + 1) - psi(n_yz + 1) + psi(n_z + 1) (or algorithm 2's) are sum
 Precision (float32 blocks): a distance within ~1 ulp (6e-8 relative) of eps_i can compare
 differently than in float64 and flip one count by one; each flip moves one local value by
 ~1/n_count, and the mean by that over n. Measured against the float64 cKDTree path on continuous
-data: |dTE| <= 4.2e-5 nats (jobs.te_bench, T = 1e3 and 1e4, H100); the tests assert < 1e-4. The 1e-8 tie-breaking noise is below float32 resolution of z-scored data,
+data: |dTE| <= 4.2e-5 nats (jobs.bench.te, T = 1e3 and 1e4, H100); the tests assert < 1e-4. The 1e-8 tie-breaking noise is below float32 resolution of z-scored data,
 so integer-valued (tied) data keeps its ties in float32: use the float64 path for such data.
 """
 from __future__ import annotations

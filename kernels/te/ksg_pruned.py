@@ -18,7 +18,7 @@ the queries' windows:
 of `strip` positions, each re-sorted by y[:, 0]; a query block lies inside one strip (close in z and y),
 phase A scans its neighbours within the strip and phase B, for every strip holding a z within the bounds,
 only the run of y within the bounds (two binary searches per strip). The counts keep the 1-D layout:
-n_xz has no y, so y cannot prune them. Measured on one H100 (jobs.te_bench --strips): 1.37x on the
+n_xz has no y, so y cannot prune them. Measured on one H100 (jobs.bench.te --strips): 1.37x on the
 kernel at T = 1e4 (strip 512, window 128), 0.75-0.97x at T = 1e3 (strip loop overhead; the 1-D phase A
 already covers most of the window).
 A candidate's source row is read from SROW[q, d, m] = perms[q, order_d[m]] (built once per launch),
@@ -32,7 +32,7 @@ Algorithm 1 with a conditioning block (dz >= 1: every TE) takes this path; algor
 tie-breaking by row index needs the rows in time order) and plain MI (no z) fall back to the
 brute-force kernel. Pruning only changes which candidates are visited, never a comparison.
 Scanned fraction of the candidates (simulated, Gaussian data, block 32): ~37% at T = 1e3, ~20% at
-T = 1e4. Measured on one H100 (jobs.te_bench, 2026-11-23): whole-network kernel time 7.2 ms vs 14.2 ms
+T = 1e4. Measured on one H100 (jobs.bench.te, 2026-11-23): whole-network kernel time 7.2 ms vs 14.2 ms
 brute force (N=100, T=1e3), 277 ms vs 1,249 ms (T=1e4), 748 ms vs 1,222 ms (N=1000, T=1e3); table in
 docs/benchmarks.md ("Transfer entropy").
 """
@@ -49,13 +49,13 @@ import triton.language as tl
 from kernels.te.batch import BatchResult, KSGBatch, digamma_table
 from kernels.te.ksg_triton import MAX_K, _insert, _qload, _sdist, _xdist, group_items, ksg_batch_triton
 
-# launch defaults, picked by `jobs.te_bench --tune` on one H100 (N=100, T=1e3 network, 2026-11-23 03:31:
+# launch defaults, picked by `jobs.bench.te --tune` on one H100 (N=100, T=1e3 network, 2026-11-23 03:31:
 # 7.14 ms; rings=True 7.72 ms); --tune re-picks them, and ATTRACTOR_TE_PRUNED_CONFIG (JSON) overrides
 # them in every process that inherits it (Ray workers too)
 CONFIG = {"block": 32, "group": 4, "num_warps": 1, "stages": 1, "unroll": 2, "win": 128, "rings": False,
           "strip": 0}   # strip > 0: the 2-D (z strips sorted by y) k-NN layout, positions per strip
 CONFIG.update(json.loads(os.environ.get("ATTRACTOR_TE_PRUNED_CONFIG") or "{}"))
-# long series: the 2-D k-NN layout (measured on one H100, jobs.te_bench --strips, 2026-11-23 04:03: N=100,
+# long series: the 2-D k-NN layout (measured on one H100, jobs.bench.te --strips, 2026-11-23 04:03: N=100,
 # T=1e4 kernel 205 ms at strip 512 / window 128 vs 281 ms 1-D; at T=1e3 every strip was slower, 0.75-0.97x);
 # applied when n >= min_n (a threshold between the two measured lengths) and the caller names no strip
 LONG = {"min_n": 5000, "strip": 512, "win": 128}

@@ -14,7 +14,7 @@ through the item's row order, so surrogates cost no copies.
 
 Runs on CUDA, and on CPU under TRITON_INTERPRET=1 (slow, for CI on small inputs). Works for
 float32 (fast; see batch.py for the precision) and float64 blocks (counts equal the oracle's).
-Measured on one H100 (jobs.te_bench, 2026-11-23): the 9,900 pairs of an N=100, T=1000 network in
+Measured on one H100 (jobs.bench.te, 2026-11-23): the 9,900 pairs of an N=100, T=1000 network in
 14 ms of kernel time (27 ms for the whole network call), 69-148x the torch twin on the same GPU;
 every T = 1e4 pair costs 100x a T = 1e3 pair (brute force is O(T^2)). Full table and the
 targets missed: docs/benchmarks.md ("Transfer entropy").
@@ -28,7 +28,7 @@ import triton.language as tl
 from kernels.te.batch import BatchResult, KSGBatch, digamma_table
 
 MAX_K = 16
-# launch defaults (H100, N=100 T=1e3 network: jobs.te_bench --tune re-picks them on the GPU at hand)
+# launch defaults (H100, N=100 T=1e3 network: jobs.bench.te --tune re-picks them on the GPU at hand)
 CONFIG = {"block": 128, "group": 4, "num_warps": 1, "stages": 1, "unroll": 4}
 
 
