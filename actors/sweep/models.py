@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Callable
-from pathlib import Path
+from importlib.resources import files
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from actors.common.errors import InputError, UnknownName
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "configs" / "models"
+MODELS_PACKAGE = "configs.models"   # the YAML presets ship as package data of configs/models/
 
 
 class FixedPointLabel(BaseModel):
@@ -202,11 +202,13 @@ class CompiledModel:
 
 
 @functools.cache
-def _load_dir(directory: str) -> dict[str, ModelSpec]:
+def _presets() -> dict[str, ModelSpec]:
+    """The model YAMLs of the installed `configs.models` package, by model name."""
     specs = {}
-    for path in sorted(Path(directory).glob("*.yaml")):
-        spec = ModelSpec.model_validate(yaml.safe_load(path.read_text()))
-        specs[spec.name] = spec
+    for entry in sorted(files(MODELS_PACKAGE).iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".yaml"):
+            spec = ModelSpec.model_validate(yaml.safe_load(entry.read_text()))
+            specs[spec.name] = spec
     return specs
 
 
@@ -222,13 +224,13 @@ def register_model(spec: ModelSpec | dict) -> CompiledModel:
 
 
 def model_names() -> list[str]:
-    return sorted(set(_load_dir(str(MODELS_DIR))) | set(_REGISTERED))
+    return sorted(set(_presets()) | set(_REGISTERED))
 
 
 @functools.lru_cache(maxsize=64)
 def get_model(name: str) -> CompiledModel:
     """The compiled model called `name` (registered ones shadow the YAML presets)."""
-    specs = {**_load_dir(str(MODELS_DIR)), **_REGISTERED}
+    specs = {**_presets(), **_REGISTERED}
     if name not in specs:
         raise UnknownName("model", name, list(specs))
     return CompiledModel(specs[name])

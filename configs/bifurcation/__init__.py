@@ -1,0 +1,1 @@
+"""bifurcation presets (YAML package data; see configs/__init__.py)."""

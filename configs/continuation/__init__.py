@@ -1,0 +1,1 @@
+"""continuation presets (YAML package data; see configs/__init__.py)."""

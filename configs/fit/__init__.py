@@ -1,0 +1,1 @@
+"""fit presets (YAML package data; see configs/__init__.py)."""

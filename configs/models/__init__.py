@@ -1,0 +1,1 @@
+"""models presets (YAML package data; see configs/__init__.py)."""

@@ -1,0 +1,1 @@
+"""sweep presets (YAML package data; see configs/__init__.py)."""

@@ -1,0 +1,1 @@
+"""te presets (YAML package data; see configs/__init__.py)."""

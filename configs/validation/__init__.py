@@ -1,0 +1,1 @@
+"""validation presets (YAML package data; see configs/__init__.py)."""
