@@ -18,48 +18,57 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
-import yaml
+import pandas as pd
 
 from actors.common.errors import InputError
+from actors.common.storage import atomic_write_json
+from actors.validation.cascade_config import CascadeConfig
+from actors.validation.config import DatasetName, Severity
+from jobs import cli
 
 
-def load_config(path: str | None):
-    from actors.validation.cascade import CascadeConfig
-    from actors.validation.config import validated
+@dataclass
+class TrainInputs:
+    config: CascadeConfig
+    real: pd.DataFrame
+    synth: pd.DataFrame
+    label: str
+    planted_rows: np.ndarray | None   # --planted: the synthetic rows whose labels were changed
 
-    raw = yaml.safe_load(Path(path).read_text()) if path else {}
-    return validated(CascadeConfig, raw or {})
+
+def load_train(args: argparse.Namespace) -> TrainInputs:
+    """The cascade config and the table pair (planted or read), checked before Ray starts."""
+    from actors.validation.data import load_table
+    from actors.validation.planted import plant
+
+    cfg = cli.load_spec(CascadeConfig, args.config)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    if args.planted:
+        pair = plant(case=args.planted, severity=args.severity, dataset=args.dataset, seed=args.seed)
+        label = args.label or pair.label
+        if label is None:
+            raise InputError("label", f"{args.dataset} has no categorical label; pass --label", "a column")
+        return TrainInputs(cfg, pair.real, pair.synth, label, pair.rows)
+    if not (args.real and args.synthetic and args.label):
+        raise InputError("real", "--real, --synthetic and --label are required without --planted", "paths, column")
+    return TrainInputs(cfg, load_table(args.real, "real"), load_table(args.synthetic, "synthetic"), args.label, None)
 
 
-def train(args) -> dict:
+def train(inp: TrainInputs, out: Path, *, use_ray: bool) -> dict:
+    """Climb (rungs as Ray tasks with `use_ray`), write label_issues.json; the job's summary."""
     from actors.validation.cascade import cascade_label_issues, train_cascade
     from actors.validation.localize import precision_at_k
 
-    out = Path(args.out)
-    cfg = load_config(args.config)
-    planted = None
-    if args.planted:
-        from actors.validation.planted import plant
-
-        planted = plant(case=args.planted, severity=args.severity, dataset=args.dataset, seed=args.seed)
-        real, synth, label = planted.real, planted.synth, args.label or planted.label
-        if label is None:
-            raise InputError("label", f"{args.dataset} has no categorical label; pass --label", "a column")
-    else:
-        from jobs.validate import load_table
-
-        if not (args.real and args.synthetic and args.label):
-            raise InputError("real", "--real, --synthetic and --label are required without --planted", "paths, column")
-        real, synth, label = load_table(args.real, "real"), load_table(args.synthetic, "synthetic"), args.label
-    if not args.no_ray:
-        from cluster import connect
-
-        connect(args.address)
+    fit = train_cascade
+    if use_ray:
+        from actors.validation.pool import train_cascade_on_cluster as fit
     t0 = time.perf_counter()
-    res = train_cascade(real, synth, label, cfg, out_dir=out,
+    res = fit(inp.real, inp.synth, inp.label, inp.config, out_dir=out,
                         on_event=lambda e: print(json.dumps(e), flush=True))
     doc = {"wall_seconds": round(time.perf_counter() - t0, 3), **res.to_json()}
     if res.labels is not None:
@@ -67,20 +76,22 @@ def train(args) -> dict:
         rows = [{"index": int(i), "score": round(float(score[i]), 6), "reason": reasons[i],
                  "suggested": suggested[int(i)]} for i in np.flatnonzero(issues)]
         issue_doc = {"label_issues": sorted(rows, key=lambda r: -r["score"])}
-        if planted is not None and len(planted.rows):
-            issue_doc["planted"] = len(planted.rows)
-            issue_doc["precision_at_k"] = precision_at_k(score, planted.rows)
+        if inp.planted_rows is not None and len(inp.planted_rows):
+            issue_doc["planted"] = len(inp.planted_rows)
+            issue_doc["precision_at_k"] = precision_at_k(score, inp.planted_rows)
             doc["precision_at_k"] = issue_doc["precision_at_k"]
-        (out / "label_issues.json").write_text(json.dumps(issue_doc, indent=1))
+        atomic_write_json(out / "label_issues.json", issue_doc)
         doc["label_issues"] = len(rows)
     return doc
 
 
-def signatures(args) -> dict:
+def signatures(args: argparse.Namespace) -> dict:
+    """Seed the library in --out, then match a freshly planted pair per case; the job's summary."""
     from actors.validation.planted import CASES
     from actors.validation.signatures import planted_fingerprint, seed_library
 
     cases = ["clean", *CASES]
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     lib = seed_library(cases, severities=args.severities, datasets=args.datasets, path=args.out)
     built = time.perf_counter() - t0
@@ -98,7 +109,7 @@ def signatures(args) -> dict:
     return {"entries": len(lib), "build_seconds": round(built, 1), "top1": f"{hits}/{len(rows)}", "path": args.out}
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     tr = sub.add_parser("train", help="climb the cascade on a table pair")
@@ -106,27 +117,28 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--synthetic")
     tr.add_argument("--label", default=None)
     tr.add_argument("--planted", default=None, help="generate the pair with this planted case (or clean)")
-    tr.add_argument("--severity", default="high", choices=["low", "medium", "high"])
-    tr.add_argument("--dataset", default="breast_cancer", choices=["breast_cancer", "wine", "diabetes", "digits"])
+    tr.add_argument("--severity", default="high", choices=get_args(Severity))
+    tr.add_argument("--dataset", default="breast_cancer", choices=get_args(DatasetName))
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--config", default=None, help="configs/validation/cascade*.yaml")
-    tr.add_argument("--address", default=None)
+    tr.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or an embedded cluster)")
     tr.add_argument("--no-ray", action="store_true", help="run every rung in this process")
-    tr.add_argument("--out", required=True)
+    tr.add_argument("--out", required=True, help="output directory (reused to resume)")
     sg = sub.add_parser("signatures", help="seed a signature library and check it on fresh planted pairs")
     sg.add_argument("--out", required=True)
-    sg.add_argument("--datasets", nargs="+", default=["breast_cancer", "wine"])
-    sg.add_argument("--severities", nargs="+", default=["medium", "high"])
+    sg.add_argument("--datasets", nargs="+", default=["breast_cancer", "wine"], choices=get_args(DatasetName))
+    sg.add_argument("--severities", nargs="+", default=["medium", "high"], choices=get_args(Severity))
     sg.add_argument("--query-seed", type=int, default=11)
-    args = ap.parse_args(argv)
-    try:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        doc = train(args) if args.command == "train" else signatures(args)
-    except (InputError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(doc, indent=1))
-    return 0
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "train":
+        use_ray = not args.no_ray
+        return cli.run_job(lambda: load_train(args), lambda inp: train(inp, Path(args.out), use_ray=use_ray),
+                           address=args.address, ray=use_ray)
+    return cli.run_job(lambda: args, signatures, ray=False)
 
 
 if __name__ == "__main__":

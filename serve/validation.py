@@ -11,8 +11,9 @@ readable by the replica). Errors: bad input (missing columns, type conflicts, em
 columns, bad settings) is 422 with {"detail": {"field", "message", "allowed"}}; a table over
 `max_rows` (or inline over `max_inline_rows`) is 413; an unknown model id is 404. Over gRPC the same
 errors are INVALID_ARGUMENT / RESOURCE_EXHAUSTED / NOT_FOUND with the JSON detail as the status details.
-The request logic is plain functions (`run_detect`, ...) and `make_fastapi(args)` builds the app, so
-tests use it without Serve; the gRPC proxy is started with
+The request logic is plain functions (`run_detect`, ...) over the engine (actors/validation: `validate`,
+the cascade and its model store) and `make_fastapi(args)` builds the app, so tests use it without
+Serve; this module only routes. The gRPC proxy is started with
 
     serve.start(grpc_options=gRPCOptions(port=9000, grpc_servicer_functions=[GRPC_SERVICER]))
 """
@@ -22,7 +23,6 @@ import io
 import json
 import math
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,36 +30,26 @@ from typing import Any
 import pandas as pd
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from ray import serve
-from ray.serve import Application
 
-from actors.common.errors import InputError
-from actors.validation.config import DetectorConfig, LocalizerConfig, RecommenderConfig, validated
-from serve.errors import add_input_error_handler
-from serve.validation_models import FrozenEncoder, save_model
-from serve.validation_models import predict as predict_rows
+from actors.common.config import Strict, validated
+from actors.common.errors import InputError, TooLarge
+from actors.validation.config import DetectorConfig, LocalizerConfig, RecommenderConfig, ValidationSpec
+from actors.validation.data import check_label, load_table
+from actors.validation.model_store import FrozenEncoder, new_model_id, save_model
+from actors.validation.model_store import predict as predict_rows
+from serve.common import ServeArgs, builder, new_app
 
 GRPC_SERVICER = "serve.protos.validation_pb2_grpc.add_ValidationServiceServicer_to_server"
 
 
-class TooLargeError(InputError):
-    """A table over the deployment's row limit (HTTP 413)."""
-
-    status_code = 413
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ValidationServeArgs(_Strict):
-    """Application arguments (`serve run serve.validation:build_app key=value ...`)."""
+class ValidationServeArgs(ServeArgs):
+    """Application arguments (`serve run serve.validation:build_app key=value ...`); replicas, CPUs and
+    GPUs per replica come from ServeArgs."""
 
     max_rows: int = Field(200_000, gt=0)          # most rows per table (by path or inline)
     max_inline_rows: int = Field(20_000, gt=0)    # most rows per inline table
-    num_replicas: int = Field(1, gt=0)
-    num_cpus: float = Field(1, gt=0)
     max_flagged_rows: int = Field(1_000, gt=0)
     signature_dir: str = "runs/validation/signatures"   # the signature library (seeded here when empty)
     seed_severities: tuple[str, ...] = ("medium", "high")
@@ -69,26 +59,26 @@ class ValidationServeArgs(_Strict):
     max_k: int = Field(20, gt=0)
 
 
-class Table(_Strict):
+class Table(Strict):
     records: list[dict[str, Any]] | None = None
     path: str | None = None
     csv: str | None = None      # inline CSV text with a header row
 
 
-class DetectRequest(_Strict):
+class DetectRequest(Strict):
     real: Table
     synthetic: Table
     detector: dict[str, Any] = Field(default_factory=dict)    # DetectorConfig fields
 
 
-class LocalizeRequest(_Strict):
+class LocalizeRequest(Strict):
     real: Table
     synthetic: Table
     label: str | None = None
     localizer: dict[str, Any] = Field(default_factory=dict)   # LocalizerConfig fields
 
 
-class RecommendRequest(_Strict):
+class RecommendRequest(Strict):
     real: Table
     synthetic: Table
     label: str | None = None
@@ -97,14 +87,14 @@ class RecommendRequest(_Strict):
     recommender: dict[str, Any] = Field(default_factory=dict)
 
 
-class DiversityRequest(_Strict):
+class DiversityRequest(Strict):
     table: Table
     reference: Table | None = None
     text_columns: list[str] | None = None    # free-text columns (sentence embeddings); None = detected
     text_rows: int = Field(1_000, ge=2, le=20_000)   # rows embedded per text column (seeded sample)
 
 
-class PreScreenRequest(_Strict):
+class PreScreenRequest(Strict):
     real: Table
     synthetic: Table
     report: dict[str, Any] | None = None    # a /validation/detect document; None = run a cheap detector
@@ -112,14 +102,14 @@ class PreScreenRequest(_Strict):
     k: int = Field(5, ge=1)
 
 
-class CascadeRequest(_Strict):
+class CascadeRequest(Strict):
     real: Table
     synthetic: Table
     label: str
     cascade: dict[str, Any] = Field(default_factory=dict)     # CascadeConfig fields
 
 
-class PredictRequest(_Strict):
+class PredictRequest(Strict):
     model_id: str
     rows: Table
 
@@ -132,23 +122,21 @@ def load(table: Table, field: str, args: ValidationServeArgs) -> pd.DataFrame:
                          "{records: [...]}, {csv: '...'} or {path: ...}")
     if table.records is not None:
         if len(table.records) > args.max_inline_rows:
-            raise TooLargeError(f"{field}.records", f"{len(table.records)} rows inline",
+            raise TooLarge(f"{field}.records", f"{len(table.records)} rows inline",
                                 f"<= {args.max_inline_rows} (send a path for more)")
         df = pd.DataFrame.from_records(table.records)
     elif table.csv is not None:
         if table.csv.count("\n") > args.max_inline_rows + 1:
-            raise TooLargeError(f"{field}.csv", f"{table.csv.count(chr(10))} lines inline",
+            raise TooLarge(f"{field}.csv", f"{table.csv.count(chr(10))} lines inline",
                                 f"<= {args.max_inline_rows} rows (send a path for more)")
         try:
             df = pd.read_csv(io.StringIO(table.csv)) if table.csv.strip() else pd.DataFrame()
         except (ValueError, pd.errors.ParserError) as exc:
             raise InputError(f"{field}.csv", f"unreadable CSV: {exc}", "CSV text with a header row") from exc
     else:
-        from jobs.validate import load_table
-
         df = load_table(table.path, f"{field}.path")
     if len(df) > args.max_rows:
-        raise TooLargeError(field, f"{len(df)} rows", f"<= {args.max_rows}")
+        raise TooLarge(field, f"{len(df)} rows", f"<= {args.max_rows}")
     if len(df) == 0 or df.shape[1] == 0:
         raise InputError(field, "table is empty", ">= 10 rows and >= 1 column")
     return df
@@ -178,7 +166,7 @@ def run_localize(req: LocalizeRequest, args: ValidationServeArgs) -> dict:
     from actors.validation.localize import localize
 
     real, synth = load(req.real, "real", args), load(req.synthetic, "synthetic", args)
-    _check_label(req.label, real, synth)
+    check_label(req.label, real, synth)
     cfg = validated(LocalizerConfig, req.localizer, prefix="localizer.")
     loc = localize(real, synth, cfg, label=req.label)
     return _clean({"flagged_rows": loc.to_json(args.max_flagged_rows),
@@ -186,20 +174,16 @@ def run_localize(req: LocalizeRequest, args: ValidationServeArgs) -> dict:
 
 
 def run_recommend(req: RecommendRequest, args: ValidationServeArgs) -> dict:
-    from actors.validation.detector import detect
-    from actors.validation.localize import localize
-    from actors.validation.recommend import recommend
+    """The validation pipeline (`validate`: detect -> localize -> recommend), the same one the job runs."""
+    from actors.validation.pipeline import validate
 
     real, synth = load(req.real, "real", args), load(req.synthetic, "synthetic", args)
-    _check_label(req.label, real, synth)
-    det = validated(DetectorConfig, req.detector, prefix="detector.")
-    loc_cfg = validated(LocalizerConfig, req.localizer, prefix="localizer.")
-    rec_cfg = validated(RecommenderConfig, req.recommender, prefix="recommender.")
-    rep = detect(real, synth, det)
-    loc = localize(real, synth, loc_cfg, label=req.label, categorical=det.categorical)
-    recs = recommend(real, synth, rep, loc, detector=det, config=rec_cfg, label=req.label)
-    return _clean({"collapsed": rep.collapsed, "failing": rep.flagged(),
-                   "recommendations": [r.to_json() for r in recs]})
+    spec = ValidationSpec(detector=validated(DetectorConfig, req.detector, prefix="detector."),
+                          localizer=validated(LocalizerConfig, req.localizer, prefix="localizer."),
+                          recommender=validated(RecommenderConfig, req.recommender, prefix="recommender."))
+    res = validate(real, synth, spec, label=req.label)
+    return _clean({"collapsed": res.report.collapsed, "failing": res.report.flagged(),
+                   "recommendations": [r.to_json() for r in res.recommendations]})
 
 
 def run_diversity(req: DiversityRequest, args: ValidationServeArgs) -> dict:
@@ -258,14 +242,21 @@ def run_prescreen(req: PreScreenRequest, args: ValidationServeArgs, library: Any
 
 def run_cascade(req: CascadeRequest, args: ValidationServeArgs) -> Iterator[dict]:
     """Progress events of the climb; input errors are raised before the first event (so they are 4xx),
-    the last event carries the result and the model id GetPredictions takes."""
-    from actors.validation.cascade import CascadeConfig, climb
+    the last event carries the result and the model id GetPredictions takes. On a Serve replica (Ray is
+    up) the rungs run as Ray tasks; in a plain process (tests) in the process."""
+    import ray
+
+    from actors.validation.cascade import climb
+    from actors.validation.cascade_config import CascadeConfig
 
     real, synth = load(req.real, "real", args), load(req.synthetic, "synthetic", args)
     cfg = validated(CascadeConfig, req.cascade, prefix="cascade.")
-    model_id = uuid.uuid4().hex[:12]
+    model_id = new_model_id()
     out = Path(args.model_dir) / model_id
-    events = climb(real, synth, req.label, cfg, out_dir=out)
+    climber = climb
+    if ray.is_initialized():
+        from actors.validation.pool import climb_on_cluster as climber
+    events = climber(real, synth, req.label, cfg, out_dir=out)
     first = next(events)          # data checks run here
 
     def stream() -> Iterator[dict]:
@@ -286,19 +277,12 @@ def run_predict(req: PredictRequest, args: ValidationServeArgs) -> dict:
     return _clean(predict_rows(args.model_dir, req.model_id, rows))
 
 
-def _check_label(label: str | None, real: pd.DataFrame, synth: pd.DataFrame) -> None:
-    if label is not None and (label not in real.columns or label not in synth.columns):
-        raise InputError("label", f"{label!r} is not a column of both tables", ", ".join(map(str, real.columns)))
-
-
 # ---- HTTP -----------------------------------------------------------------------------------------
 def make_fastapi(args: ValidationServeArgs | dict | None = None) -> FastAPI:
     """The FastAPI app (routes, error mapping, OpenAPI at /docs) for the given limits."""
     args = args if isinstance(args, ValidationServeArgs) else ValidationServeArgs.model_validate(args or {})
-    app = FastAPI(title="attractor validation", version="0.1.0",
-                  description="Calibrated collapse detection, row localization and fixes for tabular data.")
-
-    add_input_error_handler(app, InputError)
+    app = new_app("attractor validation",
+                  "Calibrated collapse detection, row localization and fixes for tabular data.")
 
     @app.get("/healthz")
     def healthz() -> dict:
@@ -497,11 +481,7 @@ class _GrpcErrors:
         return True
 
 
-def build_app(args: dict | None = None) -> Application:
-    """Application builder for `serve run` / `serve build` (args are ValidationServeArgs fields)."""
-    cfg = ValidationServeArgs.model_validate(args or {})
-    return ValidationIngress.options(num_replicas=cfg.num_replicas,
-                                     ray_actor_options={"num_cpus": cfg.num_cpus}).bind(cfg.model_dump())
+build_app = builder(ValidationIngress, ValidationServeArgs)
 
 
 app = build_app({})

@@ -15,15 +15,14 @@ from sklearn.preprocessing import StandardScaler
 
 from actors.common.errors import InputError
 from actors.validation.cascade import (
-    CascadeConfig,
     cascade_label_issues,
     climb,
-    default_ladder,
-    load_model,
     localize_with_cascade,
     prepare,
     train_cascade,
 )
+from actors.validation.cascade_checkpoints import load_model
+from actors.validation.cascade_config import CascadeConfig, default_ladder
 from actors.validation.localize import localize, precision_at_k
 from actors.validation.planted import plant
 
@@ -167,13 +166,14 @@ def test_missing_label_names_the_field():
 
 
 @pytest.mark.slow
-def test_ray_tasks_equal_in_process(ray_cluster, monkeypatch):
+def test_ray_tasks_equal_in_process(ray_cluster):
+    from actors.validation.pool import train_cascade_on_cluster
+
     real, synth = _pair("label_noise", "medium")
-    with monkeypatch.context() as m:   # the same process without Ray: the in-process path
-        m.setattr(ray_cluster, "is_initialized", lambda: False)
-        local = train_cascade(real, synth, "target", SHORT)
+    local = train_cascade(real, synth, "target", SHORT)   # the engine: every rung in this process
     assert ray_cluster.is_initialized()
-    remote = train_cascade(real, synth, "target", {**SHORT, "num_gpus": 1})   # MLP rung on a (fake) GPU slot
+    # the pool's runner: every rung a Ray task, the MLP rung on a (fake) GPU slot
+    remote = train_cascade_on_cluster(real, synth, "target", {**SHORT, "num_gpus": 1})
     assert [(r.utility, r.learnability) for r in remote.rungs] == [(r.utility, r.learnability) for r in local.rungs]
     np.testing.assert_allclose(remote.oof, local.oof, atol=1e-12)
 

@@ -99,11 +99,13 @@ def test_all_seven_over_http_and_grpc(served, pair):
     import grpc
     import httpx
 
-    from actors.validation.cascade import CascadeConfig, prepare, probabilities, train_cascade, train_rung
+    from actors.validation.cascade import prepare, train_cascade
+    from actors.validation.cascade_config import CascadeConfig
     from actors.validation.config import DetectorConfig
     from actors.validation.detector import detect
     from actors.validation.diversity import analyze
     from actors.validation.localize import localize
+    from actors.validation.rungs import probabilities, train_rung
     from actors.validation.signatures import SEED_DETECTOR, SignatureLibrary, fingerprint
     from serve.protos import validation_pb2 as pb
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from actors.common.errors import InputError
 from jobs.validate import main
 
 CONFIG = "configs/validation/ci_tiny.yaml"
@@ -65,6 +66,93 @@ def test_ray_pool_matches_in_process_engine(ray_cluster):
         assert remote.dimensions[name].p_value == d.p_value
         assert remote.dimensions[name].score == pytest.approx(d.score)
         assert remote.dimensions[name].flagged == d.flagged
+
+
+def _same(a, b) -> bool:
+    """Report documents equal value for value (NaN == NaN: compared as JSON text)."""
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+@pytest.mark.slow
+def test_pool_resume_skips_finished_dimensions_with_an_identical_report(ray_cluster, tmp_path):
+    from actors.validation.config import DIMENSIONS
+    from actors.validation.detector import detect
+    from actors.validation.planted import plant
+    from actors.validation.pool import detect_on_cluster
+
+    pair = plant(case="memorised", severity="high", dataset="wine", seed=4)
+    cfg = {"n_null": 49, "classifier": "logistic", "mi_pairs": 2, "mi_rows": 60}
+    workers = {"num_workers": 2, "num_gpus": 0}
+    first, s1 = detect_on_cluster(pair.real, pair.synth, cfg, workers, out_dir=tmp_path)
+    assert (s1["dimensions_computed"], s1["dimensions_skipped"], s1["workers"]) == (8, 0, 2)
+    files = sorted(tmp_path.glob("dimension-*.pkl"))
+    assert [f.name for f in files] == [f"dimension-{k:02d}.pkl" for k in range(len(DIMENSIONS))]
+    stamps = {f: f.stat().st_mtime_ns for f in files}
+    local = detect(pair.real, pair.synth, cfg)   # the independent reference: the in-process engine
+    assert first.flagged() == local.flagged() == ["memorisation"]
+    assert [d.p_value for d in first.dimensions.values()] == [d.p_value for d in local.dimensions.values()]
+
+    again, s2 = detect_on_cluster(pair.real, pair.synth, cfg, workers, out_dir=tmp_path)
+    assert (s2["dimensions_computed"], s2["dimensions_skipped"], s2["workers"]) == (0, 8, 0)   # no actor needed
+    assert _same(again.to_json(), first.to_json())
+    assert {f: f.stat().st_mtime_ns for f in files} == stamps   # nothing rewritten
+
+    (tmp_path / f"dimension-{DIMENSIONS.index('classifier'):02d}.pkl").unlink()   # a job killed mid-run
+    part, s3 = detect_on_cluster(pair.real, pair.synth, cfg, workers, out_dir=tmp_path)
+    assert (s3["dimensions_computed"], s3["dimensions_skipped"]) == (1, 7)
+    assert _same(part.to_json(), first.to_json())
+
+    other = pair.synth.assign(alcohol=pair.synth["alcohol"] + 0.01)   # other data: refused, not mixed in
+    with pytest.raises(InputError) as err:
+        detect_on_cluster(pair.real, other, cfg, workers, out_dir=tmp_path)
+    assert err.value.field == "out"
+    with pytest.raises(InputError) as err:
+        detect_on_cluster(pair.real, pair.synth, {**cfg, "seed": 1}, workers, out_dir=tmp_path)
+    assert err.value.field == "out"
+
+
+@pytest.mark.slow
+def test_job_on_the_pool_resumes_into_the_same_report(ray_cluster, tmp_path, capsys):
+    out = tmp_path / "val"
+    argv = ["--planted", "label_noise", "--severity", "high", "--dataset", "wine", "--out", str(out),
+            "--config", CONFIG, "--set", "detector.n_null=49", "recommender.fixes=[relabel]"]
+    assert main(argv) == 0
+    first = json.loads((out / "report.json").read_text())
+    assert first["timing"]["dimensions_computed"] == 8 and (out / "dimensions" / "spec.json").exists()
+    capsys.readouterr()
+    assert main(argv) == 0
+    again = json.loads((out / "report.json").read_text())
+    assert again["timing"]["dimensions_skipped"] == 8 and again["timing"]["dimensions_computed"] == 0
+    for key in ("collapsed", "dimensions", "details", "flagged_rows", "recommendations", "planted"):
+        assert _same(again[key], first[key]), key
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["collapsed"] is True and summary["timing"]["dimensions_skipped"] == 8
+
+
+def test_one_pipeline_for_the_job_and_serve(tmp_path):
+    """jobs.validate.run and the Serve app's run_recommend both go through pipeline.validate."""
+    from actors.validation.pipeline import validate
+    from actors.validation.planted import plant
+    from jobs.validate import load_spec, run
+    from serve.validation import RecommendRequest, Table, ValidationServeArgs, run_recommend
+
+    pair = plant(case="label_noise", severity="high", dataset="wine", seed=5)
+    spec = load_spec(CONFIG, {"recommender.fixes": ["relabel", "drop_outliers"], "recommender.n_null": 19})
+    res = validate(pair.real, pair.synth, spec, label="target")
+    doc = run(spec, pair.real, pair.synth, tmp_path, label="target")
+    assert doc["collapsed"] is res.report.collapsed is True
+    assert [r["fix"] for r in doc["recommendations"]] == [r.fix for r in res.recommendations]
+    assert [r["index"] for r in doc["flagged_rows"]] == [r.index for r in res.localization.rows]
+    records = {"records": pair.real.to_dict(orient="records")}
+    req = RecommendRequest(real=Table(**records), synthetic=Table(records=pair.synth.to_dict(orient="records")),
+                           label="target", detector=spec.detector.model_dump(),
+                           recommender=spec.recommender.model_dump(), localizer=spec.localizer.model_dump())
+    served = run_recommend(req, ValidationServeArgs(max_inline_rows=1000))
+    assert served["failing"] == res.report.flagged()
+    assert [r["fix"] for r in served["recommendations"]] == [r.fix for r in res.recommendations]
+    with pytest.raises(InputError) as err:
+        validate(pair.real, pair.synth.drop(columns=["target"]), spec, label="target")
+    assert err.value.field == "label"
 
 
 def test_stream_mode_reports_full_data_sketches(tmp_path):

@@ -101,9 +101,10 @@ def store(tmp_path_factory):
 
 
 def test_frozen_encoder_reproduces_cascade_features(noisy):
-    from actors.validation.cascade import CascadeConfig, prepare
+    from actors.validation.cascade import prepare
+    from actors.validation.cascade_config import CascadeConfig
+    from actors.validation.model_store import FrozenEncoder
     from actors.validation.planted import plant
-    from serve.validation_models import FrozenEncoder
 
     miss = plant(case="missingness", severity="high", dataset="wine", seed=3)
     for pair in (noisy, miss):
@@ -141,7 +142,9 @@ def test_prescreen_matches_the_library(store, noisy):
 def test_cascade_stream_then_predictions(store, noisy):
     import json
 
-    from actors.validation.cascade import CascadeConfig, prepare, probabilities, train_cascade, train_rung
+    from actors.validation.cascade import prepare, train_cascade
+    from actors.validation.cascade_config import CascadeConfig
+    from actors.validation.rungs import probabilities, train_rung
 
     _, client = store
     body = {"real": {"records": records(noisy.real)}, "synthetic": {"records": records(noisy.synth)},

@@ -12,7 +12,7 @@ import pytest
 from actors.common.errors import InputError
 from actors.validation.signatures import (
     FEATURES,
-    STATISTICS,
+    SIGNATURE_STATISTICS,
     SignatureLibrary,
     column_statistics,
     planted_fingerprint,
@@ -82,14 +82,14 @@ def test_column_statistics_closed_forms():
     rng = np.random.default_rng(0)
     real = pd.DataFrame({"a": rng.standard_normal(400), "b": rng.standard_normal(400),
                          "g": rng.choice(["x", "y", "z"], 400)})
-    stat = dict(zip(STATISTICS, column_statistics(real, real.copy())))
+    stat = dict(zip(SIGNATURE_STATISTICS, column_statistics(real, real.copy())))
     assert stat["exact_copy_share"] == 1.0 and stat["mean_shift"] == 0.0 and stat["category_tv"] == 0.0
     wide = real.assign(a=real.a.mean() + 2 * (real.a - real.a.mean()), b=real.b.mean() + 2 * (real.b - real.b.mean()))
-    stat = dict(zip(STATISTICS, column_statistics(real, wide)))
+    stat = dict(zip(SIGNATURE_STATISTICS, column_statistics(real, wide)))
     assert stat["log_var_ratio"] == pytest.approx(np.tanh(np.log(4.0)))    # variance x 4 in every column
     assert stat["exact_copy_share"] == 0.0
     dropped = real.assign(g=real.g.replace("z", "x"))
-    stat = dict(zip(STATISTICS, column_statistics(real, dropped)))
+    stat = dict(zip(SIGNATURE_STATISTICS, column_statistics(real, dropped)))
     share_z = (real.g == "z").mean()
     assert stat["category_coverage_loss"] == pytest.approx(1 / 3)
     assert stat["category_tv"] == pytest.approx(share_z)                   # TV = the mass moved

@@ -1,41 +1,32 @@
 """ValidationWorker: a Ray actor (CPU, or pinned to a GPU) that runs collapse-detector dimensions.
 
-Options (num_gpus, num_cpus, restarts) come from the validation WorkerConfig. `run_dimension` is
-idempotent: a dimension's resampling is seeded from (seed, dimension), so a retried task returns the
-same result as the in-process engine.
+Sizing, GPU ids, thread pinning, `info()` and the metrics factory come from `BaseWorker`; options
+(num_gpus, num_cpus, restarts) from the validation WorkerConfig via `named_actors`. `run_dimension`
+is idempotent: a dimension's resampling is seeded from (seed, dimension), so a retried task returns
+the same result as the in-process engine.
 """
 from __future__ import annotations
 
-import os
-import socket
 import time
 
-import ray
-from ray.util import metrics
-
+from actors.common.worker import BaseWorker
 from actors.validation.config import DetectorConfig
 from actors.validation.data import Pooled
 from actors.validation.detector import DimensionResult, run_dimension
 
+__all__ = ["ValidationWorker"]
 
-class ValidationWorker:
-    """Plain class; `remote_worker_class()` turns it into the Ray actor class."""
+
+class ValidationWorker(BaseWorker):
+    """Metrics: attractor_validation_dimensions_total, attractor_validation_dimension_seconds (by
+    dimension) and attractor_validation_worker_gpu_memory_bytes."""
+
+    subsystem = "validation"
 
     def __init__(self, worker_index: int = 0):
-        self.worker_index = worker_index
-        self.gpu_ids = [str(g) for g in ray.get_gpu_ids()]
-        tags = {"worker": str(worker_index)}
-        self._done = metrics.Counter("attractor_validation_dimensions_total",
-                                     "Collapse-detector dimensions computed.", tag_keys=("worker", "dimension"))
-        self._latency = metrics.Histogram("attractor_validation_dimension_seconds", "Wall time of one dimension.",
-                                          boundaries=[0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600],
-                                          tag_keys=("worker", "dimension"))
-        for m in (self._done, self._latency):
-            m.set_default_tags(tags)
-
-    def info(self) -> dict:
-        return {"worker_index": self.worker_index, "gpu_ids": self.gpu_ids, "pid": os.getpid(),
-                "host": socket.gethostname()}
+        super().__init__(worker_index)
+        self._done = self.counter("dimensions_total", "Collapse-detector dimensions computed.", ("dimension",))
+        self._latency = self.histogram("dimension_seconds", "Wall time of one dimension.", ("dimension",))
 
     def run_dimension(self, name: str, pooled: Pooled, config_json: str) -> DimensionResult:
         """One dimension (statistics + calibrated null) on the pooled tables."""
@@ -43,10 +34,5 @@ class ValidationWorker:
         res = run_dimension(name, pooled, DetectorConfig.model_validate_json(config_json))
         self._done.inc(1, tags={"dimension": name})
         self._latency.observe(time.perf_counter() - t, tags={"dimension": name})
+        self.record_gpu_memory()
         return res
-
-
-def remote_worker_class(num_cpus: float, num_gpus: float, max_restarts: int, max_task_retries: int):
-    """The Ray actor class with this subsystem's resource options."""
-    return ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=max_restarts,
-                      max_task_retries=max_task_retries)(ValidationWorker)

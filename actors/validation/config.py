@@ -3,31 +3,37 @@
 Every decision is calibrated at the actual sample sizes: a permutation null (random relabelling of
 the pooled real+synthetic rows) for the two-sample statistics, a real-vs-real leave-one-out null for
 memorisation. `n_null` sets the resampling count; the smallest attainable p-value is 1/(n_null+1).
+Each Literal is defined once here and reused (the job's choices, the planted generator, the ANN index).
 """
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
-from actors.common.errors import InputError
+from actors.common.config import Strict, WorkerConfig
 
-M = TypeVar("M", bound=BaseModel)
+__all__ = [
+    "DIMENSIONS", "DatasetName", "DetectorConfig", "Dimension", "Fix", "LocalizerConfig", "NeighbourSearch",
+    "PlantedCase", "PlantedSpec", "RecommenderConfig", "Severity", "ValidationSpec", "WorkerConfig",
+]
 
-DIMENSIONS = ("marginals", "divergence", "correlation", "coverage", "spectral", "dependence",
-              "classifier", "memorisation")
 Dimension = Literal["marginals", "divergence", "correlation", "coverage", "spectral", "dependence",
                     "classifier", "memorisation"]
+DIMENSIONS: tuple[str, ...] = get_args(Dimension)
+NeighbourSearch = Literal["auto", "exact", "ivf", "hnsw"]   # actors/validation/ann.py
+Fix = Literal["deduplicate", "drop_outliers", "relabel", "reweight", "resample_tails", "regenerate"]
+PlantedCase = Literal["clean", "mode_collapse", "variance_shrinkage", "recursive_collapse", "tail_truncation",
+                      "category_dropout", "category_merge", "correlation_breakage", "memorised", "label_noise",
+                      "missingness", "outliers"]
+Severity = Literal["low", "medium", "high"]
+DatasetName = Literal["breast_cancer", "wine", "diabetes", "digits"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DetectorConfig(_Strict):
+class DetectorConfig(Strict):
     """Collapse detector: which dimensions, how many null resamples, the FDR level, row caps."""
 
-    dimensions: tuple[Dimension, ...] = DIMENSIONS
+    dimensions: tuple[Dimension, ...] = DIMENSIONS  # type: ignore[assignment]
     alpha: float = Field(0.05, gt=0, lt=1)             # Benjamini-Hochberg level across dimensions
     n_null: int = Field(199, ge=19, le=100_000)        # permutations / resamples per dimension
     seed: int = Field(0, ge=0)
@@ -46,7 +52,7 @@ class DetectorConfig(_Strict):
     label: str | None = None                           # the label column (confident learning)
 
 
-class LocalizerConfig(_Strict):
+class LocalizerConfig(Strict):
     """Row-level scores: memorised (DCR), outliers (kNN distance), label issues (confident learning)."""
 
     alpha: float = Field(0.05, gt=0, lt=1)      # Benjamini-Hochberg level over rows, per reason
@@ -54,71 +60,39 @@ class LocalizerConfig(_Strict):
     cv_folds: int = Field(5, ge=2, le=20)       # folds for out-of-sample label probabilities
     max_rows: int = Field(1_000, ge=1)          # most rows reported
     seed: int = Field(0, ge=0)
-    ann: Literal["auto", "exact", "ivf", "hnsw"] = "auto"   # nearest-neighbour search (actors/validation/ann.py)
+    ann: NeighbourSearch = "auto"               # nearest-neighbour search (actors/validation/ann.py)
     ann_exact_below: int = Field(50_000, ge=1)   # auto: exact FAISS below this many real rows, IVF-Flat above
     null_rows: int = Field(20_000, ge=100)      # real rows whose leave-one-out distances form the conformal null
 
 
-class RecommenderConfig(_Strict):
+class RecommenderConfig(Strict):
     """Fixes tried on the data; each re-runs the failing dimensions with `n_null` resamples."""
 
-    fixes: tuple[Literal["deduplicate", "drop_outliers", "relabel", "reweight", "resample_tails",
-                         "regenerate"], ...] = ("deduplicate", "drop_outliers", "relabel", "reweight",
-                                                "resample_tails", "regenerate")
+    fixes: tuple[Fix, ...] = get_args(Fix)  # type: ignore[assignment]
     n_null: int = Field(99, ge=19, le=100_000)
     seed: int = Field(0, ge=0)
 
 
-class PlantedSpec(_Strict):
+class PlantedSpec(Strict):
     """A planted-collapse pair: a reference data set, the case, its severity, the size."""
 
-    case: Literal["clean", "mode_collapse", "variance_shrinkage", "recursive_collapse", "tail_truncation",
-                  "category_dropout", "category_merge", "correlation_breakage", "memorised", "label_noise",
-                  "missingness", "outliers"] = "clean"
-    severity: Literal["low", "medium", "high"] = "high"
-    dataset: Literal["breast_cancer", "wine", "diabetes", "digits"] = "breast_cancer"
+    case: PlantedCase = "clean"
+    severity: Severity = "high"
+    dataset: DatasetName = "breast_cancer"
     n: int | None = Field(None, ge=20, le=10_000_000)  # rows per side; None -> split the data set in halves
     fraction: float | None = Field(None, gt=0, le=1)   # rows affected; None -> the severity's default
     generations: int | None = Field(None, ge=1, le=100)  # recursive collapse; None -> the severity's
     seed: int = Field(0, ge=0)
 
 
-class WorkerConfig(_Strict):
-    """ValidationWorker actor resources: CPU actors on a laptop, GPU-pinned ones on a cluster."""
-
-    num_workers: int | Literal["auto"] = "auto"
-    num_gpus: float = Field(0, ge=0)
-    num_cpus: float = Field(1.0, gt=0)
-    max_restarts: int = -1
-    max_task_retries: int = 2
-
-
-class ValidationSpec(_Strict):
+class ValidationSpec(Strict):
     """The validate job: detector, localizer, recommender and worker settings."""
 
     name: str = "validation"
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     localizer: LocalizerConfig = Field(default_factory=LocalizerConfig)
     recommender: RecommenderConfig = Field(default_factory=RecommenderConfig)
-    workers: WorkerConfig = Field(default_factory=WorkerConfig)
-
-
-_BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
-
-
-def validated(cls: type[M], value: M | dict[str, Any] | None = None, /, *, prefix: str = "",
-              **overrides: Any) -> M:
-    """`cls` from a model or dict plus keyword overrides; bad fields raise InputError, not pydantic's."""
-    if isinstance(value, cls) and not overrides:
-        return value
-    data = value.model_dump() if isinstance(value, BaseModel) else dict(value or {})
-    data.update(overrides)
-    try:
-        return cls.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err.get("loc", ())) or exc.title
-        ctx = err.get("ctx") or {}
-        bounds = [f"{_BOUNDS[k]} {ctx[k]}" for k in ("gt", "ge", "lt", "le") if k in ctx]
-        allowed = " and ".join(bounds) or (str(ctx["expected"]) if "expected" in ctx else None)
-        raise InputError(prefix + field, err.get("msg", "invalid value"), allowed) from None
+    # CPU workers unless a preset asks for GPUs: every dimension is numpy / scikit-learn / FAISS-CPU
+    # work, so `auto` (a GPU per worker on a GPU cluster) would hold GPUs that sit idle and cap the
+    # pool at one worker per GPU instead of one per CPU.
+    workers: WorkerConfig = Field(default_factory=lambda: WorkerConfig(num_gpus=0))

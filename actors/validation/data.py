@@ -1,4 +1,4 @@
-"""Input checks and the pooled real+synthetic representation every dimension tests on.
+"""Input tables, their checks, and the pooled real+synthetic representation every dimension tests on.
 
 Everything derived from the data here (category vocabulary, quantile bin edges, imputation medians,
 standardisation) is computed on the POOLED rows, so it is invariant under relabelling real <->
@@ -6,7 +6,9 @@ synthetic: a permutation test on top of it is exact at the actual sample sizes.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,6 +16,37 @@ import pandas as pd
 from actors.common.errors import InputError
 
 MISSING = "<NA>"
+TABLE_SUFFIXES = (".parquet", ".pq", ".csv")
+
+
+def load_table(path: str | Path, field: str) -> pd.DataFrame:
+    """A .parquet or .csv table; InputError naming `field` (the job argument or request field) when the
+    file is missing or of another type, so a bad path is a 4xx / exit 2, not a traceback."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(field, f"{path} does not exist", "an existing .parquet or .csv file")
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    if suffix == ".csv":
+        return pd.read_csv(path)
+    raise InputError(field, f"unsupported file type {suffix!r}", ".parquet, .csv")
+
+
+def check_label(label: str | None, real: pd.DataFrame, synth: pd.DataFrame) -> None:
+    """A label column (when given) must be a column of both tables: InputError on `label` otherwise."""
+    if label is not None and (label not in real.columns or label not in synth.columns):
+        raise InputError("label", f"{label!r} is not a column of both tables", ", ".join(map(str, real.columns)))
+
+
+def fingerprint(*tables: pd.DataFrame) -> str:
+    """A hash of the tables' columns, dtypes, index and values: resumed work is only reused for the
+    same data (sha256 over pandas' row hashes, 16 hex digits)."""
+    h = hashlib.sha256()
+    for df in tables:
+        h.update(repr([(str(c), str(t)) for c, t in df.dtypes.items()]).encode())
+        h.update(pd.util.hash_pandas_object(df, index=True).to_numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 @dataclass(frozen=True)

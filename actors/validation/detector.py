@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from actors.validation.config import DIMENSIONS, DetectorConfig, validated
+from actors.common.config import validated
+from actors.validation.config import DIMENSIONS, DetectorConfig
 from actors.validation.data import Pooled, pool
 from actors.validation.stats import STATISTICS, Context, auc_from_ranks, component_columns
 

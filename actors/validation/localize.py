@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from actors.validation.config import LocalizerConfig, validated
+from actors.common.config import validated
+from actors.validation.config import LocalizerConfig
 from actors.validation.data import Pooled, pool
 from actors.validation.detector import benjamini_hochberg, model_features
 

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from actors.validation.config import PlantedSpec, validated
+from actors.common.config import validated
+from actors.validation.config import PlantedSpec
 
 FRACTION = {"low": 0.05, "medium": 0.15, "high": 0.4}
 OUTLIER_FRACTION = {"low": 0.01, "medium": 0.03, "high": 0.08}

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from actors.validation.config import DetectorConfig, RecommenderConfig, validated
+from actors.common.config import validated
+from actors.validation.config import DetectorConfig, RecommenderConfig
 from actors.validation.data import pool
 from actors.validation.detector import CollapseReport, classifier_scores, detect, model_features
 from actors.validation.localize import Localization

@@ -25,15 +25,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from actors.common.config import validated
 from actors.common.errors import InputError
 from actors.common.storage import atomic_write_via as _atomic
-from actors.validation.config import DIMENSIONS, DetectorConfig, validated
+from actors.validation.config import DIMENSIONS, DetectorConfig
 from actors.validation.data import check_tables
 
-STATISTICS = ("mean_shift", "log_var_ratio", "abs_log_var_ratio", "tail_mass_ratio", "missing_increase",
-              "exact_copy_share", "category_coverage_loss", "category_tv", "correlation_change",
-              "association_change")
-FEATURES = tuple(f"{d}.{k}" for d in DIMENSIONS for k in ("score", "p")) + STATISTICS + ("bias",)
+# the per-column statistics of a fingerprint (not stats.STATISTICS, the dimensions' statistic functions)
+SIGNATURE_STATISTICS = ("mean_shift", "log_var_ratio", "abs_log_var_ratio", "tail_mass_ratio", "missing_increase",
+                        "exact_copy_share", "category_coverage_loss", "category_tv", "correlation_change",
+                        "association_change")
+FEATURES = tuple(f"{d}.{k}" for d in DIMENSIONS for k in ("score", "p")) + SIGNATURE_STATISTICS + ("bias",)
 SCHEMA = 1
 
 

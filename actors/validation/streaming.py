@@ -162,13 +162,28 @@ def compare(real: TableSketch, synth: TableSketch, *, n_pcs: int = 5) -> dict[st
 def detect_streaming(real_path: str | Path, synth_path: str | Path, config: Any = None, *, k: int = 200,
                      batch_rows: int = 100_000, use_ray_data: bool = False) -> tuple[Any, dict]:
     """(CollapseReport on the row samples, full-data sketch statistics `compare` returns)."""
-    from actors.validation.config import DetectorConfig, validated
+    from actors.common.config import validated
+    from actors.validation.config import DetectorConfig
     from actors.validation.detector import detect
 
     cfg = validated(DetectorConfig, config)
     real, synth = summarize_pair(real_path, synth_path, cfg, k=k, batch_rows=batch_rows, use_ray_data=use_ray_data)
     full = compare(real, synth, n_pcs=cfg.n_pcs)
     return detect(real.sample, synth.sample, cfg), full
+
+
+def sample_pair(real_path: str | Path, synth_path: str | Path, cfg: Any, *, use_ray_data: bool = False
+                ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """One pass over each file (in process, or Ray Data map_batches + merge): row samples of
+    cfg.max_rows rows to run the detector on, and the full-data sketch statistics (`compare`)."""
+    import time
+
+    t0 = time.perf_counter()
+    real, synth = summarize_pair(real_path, synth_path, cfg, use_ray_data=use_ray_data)
+    full = compare(real, synth, n_pcs=cfg.n_pcs)
+    full.update(sample_rows=cfg.max_rows, summarize_seconds=round(time.perf_counter() - t0, 3),
+                engine="ray_data" if use_ray_data else "in_process")
+    return real.sample, synth.sample, full
 
 
 def summarize_pair(real_path: str | Path, synth_path: str | Path, cfg: Any, *, k: int = 200,

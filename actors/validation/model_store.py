@@ -1,29 +1,39 @@
-"""Thin adapter between the cascade trainer and the Serve API: trained cascades kept on disk under
-a model id, and predictions of their best rung for new rows.
+"""The cascade model store: trained cascades kept on disk under a model id, and predictions of their
+best rung for new rows (the Serve app's TrainCascade / GetPredictions route here). No Ray.
 
 The cascade's features are built from the pooled real+synthetic table (standardised with pooled
 statistics, one-hot over pooled categories), so new rows must be encoded with those frozen
 statistics, not re-pooled: `FrozenEncoder` reproduces `cascade.prepare`'s features exactly for the
 training rows (tested) and applies the same transform to new ones. A model directory holds the
-cascade's own checkpoints (rung_XX.*, cascade.json) plus serve_model.json written last, atomically.
+cascade's own checkpoints (rung_XX.*, cascade.json) plus serve_model.json written last, atomically:
+its presence means the model is complete.
 """
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from actors.common.errors import InputError, NotFound
+from actors.common.storage import atomic_write_json
+from actors.validation.cascade_checkpoints import load_model
+from actors.validation.cascade_config import CascadeConfig
 from actors.validation.data import MISSING, check_tables
+from actors.validation.rungs import probabilities
+
+if TYPE_CHECKING:
+    from actors.validation.cascade import CascadeResult
+
+__all__ = ["MODEL_FILE", "MODEL_ID", "FrozenEncoder", "model_dir", "new_model_id", "predict", "save_model"]
 
 MODEL_ID = re.compile(r"^[0-9a-f]{12}$")
+MODEL_FILE = "serve_model.json"   # written last: a model directory without it is not (yet) a model
 
 
 @dataclass
@@ -78,11 +88,9 @@ class FrozenEncoder:
         return np.hstack(parts)
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
+def new_model_id() -> str:
+    """A fresh model id (12 hex digits): the name of the model's directory under the store root."""
+    return uuid.uuid4().hex[:12]
 
 
 def model_dir(root: str | Path, model_id: str) -> Path:
@@ -90,14 +98,14 @@ def model_dir(root: str | Path, model_id: str) -> Path:
     if not MODEL_ID.match(model_id or ""):
         raise NotFound("model_id", f"{model_id!r} is not a model id", "12 hex digits from TrainCascade")
     path = Path(root) / model_id
-    if not (path / "serve_model.json").exists():
+    if not (path / MODEL_FILE).exists():
         raise NotFound("model_id", f"no trained cascade {model_id!r}", "an id from a finished TrainCascade")
     return path
 
 
-def save_model(out: Path, *, label: str, result: Any, config: Any, encoder: FrozenEncoder) -> None:
-    """serve_model.json: what GetPredictions needs next to the cascade's own rung checkpoints."""
-    _write_json(out / "serve_model.json", {
+def save_model(out: Path, *, label: str, result: CascadeResult, config: CascadeConfig, encoder: FrozenEncoder) -> None:
+    """serve_model.json: what `predict` needs next to the cascade's own rung checkpoints."""
+    atomic_write_json(Path(out) / MODEL_FILE, {
         "label": label, "task": result.task, "classes": result.classes, "best": result.best,
         "config": config.model_dump(mode="json"), "encoder": asdict(encoder),
         "rung": asdict(result.rungs[result.best])})
@@ -105,10 +113,8 @@ def save_model(out: Path, *, label: str, result: Any, config: Any, encoder: Froz
 
 def predict(root: str | Path, model_id: str, rows: pd.DataFrame) -> dict:
     """Predictions (and class probabilities) of the model's best rung for `rows`."""
-    from actors.validation.cascade import CascadeConfig, load_model, probabilities
-
     path = model_dir(root, model_id)
-    meta = json.loads((path / "serve_model.json").read_text())
+    meta = json.loads((path / MODEL_FILE).read_text())
     cfg = CascadeConfig.model_validate({**meta["config"], "device": "cpu"})
     enc = FrozenEncoder(**meta["encoder"])
     F = enc.transform(rows)
