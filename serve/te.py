@@ -11,14 +11,16 @@ Routes (OpenAPI at /docs):
 
 The request logic (`run_te`, `TEState.network`, `TEState.paths`) needs no HTTP and no Ray; the FastAPI
 app is built by `make_fastapi(args)` so tests can drive it in-process, and the Serve ingress builds the
-same app on its replica. Background networks run in a thread of the replica: bivariate ones through
-the TE pool (actors/te/pool.py, TEEstimator actors) when Ray is up, otherwise in-process. Jobs and
+same app on its replica. Background networks run in a thread of the replica through the pool entry the
+job uses too (actors.te.pool.compute_network: bivariate on TEEstimator actors, multivariate one Ray
+task per target) when Ray is up, otherwise in-process. Jobs and
 the latest network live in the replica's memory, so the app runs one replica by default.
 
 Errors: an `InputError` (series too short for the embedding, NaN/inf, constant series, mismatched
 lengths, k >= number of points) is HTTP 422, a request over a size limit 413, an unknown job /
 variable or a missing network or path 404, all as {"detail": {"field", "message", "allowed"}} with
-the request's own field names; schema errors (k out of range, unknown keys) are FastAPI's own 422.
+the request's own field names; schema errors (k out of range, unknown keys) are 422 with the same
+body (serve.common.new_app).
 """
 from __future__ import annotations
 
@@ -28,42 +30,27 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import networkx as nx
 import numpy as np
 from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from ray import serve
-from ray.serve import Application
 
-from actors.common.errors import InputError
-from actors.te.config import NetworkConfig, TENetworkSpec, WorkerConfig
+from actors.common.config import Auto, Strict, WorkerConfig
+from actors.common.errors import InputError, NotFound, TooLarge
+from actors.te.config import Algorithm, Correction, Mode, NetworkConfig, SurrogateMethod, TENetworkSpec
 from actors.te.embedding import as_series
 from actors.te.engine import te_significance, transfer_entropy
 from actors.te.network import TENetwork, te_network
-from serve.errors import add_input_error_handler
+from serve.common import ServeArgs, builder, new_app
 
 
-class TooLargeError(InputError):
-    """A request over one of the deployment's size limits (HTTP 413)."""
-
-    status_code = 413
-
-
-class NotFoundError(InputError):
-    """No such job, variable, network or path (HTTP 404)."""
-
-    status_code = 404
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TEServeArgs(_Strict):
-    """Application arguments (`serve run serve.te:build_app key=value ...`)."""
+class TEServeArgs(ServeArgs):
+    """Application arguments (`serve run serve.te:build_app key=value ...`); num_replicas, num_gpus and
+    num_cpus (per replica) come from ServeArgs."""
 
     max_samples: int = Field(100_000, ge=10)      # most samples per series
     max_surrogates: int = Field(1_000, ge=1)      # most surrogates per request
@@ -71,24 +58,27 @@ class TEServeArgs(_Strict):
     inline_max_vars: int = Field(6, ge=2)         # networks with more variables run as background jobs
     max_jobs: int = Field(32, ge=1)               # finished jobs kept in memory (oldest dropped first)
     path_cutoff: int = Field(6, ge=1, le=20)      # longest path (edges) /causal/path may ask for
-    num_replicas: int = Field(1, gt=0)
-    num_gpus: float = Field(0, ge=0)              # per replica
-    pool_workers: int | Literal["auto"] = 1       # TEEstimators for background networks
-    pool_num_gpus: float | Literal["auto"] = 0.0  # per estimator; "auto" -> one per GPU when there are GPUs
+    # the background pool's WorkerConfig (same meaning as everywhere): TEEstimators, GPUs and CPUs each
+    pool_workers: int | Auto = Field(1, union_mode="left_to_right")
+    pool_num_gpus: float | Auto = Field(0.0, union_mode="left_to_right")   # "auto" -> one per GPU when there are GPUs
     pool_num_cpus: float = Field(1.0, gt=0)
 
+    def pool(self) -> WorkerConfig:
+        """The WorkerConfig of the TEEstimators that run background networks."""
+        return WorkerConfig(num_workers=self.pool_workers, num_gpus=self.pool_num_gpus, num_cpus=self.pool_num_cpus)
 
-class _Estimator(_Strict):
+
+class _Estimator(Strict):
     """Settings shared by /te and /te/network (JIDT names in brackets)."""
 
     k: int = Field(4, ge=1, le=1_000)               # nearest neighbours in the joint space
     history: int = Field(1, ge=1, le=256)           # destination history length (k_hist)
     source_history: int = Field(1, ge=1, le=256)    # source history length (l_hist)
-    algorithm: Literal[1, 2] = 1                    # KSG algorithm
+    algorithm: Algorithm = 1                        # KSG algorithm
     noise: float = Field(0.0, ge=0, le=1)           # Gaussian noise in standard deviations (JIDT: 1e-8)
     normalise: bool = True                          # z-score each embedded column
     theiler: int = Field(0, ge=0, le=100_000)       # exclude neighbours with |i - j| <= theiler
-    surrogate_method: Literal["permutation", "circular"] = "permutation"
+    surrogate_method: SurrogateMethod = "permutation"
     seed: int = Field(0, ge=0)                      # seeds the noise and the surrogates
 
     def params(self, **extra: Any) -> dict:
@@ -117,8 +107,8 @@ class NetworkRequest(_Estimator):
     lags: tuple[int, int] | None = None             # inclusive delay range searched per pair; None -> 1
     surrogates: int = Field(19, ge=1)
     alpha: float = Field(0.05, gt=0, lt=1)
-    correction: Literal["max", "fdr", "none"] = "max"   # bivariate mode only
-    mode: Literal["bivariate", "multivariate"] = "bivariate"
+    correction: Correction = "max"                  # bivariate mode only
+    mode: Mode = "bivariate"
     background: bool | None = None                  # None -> background when N > inline_max_vars
 
 
@@ -142,7 +132,7 @@ def _renamed(exc: InputError, prefix: str = "") -> InputError:
 
 def _check_size(name: str, n: int, limit: int, what: str) -> None:
     if n > limit:
-        raise TooLargeError(name, f"{n} {what} exceed the limit of {limit}", f"at most {limit}")
+        raise TooLarge(name, f"{n} {what} exceed the limit of {limit}", f"at most {limit}")
 
 
 def run_te(req: TERequest | dict, args: TEServeArgs | dict | None = None) -> dict:
@@ -216,27 +206,20 @@ def local_runner(data: np.ndarray, names: list[str], cfg: NetworkConfig) -> tupl
 
 
 def pool_runner(args: TEServeArgs) -> Runner:
-    """With Ray up (a Serve replica): bivariate networks through the TE pool, multivariate ones as one Ray
-    task per target; otherwise local_runner. Either way the network equals the in-process one."""
+    """With Ray up (a Serve replica): the network through actors.te.pool.compute_network (bivariate on the
+    TEEstimator pool, multivariate as one Ray task per target); otherwise local_runner. Either way the
+    network equals the in-process one."""
     def run(data: np.ndarray, names: list[str], cfg: NetworkConfig) -> tuple[TENetwork, dict]:
         import ray
 
         if not ray.is_initialized():
             return local_runner(data, names, cfg)
+        from actors.te.pool import compute_network
+
+        spec = TENetworkSpec(name="serve", network=cfg, workers=args.pool())
+        network, stats = compute_network(data, names, spec, None, progress=False)
         if cfg.mode == "multivariate":
-            from actors.te.multivariate import assemble_multivariate, multivariate_config, select_sources
-
-            cfg = multivariate_config(cfg)
-            task = ray.remote(num_cpus=args.pool_num_cpus)(select_sources)
-            ref = ray.put(data)
-            results = ray.get([task.remote(ref, j, cfg) for j in range(len(names))])
-            return assemble_multivariate(results, names, cfg), {"engine": "ray tasks"}
-        from actors.te.pool import run_network
-
-        workers = WorkerConfig(num_workers=args.pool_workers, num_gpus=args.pool_num_gpus,
-                               num_cpus=args.pool_num_cpus)
-        spec = TENetworkSpec(name="serve", network=cfg, workers=workers)
-        network, stats = run_network(data, names, spec, None, progress=False)
+            return network, {"engine": stats["engine"]}
         return network, {"engine": "pool", "workers": stats["workers"], "n_tasks": stats["n_tasks"]}
 
     return run
@@ -311,7 +294,7 @@ class TEState:
     def job(self, net_id: str) -> dict:
         with self.lock:
             if net_id not in self.jobs:
-                raise NotFoundError("id", f"no network job {net_id!r} on this replica",
+                raise NotFound("id", f"no network job {net_id!r} on this replica",
                                     "an id returned by POST /te/network (the newest jobs are kept)")
             return dict(self.jobs[net_id])
 
@@ -320,11 +303,11 @@ class TEState:
         with self.lock:
             latest = self.latest
         if latest is None:
-            raise NotFoundError("network", "no network has been computed yet", "POST /te/network first")
+            raise NotFound("network", "no network has been computed yet", "POST /te/network first")
         net_id, graph = latest
         for field, node in (("from", source), ("to", target)):
             if node not in graph:
-                raise NotFoundError(field, f"{node!r} is not a variable of the latest network ({net_id})",
+                raise NotFound(field, f"{node!r} is not a variable of the latest network ({net_id})",
                                     ", ".join(map(str, graph.nodes)))
         if source == target:
             raise InputError("to", "equals 'from'", "a variable other than 'from'")
@@ -340,7 +323,7 @@ class TEState:
             paths.append({"nodes": list(nodes), "edges": edges, "total_te": sum(e["te"] for e in edges),
                           "length": len(edges)})
         if not paths:
-            raise NotFoundError("to", f"no directed path from {source!r} to {target!r} with at most {cutoff} edges "
+            raise NotFound("to", f"no directed path from {source!r} to {target!r} with at most {cutoff} edges "
                                 f"in the latest network ({net_id})", "a variable reachable from 'from'")
         paths.sort(key=lambda p: (-p["total_te"], p["length"]))
         return {"from": source, "to": target, "network_id": net_id, "cutoff": cutoff, "paths": paths[:max_paths]}
@@ -356,11 +339,8 @@ def make_fastapi(args: TEServeArgs | dict | None = None, runner: Runner | None =
     """The FastAPI app (routes, error mapping, OpenAPI at /docs) for the given limits."""
     args = args if isinstance(args, TEServeArgs) else TEServeArgs.model_validate(args or {})
     state = TEState(args, runner)
-    app = FastAPI(title="attractor transfer entropy", version="0.1.0",
-                  description="KSG transfer entropy (JIDT semantics), TE networks and causal paths.")
+    app = new_app("attractor transfer entropy", "KSG transfer entropy (JIDT semantics), TE networks and causal paths.")
     app.state.te = state
-
-    add_input_error_handler(app, InputError)
 
     @app.get("/healthz")
     def healthz() -> dict:
@@ -399,12 +379,7 @@ class TEIngress:
         return make_fastapi(self.args)
 
 
-def build_app(args: dict | None = None) -> Application:
-    """Application builder for `serve run` / `serve build` (args are TEServeArgs fields)."""
-    cfg = TEServeArgs.model_validate(args or {})
-    return TEIngress.options(num_replicas=cfg.num_replicas,
-                             ray_actor_options={"num_gpus": cfg.num_gpus}).bind(cfg.model_dump())
-
+build_app = builder(TEIngress, TEServeArgs)
 
 # `serve build serve.te:app -o serve_te.yaml` wants an Application (default args).
 app = build_app({})

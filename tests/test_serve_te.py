@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from actors.common.config import WorkerConfig
 from actors.te.engine import te_significance, transfer_entropy
 from actors.te.network import te_network
 from serve.te import NetworkRequest, TEServeArgs, build_app, make_fastapi, network_config
@@ -84,9 +85,10 @@ def _bad_te_cases() -> list[tuple[str, str, int, str]]:
 
 
 def _field(r) -> str:
-    """The field a 4xx names: ours ({"detail": {"field"}}) or FastAPI's schema error (loc)."""
+    """The field a 4xx names: engine errors and schema errors share the body {"detail": {field, ...}}."""
     detail = r.json()["detail"]
-    return detail["field"] if isinstance(detail, dict) else detail[0]["loc"][-1]
+    assert set(detail) == {"field", "message", "allowed"}, detail
+    return detail["field"]
 
 
 @pytest.fixture()
@@ -227,6 +229,13 @@ def test_openapi_and_args():
     with pytest.raises(ValueError):
         TEServeArgs.model_validate({"max_samples": 1})
     assert TEServeArgs.model_validate({"max_samples": "200"}).max_samples == 200  # CLI args are strings
+    # the background pool's WorkerConfig: "auto" stays "auto", numbers parse; default one CPU estimator
+    pool = TEServeArgs.model_validate({"pool_workers": "auto", "pool_num_gpus": "auto", "pool_num_cpus": "0.5"}).pool()
+    assert pool == WorkerConfig(num_workers="auto", num_gpus="auto", num_cpus=0.5)
+    assert TEServeArgs.model_validate({"pool_workers": "2", "pool_num_gpus": "1"}).pool() == WorkerConfig(
+        num_workers=2, num_gpus=1.0, num_cpus=1.0)
+    assert TEServeArgs().pool() == WorkerConfig(num_workers=1, num_gpus=0.0)
+    assert (TEServeArgs().num_replicas, TEServeArgs().num_gpus) == (1, 0)   # from serve.common.ServeArgs
 
 
 # ---- Ray Serve end to end ---------------------------------------------------------------------------

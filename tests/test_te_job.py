@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from actors.te.config import NetworkConfig
+from actors.te.config import NetworkConfig, TENetworkSpec
 from actors.te.network import te_network
-from jobs.te_network import load_spec, main
+from jobs import cli
+from jobs.te_network import main
 
 pytestmark = pytest.mark.slow
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "te" / "ci_tiny.yaml"
@@ -42,7 +43,7 @@ def test_job_writes_outputs_equal_to_engine_and_resumes(ray_cluster, tmp_path, c
     assert list(edges.columns) == ["source", "target", "te", "p_value", "lag"]
     assert set(zip(edges.source, edges.target)) == {("a", "c"), ("b", "d")}
     # sharded across two actors == computed here, pair by pair (per-pair seeds)
-    spec = load_spec(CONFIG)
+    spec = cli.load_spec(TENetworkSpec, CONFIG)
     local = te_network(frame.to_numpy(), list(frame.columns), spec.network)
     pairs = pd.read_csv(out / "pairs.csv")
     np.testing.assert_array_equal(pairs["te"].to_numpy(), local.table["te"].to_numpy())
@@ -108,5 +109,5 @@ def test_estimators_pin_fake_gpus_when_asked(ray_cluster):
 
 
 def test_network_config_from_yaml_round_trips():
-    spec = load_spec(CONFIG, {"network.lags": [1, 3]})
+    spec = cli.load_spec(TENetworkSpec, CONFIG, {"network.lags": [1, 3]})
     assert isinstance(spec.network, NetworkConfig) and spec.network.lag_values() == [1, 2, 3]

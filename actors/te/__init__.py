@@ -5,12 +5,15 @@
     sig = te_significance(x, y, significance={"n_surrogates": 100})
     net = te_network(data, names, {"correction": "max"})   # net.graph: networkx DiGraph
 
-Modules: config (pydantic), embedding (checks, delay embedding, z-score + noise), ksg (fast
-cKDTree KSG CMI/MI), significance (surrogates, p-values, max-statistic / BH), network (pairs ->
-DiGraph), ragwitz (auto embedding), engine (the entry points). engine, ksg, network and ragwitz
-import no Ray; actor.py and pool.py wrap them. kernels/te/reference.py is the brute-force oracle.
+Engine modules (no Ray): config (pydantic, on actors.common.config), embedding (checks, delay
+embedding, z-score + noise), ksg (fast cKDTree KSG CMI/MI), batched (the torch twin and Triton
+kernels of kernels/te/ on a device), significance (surrogates, p-values, max-statistic / BH), network
+(pairs -> DiGraph), multivariate (greedy conditioning, small N), ragwitz (auto embedding), plots
+(network.png), engine (the entry points). Ray wrappers, imported by their module path:
+actor.TEEstimator (a BaseWorker) and pool (run_network: bivariate pairs on TEEstimators with resume;
+run_multivariate: one Ray task per target; compute_network: either, by mode). kernels/te/reference.py
+is the brute-force oracle.
 """
-from actors.common.errors import InputError
 from actors.te.config import NetworkConfig, RagwitzConfig, SignificanceConfig, TENetworkSpec, TEParams
 from actors.te.engine import (
     MIResult,
@@ -21,11 +24,12 @@ from actors.te.engine import (
     te_significance,
     transfer_entropy,
 )
+from actors.te.multivariate import multivariate_network
 from actors.te.network import TENetwork, te_network
 from actors.te.ragwitz import ragwitz
 
 __all__ = [
-    "InputError", "MIResult", "NetworkConfig", "RagwitzConfig", "SignificanceConfig", "TENetwork",
-    "TENetworkSpec", "TEParams", "TEResult", "TESignificance", "conditional_mutual_information",
-    "mutual_information", "ragwitz", "te_network", "te_significance", "transfer_entropy",
+    "MIResult", "NetworkConfig", "RagwitzConfig", "SignificanceConfig", "TENetwork", "TENetworkSpec", "TEParams",
+    "TEResult", "TESignificance", "conditional_mutual_information", "multivariate_network", "mutual_information",
+    "ragwitz", "te_network", "te_significance", "transfer_entropy",
 ]

@@ -1,90 +1,82 @@
 """TEEstimator: a Ray actor (CPU, or pinned to a GPU) that owns the TE engine.
 
-Options (num_gpus, num_cpus, restarts) come from the TE WorkerConfig, so the same class runs as a
-CPU actor on a laptop and as one actor per GPU on a cluster. A GPU-pinned actor runs
-TEParams.backend "auto" as the fused Triton kernel, batching all pairs x delays x surrogates of a
-task (actors/te/batched.py); a CPU actor runs scipy's cKDTree.
-`run_pairs` is idempotent: a pair's noise and surrogates are seeded from (seed, source, target),
-so a retried task returns the same rows.
+Resources (num_gpus, num_cpus, restarts) come from the TE spec's WorkerConfig through
+`actors.common.worker.named_actors`, so the same class runs as a CPU actor on a laptop and as one
+actor per GPU on a cluster. On top of BaseWorker's device, `backend` is the KSG path that
+TEParams.backend "auto" resolves to in this process: the fused Triton kernel where CUDA is visible
+(batching all pairs x delays x surrogates of a task, actors/te/batched.py), scipy's cKDTree otherwise.
+`run_pairs` and `te_arrays` are idempotent: a pair's noise and surrogates are seeded from
+(seed, source, target), so a retried task returns the same rows.
 """
 from __future__ import annotations
 
-import os
-import socket
 import time
+from typing import Any
 
 import numpy as np
-import ray
-from ray.util import metrics
 
+from actors.common.config import validated
+from actors.common.worker import BaseWorker
 from actors.te.batched import network_backend, pairs_te_arrays, pairs_te_batched, resolve_backend
 from actors.te.config import NetworkConfig, TEParams
 from actors.te.engine import transfer_entropy
 from actors.te.network import PairResult, pair_params, pair_te
 
+__all__ = ["TEEstimator"]
 
-class TEEstimator:
-    """Plain class; `remote_estimator_class()` turns it into the Ray actor class."""
+
+class TEEstimator(BaseWorker):
+    """Plain class; `actors.te.pool.estimators` turns it into named Ray actors."""
+
+    subsystem = "te"
 
     def __init__(self, worker_index: int = 0):
-        self.worker_index = worker_index
-        self.gpu_ids = [str(g) for g in ray.get_gpu_ids()]
-        # KSG path under backend "auto": the fused Triton kernel on a GPU actor, scipy's cKDTree otherwise
-        self.device = resolve_backend("auto")
-        n_cpu = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1) or 1)
-        self.query_workers = max(1, n_cpu)   # cKDTree threads: the CPUs this actor was given
-        tags = {"worker": str(worker_index)}
-        self._pairs = metrics.Counter("attractor_te_pairs_total", "Ordered pairs estimated by TE estimators.",
-                                      tag_keys=("worker",))
-        self._latency = metrics.Histogram("attractor_te_task_seconds", "Wall time of one TE pair task.",
-                                          boundaries=[0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600],
-                                          tag_keys=("worker",))
-        for m in (self._pairs, self._latency):
-            m.set_default_tags(tags)
+        super().__init__(worker_index)
+        # KSG path under backend "auto": the fused Triton kernel where CUDA is visible, scipy's cKDTree otherwise
+        self.backend = resolve_backend("auto")
+        self.query_workers = self.num_cpus   # cKDTree threads: the CPUs this actor was given
+        self._pairs = self.counter("pairs_total", "Ordered pairs estimated by TE estimators.")
+        self._latency = self.histogram("task_seconds", "Wall time of one TE pair task.")
         self.tasks_done = 0
 
-    def info(self) -> dict:
-        """Where this estimator runs: node, pid, assigned GPU ids, compute device."""
-        return {"worker_index": self.worker_index, "gpu_ids": self.gpu_ids, "device": self.device,
-                "pid": os.getpid(), "host": socket.gethostname(),
-                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    def info(self) -> dict[str, Any]:
+        """BaseWorker.info() plus `backend`, the KSG path of TEParams.backend "auto" on this actor."""
+        return {**super().info(), "backend": self.backend}
+
+    def _done(self, n_pairs: int, t0: float) -> None:
+        self._pairs.inc(n_pairs)
+        self._latency.observe(time.perf_counter() - t0)
+        self.record_gpu_memory()
+        self.tasks_done += 1
 
     def run_pairs(self, data: np.ndarray, pairs: list[tuple[int, int]], config_json: str,
                   embeddings: dict[int, tuple[int, int]] | None = None) -> list[PairResult]:
         """TE, best lag and surrogates for each (source, target) column pair of `data`."""
-        t = time.perf_counter()
+        t0 = time.perf_counter()
         cfg = NetworkConfig.model_validate_json(config_json)
-        cfg = cfg.model_copy(update={"params": cfg.params.model_copy(update={"workers": self.query_workers})})
+        cfg = validated(NetworkConfig, cfg, params=validated(TEParams, cfg.params, workers=self.query_workers))
         device = network_backend(cfg, embeddings)
         if device != "cpu":   # the task's pairs, delays and surrogates in batched kernel launches
             out = pairs_te_batched(data, pairs, cfg, backend=device)
         else:
             out = [pair_te(data, i, j, cfg, pair_params(cfg, i, j, embeddings)) for i, j in pairs]
-        self._pairs.inc(len(out))
-        self._latency.observe(time.perf_counter() - t)
-        self.tasks_done += 1
+        self._done(len(out), t0)
         return out
 
     def te_arrays(self, data: np.ndarray, pairs: np.ndarray, config_json: str,
                   n_surrogates: int | None = None) -> dict:
-        """pairs_te_arrays for `pairs` ([P, 2] ints) on this actor's device: compact arrays, no per-pair
-        objects, so a shard of a big network costs one call (jobs.te_bench --gpus shards by target)."""
-        t = time.perf_counter()
+        """pairs_te_arrays for `pairs` ([P, 2] ints) on this actor's device, plus the pairs themselves:
+        compact arrays, no per-pair objects, so a shard of a big network costs one call
+        (jobs.bench.te --gpus shards by target) and the driver builds the PairResults."""
+        t0 = time.perf_counter()
         cfg = NetworkConfig.model_validate_json(config_json)
+        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
         out = pairs_te_arrays(data, pairs, cfg, backend=resolve_backend(cfg.params.backend),
                               n_surrogates=n_surrogates)
-        self._pairs.inc(len(pairs))
-        self._latency.observe(time.perf_counter() - t)
-        self.tasks_done += 1
-        return out
+        self._done(len(pairs), t0)
+        return {**out, "pairs": pairs}
 
     def transfer_entropy(self, source: np.ndarray, target: np.ndarray, params: dict | None = None) -> dict:
         """One TE estimate (nats) with its local values, for interactive use."""
         res = transfer_entropy(source, target, params=TEParams.model_validate(params or {}))
         return {"te": res.te, "local": res.local, "times": res.times, "n_obs": res.n_obs}
-
-
-def remote_estimator_class(num_cpus: float, num_gpus: float, max_restarts: int, max_task_retries: int):
-    """The Ray actor class with this subsystem's resource options."""
-    return ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=max_restarts,
-                      max_task_retries=max_task_retries)(TEEstimator)

@@ -3,24 +3,28 @@
 Names and defaults follow JIDT's TransferEntropyCalculatorKraskov so results can be compared with it:
 k_hist/k_tau (destination history), l_hist/l_tau (source history), delay u (source sample at
 t+1-u predicts the destination at t+1), k = 4 neighbours, KSG algorithm 1, each embedded column
-z-scored, Gaussian noise of 1e-8 standard deviations added to break ties.
+z-scored, Gaussian noise of 1e-8 standard deviations added to break ties. The building blocks
+(Strict, WorkerConfig, validated) come from actors.common.config and are re-exported here.
 """
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from actors.common.errors import from_validation
+from actors.common.config import Strict, WorkerConfig, validated
 
-M = TypeVar("M", bound=BaseModel)
+__all__ = ["Algorithm", "Backend", "Correction", "Mode", "NetworkConfig", "RagwitzConfig", "SignificanceConfig", "SurrogateMethod",
+           "TENetworkSpec", "TEParams", "WorkerConfig", "validated"]
+
+Algorithm = Literal[1, 2]                              # KSG algorithm (JIDT ...Kraskov1 / ...Kraskov2)
+Backend = Literal["auto", "cpu", "torch", "triton"]   # KSG path; auto: triton on CUDA, else cpu (batched.py)
+SurrogateMethod = Literal["permutation", "circular"]
+Correction = Literal["max", "fdr", "none"]            # max-statistic (FWER), Benjamini-Hochberg, none
+Mode = Literal["bivariate", "multivariate"]           # multivariate: greedy, small N (multivariate.py)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TEParams(_Strict):
+class TEParams(Strict):
     """Embedding and KSG estimator settings for one TE / CMI / MI estimate."""
 
     k_hist: int = Field(1, ge=1, le=256)      # destination history length (JIDT k)
@@ -32,26 +36,26 @@ class TEParams(_Strict):
     cond_tau: int = Field(1, ge=1, le=10_000)
     cond_delay: int = Field(1, ge=1, le=10_000)
     k: int = Field(4, ge=1, le=1_000)         # nearest neighbours in the joint space
-    algorithm: Literal[1, 2] = 1              # KSG algorithm (JIDT ...Kraskov1 / ...Kraskov2)
+    algorithm: Algorithm = 1
     normalise: bool = True                    # z-score every embedded column (ddof=1, as JIDT)
     noise: float = Field(1e-8, ge=0, le=1)    # Gaussian noise, in standard deviations; 0 = off
     seed: int = Field(0, ge=0)                # seed of that noise
     theiler: int = Field(0, ge=0, le=100_000)  # exclude neighbours with |i - j| <= theiler
     workers: int = Field(1, ge=-1, le=1024)   # cKDTree query threads (-1 = all cores)
-    backend: Literal["auto", "cpu", "torch", "triton"] = "auto"  # KSG path; auto: triton on CUDA, else cpu (batched.py)
+    backend: Backend = "auto"
 
 
-class SignificanceConfig(_Strict):
+class SignificanceConfig(Strict):
     """Surrogate test: shuffle (or circularly shift) the source past, keep the destination."""
 
     n_surrogates: int = Field(100, ge=1, le=100_000)
-    method: Literal["permutation", "circular"] = "permutation"
+    method: SurrogateMethod = "permutation"
     min_shift: int | None = Field(None, ge=1)  # circular: shifts in [min_shift, n - min_shift]; None -> n // 10
     seed: int = Field(1, ge=0)
     alpha: float = Field(0.05, gt=0, lt=1)
 
 
-class RagwitzConfig(_Strict):
+class RagwitzConfig(Strict):
     """Ragwitz criterion search: the (history, delay) whose nearest-neighbour forecast errs least."""
 
     k_range: tuple[int, int] = (1, 5)         # history lengths searched, inclusive
@@ -68,14 +72,14 @@ class RagwitzConfig(_Strict):
         return self
 
 
-class NetworkConfig(_Strict):
+class NetworkConfig(Strict):
     """A bivariate TE network: every ordered pair, best lag, surrogate p-values, network correction."""
 
     params: TEParams = Field(default_factory=TEParams)
     significance: SignificanceConfig = Field(default_factory=SignificanceConfig)
     lags: tuple[int, int] | None = None       # inclusive u range searched; None -> params.delay
-    correction: Literal["max", "fdr", "none"] = "max"  # max-statistic (FWER) or Benjamini-Hochberg
-    mode: Literal["bivariate", "multivariate"] = "bivariate"  # multivariate: greedy, small N (multivariate.py)
+    correction: Correction = "max"
+    mode: Mode = "bivariate"
     ragwitz: RagwitzConfig | None = None      # auto-embed each destination (and source) first
 
     @model_validator(mode="after")
@@ -93,35 +97,15 @@ class NetworkConfig(_Strict):
         return list(range(self.lags[0], self.lags[1] + 1))
 
 
-class WorkerConfig(_Strict):
-    """TEEstimator actor resources: CPU actors on a laptop, GPU-pinned ones on a cluster."""
-
-    num_workers: int | Literal["auto"] = "auto"   # auto -> one per GPU, else one per num_cpus
-    num_gpus: float | Literal["auto"] = 0          # the CPU path needs none; "auto" -> 1 per GPU
-    num_cpus: float = Field(1.0, gt=0)
-    max_restarts: int = -1
-    max_task_retries: int = 3
-
-
-class TENetworkSpec(_Strict):
+class TENetworkSpec(Strict):
     """The te_network job: which columns of the input, the network settings, how to shard pairs."""
 
     name: str = "te_network"
     columns: list[str] | None = None          # None -> every numeric column of the input
     max_samples: int | None = Field(None, ge=2)  # keep only the first rows
     network: NetworkConfig = Field(default_factory=NetworkConfig)
+    # common's defaults (num_gpus "auto"): one GPU-pinned TEEstimator per GPU running the Triton kernel
+    # on a GPU cluster, as README and docs/te.md promise; CPU estimators (one per num_cpus) elsewhere
     workers: WorkerConfig = Field(default_factory=WorkerConfig)
     pairs_per_task: int = Field(8, ge=1, le=100_000)
 
-
-def validated(cls: type[M], value: M | dict[str, Any] | None = None, /, *, prefix: str = "",
-              **overrides: Any) -> M:
-    """`cls` from a model or dict plus keyword overrides; bad fields raise InputError, not pydantic's."""
-    if isinstance(value, cls) and not overrides:
-        return value
-    data = value.model_dump() if isinstance(value, BaseModel) else dict(value or {})
-    data.update(overrides)
-    try:
-        return cls.model_validate(data)
-    except ValidationError as exc:
-        raise from_validation(exc, prefix) from None

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from actors.common.config import validated
 from actors.common.errors import InputError
 from actors.te.batched import ksg_values_device, resolve_backend
-from actors.te.config import SignificanceConfig, TEParams, validated
+from actors.te.config import SignificanceConfig, TEParams
 from actors.te.embedding import Embedded, as_series, prepare, start_time, te_embedding
 from actors.te.ksg import KSGResult, ksg_cmi
 from actors.te.significance import p_value, surrogate_orders

@@ -27,8 +27,9 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
+from actors.common.config import validated
 from actors.common.errors import InputError
-from actors.te.config import NetworkConfig, TEParams, validated
+from actors.te.config import NetworkConfig, TEParams
 from actors.te.embedding import check_observations, delay_embed, prepare
 from actors.te.ksg import ksg_cmi
 from actors.te.network import TENetwork, check_data

@@ -14,9 +14,10 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
+from actors.common.config import validated
 from actors.common.errors import InputError
 from actors.te.batched import network_backend, pairs_te_batched
-from actors.te.config import NetworkConfig, TEParams, validated
+from actors.te.config import NetworkConfig, TEParams
 from actors.te.embedding import as_series
 from actors.te.engine import check_inputs, prepare_te, surrogate_statistics
 from actors.te.ragwitz import ragwitz

@@ -5,9 +5,12 @@ from pathlib import Path
 
 import networkx as nx
 
+from actors.common.storage import atomic_write_figure
+
 
 def network_png(graph: nx.DiGraph, path: Path, *, title: str = "") -> Path:
-    """Circular layout of the significant edges; nodes without edges are still drawn."""
+    """Circular layout of the significant edges; nodes without edges are still drawn. Written atomically
+    (0644), so a resumed job never finds half a picture."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -28,7 +31,6 @@ def network_png(graph: nx.DiGraph, path: Path, *, title: str = "") -> Path:
     ax.set_title(title or f"TE network ({graph.graph.get('correction', '')}, alpha={graph.graph.get('alpha', '')})")
     ax.axis("off")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    atomic_write_figure(path, fig, dpi=120)
     plt.close(fig)
     return path

@@ -1,9 +1,15 @@
-"""The TE pool: find or create named TEEstimators, shard the ordered pairs of a network into tasks,
-write each finished task atomically, skip tasks already on disk, and assemble the corrected network.
+"""The TE pool: TE networks on Ray, used by jobs.te_network and the Serve app's background jobs.
 
-Load balancing is pull-based (as the sweep pool): each estimator keeps `inflight` tasks queued and
-gets the next as soon as one returns. Pair results are seeded per pair, so the network equals the
-in-process `te_network` whatever the sharding.
+`run_network` (bivariate) shards the ordered pairs of a network into tasks for named TEEstimators
+(`actors.common.worker.named_actors`), runs them with the shared pull scheduler
+(`actors.common.scheduler.run_tasks`: each estimator keeps `inflight` tasks queued and gets the next
+as soon as one returns), writes each finished task atomically to OUT/tasks/pairs-<i>.json and skips
+tasks already there, then assembles the corrected network. Pair results are seeded per pair, so the
+network equals the in-process `te_network` whatever the sharding.
+
+`run_multivariate` runs the greedy multivariate network as one Ray task per target (targets are
+independent and seeded per target), or in this process when Ray is not up. `compute_network` picks
+one of the two from `spec.network.mode`.
 
 Per-task overhead: the data goes into the object store once; pairs are ordered target-major, so a
 task holds whole targets (each destination's blocks and sorted layout serve all its sources in one
@@ -17,63 +23,39 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import ray
 from ray.actor import ActorHandle
 
-from actors.common.errors import InputError
-from actors.common.storage import atomic_write_json
-from actors.te.actor import remote_estimator_class
+from actors.common.config import WorkerConfig
+from actors.common.scheduler import run_tasks
+from actors.common.storage import FileStore, claim_out_dir, json_store
+from actors.common.worker import named_actors
+from actors.te.actor import TEEstimator
 from actors.te.batched import pair_results
-from actors.te.config import TENetworkSpec, WorkerConfig
+from actors.te.config import TENetworkSpec
+from actors.te.multivariate import assemble_multivariate, multivariate_config, select_sources
 from actors.te.network import PairResult, TENetwork, all_pairs, assemble_network, auto_embeddings, check_data
+
+__all__ = ["ESTIMATOR_PREFIX", "TASK_ORDER", "compute_network", "estimators", "pair_store", "run_multivariate",
+           "run_network"]
 
 ESTIMATOR_PREFIX = "te-estimator"
 TASK_ORDER = "target-major"   # pairs sorted by (target, source) before they are cut into tasks
 
 
-def resolve_worker_resources(cfg: WorkerConfig) -> tuple[int, float]:
-    """(number of estimators, GPUs per estimator): one per GPU when GPUs are asked for, else per num_cpus."""
-    total_gpus = int(ray.cluster_resources().get("GPU", 0))
-    num_gpus = (1.0 if total_gpus > 0 else 0.0) if cfg.num_gpus == "auto" else float(cfg.num_gpus)
-    if cfg.num_workers != "auto":
-        return int(cfg.num_workers), num_gpus
-    if num_gpus > 0:
-        return max(1, int(total_gpus // num_gpus)), num_gpus
-    total_cpus = int(ray.cluster_resources().get("CPU", 1))
-    return max(1, int(total_cpus // cfg.num_cpus)), 0.0
-
-
-def estimators(cfg: WorkerConfig) -> list[ActorHandle]:
-    """Named TEEstimators `te-estimator-<cpu|gpu>-<i>` in the current namespace, created when missing."""
-    n, num_gpus = resolve_worker_resources(cfg)
-    cls = remote_estimator_class(cfg.num_cpus, num_gpus, cfg.max_restarts, cfg.max_task_retries)
-    tag = f"{ESTIMATOR_PREFIX}-{'gpu' if num_gpus else 'cpu'}"
-    return [cls.options(name=f"{tag}-{i}", get_if_exists=True).remote(i) for i in range(n)]
-
-
-def task_path(out_dir: Path, index: int) -> Path:
-    return out_dir / "tasks" / f"pairs-{index:06d}.json"
+def estimators(cfg: WorkerConfig, *, limit: int | None = None) -> list[ActorHandle]:
+    """Named TEEstimators `te-estimator-<cpu|gpu>-<i>` in the current namespace, created when missing;
+    `limit` caps an `auto` count (no more estimators than tasks)."""
+    return named_actors(TEEstimator, cfg, ESTIMATOR_PREFIX, limit=limit)
 
 
 def _fingerprint(data: np.ndarray, names: list[str]) -> str:
     h = hashlib.sha256(np.ascontiguousarray(data).tobytes())
     h.update(json.dumps(names).encode())
     return h.hexdigest()
-
-
-def _check_out_dir(spec: TENetworkSpec, data: np.ndarray, names: list[str], out_dir: Path) -> None:
-    """Resume only into a directory that holds the same network (same spec, same data, same task order)."""
-    current = {"spec": json.loads(spec.model_dump_json()), "data_sha256": _fingerprint(data, names),
-               "task_order": TASK_ORDER}
-    spec_file = out_dir / "spec.json"
-    if spec_file.exists():
-        if json.loads(spec_file.read_text()) != current:
-            raise InputError("out", f"{out_dir} already holds a different TE network ({spec_file})",
-                             "an empty directory or one written by the same spec and input")
-    else:
-        atomic_write_json(spec_file, current)
 
 
 def _to_json(r: PairResult) -> dict:
@@ -88,74 +70,101 @@ def _from_json(d: dict) -> PairResult:
                       te_by_lag={int(k): v for k, v in d["te_by_lag"].items()}, n_obs=d["n_obs"])
 
 
-def _load_task(path: Path) -> list[PairResult] | None:
-    try:
-        return [_from_json(d) for d in json.loads(path.read_text())]
-    except (OSError, ValueError, KeyError):
-        return None
+def _as_pair_results(result: list[PairResult] | dict, lags: list[int]) -> list[PairResult]:
+    """A task's PairResults from either answer: run_pairs' list or te_arrays' arrays (with their pairs)."""
+    if isinstance(result, dict):
+        return pair_results([tuple(p) for p in result["pairs"]], result, lags)
+    return result
+
+
+def pair_store(out_dir: Path, lags: list[int]) -> FileStore:
+    """OUT/tasks/pairs-<i>.json: one JSON list of PairResults per finished task (the resume files)."""
+    return json_store(Path(out_dir) / "tasks", "pairs-{:06d}.json",
+                      encode=lambda r: [_to_json(p) for p in _as_pair_results(r, lags)],
+                      decode=lambda d: [_from_json(p) for p in d])
 
 
 def run_network(data, names: list[str] | None, spec: TENetworkSpec, out_dir: str | Path | None = None, *,
                 progress: bool = True, inflight: int = 2) -> tuple[TENetwork, dict]:
-    """Shard every ordered pair across the estimators, then correct and assemble; returns (network, stats)."""
+    """Shard every ordered pair across the estimators, then correct and assemble; returns (network, stats).
+
+    With `out_dir`, finished tasks are kept there and a rerun of the same spec on the same data skips
+    them; a different spec or input in the same directory is an InputError naming `out`.
+    """
     from tqdm.auto import tqdm
 
     arr, names = check_data(data, names)
     cfg = spec.network
+    lags = cfg.lag_values()
     pairs = sorted(all_pairs(arr.shape[1]), key=lambda p: (p[1], p[0]))   # TASK_ORDER
     tasks = [pairs[i:i + spec.pairs_per_task] for i in range(0, len(pairs), spec.pairs_per_task)]
-    done: dict[int, list[PairResult]] = {}
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        _check_out_dir(spec, arr, names, out)
-        for i in range(len(tasks)):
-            loaded = _load_task(task_path(out, i)) if task_path(out, i).exists() else None
-            if loaded is not None:
-                done[i] = loaded
-    todo = [i for i in range(len(tasks)) if i not in done]
+    store = None
+    if out_dir is not None:
+        claim_out_dir(Path(out_dir), {"spec": json.loads(spec.model_dump_json()),
+                                      "data_sha256": _fingerprint(arr, names), "task_order": TASK_ORDER},
+                      "TE network")
+        store = pair_store(Path(out_dir), lags)
     t0 = time.perf_counter()
     embeddings = auto_embeddings(arr, cfg)
-    pool = estimators(spec.workers) if todo else []
-    infos = ray.get([w.info.remote() for w in pool]) if pool else []
-    data_ref = ray.put(arr)
     config_json = cfg.model_dump_json()
-    # device estimators (and the explicit device backends) answer with arrays; Ragwitz embeddings
-    # differ per variable, so those networks stay on the pair-by-pair path
-    arrays = not embeddings and bool(infos) and (cfg.params.backend in ("torch", "triton")
-                                                  or all(i["device"] != "cpu" for i in infos))
-    bar = tqdm(total=len(pairs), initial=sum(len(tasks[i]) for i in done), desc=f"te {spec.name}",
-               unit="pair", disable=not progress)
-    pending: dict[ray.ObjectRef, tuple[int, int]] = {}
-    queue = list(todo)
+    state: dict[str, Any] = {"infos": [], "arrays": False}
 
-    def submit(worker_pos: int) -> None:
-        i = queue.pop(0)
-        if arrays:
-            ref = pool[worker_pos].te_arrays.remote(data_ref, np.asarray(tasks[i], dtype=np.int64), config_json)
-        else:
-            ref = pool[worker_pos].run_pairs.remote(data_ref, tasks[i], config_json, embeddings)
-        pending[ref] = (i, worker_pos)
+    def pool() -> list[ActorHandle]:   # called only when some task is not on disk
+        workers = estimators(spec.workers, limit=len(tasks))
+        state["infos"] = ray.get([w.info.remote() for w in workers])
+        state["data"] = ray.put(arr)
+        # device estimators (and the explicit device backends) answer with arrays; Ragwitz embeddings
+        # differ per variable, so those networks stay on the pair-by-pair path
+        state["arrays"] = not embeddings and (cfg.params.backend in ("torch", "triton")
+                                              or all(i["backend"] != "cpu" for i in state["infos"]))
+        return workers
 
-    for _ in range(inflight):
-        for w in range(len(pool)):
-            if queue:
-                submit(w)
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        i, w = pending.pop(ready[0])
-        got = ray.get(ready[0])
-        results: list[PairResult] = pair_results(tasks[i], got, cfg.lag_values()) if arrays else got
-        if out is not None:
-            atomic_write_json(task_path(out, i), [_to_json(r) for r in results])
-        done[i] = results
-        bar.update(len(results))
-        if queue:
-            submit(w)
+    def submit(worker: ActorHandle, _: int, task: list[tuple[int, int]]) -> ray.ObjectRef:
+        if state["arrays"]:
+            return worker.te_arrays.remote(state["data"], np.asarray(task, dtype=np.int64), config_json)
+        return worker.run_pairs.remote(state["data"], task, config_json, embeddings)
+
+    stored = sum(len(t) for i, t in enumerate(tasks) if store is not None and store.path(i).exists())
+    bar = tqdm(total=len(pairs), initial=stored, desc=f"te {spec.name}", unit="pair", disable=not progress)
+    run = run_tasks(pool, tasks, submit, store=store, inflight=inflight,
+                    on_result=lambda i, _r, _w: bar.update(len(tasks[i])))
     bar.close()
-    network = assemble_network([r for i in sorted(done) for r in done[i]], names, cfg)
-    stats = {"n_pairs": len(pairs), "n_tasks": len(tasks), "tasks_computed": len(todo),
-             "tasks_skipped": len(tasks) - len(todo), "wall_seconds": round(time.perf_counter() - t0, 3),
-             "transport": "arrays" if arrays else "pair results",
-             "workers": infos, "embeddings": {names[j]: list(v) for j, v in embeddings.items()}}
+    results = [r for i in sorted(run.results) for r in _as_pair_results(run.results[i], lags)]
+    network = assemble_network(results, names, cfg)
+    stats = {"n_pairs": len(pairs), "n_tasks": len(tasks), "tasks_computed": run.computed,
+             "tasks_skipped": run.skipped, "wall_seconds": round(time.perf_counter() - t0, 3),
+             "transport": "arrays" if state["arrays"] else "pair results",
+             "workers": state["infos"], "embeddings": {names[j]: list(v) for j, v in embeddings.items()}}
     return network, stats
+
+
+def run_multivariate(data, names: list[str] | None, spec: TENetworkSpec) -> tuple[TENetwork, dict]:
+    """The multivariate network, one Ray task per target when Ray is up (else in this process).
+
+    Targets are independent and seeded by (seed, target), so the sharded network equals
+    multivariate_network(data, names, spec.network). Each task takes `spec.workers.num_cpus` CPUs and is
+    retried `max_task_retries` times. Returns (network, stats) like run_network.
+    """
+    t0 = time.perf_counter()
+    cfg = multivariate_config(spec.network)
+    arr, names = check_data(data, names)
+    n = len(names)
+    if ray.is_initialized():
+        task = ray.remote(num_cpus=spec.workers.num_cpus, max_retries=spec.workers.max_task_retries)(select_sources)
+        ref = ray.put(arr)
+        results = ray.get([task.remote(ref, j, cfg) for j in range(n)])
+        engine = "ray tasks"
+    else:
+        results, engine = [select_sources(arr, j, cfg) for j in range(n)], "local"
+    network = assemble_multivariate(results, names, cfg)
+    return network, {"mode": "multivariate", "engine": engine, "n_pairs": n * (n - 1), "tasks_computed": n,
+                     "tasks_skipped": 0, "wall_seconds": round(time.perf_counter() - t0, 3), "workers": []}
+
+
+def compute_network(data, names: list[str] | None, spec: TENetworkSpec, out_dir: str | Path | None = None, *,
+                    progress: bool = True) -> tuple[TENetwork, dict]:
+    """The network of `spec.network.mode`: bivariate pairs on the TEEstimator pool (resumable in
+    `out_dir`), multivariate targets as Ray tasks. Returns (network, stats)."""
+    if spec.network.mode == "multivariate":   # greedy and sequential per target, for small N
+        return run_multivariate(data, names, spec)
+    return run_network(data, names, spec, out_dir, progress=progress)
