@@ -5,6 +5,7 @@ The kernel signature (kernels/ode/writer.py), the device allocations and the lau
 here plus the kernel lines that read or write it.
 
 A buffer whose feature is off is passed as a one-element placeholder the kernel never touches.
+Output buffers start NaN, so an element the kernel never wrote shows as such.
 Features: adaptive (step-size controlled methods), lyapunov, params (some parameter varies across
 rows), save_every, interp (t_eval), section (Poincaré), crossings (a section with max_saved > 0).
 """

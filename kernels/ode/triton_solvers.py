@@ -25,6 +25,7 @@ import numpy as np
 import sympy as sp
 import torch
 
+from kernels.ode.buffers import BUFFERS, INIT_BUFFERS, INTS, SCALARS
 from kernels.ode.codegen import KernelSpec, OdeSystem, load_kernels, system_from_model
 from kernels.ode.dopri5 import SolveResult
 from kernels.ode.tableaus import TABLEAUS
@@ -74,39 +75,52 @@ class Section:
 
 @dataclass
 class DeviceState:
-    """Per-trajectory buffers on the device (what the kernels read and write), batch first."""
+    """Per-trajectory buffers on the device (what the kernels read and write), batch first.
+
+    One tensor per row of the buffer table (kernels/ode/buffers.py), read as attributes: st.u,
+    st.status, ... (a feature that is off leaves a one-element placeholder).
+    """
 
     system: OdeSystem
     spec: KernelSpec
-    t: torch.Tensor
-    h: torch.Tensor
-    eprev: torch.Tensor
-    status: torch.Tensor
-    nacc: torch.Tensor
-    nrej: torch.Tensor
-    tblow: torch.Tensor
-    wlen: torch.Tensor
-    u: torch.Tensor
-    f: torch.Tensor
-    v: torch.Tensor
-    fv: torch.Tensor
-    p: torch.Tensor
-    wmin: torch.Tensor
-    wmax: torch.Tensor
-    wsum: torch.Tensor
-    lsum: torch.Tensor
-    ltime: torch.Tensor
-    speed0: torch.Tensor
-    saves: torch.Tensor
-    save_t: torch.Tensor
-    t_eval: torch.Tensor
-    ie: torch.Tensor
-    ys: torch.Tensor
-    ncross: torch.Tensor
-    ret: torch.Tensor
-    cross: torch.Tensor
-    cross_t: torch.Tensor
+    buffers: dict[str, torch.Tensor]
     launches: int = 0
+
+    def __getattr__(self, name: str) -> torch.Tensor:
+        try:
+            return self.__dict__["buffers"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def step_args(self) -> list[torch.Tensor]:
+        """The buffers in the step kernel's argument order."""
+        return [self.buffers[b.name] for b in BUFFERS]
+
+    def init_args(self) -> list[torch.Tensor]:
+        """The buffers in the init kernel's argument order."""
+        return [self.buffers[name] for name in INIT_BUFFERS]
+
+
+def allocate(dims: dict[str, int], on: set[str], given: dict[str, torch.Tensor], real: torch.dtype,
+             device: str) -> dict[str, torch.Tensor]:
+    """One tensor per buffer-table row: `given` (the rows without a fill), filled ones, placeholders.
+
+    dims: the sizes the shape rules name (B, n, m, n_save, T, K); on: the features this run uses.
+    """
+    need = {b.name for b in BUFFERS if b.needed(on) and b.fill is None}
+    if set(given) != need:
+        raise ValueError(f"initial values given for {sorted(given)}, the table needs {sorted(need)}")
+    out = {}
+    for b in BUFFERS:
+        dt = real if b.dtype == "real" else torch.int32
+        if not b.needed(on):
+            out[b.name] = torch.full((1,), float("nan") if b.dtype == "real" else 0, dtype=dt, device=device)
+        elif b.fill is None:
+            out[b.name] = given[b.name]
+        else:
+            shape = tuple(d if isinstance(d, int) else dims[d] for d in b.shape)
+            out[b.name] = torch.full(shape, b.fill, dtype=dt, device=device)
+    return out
 
 
 def _check(cond: bool, field: str, message: str, allowed: str | None = None) -> None:
@@ -210,53 +224,41 @@ def prepare(model, params, u0, t_span, *, method: str = "tsit5", dtype: str = "f
     B, n = u0.shape
     ws = t1 - window * (t1 - t0)
     eps = float(torch.finfo(tdt).eps)
-    dt = (t1 - t0) / n_steps if not tab.adaptive else 0.0
-    # hmin is relative to the current |t| (a step below a few ulps of t cannot advance it)
-    scal = torch.tensor([t0, t1, dt, rtol, atol, blowup_bound, ws, twin_separation, max(1e-12, 10 * eps),
-                         4 * eps * max(abs(t1), 1.0), 16 * eps, float(section.level) if sec else 0.0,
-                         sec[1] if sec else t0], dtype=tdt, device=device)
-
-    def full(shape, value, dt=tdt):
-        return torch.full(shape, value, dtype=dt, device=device)
+    # the real scalars, by name (kernels/ode/buffers.SCALARS); hmin is relative to the current |t|
+    # (a step below a few ulps of t cannot advance it)
+    scalars = dict(t0=t0, t1=t1, dt=(t1 - t0) / n_steps if not tab.adaptive else 0.0, rtol=rtol, atol=atol,
+                   bound=blowup_bound, ws=ws, d0=twin_separation, hmin=max(1e-12, 10 * eps),
+                   teps=4 * eps * max(abs(t1), 1.0), sep_floor=16 * eps, lev=float(section.level) if sec else 0.0,
+                   smin=sec[1] if sec else t0)
+    scal = torch.tensor([scalars[s.name] for s in SCALARS], dtype=tdt, device=device)
 
     u = torch.tensor(u0, dtype=tdt, device=device)  # a copy: the kernels write it in place
-    direction = torch.full((n,), 1.0 / math.sqrt(n), dtype=tdt, device=device)
-    nan = float("nan")
+    on = {name for name, flag in (("adaptive", tab.adaptive), ("lyapunov", lyapunov), ("params", bool(free_cols)),
+                                  ("save_every", save_every > 0), ("interp", te is not None),
+                                  ("section", sec is not None), ("crossings", bool(sec and section.max_saved)))
+          if flag}
     # feature buffers start as their identities; the window includes the start if it covers t0
-    st = DeviceState(
-        system=system, spec=spec,
-        t=full((B,), t0), h=full((B,), nan), eprev=full((B,), 1e-4),
-        status=torch.zeros(B, dtype=torch.int32, device=device),
-        nacc=torch.zeros(B, dtype=torch.int32, device=device), nrej=torch.zeros(B, dtype=torch.int32, device=device),
-        tblow=full((B,), nan), wlen=full((B,), 0.0), u=u,
-        f=full((B, n), nan) if tab.adaptive else full((1,), nan),
-        # tangent: the perturbation itself; twin (Rosenbrock): the perturbed state
-        v=((0 if spec.tangent else u) + twin_separation * direction).expand(B, n).contiguous() if lyapunov
-        else full((1,), nan),
-        fv=full((B, n), nan) if (lyapunov and tab.adaptive) else full((1,), nan),
-        p=torch.as_tensor(params[:, free_cols], dtype=tdt, device=device).contiguous() if free_cols
-        else full((1,), 0.0),
-        wmin=u.clone() if ws <= t0 else full((B, n), math.inf),
-        wmax=u.clone() if ws <= t0 else full((B, n), -math.inf),
-        wsum=full((B, n), 0.0),
-        lsum=full((B,), 0.0), ltime=full((B,), 0.0), speed0=full((B,), nan),
-        saves=full((B, n_save, n), nan) if save_every else full((1,), nan),
-        save_t=full((B, n_save), nan) if save_every else full((1,), nan),
-        # outputs are stored time-major, [T, n, B] (lanes write neighbouring addresses), per-row times [T, B]
-        t_eval=torch.as_tensor(te.T, dtype=tdt, device=device).contiguous() if te is not None else full((1,), nan),
-        ie=torch.zeros(B if te is not None else 1, dtype=torch.int32, device=device),
-        ys=full((te.shape[-1], n, B), nan) if te is not None else full((1,), nan),  # nan: unwritten shows
-        ncross=torch.zeros(B if sec else 1, dtype=torch.int32, device=device),
-        # per row: last crossing time, return-time mean, M2, min, max
-        ret=(torch.tensor([nan, 0.0, 0.0, math.inf, -math.inf], dtype=tdt, device=device).repeat(B, 1)
-             if sec else full((1,), nan)),
-        cross=full((section.max_saved, n, B), nan) if sec and section.max_saved else full((1,), nan),
-        cross_t=full((section.max_saved, B), nan) if sec and section.max_saved else full((1,), nan))
+    given = {"t": torch.full((B,), t0, dtype=tdt, device=device), "u": u,
+             "wmin": u.clone() if ws <= t0 else torch.full((B, n), math.inf, dtype=tdt, device=device),
+             "wmax": u.clone() if ws <= t0 else torch.full((B, n), -math.inf, dtype=tdt, device=device)}
+    if lyapunov:  # tangent: the perturbation itself; twin (Rosenbrock): the perturbed state
+        direction = torch.full((n,), 1.0 / math.sqrt(n), dtype=tdt, device=device)
+        given["v"] = ((0 if spec.tangent else u) + twin_separation * direction).expand(B, n).contiguous()
+    if free_cols:
+        given["p"] = torch.as_tensor(params[:, free_cols], dtype=tdt, device=device).contiguous()
+    if te is not None:  # outputs are stored time-major, [T, n, B] (lanes write neighbouring addresses)
+        given["t_eval"] = torch.as_tensor(te.T, dtype=tdt, device=device).contiguous()
+    if sec:  # per row: last crossing time, return-time mean, M2, min, max
+        given["ret"] = torch.tensor([math.nan, 0.0, 0.0, math.inf, -math.inf], dtype=tdt, device=device).repeat(B, 1)
     n_t = 0 if te is None else te.shape[-1]
+    dims = dict(B=B, n=n, m=len(free_cols), n_save=n_save, T=n_t, K=section.max_saved if sec else 0)
+    st = DeviceState(system=system, spec=spec, buffers=allocate(dims, on, given, tdt, device))
     t_si, t_sr = (B, 1) if te is not None and te.ndim == 2 else (1, 0)  # time i of row r at i * t_si + r * t_sr
-    n_cb = section.max_saved if sec else 0
     # fixed step: one launch (all rows take the same steps); adaptive on a GPU: compact every 256
     chunk = chunk_steps or (max_steps if (interpret or not tab.adaptive) else 256)
+    ints = dict(CHUNK=chunk, MAX_STEPS=max_steps, NSTEPS=int(n_steps or 0), SAVE_EVERY=max(save_every, 1),
+                N_SAVE=n_save, TSI=t_si, TSR=t_sr, NT=n_t, NCB=dims["K"], NB=B)
+    int_args = [ints[k] for k in INTS]
     tl_dt = _tl_dtype(dtype)
     idx = torch.arange(B, dtype=torch.int32, device=device)
 
@@ -266,16 +268,11 @@ def prepare(model, params, u0, t_span, *, method: str = "tsit5", dtype: str = "f
     def run(compact: bool = True) -> DeviceState:
         nonlocal idx
         if tab.adaptive:
-            mod.init_kernel[grid(B)](idx, B, scal, st.u, st.f, st.v, st.fv, st.p, st.h, BLOCK=block, DT=tl_dt)
+            mod.init_kernel[grid(B)](idx, B, scal, *st.init_args(), BLOCK=block, DT=tl_dt)
         work = idx
         while work.numel():
             nw = work.numel()
-            mod.step_kernel[grid(nw)](work, nw, scal, st.t, st.h, st.eprev, st.status, st.nacc, st.nrej, st.tblow,
-                                      st.wlen, st.u, st.f, st.v, st.fv, st.p, st.wmin, st.wmax, st.wsum,
-                                      st.lsum, st.ltime, st.speed0, st.saves, st.save_t, st.t_eval, st.ie, st.ys,
-                                      st.ncross, st.ret, st.cross, st.cross_t, chunk, max_steps,
-                                      int(n_steps or 0), max(save_every, 1), n_save, t_si, t_sr, n_t, n_cb, B,
-                                      BLOCK=block, DT=tl_dt, INNER=inner)
+            mod.step_kernel[grid(nw)](work, nw, scal, *st.step_args(), *int_args, BLOCK=block, DT=tl_dt, INNER=inner)
             st.launches += 1
             running = (st.status[work] == STATUS_RUNNING) & (st.nacc[work] + st.nrej[work] < max_steps)
             if compact:
