@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import scipy.integrate
@@ -103,6 +103,83 @@ def _bound_crossing(Q, u_old, t_old, h, bound, rows, iterations: int = 40):
     return t_old + hi * h
 
 
+@dataclass
+class _Lanes:
+    """Per-trajectory state of the working set, row r of every field one trajectory (compacted together)."""
+
+    idx: torch.Tensor        # [W] the trajectory's row in the batch
+    t: torch.Tensor          # [W]
+    u: torch.Tensor          # [W, n]
+    f: torch.Tensor          # [W, n] rhs(u): the FSAL stage
+    h: torch.Tensor          # [W] next trial step
+    p: torch.Tensor          # [W, m]
+    v: torch.Tensor | None   # [W, n] the perturbed twin and its rhs (lyapunov only)
+    fv: torch.Tensor | None
+    wmin: torch.Tensor       # [W, n] final-window running min / max / trapezoid integral, and its length
+    wmax: torch.Tensor
+    wsum: torch.Tensor
+    wlen: torch.Tensor
+    lsum: torch.Tensor       # Lyapunov: sum of log growth factors, the time they cover, |F| at the first
+    ltime: torch.Tensor
+    speed0: torch.Tensor
+    nacc: torch.Tensor       # accepted / rejected steps
+    nrej: torch.Tensor
+    next_save: torch.Tensor  # index of the next t_eval time
+    done: torch.Tensor       # reached t1 or blew up
+    blow: torch.Tensor
+    tblow: torch.Tensor
+    escaped: torch.Tensor    # escaped past the bound: the crossing is located from the step kept below
+    cross_Q: torch.Tensor    # [W, n, 4] the escaping step's interpolant, its start state, time and size
+    cross_u: torch.Tensor
+    cross_t: torch.Tensor
+    cross_h: torch.Tensor
+
+    def take(self, rows: torch.Tensor) -> _Lanes:
+        """The lanes `rows`, copied."""
+        picked = {}
+        for f in fields(self):
+            x = getattr(self, f.name)
+            picked[f.name] = None if x is None else x[rows]
+        return _Lanes(**picked)
+
+    def put(self, rows: torch.Tensor, src: _Lanes, src_rows: torch.Tensor) -> None:
+        """Copy the result fields of src's lanes `src_rows` into lanes `rows` (by batch row)."""
+        for name in _RESULT_FIELDS:
+            getattr(self, name)[rows] = getattr(src, name)[src_rows]
+
+
+_RESULT_FIELDS = ("t", "u", "wmin", "wmax", "wsum", "wlen", "blow", "tblow", "done", "lsum", "ltime", "f",
+                  "speed0", "nacc", "nrej")
+
+
+def _start(rhs, u0, p, t0, t1, rtol, atol, window_start, lyapunov, d0) -> _Lanes:
+    """Every trajectory's lane at t0: F(u0), the starting step, features at their identities."""
+    dev, dt = u0.device, u0.dtype
+    B, n = u0.shape
+    u = u0.clone()
+    t = torch.full((B,), t0, dtype=dt, device=dev)
+    direction = torch.full((n,), 1.0 / np.sqrt(n), dtype=dt, device=dev)
+    v = u + d0 * direction if lyapunov else None
+    f = rhs(u, p)
+    fv = rhs(v, p) if lyapunov else None
+    h = _initial_step(rhs, u, p, f, torch.full_like(t, t0), torch.full_like(t, t1), rtol, atol)
+    wmin = torch.full((B, n), float("inf"), dtype=dt, device=dev)
+    wmax = torch.full((B, n), float("-inf"), dtype=dt, device=dev)
+    if window_start <= t0:  # window covers the start: count the initial point
+        wmin, wmax = torch.minimum(wmin, u), torch.maximum(wmax, u)
+
+    def zeros(*shape, dtype=dt):
+        return torch.zeros(shape, dtype=dtype, device=dev)
+
+    return _Lanes(idx=torch.arange(B, device=dev), t=t, u=u, f=f, h=h, p=p, v=v, fv=fv, wmin=wmin, wmax=wmax,
+                  wsum=zeros(B, n), wlen=zeros(B), lsum=zeros(B), ltime=zeros(B),
+                  speed0=torch.ones(B, dtype=dt, device=dev), nacc=zeros(B, dtype=torch.long),
+                  nrej=zeros(B, dtype=torch.long), next_save=zeros(B, dtype=torch.long),
+                  done=zeros(B, dtype=torch.bool), blow=zeros(B, dtype=torch.bool),
+                  tblow=torch.full((B,), float("nan"), dtype=dt, device=dev), escaped=zeros(B, dtype=torch.bool),
+                  cross_Q=zeros(B, n, 4), cross_u=zeros(B, n), cross_t=zeros(B), cross_h=zeros(B))
+
+
 def solve_dopri5(rhs: RhsTorch, u0: torch.Tensor, p: torch.Tensor, t0: float, t1: float, *,
                  rtol: float, atol: float, window_start: float, blowup_bound: float,
                  lyapunov: bool, twin_separation: float, t_eval: np.ndarray | None = None,
@@ -123,88 +200,39 @@ def solve_dopri5(rhs: RhsTorch, u0: torch.Tensor, p: torch.Tensor, t0: float, t1
     B, n = u0.shape
     P = torch.tensor(_RK.P, dtype=dt, device=dev)
     te = None if t_eval is None else torch.as_tensor(np.asarray(t_eval, dtype=np.float64), dtype=dt, device=dev)
-
-    # outputs, indexed by the original row
-    out_t = torch.full((B,), t0, dtype=dt, device=dev)
-    out_u = u0.clone()
-    out_min = torch.full((B, n), float("inf"), dtype=dt, device=dev)
-    out_max = torch.full((B, n), float("-inf"), dtype=dt, device=dev)
-    out_sum = torch.zeros((B, n), dtype=dt, device=dev)
-    out_wlen = torch.zeros(B, dtype=dt, device=dev)
-    out_blow = torch.zeros(B, dtype=torch.bool, device=dev)
-    out_tblow = torch.full((B,), float("nan"), dtype=dt, device=dev)
-    out_done = torch.zeros(B, dtype=torch.bool, device=dev)
-    out_lsum = torch.zeros(B, dtype=dt, device=dev)
-    out_ltime = torch.zeros(B, dtype=dt, device=dev)
-    out_speed0 = torch.ones(B, dtype=dt, device=dev)
-    out_nacc = torch.zeros(B, dtype=torch.long, device=dev)
-    out_f = torch.zeros((B, n), dtype=dt, device=dev)
-    out_nrej = torch.zeros(B, dtype=torch.long, device=dev)
+    d0 = twin_separation
+    s = _start(rhs, u0, p, t0, t1, rtol, atol, window_start, lyapunov, d0)  # the working set
+    out = s.take(torch.arange(B, device=dev))  # results, by batch row (every row is written once, when it leaves)
     out_ys = None
     if te is not None:
         out_ys = torch.full((B, te.numel(), n), float("nan"), dtype=dt, device=dev)
         at_start = te <= t0
         out_ys[:, at_start, :] = u0[:, None, :]
-
-    # working set (compacted as rows finish)
-    idx = torch.arange(B, device=dev)
-    t = torch.full((B,), t0, dtype=dt, device=dev)
-    u = u0.clone()
-    pw = p
-    d0 = twin_separation
-    direction = torch.full((n,), 1.0 / np.sqrt(n), dtype=dt, device=dev)
-    v = u + d0 * direction if lyapunov else None
-    f = rhs(u, pw)
-    fv = rhs(v, pw) if lyapunov else None
-    h = _initial_step(rhs, u, pw, f, torch.full_like(t, t0), torch.full_like(t, t1), rtol, atol)
-    wmin = torch.full((B, n), float("inf"), dtype=dt, device=dev)
-    wmax = torch.full((B, n), float("-inf"), dtype=dt, device=dev)
-    wsum = torch.zeros((B, n), dtype=dt, device=dev)
-    wlen = torch.zeros(B, dtype=dt, device=dev)
-    lsum = torch.zeros(B, dtype=dt, device=dev)
-    ltime = torch.zeros(B, dtype=dt, device=dev)
-    speed0 = torch.ones(B, dtype=dt, device=dev)
-    nacc = torch.zeros(B, dtype=torch.long, device=dev)
-    nrej = torch.zeros(B, dtype=torch.long, device=dev)
-    next_save = torch.zeros(B, dtype=torch.long, device=dev)
-    if te is not None:
-        next_save += int(at_start.sum())
-    done = torch.zeros(B, dtype=torch.bool, device=dev)
-    escaped_any = torch.zeros(B, dtype=torch.bool, device=dev)
-    cross_Q = torch.zeros((B, n, 4), dtype=dt, device=dev)
-    cross_u = torch.zeros((B, n), dtype=dt, device=dev)
-    cross_t = torch.zeros(B, dtype=dt, device=dev)
-    cross_h = torch.zeros(B, dtype=dt, device=dev)
-    blow = torch.zeros(B, dtype=torch.bool, device=dev)
-    tblow = torch.full((B,), float("nan"), dtype=dt, device=dev)
+        s.next_save += int(at_start.sum())
     h_min = 1e-12 * max(abs(t0), abs(t1), 1.0)
-    if window_start <= t0:  # window covers the start: count the initial point
-        wmin, wmax = torch.minimum(wmin, u), torch.maximum(wmax, u)
 
-    def flush(rows: torch.Tensor) -> None:
-        g = idx[rows]
-        out_t[g], out_u[g], out_min[g], out_max[g] = t[rows], u[rows], wmin[rows], wmax[rows]
-        out_sum[g], out_wlen[g], out_blow[g], out_tblow[g] = wsum[rows], wlen[rows], blow[rows], tblow[rows]
-        out_done[g], out_lsum[g], out_ltime[g] = done[rows], lsum[rows], ltime[rows]
-        out_f[g], out_speed0[g] = f[rows], speed0[rows]
-        out_nacc[g], out_nrej[g] = nacc[rows], nrej[rows]
+    def leave(rows: torch.Tensor) -> None:
+        """Locate pending blow-up crossings, then write lanes `rows` to the results."""
+        s.tblow = torch.where(s.escaped, _bound_crossing(s.cross_Q, s.cross_u, s.cross_t, s.cross_h, blowup_bound,
+                                                         s.escaped), s.tblow)
+        out.put(s.idx[rows], s, rows)
 
     iteration = 0
     finished_total = 0
-    while idx.numel() > 0 and iteration < max_steps:
+    while s.idx.numel() > 0 and iteration < max_steps:
         iteration += 1
-        active = ~done
-        h = torch.where(active, torch.minimum(h, t1 - t), torch.zeros_like(h))
+        active = ~s.done
+        s.h = torch.where(active, torch.minimum(s.h, t1 - s.t), torch.zeros_like(s.h))
         # stages for the state and (stacked) the twin: one rhs call per stage for both
-        x = torch.cat([u, v]) if lyapunov else u
-        fx = torch.cat([f, fv]) if lyapunov else f
-        px = torch.cat([pw, pw]) if lyapunov else pw
-        hx = torch.cat([h, h]) if lyapunov else h
+        x = torch.cat([s.u, s.v]) if lyapunov else s.u
+        fx = torch.cat([s.f, s.fv]) if lyapunov else s.f
+        px = torch.cat([s.p, s.p]) if lyapunov else s.p
+        hx = torch.cat([s.h, s.h]) if lyapunov else s.h
         x_new, f_new, err_all, K = attempt(x, fx, hx, px)
-        W = u.shape[0]
+        W = s.u.shape[0]
         un = x_new[:W]
         err = err_all[:W]
-        scale = atol + torch.maximum(u.abs(), un.abs()) * rtol
+        scale = atol + torch.maximum(s.u.abs(), un.abs()) * rtol
         err_norm = torch.sqrt(((err / scale) ** 2).mean(1))
         if lyapunov:  # the twin's separation (size d0, below atol) must be resolved to rtol too
             sep_err = (err_all[W:] - err) / (rtol * d0)
@@ -217,110 +245,112 @@ def solve_dopri5(rhs: RhsTorch, u0: torch.Tensor, p: torch.Tensor, t0: float, t1
         fac = torch.where(safe_err == 0, torch.full_like(safe_err, _MAX_FACTOR),
                           (_SAFETY * safe_err.clamp_min(1e-300) ** _ERR_EXP).clamp(_MIN_FACTOR, _MAX_FACTOR))
         fac = torch.where(reject, fac.clamp(max=1.0), fac)
-        t_old, u_old, f_old = t, u, f
-        t = torch.where(accept, t + h, t)
-        u = torch.where(accept[:, None], un, u)
-        f = torch.where(accept[:, None], f_new[:W], f)
-        nacc += accept.long()
-        nrej += reject.long()
+        t_old, u_old, f_old = s.t, s.u, s.f
+        s.t = torch.where(accept, s.t + s.h, s.t)
+        s.u = torch.where(accept[:, None], un, s.u)
+        s.f = torch.where(accept[:, None], f_new[:W], s.f)
+        s.nacc += accept.long()
+        s.nrej += reject.long()
         if te is not None and bool(accept.any()):
-            Q = torch.einsum("kwn,kj->wnj", K[:, :W], P)  # [W, n, 4]
-            for _ in range(te.numel()):
-                has = accept & (next_save < te.numel())
-                ts = te[next_save.clamp(max=te.numel() - 1)]
-                has = has & (ts <= t)
-                if not bool(has.any()):
-                    break
-                theta = ((ts - t_old) / torch.where(h > 0, h, torch.ones_like(h)))[:, None]
-                powers = torch.cat([theta, theta**2, theta**3, theta**4], dim=1)  # [W, 4]
-                y_interp = u_old + h[:, None] * (Q @ powers[:, :, None])[..., 0]
-                rows = has.nonzero().flatten()
-                out_ys[idx[rows], next_save[rows]] = y_interp[rows]
-                next_save = next_save + has.long()
+            _save_dense(s, out_ys, te, accept, t_old, u_old, torch.einsum("kwn,kj->wnj", K[:, :W], P))
         # final-window features at accepted points
         # (no host syncs in the step loop: the device runs ahead of Python)
-        in_win = accept & (t >= window_start)
+        in_win = accept & (s.t >= window_start)
         iw = in_win[:, None]
-        wmin = torch.where(iw, torch.minimum(wmin, u), wmin)
-        wmax = torch.where(iw, torch.maximum(wmax, u), wmax)
-        seg = torch.where(in_win, t - torch.clamp(t_old, min=window_start), torch.zeros_like(t))
-        wsum = wsum + seg[:, None] * 0.5 * (u + u_old)
-        wlen = wlen + seg
+        s.wmin = torch.where(iw, torch.minimum(s.wmin, s.u), s.wmin)
+        s.wmax = torch.where(iw, torch.maximum(s.wmax, s.u), s.wmax)
+        seg = torch.where(in_win, s.t - torch.clamp(t_old, min=window_start), torch.zeros_like(s.t))
+        s.wsum = s.wsum + seg[:, None] * 0.5 * (s.u + u_old)
+        s.wlen = s.wlen + seg
         if lyapunov:
-            vn = x_new[W:]
-            v = torch.where(accept[:, None], vn, v)
-            fv = torch.where(accept[:, None], f_new[W:], fv)
-            sep = v - u
-            dist = torch.linalg.vector_norm(sep, dim=1)
-            good = accept & torch.isfinite(dist) & (dist > 0)
-            growth = torch.log(torch.where(good, dist / d0, torch.ones_like(dist)))
-            count = good & (t_old >= window_start)
-            first = count & (ltime == 0)
-            speed0 = torch.where(first, torch.linalg.vector_norm(f_old, dim=1), speed0)
-            lsum = lsum + torch.where(count, growth, torch.zeros_like(growth))
-            ltime = ltime + torch.where(count, h, torch.zeros_like(h))
-            renorm = torch.where(good, d0 / dist.clamp_min(1e-300), torch.ones_like(dist))
-            v = torch.where(good[:, None], u + sep * renorm[:, None], v)
-            # f is linear in the tiny separation: f(u + c*sep) = f(u) + c*(f(u + sep) - f(u)) + O(d0^2)
-            fv = torch.where(good[:, None], f + (fv - f) * renorm[:, None], fv)
+            _renormalise(s, accept, x_new[W:], f_new[W:], t_old, f_old, window_start, d0)
         # blow-up: escape past the bound, non-finite state, or a step size collapsed to nothing
-        escaped = accept & (u.abs().amax(1) > blowup_bound)
-        stuck = reject & (h * fac < h_min)
-        newly_blown = (escaped | stuck) & ~done
-        blow = blow | newly_blown
-        # keep the escaping step's interpolant; the crossing time is located when the row is flushed
-        esc = escaped & ~done
-        cross_Q = torch.where(esc[:, None, None], torch.einsum("kwn,kj->wnj", K[:, :W], P), cross_Q)
-        cross_u = torch.where(esc[:, None], u_old, cross_u)
-        cross_t = torch.where(esc, t_old, cross_t)
-        cross_h = torch.where(esc, h, cross_h)
-        escaped_any = escaped_any | esc
-        tblow = torch.where(newly_blown, torch.where(escaped, t, t_old), tblow)
-        h = torch.where(active, h * fac, h)
-        done = done | newly_blown | (accept & (t >= t1 - 1e-12 * max(abs(t1), 1.0)))
+        escaped = accept & (s.u.abs().amax(1) > blowup_bound)
+        stuck = reject & (s.h * fac < h_min)
+        newly_blown = (escaped | stuck) & ~s.done
+        s.blow = s.blow | newly_blown
+        # keep the escaping step's interpolant; the crossing time is located when the row leaves
+        esc = escaped & ~s.done
+        s.cross_Q = torch.where(esc[:, None, None], torch.einsum("kwn,kj->wnj", K[:, :W], P), s.cross_Q)
+        s.cross_u = torch.where(esc[:, None], u_old, s.cross_u)
+        s.cross_t = torch.where(esc, t_old, s.cross_t)
+        s.cross_h = torch.where(esc, s.h, s.cross_h)
+        s.escaped = s.escaped | esc
+        s.tblow = torch.where(newly_blown, torch.where(escaped, s.t, t_old), s.tblow)
+        s.h = torch.where(active, s.h * fac, s.h)
+        s.done = s.done | newly_blown | (accept & (s.t >= t1 - 1e-12 * max(abs(t1), 1.0)))
         if iteration % check_every:
             continue
-        n_done = int(done.sum())  # the one host sync, every `check_every` steps
-        if n_done and (n_done == idx.numel() or n_done >= compact_fraction * idx.numel()):
-            tblow = torch.where(escaped_any, _bound_crossing(cross_Q, cross_u, cross_t, cross_h, blowup_bound,
-                                                             escaped_any), tblow)
-            rows = done.nonzero().flatten()
-            flush(rows)
+        n_done = int(s.done.sum())  # the one host sync, every `check_every` steps
+        if n_done and (n_done == s.idx.numel() or n_done >= compact_fraction * s.idx.numel()):
+            rows = s.done.nonzero().flatten()
+            leave(rows)
             finished_total += rows.numel()
             if progress is not None:
                 progress(finished_total, B)
-            keep = (~done).nonzero().flatten()
-            idx, t, u, f, h, pw = idx[keep], t[keep], u[keep], f[keep], h[keep], pw[keep]
-            wmin, wmax, wsum, wlen = wmin[keep], wmax[keep], wsum[keep], wlen[keep]
-            lsum, ltime, nacc, nrej, next_save = lsum[keep], ltime[keep], nacc[keep], nrej[keep], next_save[keep]
-            speed0 = speed0[keep]
-            done, blow, tblow = done[keep], blow[keep], tblow[keep]
-            cross_Q, cross_u, cross_t, cross_h = cross_Q[keep], cross_u[keep], cross_t[keep], cross_h[keep]
-            escaped_any = escaped_any[keep]
-            if lyapunov:
-                v, fv = v[keep], fv[keep]
-    if idx.numel() > 0:  # out of steps: record where they got to, marked unfinished
-        tblow = torch.where(escaped_any, _bound_crossing(cross_Q, cross_u, cross_t, cross_h, blowup_bound,
-                                                         escaped_any), tblow)
-        flush(torch.arange(idx.numel(), device=dev))
+            s = s.take((~s.done).nonzero().flatten())
+    if s.idx.numel() > 0:  # out of steps: record where they got to, marked unfinished
+        leave(torch.arange(s.idx.numel(), device=dev))
+    return _result(out, out_ys, lyapunov)
 
-    lyap = torch.where((out_ltime > 0) & ~out_blow, out_lsum / out_ltime.clamp_min(1e-300),
-                       torch.full_like(out_lsum, float("nan")))
-    speed_end = torch.linalg.vector_norm(out_f, dim=1)
-    flow = torch.where((out_ltime > 0) & ~out_blow,
-                       torch.log(speed_end.clamp_min(1e-300) / out_speed0.clamp_min(1e-300)) / out_ltime.clamp_min(1e-300),
-                       torch.full_like(out_lsum, float("nan")))
-    mean = torch.where(out_wlen[:, None] > 0, out_sum / out_wlen.clamp_min(1e-300)[:, None], out_u)
-    none_in_window = ~torch.isfinite(out_min).all(1)
-    out_min = torch.where(none_in_window[:, None], out_u, out_min)
-    out_max = torch.where(none_in_window[:, None], out_u, out_max)
+
+def _save_dense(s: _Lanes, out_ys: torch.Tensor, te: torch.Tensor, accept: torch.Tensor, t_old: torch.Tensor,
+                u_old: torch.Tensor, Q: torch.Tensor) -> None:
+    """Every t_eval time the accepted step covered, from its interpolant Q [W, n, 4]."""
+    for _ in range(te.numel()):
+        has = accept & (s.next_save < te.numel())
+        ts = te[s.next_save.clamp(max=te.numel() - 1)]
+        has = has & (ts <= s.t)
+        if not bool(has.any()):
+            break
+        theta = ((ts - t_old) / torch.where(s.h > 0, s.h, torch.ones_like(s.h)))[:, None]
+        powers = torch.cat([theta, theta**2, theta**3, theta**4], dim=1)  # [W, 4]
+        y_interp = u_old + s.h[:, None] * (Q @ powers[:, :, None])[..., 0]
+        rows = has.nonzero().flatten()
+        out_ys[s.idx[rows], s.next_save[rows]] = y_interp[rows]
+        s.next_save = s.next_save + has.long()
+
+
+def _renormalise(s: _Lanes, accept: torch.Tensor, vn: torch.Tensor, fvn: torch.Tensor, t_old: torch.Tensor,
+                 f_old: torch.Tensor, window_start: float, d0: float) -> None:
+    """Benettin: the twin's log growth over the step (counted in the window), then its separation back to d0."""
+    s.v = torch.where(accept[:, None], vn, s.v)
+    s.fv = torch.where(accept[:, None], fvn, s.fv)
+    sep = s.v - s.u
+    dist = torch.linalg.vector_norm(sep, dim=1)
+    good = accept & torch.isfinite(dist) & (dist > 0)
+    growth = torch.log(torch.where(good, dist / d0, torch.ones_like(dist)))
+    count = good & (t_old >= window_start)
+    first = count & (s.ltime == 0)
+    s.speed0 = torch.where(first, torch.linalg.vector_norm(f_old, dim=1), s.speed0)
+    s.lsum = s.lsum + torch.where(count, growth, torch.zeros_like(growth))
+    s.ltime = s.ltime + torch.where(count, s.h, torch.zeros_like(s.h))
+    renorm = torch.where(good, d0 / dist.clamp_min(1e-300), torch.ones_like(dist))
+    s.v = torch.where(good[:, None], s.u + sep * renorm[:, None], s.v)
+    # f is linear in the tiny separation: f(u + c*sep) = f(u) + c*(f(u + sep) - f(u)) + O(d0^2)
+    s.fv = torch.where(good[:, None], s.f + (s.fv - s.f) * renorm[:, None], s.fv)
+
+
+def _result(out: _Lanes, out_ys: torch.Tensor | None, lyapunov: bool) -> SolveResult:
+    """Numpy outputs with the window mean, the Lyapunov exponent and the flow-speed ratio derived."""
+    B = out.t.shape[0]
+    lyap = torch.where((out.ltime > 0) & ~out.blow, out.lsum / out.ltime.clamp_min(1e-300),
+                       torch.full_like(out.lsum, float("nan")))
+    speed_end = torch.linalg.vector_norm(out.f, dim=1)
+    flow = torch.where((out.ltime > 0) & ~out.blow,
+                       torch.log(speed_end.clamp_min(1e-300) / out.speed0.clamp_min(1e-300)) / out.ltime.clamp_min(1e-300),
+                       torch.full_like(out.lsum, float("nan")))
+    mean = torch.where(out.wlen[:, None] > 0, out.wsum / out.wlen.clamp_min(1e-300)[:, None], out.u)
+    none_in_window = ~torch.isfinite(out.wmin).all(1)
+    u_min = torch.where(none_in_window[:, None], out.u, out.wmin)
+    u_max = torch.where(none_in_window[:, None], out.u, out.wmax)
 
     def np_(x):
         return x.detach().to("cpu", torch.float64 if x.is_floating_point() else x.dtype).numpy()
 
     return SolveResult(
-        t_final=np_(out_t), u_final=np_(out_u), u_min=np_(out_min), u_max=np_(out_max), u_mean=np_(mean),
-        blowup=np_(out_blow), t_blowup=np_(out_tblow), finished=np_(out_done),
+        t_final=np_(out.t), u_final=np_(out.u), u_min=np_(u_min), u_max=np_(u_max), u_mean=np_(mean),
+        blowup=np_(out.blow), t_blowup=np_(out.tblow), finished=np_(out.done),
         lyapunov_max=np_(lyap) if lyapunov else np.full(B, np.nan),
         flow_log_ratio=np_(flow) if lyapunov else np.full(B, np.nan),
-        n_steps=np_(out_nacc), n_rejected=np_(out_nrej), ys=None if out_ys is None else np_(out_ys))
+        n_steps=np_(out.nacc), n_rejected=np_(out.nrej), ys=None if out_ys is None else np_(out_ys))
