@@ -7,62 +7,51 @@ Each replica runs the engine in-process (no actors). The FastAPI app is built by
 so tests (and a plain uvicorn) can use it without Serve; the Serve ingress builds the same app on the
 replica through `__serve_build_asgi_app__`. The request logic itself is `run_simulate(req, args)`.
 
-Errors: an `InputError` (bad model / parameter / state / t_span / save points) is HTTP 422 and a
-request over a size limit (batch, save points) is 413, both as
-`{"detail": {"field": ..., "message": ..., "allowed": ...}}`; schema errors are FastAPI's own 422.
+Errors: an `InputError` (bad model / parameter / state / t_span / save points) is HTTP 422, a request
+over a size limit (batch, save points) 413 (`TooLarge`), and a malformed body 422 too, all as
+`{"detail": {"field": ..., "message": ..., "allowed": ...}}` (serve.common.new_app).
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 from ray import serve
-from ray.serve import Application
 
-from actors.common.errors import InputError
-from actors.sweep.config import SolverConfig
+from actors.common.config import Strict
+from actors.common.errors import InputError, TooLarge, from_validation
+from actors.sweep.config import Backend, SolverConfig, make_solver
 from actors.sweep.engine import simulate
 from actors.sweep.models import get_model, model_names
-from serve.errors import add_input_error_handler
+from serve.common import ServeArgs, builder, new_app
 
 
-class TooLargeError(InputError):
-    """A request over one of the deployment's size limits (HTTP 413)."""
-
-    status_code = 413
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SweepServeArgs(_Strict):
-    """Application arguments (`serve run serve.sweep:build_app key=value ...`)."""
+class SweepServeArgs(ServeArgs):
+    """Application arguments (`serve run serve.sweep:build_app key=value ...`); num_replicas, num_gpus and
+    num_cpus (per replica) come from ServeArgs."""
 
     max_batch: int = Field(64, gt=0)          # most points in one request's `batch`
-    num_replicas: int = Field(1, gt=0)
-    num_gpus: float = Field(0, ge=0)          # per replica; 0 -> the engine runs on CPU
-    backend: Literal["torch", "scipy", "triton", "auto"] = "torch"  # auto: triton on a GPU replica
+    backend: Backend = "torch"                # auto: triton on a GPU replica
     max_points: int = Field(4000, ge=2)       # most save points (save_points / n_save) per request
 
 
-class PointOverrides(_Strict):
+class PointOverrides(Strict):
     """One batch item; its entries override the request's top-level params / initial_state."""
 
     params: dict[str, float] = Field(default_factory=dict)
     initial_state: dict[str, float] = Field(default_factory=dict)
 
 
-class SolverOptions(_Strict):
+class SolverOptions(Strict):
     rtol: float = Field(1e-8, gt=1e-14, le=1e-2)
     atol: float = Field(1e-10, gt=1e-16, le=1e-2)
     lyapunov: bool = True
 
 
-class SimulateRequest(_Strict):
+class SimulateRequest(Strict):
     model: str = "gaslit_af"
     params: dict[str, float] = Field(default_factory=dict)
     initial_state: dict[str, float] = Field(default_factory=dict)
@@ -97,13 +86,13 @@ def _save_times(req: SimulateRequest, t0: float, t1: float, max_points: int) -> 
         raise InputError("save_points", "give either save_points or n_save, not both")
     if req.n_save is not None:
         if req.n_save > max_points:
-            raise TooLargeError("n_save", f"{req.n_save} save points exceed the limit", f"2..{max_points}")
+            raise TooLarge("n_save", f"{req.n_save} save points exceed the limit", f"2..{max_points}")
         return np.linspace(t0, t1, req.n_save)
     if req.save_points is None:
         return None
     pts = np.asarray(req.save_points, dtype=np.float64)
     if pts.size > max_points:
-        raise TooLargeError("save_points", f"{pts.size} save points exceed the limit", f"at most {max_points}")
+        raise TooLarge("save_points", f"{pts.size} save points exceed the limit", f"at most {max_points}")
     if pts.size == 0 or not np.isfinite(pts).all() or np.any(np.diff(pts) <= 0) or pts[0] < t0 or pts[-1] > t1:
         raise InputError("save_points", "must be non-empty, finite, strictly increasing and inside t_span",
                          f"[{t0}, {t1}]")
@@ -111,13 +100,16 @@ def _save_times(req: SimulateRequest, t0: float, t1: float, max_points: int) -> 
 
 
 def solver_config(req: SimulateRequest, args: SweepServeArgs, t_span: tuple[float, float]) -> SolverConfig:
+    """The request's solver settings as the replica's backend block: a GPU replica (num_gpus > 0) lets
+    the device default to its GPU; small interactive batches are not worth torch.compile's latency."""
+    device = "auto" if args.num_gpus > 0 else "cpu"
+    options = {"scipy": {}, "triton": {"device": device}, "torch": {"device": device, "compile": "off"},
+               "auto": {"device": device, "compile": "off"}}[args.backend]
     try:
-        return SolverConfig(backend=args.backend, rtol=req.solver.rtol, atol=req.solver.atol,
-                            lyapunov=req.solver.lyapunov, t_span=t_span,
-                            device="auto" if args.num_gpus > 0 else "cpu",
-                            compile="off")  # small interactive batches: no compile latency
+        return make_solver(backend=args.backend, rtol=req.solver.rtol, atol=req.solver.atol,
+                           lyapunov=req.solver.lyapunov, t_span=t_span, **options)
     except ValidationError as exc:  # the request schema already bounds these; kept as a safety net
-        raise InputError("solver", str(exc)) from exc
+        raise from_validation(exc, "solver.") from None
 
 
 def run_simulate(req: SimulateRequest | dict, args: SweepServeArgs | dict | None = None) -> dict:
@@ -127,7 +119,7 @@ def run_simulate(req: SimulateRequest | dict, args: SweepServeArgs | dict | None
     model = get_model(req.model)
     items = req.batch if req.batch is not None else [PointOverrides()]
     if len(items) > args.max_batch:
-        raise TooLargeError("batch", f"{len(items)} points exceed the limit of {args.max_batch}",
+        raise TooLarge("batch", f"{len(items)} points exceed the limit of {args.max_batch}",
                             f"at most {args.max_batch} items")
     t0, t1 = _t_span(req, model.spec.time_span)
     t_eval = _save_times(req, t0, t1, args.max_points)
@@ -178,10 +170,7 @@ def health(args: SweepServeArgs | None = None) -> dict:
 def make_fastapi(args: SweepServeArgs | dict | None = None) -> FastAPI:
     """The FastAPI app (routes, error mapping, OpenAPI at /docs) for the given limits and backend."""
     args = args if isinstance(args, SweepServeArgs) else SweepServeArgs.model_validate(args or {})
-    app = FastAPI(title="attractor sweep", version="0.1.0",
-                  description="Integrate ODE models (GASLIT-AF, Lorenz, ...) and label their attractors.")
-
-    add_input_error_handler(app, InputError)
+    app = new_app("attractor sweep", "Integrate ODE models (GASLIT-AF, Lorenz, ...) and label their attractors.")
 
     @app.get("/healthz")
     def healthz() -> dict:
@@ -207,12 +196,7 @@ class SweepIngress:
         return make_fastapi(self.args)
 
 
-def build_app(args: dict | None = None) -> Application:
-    """Application builder for `serve run` / `serve build` (args are SweepServeArgs fields)."""
-    cfg = SweepServeArgs.model_validate(args or {})
-    return SweepIngress.options(num_replicas=cfg.num_replicas,
-                                ray_actor_options={"num_gpus": cfg.num_gpus}).bind(cfg.model_dump())
-
+build_app = builder(SweepIngress, SweepServeArgs)
 
 # `serve build` wants an Application, not a builder: `serve build serve.sweep:app` writes a config
 # (default args) whose import_path may then be switched to serve.sweep:build_app with an `args:` block.

@@ -6,8 +6,6 @@ x' = mu + x - x^3: folds at mu = +-2 / (3 sqrt 3) with x = -+1/sqrt 3 (an S-curv
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -20,8 +18,8 @@ from actors.sweep.continuation import (
     continue_equilibria,
 )
 from actors.sweep.models import get_model, register_model
+from configs import preset
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CUBIC = register_model({"name": "cubic_fold_test", "states": ["x"], "params": {"mu": 0.0},
                         "initial_state": {"x": -1.3}, "equations": {"x": "mu + x - x**3"}})
 
@@ -115,7 +113,7 @@ def test_bad_inputs_name_the_field():
 
 
 def test_local_maxima_parabolic_refinement_against_closed_form():
-    from jobs.bifurcation import local_maxima
+    from actors.sweep.bifurcation import local_maxima
 
     ts = np.linspace(0, 20, 401)
     t_max, y_max = local_maxima(ts, 2.0 + 3.0 * np.sin(1.3 * ts))
@@ -134,7 +132,7 @@ def test_bifurcation_job_ci_preset_onset_at_the_hopf(tmp_path):
     from jobs.bifurcation import load_spec
     from jobs.bifurcation import main as bifurcation_main
 
-    cfg = str(CONFIGS / "bifurcation" / "brusselator_ci.yaml")
+    cfg = str(preset("bifurcation", "brusselator_ci.yaml"))
     out = tmp_path / "bif"
     assert bifurcation_main(["--config", cfg, "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -174,7 +172,7 @@ def test_continuation_job_writes_branches_and_points(tmp_path):
     from jobs.continuation import main as continuation_main
 
     out = tmp_path / "cont"
-    assert continuation_main(["--config", str(CONFIGS / "continuation" / "lorenz_rho.yaml"), "--out", str(out),
+    assert continuation_main(["--config", str(preset("continuation", "lorenz_rho.yaml")), "--out", str(out),
                               "--set", "bounds=[0,30]"]) == 0
     points = json.loads((out / "special_points.json").read_text())
     kinds = sorted((p["kind"], round(p["param"], 6)) for p in points)
@@ -184,7 +182,7 @@ def test_continuation_job_writes_branches_and_points(tmp_path):
     assert set(table["branch"]) == {0, 1, 2}
     assert (table["stable"] == (table["max_real_eig"] < 0)).all()
     assert (out / "continuation.png").stat().st_size > 10_000
-    assert continuation_main(["--config", str(CONFIGS / "continuation" / "lorenz_rho.yaml"), "--out", str(out),
+    assert continuation_main(["--config", str(preset("continuation", "lorenz_rho.yaml")), "--out", str(out),
                               "--set", "plot_state=w"]) == 2
 
 
@@ -195,7 +193,7 @@ def test_gaslit_hopf_matches_an_independent_finite_difference_eigen_scan():
 
     from jobs.continuation import load_spec
 
-    spec = load_spec(CONFIGS / "continuation" / "gaslit_gamma.yaml")
+    spec = load_spec(preset("continuation", "gaslit_gamma.yaml"))
     healthy = continue_branch(spec, spec.branches[0])
     (hopf,) = _special(healthy, "hopf")
     model = get_model("gaslit_af")
@@ -214,13 +212,14 @@ def test_gaslit_hopf_matches_an_independent_finite_difference_eigen_scan():
 
 @pytest.mark.slow
 def test_bifurcation_chunks_as_ray_tasks_equal_the_in_process_run(ray_cluster, tmp_path):
-    """--ray: one task per chunk (on the fake-GPU test cluster each asks for a GPU); same numbers."""
+    """--ray: chunks pulled by SweepWorkers (on the fake-GPU test cluster one per GPU); same numbers."""
     import pandas as pd
 
-    from jobs.bifurcation import diagram_points, load_spec
+    from actors.sweep.bifurcation import diagram_points
+    from jobs.bifurcation import load_spec
     from jobs.bifurcation import main as bifurcation_main
 
-    cfg = str(CONFIGS / "bifurcation" / "brusselator_ci.yaml")
+    cfg = str(preset("bifurcation", "brusselator_ci.yaml"))
     sets = ["n=4", "chunk_size=2", "spectrum=null", "continuation=[]", "solver.t_span=[0,120]"]
     out = tmp_path / "bif_ray"
     assert bifurcation_main(["--config", cfg, "--out", str(out), "--ray", "--set", *sets]) == 0

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from actors.common.errors import InputError
-from actors.sweep.config import SolverConfig
+from actors.sweep.config import ScipySolver, TorchSolver, make_solver
 from actors.sweep.engine import simulate
 from actors.sweep.models import get_model, register_model
 
@@ -27,7 +27,7 @@ def test_linear_spiral_closed_form_and_lyapunov(backend):
     params = np.column_stack([a, np.ones(3)])
     u0 = np.tile([1.0, 0.0], (3, 1))
     t_eval = np.linspace(0, 10, 41)
-    res = simulate(SPIRAL, params, u0, SolverConfig(backend=backend, rtol=1e-10, atol=1e-12, t_span=(0, 10),
+    res = simulate(SPIRAL, params, u0, make_solver(backend=backend, rtol=1e-10, atol=1e-12, t_span=(0, 10),
                                                     window=0.5, blowup_bound=1e6), t_eval=t_eval)
     z = np.exp((a[:, None] + 1j) * t_eval[None, :])
     np.testing.assert_allclose(res.raw.ys[..., 0], z.real, rtol=1e-6, atol=1e-8)
@@ -39,7 +39,7 @@ def test_linear_spiral_closed_form_and_lyapunov(backend):
 def test_finite_time_blowup_time(backend):
     """u' = u^2, u(0) = u0 reaches the bound B at t = 1/u0 - 1/B."""
     u0 = np.array([[1.0], [2.0], [0.25]])
-    res = simulate(SQUARE, np.ones((3, 1)), u0, SolverConfig(backend=backend, rtol=1e-10, atol=1e-12,
+    res = simulate(SQUARE, np.ones((3, 1)), u0, make_solver(backend=backend, rtol=1e-10, atol=1e-12,
                                                              blowup_bound=1e4, t_span=(0, 2)))
     assert list(res.regime[:2]) == ["blow_up", "blow_up"] and res.regime[2] != "blow_up"
     np.testing.assert_allclose(res.raw.t_blowup[:2], 1 / u0[:2, 0] - 1e-4, rtol=1e-6)
@@ -54,7 +54,7 @@ def test_brusselator_hopf_at_b_equals_one_plus_a_squared(backend):
     b = np.array([1.6, 1.9, 2.1, 2.6])
     m = get_model("brusselator")
     res = simulate(m, np.column_stack([np.full(4, a), b]), np.tile([1.2, 1.3], (4, 1)),
-                   SolverConfig(backend=backend, rtol=1e-8, atol=1e-10, t_span=(0, 300)))
+                   make_solver(backend=backend, rtol=1e-8, atol=1e-10, t_span=(0, 300)))
     assert list(res.regime) == ["fixed_point", "fixed_point", "limit_cycle", "limit_cycle"]
     np.testing.assert_allclose(res.raw.u_final[:2], np.column_stack([np.full(2, a), b[:2] / a]), atol=1e-5)
 
@@ -67,8 +67,8 @@ def test_gaslit_reference_points_both_backends():
     u0 = np.stack([m.state_vector(p.initial_state) for p in pts])
     expect = [p.expect for p in pts]
     assert sorted(expect) == ["blow_up", "chaotic", "collapsed", "healthy", "limit_cycle"]
-    torch_res = simulate(m, params, u0, SolverConfig(backend="torch", rtol=1e-6, atol=1e-9))
-    scipy_res = simulate(m, params, u0, SolverConfig(backend="scipy", rtol=1e-8, atol=1e-10))
+    torch_res = simulate(m, params, u0, TorchSolver(rtol=1e-6, atol=1e-9))
+    scipy_res = simulate(m, params, u0, ScipySolver(rtol=1e-8, atol=1e-10))
     assert list(torch_res.attractor) == expect
     assert list(scipy_res.attractor) == expect
     chaotic = expect.index("chaotic")
@@ -97,8 +97,8 @@ def test_torch_matches_scipy_on_200_random_points_short_horizon():
     states to 1e-6 and blow-up times to 1e-6 against scipy DOP853."""
     m, params, u0 = _random_gaslit(200, seed=7)
     short = dict(rtol=1e-10, atol=1e-12, t_span=(0.0, 5.0), lyapunov=False)
-    a = simulate(m, params, u0, SolverConfig(backend="torch", **short))
-    b = simulate(m, params, u0, SolverConfig(backend="scipy", method="DOP853", **short))
+    a = simulate(m, params, u0, TorchSolver(**short))
+    b = simulate(m, params, u0, ScipySolver(method="DOP853", **short))
     assert (a.raw.blowup == b.raw.blowup).all()
     ok = ~b.raw.blowup
     assert 0 < ok.sum() < 200
@@ -115,12 +115,12 @@ def test_torch_regimes_match_scipy_over_full_horizon():
     m, params, u0 = _random_gaslit(48, seed=7)
     # settle_amplitude=0: the settling-focus clause needs lambda_max, which scipy is not asked for here
     # (tests/test_sweep_reference.py checks that clause against DOP853 with its exponent)
-    full = simulate(m, params, u0, SolverConfig(backend="torch", rtol=1e-7, atol=1e-9, settle_amplitude=0.0))
+    full = simulate(m, params, u0, TorchSolver(rtol=1e-7, atol=1e-9, settle_amplitude=0.0))
     counts = {r: int((full.regime == r).sum()) for r in ("fixed_point", "limit_cycle", "blow_up")}
     assert all(c >= 4 for c in counts.values()), counts
     cycles = np.flatnonzero(full.regime == "limit_cycle")[:4]
     pick = np.sort(np.concatenate([np.flatnonzero(np.isin(full.regime, ["fixed_point", "blow_up"])), cycles]))
-    ref = simulate(m, params[pick], u0[pick], SolverConfig(backend="scipy", rtol=1e-9, atol=1e-11, lyapunov=False))
+    ref = simulate(m, params[pick], u0[pick], ScipySolver(rtol=1e-9, atol=1e-11, lyapunov=False))
     mine = full.regime[pick]
     theirs = np.where(ref.regime == "oscillatory", "limit_cycle", ref.regime)  # no Lyapunov asked of scipy
     assert list(mine) == list(theirs)
@@ -139,9 +139,9 @@ def test_bad_inputs_raise_named_errors():
     with pytest.raises(InputError, match=r"initial_state: shape \(1, 2\)"):
         simulate(m, m.default_params[None], np.zeros((1, 2)))
     with pytest.raises(ValueError, match="t_span must be finite and increasing"):
-        SolverConfig(t_span=(5.0, 1.0))
+        TorchSolver(t_span=(5.0, 1.0))
     with pytest.raises(ValueError, match="rtol"):
-        SolverConfig(rtol=0.5)
+        ScipySolver(rtol=0.5)
     with pytest.raises(InputError, match="t_eval"):
-        simulate(m, m.default_params[None], m.default_state[None], SolverConfig(t_span=(0, 1)),
+        simulate(m, m.default_params[None], m.default_state[None], TorchSolver(t_span=(0, 1)),
                  t_eval=np.array([0.5, 2.0]))

@@ -11,10 +11,11 @@ import pytest
 
 from actors.sweep.config import SweepSpec
 from actors.sweep.pool import chunk_path
+from configs import preset
 from jobs.sweep import load_spec
 
 pytestmark = pytest.mark.slow
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "sweep" / "ci_tiny.yaml"
+CONFIG = preset("sweep", "ci_tiny.yaml")
 
 
 def _spec(**overrides) -> SweepSpec:
@@ -26,7 +27,7 @@ def _table(out: Path) -> pd.DataFrame:
 
 
 def test_fake_gpus_pin_each_worker_to_a_distinct_gpu(ray_cluster):
-    from actors.sweep.config import WorkerConfig
+    from actors.common.config import WorkerConfig
     from actors.sweep.pool import workers
 
     pool = workers(WorkerConfig(num_cpus=0.5))  # auto: 2 fake GPUs -> 2 workers with num_gpus=1

@@ -1,20 +1,18 @@
 """Sweep platform wiring: backend auto, spectra in the sweep output, multi-worker load balancing."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.integrate
-from pydantic import ValidationError
 
-from actors.sweep.config import SolverConfig, SweepSpec
+from actors.common.errors import InputError
+from actors.sweep.config import AutoSolver, SweepSpec, TorchSolver
 from actors.sweep.engine import resolve_backend, simulate
+from configs import preset
 from jobs.sweep import load_spec
 
-ROOT = Path(__file__).resolve().parents[1]
-CI_TINY = ROOT / "configs" / "sweep" / "ci_tiny.yaml"
+CI_TINY = preset("sweep", "ci_tiny.yaml")
 # short but converged enough for the Brusselator off the Hopf band; dt 0.01 keeps the RK4 error of
 # the relaxation cycles (a = 0.6, b = 4) near 0.3% of the trace average (dt 0.02: 8%)
 FAST_SPECTRUM = {"t_transient": 40.0, "t_measure": 60.0, "dt": 0.01}
@@ -32,8 +30,8 @@ def test_auto_on_cpu_is_the_torch_backend_bit_for_bit():
     params = np.array([[1.0, 1.5], [1.0, 3.0]])
     u0 = np.array([[1.2, 1.3], [1.2, 1.3]])
     kw = dict(rtol=1e-6, atol=1e-9, t_span=(0.0, 60.0), device="cpu")
-    auto = simulate("brusselator", params, u0, SolverConfig(backend="auto", **kw))
-    torch_ = simulate("brusselator", params, u0, SolverConfig(backend="torch", **kw))
+    auto = simulate("brusselator", params, u0, AutoSolver(**kw))
+    torch_ = simulate("brusselator", params, u0, TorchSolver(**kw))
     assert auto.meta["backend"] == "torch"
     np.testing.assert_array_equal(auto.raw.u_final, torch_.raw.u_final)
     assert list(auto.regime) == ["fixed_point", "limit_cycle"]  # Hopf at b = 1 + a^2 = 2
@@ -41,12 +39,12 @@ def test_auto_on_cpu_is_the_torch_backend_bit_for_bit():
 
 def test_presets_default_to_auto():
     for name in ("gaslit_demo", "gaslit_demo_gpu", "gaslit_small", "gaslit_large", "ci_tiny", "brusselator_hopf"):
-        assert load_spec(ROOT / "configs" / "sweep" / f"{name}.yaml").solver.backend == "auto", name
+        assert load_spec(preset("sweep", f"{name}.yaml")).solver.backend == "auto", name
 
 
 def test_gpu_demo_preset_is_larger_than_the_cpu_one():
-    cpu = load_spec(ROOT / "configs" / "sweep" / "gaslit_demo.yaml")
-    gpu = load_spec(ROOT / "configs" / "sweep" / "gaslit_demo_gpu.yaml")
+    cpu = load_spec(preset("sweep", "gaslit_demo.yaml"))
+    gpu = load_spec(preset("sweep", "gaslit_demo_gpu.yaml"))
     assert [a.n for a in cpu.axes] == [48, 48]
     assert gpu.n_points >= 256 * 256
     assert [(a.name, a.kind, a.lo, a.hi) for a in gpu.axes] == [(a.name, a.kind, a.lo, a.hi) for a in cpu.axes]
@@ -59,7 +57,7 @@ def test_gpu_demo_preset_is_larger_than_the_cpu_one():
     ({"sample": 2, "bogus": 1}, "bogus"),
 ])
 def test_bad_spectrum_config_names_the_field(block, needle):
-    with pytest.raises(ValidationError, match=needle):
+    with pytest.raises(InputError, match=needle):  # jobs' load_spec: pydantic's error as the field's InputError
         load_spec(CI_TINY, {"analysis": {"spectrum": block}})
 
 
@@ -156,15 +154,15 @@ def test_demo_picks_the_gpu_preset_when_the_cluster_has_gpus(ray_cluster):
 def test_spec_json_written_before_the_analysis_block_still_resumes(tmp_path):
     import json
 
-    from actors.sweep.pool import _check_out_dir
+    from actors.sweep.pool import claim_sweep_dir
 
     spec = load_spec(CI_TINY)
     old = json.loads(spec.model_dump_json())
     del old["analysis"]
     (tmp_path / "spec.json").write_text(json.dumps(old))
-    _check_out_dir(spec, tmp_path)  # no error: same sweep
+    claim_sweep_dir(spec, tmp_path)  # no error: same sweep
     with pytest.raises(Exception, match="different sweep"):
-        _check_out_dir(SweepSpec.model_validate({**old, "chunk_size": 5}), tmp_path)
+        claim_sweep_dir(SweepSpec.model_validate({**old, "chunk_size": 5}), tmp_path)
 
 
 @pytest.mark.gpu
@@ -174,7 +172,7 @@ def test_auto_on_cuda_runs_the_generated_kernels_and_agrees_with_torch():
     spec = load_spec(CI_TINY)
     params, u0 = grid_points(spec)
     auto = simulate(spec.model, params, u0, spec.solver.model_copy(update={"device": "cuda"}))
-    ref = simulate(spec.model, params, u0, spec.solver.model_copy(update={"backend": "torch", "device": "cpu"}))
+    ref = simulate(spec.model, params, u0, spec.solver.as_backend("torch").model_copy(update={"device": "cpu"}))
     assert auto.meta["backend"] == "triton"
     margin = params[:, 1] - (1 + params[:, 0] ** 2)
     off_hopf = np.abs(margin) > 0.3

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,11 +12,11 @@ import pytest
 from actors.common.storage import atomic_write_parquet
 from actors.sweep.config import SweepSpec
 from actors.sweep.pool import chunk_path
+from configs import preset
 from jobs.sweep import load_spec
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "sweep"
-MAP_1M = CONFIGS / "gaslit_1m_gpu.yaml"
-SCALING = CONFIGS / "gaslit_scaling_gpu.yaml"
+MAP_1M = preset("sweep", "gaslit_1m_gpu.yaml")
+SCALING = preset("sweep", "gaslit_scaling_gpu.yaml")
 # the same presets shrunk to seconds on one core: grid, horizon and spectrum sample only
 TINY = {"axes": [{"name": "gamma", "kind": "param", "lo": 0.0, "hi": 1.0, "n": 4},
                  {"name": "Lambda", "kind": "state", "lo": 0.0, "hi": 10.0, "n": 3}],

@@ -57,10 +57,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from actors.common.config import Strict
 from actors.common.errors import InputError
-from actors.sweep.config import SolverConfig
+from actors.common.storage import atomic_write_json
+from actors.sweep.config import ScipySolver, TorchSolver
 from actors.sweep.engine import simulate
 from actors.sweep.models import CompiledModel, get_model
 
@@ -68,10 +70,8 @@ PENALTY = 1e3          # loss reported for a candidate that blows up (finite, so
 OBS_RTOL, OBS_ATOL = 1e-10, 1e-12  # the planted trajectory: scipy DOP853 at these tolerances
 
 
-class FitSpec(BaseModel):
+class FitSpec(Strict):
     """A parameter-recovery problem: a planted truth, what to fit, how to observe, how to search."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str = "fit"
     model: str = "gaslit_af"
@@ -181,8 +181,7 @@ def simulate_params(spec: FitSpec, values: dict[str, float], t: np.ndarray, *,
     model = get_model(spec.model)
     p = model.param_vector({**spec.true_params, **values}, "params")
     u0 = model.state_vector(spec.initial_state, "initial_state")
-    solver = SolverConfig(backend="scipy", method="DOP853", rtol=rtol, atol=atol,
-                          t_span=(float(t[0]), float(t[-1])), lyapunov=False)
+    solver = ScipySolver(method="DOP853", rtol=rtol, atol=atol, t_span=(float(t[0]), float(t[-1])), lyapunov=False)
     return simulate(model, p[None], u0[None], solver, t_eval=np.asarray(t, dtype=float)).raw.ys[0]
 
 
@@ -283,8 +282,8 @@ class Problem:
         """Observed states [B, T_h, n_obs] on the observation times up to t_end (torch, CPU)."""
         X = np.atleast_2d(X)
         t = self.t[self.mask(t_end)]
-        solver = SolverConfig(backend="torch", device="cpu", rtol=rtol, atol=self.atol,
-                              t_span=(float(self.t[0]), float(t_end)), lyapunov=False)
+        solver = TorchSolver(device="cpu", rtol=rtol, atol=self.atol, t_span=(float(self.t[0]), float(t_end)),
+                             lyapunov=False)
         res = simulate(self.model, self.params(X), np.tile(self.u0, (X.shape[0], 1)), solver, t_eval=t)
         return res.raw.ys[:, :, self.obs_idx]
 
@@ -319,8 +318,8 @@ def trainable(config: dict[str, float], problem: Problem) -> None:
     with _torch_threads(1):
         for t_end in problem.t_ends:
             sel = (problem.t > t_prev) & problem.mask(t_end)
-            solver = SolverConfig(backend="torch", device="cpu", rtol=problem.rtol, atol=problem.atol,
-                                  t_span=(t_prev, t_end), lyapunov=False)
+            solver = TorchSolver(device="cpu", rtol=problem.rtol, atol=problem.atol, t_span=(t_prev, t_end),
+                                 lyapunov=False)
             res = simulate(problem.model, P, u, solver, t_eval=problem.t[sel] if sel.any() else None)
             ok = not res.raw.blowup[0] and np.all(np.isfinite(res.raw.u_final))
             if ok and sel.any():
@@ -498,3 +497,40 @@ def load_spec(path: str | Path, **overrides: Any) -> FitSpec:
     data = yaml.safe_load(Path(path).read_text()) or {}
     data.update({k: v for k, v in overrides.items() if v is not None})
     return FitSpec.model_validate(data)
+
+
+# ---- outputs ------------------------------------------------------------------------------------
+def table(result: FitResult) -> str:
+    """True vs Tune's best vs polished values with relative errors, and the run's losses and timings."""
+    lines = [f"{'param':<10} {'true':>12} {'tune best':>12} {'fitted':>12} {'rel.err':>9}"]
+    for n in result.best_params:
+        ok = "ok" if result.rel_errors[n] < result.tolerance else "FAIL"
+        lines.append(f"{n:<10} {result.true_params[n]:>12.6g} {result.tune_best_params[n]:>12.6g} "
+                     f"{result.best_params[n]:>12.6g} {100 * result.rel_errors[n]:>8.3f}% {ok}")
+    lines.append(f"loss: tune best {result.tune_best_loss:.3e}, polished {result.polished_loss:.3e}, "
+                 f"noise floor {result.noise_floor:.3e}; {result.n_trials} trials "
+                 f"({result.n_full_horizon} reached the full horizon); "
+                 f"tune {result.tune_seconds:.1f}s, polish {result.polish_seconds:.1f}s")
+    return "\n".join(lines)
+
+
+def plot_fit(spec: FitSpec, result: FitResult, path: Path) -> Path:
+    """Observed points against the fitted and the planted trajectory, one panel per observed state."""
+    from actors.sweep.plots import fit_figure
+
+    model = get_model(spec.model)
+    t, y_obs = make_observations(spec)
+    dense = np.linspace(t[0], t[-1], 2000)
+    cols = [model.state_names.index(s) for s in spec.observed]
+    fitted = simulate_params(spec, result.best_params, dense)[:, cols]
+    planted = simulate_params(spec, {}, dense)[:, cols]
+    fitted_txt = ", ".join(f"{n}={v:.4g} ({100 * result.rel_errors[n]:.2f}%)" for n, v in result.best_params.items())
+    return fit_figure(path, t, y_obs, dense, planted, fitted, spec.observed,
+                      f"{spec.model}: {spec.name}  |  {fitted_txt}")
+
+
+def write_outputs(spec: FitSpec, result: FitResult, out_dir: str | Path) -> tuple[Path, Path]:
+    """DIR/fit.json (spec and result) and DIR/fit.png, both written atomically."""
+    out_dir = Path(out_dir)
+    atomic_write_json(out_dir / "fit.json", {"spec": spec.model_dump(mode="json"), "result": result.to_dict()})
+    return out_dir / "fit.json", plot_fit(spec, result, out_dir / "fit.png")

@@ -1,4 +1,47 @@
-"""sweep: ODE ensembles over parameter grids, attractor classification and Lyapunov exponents.
+"""sweep: ODE ensembles over parameter grids, attractor classification, Lyapunov exponents, bifurcation
+diagrams and continuation of equilibria.
 
-engine.py and models.py import no Ray; actor.py and pool.py wrap them.
+    from actors.sweep import simulate, get_model, TorchSolver
+    res = simulate("lorenz", params, u0, TorchSolver(rtol=1e-8))   # res.regime, res.attractor, res.raw
+    from actors.sweep.pool import run_sweep                          # the Ray pool (imports Ray)
+    summary = run_sweep(spec, "runs/x")
+
+Engine modules (no Ray): config (SweepSpec; the solver block, one class per backend), models (models
+as data, configs/models/*.yaml), engine (simulate, grids), regime (the label rule), scipy_backend,
+jacobian, lyapunov (QR spectra), spectra (a sweep's `analysis.spectrum`), continuation (equilibrium
+branches and their bifurcations), bifurcation (diagrams), plots (every figure). Ray wrappers, imported
+by their module path: actor.SweepWorker (a BaseWorker) and pool (run_sweep with resume, run_spectra,
+run_bifurcation). The names below are imported on first use, so `import actors.sweep.config` stays
+light (no torch, no SymPy) and nothing here imports Ray.
 """
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "actors.sweep.config": ("AnalysisConfig", "AutoSolver", "Axis", "PoincareConfig", "SaveConfig", "ScipySolver",
+                            "SolverConfig", "SpectrumAnalysis", "SweepSpec", "TorchSolver", "TritonSolver",
+                            "make_solver"),
+    "actors.sweep.models": ("CompiledModel", "ModelSpec", "get_model", "model_names", "register_model"),
+    "actors.sweep.engine": ("SimulationResult", "grid_points", "resolve_backend", "simulate"),
+    "actors.sweep.lyapunov": ("SpectrumSettings", "lyapunov_spectrum"),
+    "actors.sweep.continuation": ("Branch", "ContinuationSpec", "continue_equilibria", "write_continuation"),
+    "actors.sweep.bifurcation": ("BifurcationSpec", "diagram_points", "write_diagram"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    """Import the defining engine module on first access (PEP 562)."""
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_MODULE_OF[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

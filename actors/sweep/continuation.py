@@ -15,28 +15,31 @@ Test functions, evaluated at every point; a sign change between two points brack
   mu, -mu (a neutral saddle), which is rejected after location by checking for an imaginary pair.
 Each bracketed point is located by Brent's method (secant / inverse quadratic / bisection, scipy)
 on the arclength s in (0, h), every trial point Newton-corrected onto the branch, to |ds| <= 1e-12.
+`write_continuation` writes a spec's branches, special points, figure and summary (jobs.continuation).
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 import scipy.linalg
 import scipy.optimize
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from actors.common.config import Strict
 from actors.common.errors import InputError
+from actors.common.storage import atomic_write_json, atomic_write_parquet
 from actors.sweep.jacobian import derivatives, param_index
 from actors.sweep.models import get_model
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+BranchDirection = Literal[-1, 1]   # initial sign of d(param)/ds along a branch
 
 
-class ContinuationSettings(_Strict):
+class ContinuationSettings(Strict):
     """Step control and tolerances of the continuation."""
 
     step: float = Field(0.05, gt=0, le=10)          # first arclength step
@@ -56,16 +59,16 @@ class ContinuationSettings(_Strict):
         return self
 
 
-class BranchStart(_Strict):
+class BranchStart(Strict):
     """Where one branch starts: a guess of the equilibrium at parameter `start`, and which way to go."""
 
     initial_state: dict[str, float] = Field(default_factory=dict)  # guess (model defaults otherwise)
     start: float | None = None                                       # parameter value (default: model's)
-    direction: Literal[-1, 1] = 1                                    # initial sign of d(param)/ds
+    direction: BranchDirection = 1
     label: str = ""
 
 
-class ContinuationSpec(_Strict):
+class ContinuationSpec(Strict):
     """A one-parameter continuation of equilibria: model, parameter, range, branch starts."""
 
     name: str = "continuation"
@@ -319,3 +322,45 @@ def _locate(system: _System, X: np.ndarray, tau: np.ndarray, h: float, t0: np.nd
 def continue_equilibria(spec: ContinuationSpec) -> list[Branch]:
     """Every branch of `spec`, in order."""
     return [continue_branch(spec, start) for start in spec.branches]
+
+
+def branches_table(branches: list[Branch], labels: list[str]) -> pd.DataFrame:
+    """All branches in one long table (a `branch` index and its label per row)."""
+    frames = []
+    for i, (b, label) in enumerate(zip(branches, labels, strict=True)):
+        t = b.table()
+        t.insert(0, "branch", i)
+        t.insert(1, "label", label)
+        frames.append(t)
+    return pd.concat(frames, ignore_index=True)
+
+
+def write_continuation(spec: ContinuationSpec, out_dir: str | Path) -> dict:
+    """Continue every branch and write DIR/branches.parquet, DIR/special_points.json,
+    DIR/continuation.png and DIR/summary.json atomically; return the summary.
+
+    A few hundred small dense solves: it runs in the caller's process (no actors, no GPU).
+    """
+    from actors.sweep.plots import continuation_figure
+
+    out_dir = Path(out_dir)
+    t0 = time.perf_counter()
+    if spec.plot_state is not None:
+        names = get_model(spec.model).state_names
+        if spec.plot_state not in names:
+            raise InputError("plot_state", f"{spec.plot_state!r} is not a state", ", ".join(names))
+    branches = continue_equilibria(spec)
+    labels = [s.label or f"branch {i}" for i, s in enumerate(spec.branches)]
+    special = [dict(sp_.as_dict(b.state_names), branch=i, label=labels[i])
+               for i, b in enumerate(branches) for sp_ in b.special]
+    atomic_write_parquet(out_dir / "branches.parquet", branches_table(branches, labels))
+    atomic_write_json(out_dir / "special_points.json", special)
+    continuation_figure(spec, branches, out_dir / "continuation.png")
+    summary = {"name": spec.name, "model": spec.model, "parameter": spec.parameter, "out_dir": str(out_dir),
+               "branches": [{"label": lab, "points": len(b.param), "stop_reason": b.stop_reason,
+                             "param_range": [float(b.param.min()), float(b.param.max())]}
+                            for lab, b in zip(labels, branches, strict=True)],
+               "special_points": [{k: s[k] for k in ("kind", "param", "frequency", "branch")} for s in special],
+               "wall_seconds": round(time.perf_counter() - t0, 3)}
+    atomic_write_json(out_dir / "summary.json", summary)
+    return summary

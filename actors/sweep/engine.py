@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from actors.common.errors import InputError
-from actors.sweep.config import Axis, SolverConfig, SweepSpec
+from actors.sweep.config import (
+    AutoSolver,
+    Axis,
+    ScipySolver,
+    SolverConfig,
+    SweepSpec,
+    TorchSolver,
+    TritonSolver,
+)
 from actors.sweep.models import CompiledModel, get_model
 from actors.sweep.regime import classify
 from actors.sweep.scipy_backend import solve_scipy
@@ -80,6 +88,19 @@ def resolve_backend(backend: str, device: str, *, t_eval: np.ndarray | None = No
     return "triton" if device.startswith("cuda") and t_eval is None else "torch"
 
 
+def solver_device(solver: SolverConfig) -> str:
+    """The torch device a solver block runs on (scipy: the CPU), `auto` resolved."""
+    return "cpu" if isinstance(solver, ScipySolver) else resolve_device(solver.device)
+
+
+def resolve_solver(solver: SolverConfig, *, t_eval: np.ndarray | None = None
+                   ) -> TorchSolver | ScipySolver | TritonSolver:
+    """The block of the backend that actually runs (`auto` resolved by `resolve_backend`)."""
+    if isinstance(solver, AutoSolver):
+        return solver.as_backend(resolve_backend("auto", resolve_device(solver.device), t_eval=t_eval))
+    return solver
+
+
 def _check_inputs(model: CompiledModel, params: np.ndarray, u0: np.ndarray) -> None:
     if params.ndim != 2 or params.shape[1] != len(model.param_names):
         raise InputError("params", f"shape {params.shape} does not match [B, {len(model.param_names)}]",
@@ -94,7 +115,7 @@ def _check_inputs(model: CompiledModel, params: np.ndarray, u0: np.ndarray) -> N
 
 
 
-def label_regimes(model, solver: SolverConfig, u_min, u_max, lyapunov_max, flow_log_ratio, blowup, finished,
+def label_regimes(model: CompiledModel, solver: SolverConfig, u_min, u_max, lyapunov_max, flow_log_ratio, blowup, finished,
                   u_final, params) -> tuple[np.ndarray, np.ndarray]:
     """(regime, attractor) by the sweep's rule with the solver's thresholds; fixed points named by the
     model (e.g. healthy / collapsed). One place, so the DOP853 reference relabels exactly as the engine."""
@@ -113,7 +134,7 @@ def simulate(model: CompiledModel | str, params: np.ndarray, u0: np.ndarray, sol
              progress: Callable[[int, int], None] | None = None) -> SimulationResult:
     """Integrate every row (params[i], u0[i]) over solver.t_span (default: the model's) and classify."""
     model = get_model(model) if isinstance(model, str) else model
-    solver = solver or SolverConfig()
+    solver = solver or TorchSolver()
     params = np.atleast_2d(np.asarray(params, dtype=np.float64))
     u0 = np.atleast_2d(np.asarray(u0, dtype=np.float64))
     _check_inputs(model, params, u0)
@@ -125,16 +146,10 @@ def simulate(model: CompiledModel | str, params: np.ndarray, u0: np.ndarray, sol
         if t_eval.ndim != 1 or not np.all(np.diff(t_eval) > 0) or t_eval[0] < t0 or t_eval[-1] > t1:
             raise InputError("t_eval", "must be strictly increasing and inside t_span", f"[{t0}, {t1}]")
     window_start = t1 - solver.window * (t1 - t0)
-    backend = solver.backend
-    if backend == "auto":
-        backend = resolve_backend(backend, resolve_device(solver.device), t_eval=t_eval)
-        solver = solver.model_copy(update={"backend": backend})
-    if solver.poincare is not None and solver.backend != "triton":
-        raise InputError("solver.poincare", f"sections are computed by the generated kernels, not the "
-                         f"{solver.backend} backend", "backend: triton")
-    if solver.backend == "torch":
+    solver = resolve_solver(solver, t_eval=t_eval)
+    if isinstance(solver, TorchSolver):
         raw = _run_torch(model, params, u0, solver, t0, t1, window_start, t_eval, progress)
-    elif solver.backend == "triton":
+    elif isinstance(solver, TritonSolver):
         raw = _run_triton(model, params, u0, solver, t0, t1, t_eval, progress)
     else:
         raw = solve_scipy(model.rhs_numpy, u0, params, t0, t1, method=solver.method, rtol=solver.rtol,
@@ -148,7 +163,8 @@ def simulate(model: CompiledModel | str, params: np.ndarray, u0: np.ndarray, sol
                             meta={"backend": solver.backend, "t_span": (t0, t1)})
 
 
-def _run_torch(model, params, u0, solver, t0, t1, window_start, t_eval, progress) -> SolveResult:
+def _run_torch(model: CompiledModel, params: np.ndarray, u0: np.ndarray, solver: TorchSolver, t0: float, t1: float,
+               window_start: float, t_eval: np.ndarray | None, progress: Callable | None) -> SolveResult:
     import torch
 
     from kernels.ode.dopri5 import solve_dopri5
@@ -170,7 +186,8 @@ def _run_torch(model, params, u0, solver, t0, t1, window_start, t_eval, progress
                             compile=solver.compile == "on" or (solver.compile == "auto" and device.startswith("cuda")))
 
 
-def _run_triton(model, params, u0, solver, t0, t1, t_eval, progress) -> SolveResult:
+def _run_triton(model: CompiledModel, params: np.ndarray, u0: np.ndarray, solver: TritonSolver, t0: float,
+                t1: float, t_eval: np.ndarray | None, progress: Callable | None) -> SolveResult:
     """Generated per-trajectory kernel (solver.kernel, kernels/ode/): CUDA compiled, CPU interpreted (slow)."""
     from kernels.ode.triton_solvers import OdeInputError, Section, solve_ode
 

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.integrate
 import scipy.linalg
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from actors.common.config import Strict
 from actors.common.errors import InputError
 from actors.sweep.jacobian import derivatives
 from actors.sweep.models import CompiledModel, get_model
@@ -46,10 +47,8 @@ class LyapunovResult:
     t_measure: float              # length of the averaging window
 
 
-class SpectrumSettings(BaseModel):
+class SpectrumSettings(Strict):
     """Config block for a spectrum run and its regime rule (jobs read it from YAML)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     k: int = Field(2, ge=1, le=64)                  # exponents (2 tells a torus from a cycle)
     dt: float = Field(0.01, gt=0, le=1)            # RK4 step

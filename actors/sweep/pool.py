@@ -1,11 +1,13 @@
-"""The sweep pool: find or create named SweepWorkers, shard a grid into chunks, write each chunk
-atomically, skip chunks already on disk, and merge the result.
+"""The sweep pool: named SweepWorkers run a grid chunk by chunk (actors.common.scheduler.run_tasks pulls
+work as workers free up), each chunk is written to DIR/chunks/chunk-<i>.parquet the moment it arrives,
+chunks already on disk are skipped, and the chunks are streamed into DIR/trajectories.parquet.
 
-Load balancing is pull-based: each worker keeps `inflight` chunks queued and gets the next one as
-soon as one returns, so fast and slow workers (or GPUs) finish together.
+Also the Ray side of the sweep's other fan-outs: the spectra of `analysis.spectrum` and the chunks of
+a bifurcation diagram (run_bifurcation). The compute itself lives in the Ray-free engines.
 """
 from __future__ import annotations
 
+import collections
 import json
 import math
 import time
@@ -18,32 +20,40 @@ import pyarrow.parquet as pq
 import ray
 from ray.actor import ActorHandle
 
-from actors.common.errors import InputError
-from actors.common.storage import atomic_write_json, atomic_write_parquet
-from actors.sweep.actor import remote_worker_class
-from actors.sweep.config import SweepSpec, WorkerConfig
+from actors.common.config import WorkerConfig
+from actors.common.scheduler import run_tasks
+from actors.common.storage import (
+    FileStore,
+    atomic_write_json,
+    atomic_write_parquet,
+    atomic_write_via,
+    claim_out_dir,
+    parquet_store,
+)
+from actors.common.worker import named_actors
+from actors.sweep.actor import SweepWorker
+from actors.sweep.bifurcation import BifurcationSpec, Chunk, write_diagram
+from actors.sweep.config import SOLVERS, SweepSpec
+
+__all__ = ["WORKER_PREFIX", "MergeSummary", "SweepSummary", "chunk_path", "chunk_store", "claim_sweep_dir",
+           "merge_chunks", "run_bifurcation", "run_spectra", "run_sweep", "workers"]
 
 WORKER_PREFIX = "sweep-worker"
 
 
+def chunk_store(out_dir: Path) -> FileStore:
+    """DIR/chunks/chunk-000000.parquet, ...: one file per finished chunk (the resume record)."""
+    return parquet_store(Path(out_dir) / "chunks", "chunk-{:06d}.parquet")
+
+
 def chunk_path(out_dir: Path, index: int) -> Path:
-    return out_dir / "chunks" / f"chunk-{index:06d}.parquet"
+    """Where chunk `index` of the sweep in `out_dir` is (or will be) stored."""
+    return chunk_store(out_dir).path(index)
 
 
-def finished_chunks(out_dir: Path, n_chunks: int) -> set[int]:
-    """Chunks already written (a readable Parquet footer is the proof of completion)."""
-    import pyarrow as pa
-
-    done = set()
-    for i in range(n_chunks):
-        p = chunk_path(out_dir, i)
-        if p.exists():
-            try:
-                pq.read_metadata(p)
-                done.add(i)
-            except (pa.ArrowInvalid, OSError):
-                p.unlink(missing_ok=True)  # torn write from a non-atomic copy: recompute
-    return done
+def workers(cfg: WorkerConfig, *, limit: int | None = None) -> list[ActorHandle]:
+    """Named SweepWorkers `sweep-worker-<cpu|gpu>-<i>` in the current namespace, created when missing."""
+    return named_actors(SweepWorker, cfg, WORKER_PREFIX, limit=limit)
 
 
 @dataclass
@@ -65,38 +75,29 @@ class SweepSummary:
     spectra: str | None = None                                   # spectra.parquet, when analysed
 
 
-def resolve_worker_resources(cfg: WorkerConfig) -> tuple[int, float]:
-    """(number of workers, GPUs per worker) for this cluster: one actor per GPU when there are GPUs."""
-    total_gpus = int(ray.cluster_resources().get("GPU", 0))
-    num_gpus = (1.0 if total_gpus > 0 else 0.0) if cfg.num_gpus == "auto" else float(cfg.num_gpus)
-    if cfg.num_workers != "auto":
-        return int(cfg.num_workers), num_gpus
-    if num_gpus > 0:
-        return max(1, int(total_gpus // num_gpus)), num_gpus
-    total_cpus = int(ray.cluster_resources().get("CPU", 1))
-    return max(1, int(total_cpus // cfg.num_cpus)), 0.0
+def _in_todays_form(identity: dict) -> dict:
+    """An older DIR/spec.json in the current form: written before the `analysis` block existed, or
+    with the solver options of every backend (before the per-backend solver classes). The options a
+    backend did not read are dropped: the rows they produced are the same."""
+    out = {**identity}
+    out.setdefault("analysis", None)
+    solver = out.get("solver")
+    if isinstance(solver, dict) and solver.get("backend", "torch") in SOLVERS:
+        fields = SOLVERS[solver.get("backend", "torch")].model_fields
+        out["solver"] = {k: v for k, v in solver.items() if k in fields}
+    return out
 
 
-def workers(cfg: WorkerConfig) -> list[ActorHandle]:
-    """Named SweepWorkers `sweep-worker-<i>` in the current namespace, created when missing."""
-    n, num_gpus = resolve_worker_resources(cfg)
-    cls = remote_worker_class(cfg.num_cpus, num_gpus, cfg.max_restarts, cfg.max_task_retries)
-    tag = f"{WORKER_PREFIX}-{'gpu' if num_gpus else 'cpu'}"
-    return [cls.options(name=f"{tag}-{i}", get_if_exists=True).remote(i) for i in range(n)]
-
-
-def _check_out_dir(spec: SweepSpec, out_dir: Path) -> None:
-    """Resume only into a directory that holds the same sweep."""
-    spec_file = out_dir / "spec.json"
+def claim_sweep_dir(spec: SweepSpec, out_dir: Path) -> None:
+    """Resume only into a directory that holds the same sweep (an older spec.json of the same sweep
+    is rewritten in today's form first, so directories written by earlier versions still resume)."""
     current = json.loads(spec.model_dump_json())
+    spec_file = Path(out_dir) / "spec.json"
     if spec_file.exists():
         previous = json.loads(spec_file.read_text())
-        previous.setdefault("analysis", None)  # written before the analysis block existed
-        if previous != current:
-            raise InputError("out", f"{out_dir} already holds a different sweep ({spec_file})",
-                             "an empty directory or one written by the same spec")
-    else:
-        atomic_write_json(spec_file, current)
+        if previous != current and _in_todays_form(previous) == current:
+            atomic_write_json(spec_file, current)
+    claim_out_dir(out_dir, current, "sweep")
 
 
 def run_sweep(spec: SweepSpec, out_dir: str | Path, *, progress: bool = True, inflight: int = 2) -> SweepSummary:
@@ -104,82 +105,66 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, progress: bool = True, in
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _check_out_dir(spec, out_dir)
+    claim_sweep_dir(spec, out_dir)
+    store = chunk_store(out_dir)
     n_chunks = math.ceil(spec.n_points / spec.chunk_size)
-    done = finished_chunks(out_dir, n_chunks)
-    todo = [i for i in range(n_chunks) if i not in done]
-    t0 = time.perf_counter()
-    pool = workers(spec.workers) if todo else []
-    infos = ray.get([w.info.remote() for w in pool]) if pool else []
+    bounds = [(i * spec.chunk_size, min((i + 1) * spec.chunk_size, spec.n_points)) for i in range(n_chunks)]
+    todo = [i for i in range(n_chunks) if store.load(i) is None]
+    n_new = sum(bounds[i][1] - bounds[i][0] for i in todo)
+    pool: list[ActorHandle] = []
+
+    def make_pool() -> list[ActorHandle]:   # only called when some chunk is missing
+        pool.extend(workers(spec.workers, limit=len(todo)))
+        return pool
+
     spec_json = spec.model_dump_json()
-    bar = tqdm(total=spec.n_points, initial=min(len(done) * spec.chunk_size, spec.n_points),
-               desc=f"sweep {spec.name}", unit="traj", disable=not progress)
-    pending: dict[ray.ObjectRef, tuple[int, int]] = {}
-    queue = list(todo)
+    bar = tqdm(total=spec.n_points, initial=spec.n_points - n_new, desc=f"sweep {spec.name}", unit="traj",
+               disable=not progress)
+    t0 = time.perf_counter()
+    seen = collections.Counter()
 
-    def submit(worker_pos: int) -> None:
-        i = queue.pop(0)
-        start, stop = i * spec.chunk_size, min((i + 1) * spec.chunk_size, spec.n_points)
-        ref = pool[worker_pos].run_chunk.remote(spec_json, i, start, stop)
-        pending[ref] = (i, worker_pos)
-
-    for _ in range(inflight):
-        for w in range(len(pool)):
-            if queue:
-                submit(w)
-    computed = 0
-    per_worker = [0] * len(pool)
-    n_new = sum(min((i + 1) * spec.chunk_size, spec.n_points) - i * spec.chunk_size for i in todo)
-    rows_new = 0
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        i, w = pending.pop(ready[0])
-        frame: pd.DataFrame = ray.get(ready[0])
-        atomic_write_parquet(chunk_path(out_dir, i), frame)  # on disk now: the driver keeps no rows
-        computed += 1
-        per_worker[w] += 1
-        rows_new += len(frame)
+    def on_result(i: int, frame: pd.DataFrame, w: int) -> None:
+        seen["chunks"] += 1
+        seen["rows"] += len(frame)
         bar.update(len(frame))
         if progress:  # one plain line per chunk: readable in `ray job logs` where the bar is not
-            elapsed = time.perf_counter() - t0
-            rate = rows_new / max(elapsed, 1e-9)
-            print(f"[sweep {spec.name}] chunk {i} by worker {w}: {computed}/{len(todo)} chunks, "
-                  f"{rows_new}/{n_new} trajectories, {rate:.0f}/s, eta {(n_new - rows_new) / max(rate, 1e-9):.0f} s",
-                  flush=True)
-        del frame
-        if queue:
-            submit(w)
+            rate = seen["rows"] / max(time.perf_counter() - t0, 1e-9)
+            print(f"[sweep {spec.name}] chunk {i} by worker {w}: {seen['chunks']}/{len(todo)} chunks, "
+                  f"{seen['rows']}/{n_new} trajectories, {rate:.0f}/s, "
+                  f"eta {(n_new - seen['rows']) / max(rate, 1e-9):.0f} s", flush=True)
+
+    run = run_tasks(make_pool, bounds, lambda w, i, b: w.run_chunk.remote(spec_json, i, *b), store=store,
+                    inflight=inflight, keep=False, on_result=on_result)
     bar.close()
-    wall = time.perf_counter() - t0
+    infos = ray.get([w.info.remote() for w in pool]) if pool else []
     merged = merge_chunks(out_dir, n_chunks)
     spectra = None
     if spec.analysis is not None and spec.analysis.spectrum is not None:
         spectra = str(run_spectra(spec, out_dir, pool))
     summary = SweepSummary(
         name=spec.name, model=spec.model, out_dir=str(out_dir), n_points=spec.n_points, n_chunks=n_chunks,
-        chunks_computed=computed, chunks_skipped=len(done), wall_seconds=round(wall, 3),
-        trajectories_per_second=round(n_new / wall, 3) if computed else None, workers=infos,
+        chunks_computed=run.computed, chunks_skipped=run.skipped, wall_seconds=round(run.wall_seconds, 3),
+        trajectories_per_second=round(n_new / run.wall_seconds, 3) if run.computed else None, workers=infos,
         regime_counts=merged.regime_counts, attractor_counts=merged.attractor_counts,
-        chunks_per_worker=per_worker, backends=merged.backends, spectra=spectra)
+        chunks_per_worker=run.per_worker, backends=merged.backends, spectra=spectra)
     atomic_write_json(out_dir / "summary.json", asdict(summary))
     return summary
 
 
-def run_spectra(spec: SweepSpec, out_dir: Path, pool: list[ActorHandle]) -> Path:
+def run_spectra(spec: SweepSpec, out_dir: Path, pool: list[ActorHandle] | None = None) -> Path:
     """DIR/spectra.parquet from one worker (skipped when present: same spec, same seeded points).
 
     Grid rows get the sweep's own regime next to the spectrum's, so the two rules can be compared.
     """
-    path = out_dir / "spectra.parquet"
+    path = Path(out_dir) / "spectra.parquet"
     if path.exists():
         return path
-    pool = pool or workers(spec.workers)
+    pool = pool or workers(spec.workers, limit=1)
     frame: pd.DataFrame = ray.get(pool[0].spectra.remote(spec.model_dump_json()))
     grid_points = sorted({int(p) for s, p in zip(frame["source"], frame["point"], strict=True) if s == "grid"})
     regime = {}
     if grid_points:  # only the sampled rows are read, so a 10^7-point table never enters memory
-        rows = pq.read_table(out_dir / "trajectories.parquet", columns=["point", "regime"],
+        rows = pq.read_table(Path(out_dir) / "trajectories.parquet", columns=["point", "regime"],
                              filters=[("point", "in", grid_points)]).to_pydict()
         regime = dict(zip(rows["point"], rows["regime"], strict=True))
     frame["regime_sweep"] = [regime.get(p, "") if s == "grid" else ""
@@ -203,34 +188,42 @@ def merge_chunks(out_dir: Path, n_chunks: int) -> MergeSummary:
     chunk order is point order), which keeps 10^6-10^7-point sweeps memory-bounded; the counts the
     summary reports are accumulated on the way.
     """
-    import collections
-    import os
-    import tempfile
-
-    target = out_dir / "trajectories.parquet"
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".trajectories.parquet.", suffix=".tmp")
-    os.close(fd)
+    store = chunk_store(out_dir)
     regimes, attractors, backends = collections.Counter(), collections.Counter(), set()
     n_rows = 0
-    writer = None
-    try:
-        for i in range(n_chunks):
-            part = pq.read_table(chunk_path(out_dir, i))
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, part.schema, compression="zstd")
-            writer.write_table(part.cast(writer.schema))
-            n_rows += part.num_rows
-            for counter, name in ((regimes, "regime"), (attractors, "attractor")):
-                for item in pc.value_counts(part.column(name)).to_pylist():
-                    counter[item["values"]] += item["counts"]
-            if "backend" in part.column_names:
-                backends.update(b for b in pc.unique(part.column("backend")).to_pylist() if b is not None)
-        if writer is not None:
-            writer.close()
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    def write(tmp: str) -> None:
+        nonlocal n_rows
+        writer = None
+        try:
+            for i in range(n_chunks):
+                part = pq.read_table(store.path(i))
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, part.schema, compression="zstd")
+                writer.write_table(part.cast(writer.schema))
+                n_rows += part.num_rows
+                for counter, name in ((regimes, "regime"), (attractors, "attractor")):
+                    for item in pc.value_counts(part.column(name)).to_pylist():
+                        counter[item["values"]] += item["counts"]
+                if "backend" in part.column_names:
+                    backends.update(b for b in pc.unique(part.column("backend")).to_pylist() if b is not None)
+        finally:
+            if writer is not None:
+                writer.close()
+
+    atomic_write_via(Path(out_dir) / "trajectories.parquet", write)
     return MergeSummary(n_rows=n_rows, regime_counts=dict(regimes.most_common()),
-                        attractor_counts=dict(attractors.most_common()),
-                        backends=sorted(backends))
+                        attractor_counts=dict(attractors.most_common()), backends=sorted(backends))
+
+
+def run_bifurcation(spec: BifurcationSpec, out_dir: str | Path, *, inflight: int = 2) -> dict:
+    """A bifurcation diagram (actors/sweep/bifurcation.write_diagram) with its chunks pulled by
+    SweepWorkers (one GPU each when the cluster has GPUs); the tables equal the in-process run's."""
+
+    def on_workers(spec: BifurcationSpec, bounds: list[tuple[int, int]]) -> list[Chunk]:
+        spec_json = spec.model_dump_json()
+        run = run_tasks(lambda: workers(spec.workers, limit=len(bounds)), bounds,
+                        lambda w, i, b: w.bifurcation_chunk.remote(spec_json, *b), inflight=inflight)
+        return [run.results[i] for i in range(len(bounds))]
+
+    return write_diagram(spec, out_dir, map_chunks=on_workers)
