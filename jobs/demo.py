@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from actors.common.storage import atomic_write_bytes, atomic_write_json
-from actors.sweep.config import SolverConfig
+from actors.sweep.config import ScipySolver, SolverConfig
+from configs import preset
 
-DEMO_SWEEP = Path(__file__).resolve().parents[1] / "configs" / "sweep" / "gaslit_demo.yaml"
-DEMO_SWEEP_GPU = DEMO_SWEEP.with_name("gaslit_demo_gpu.yaml")
+DEMO_SWEEP = preset("sweep", "gaslit_demo.yaml")
+DEMO_SWEEP_GPU = preset("sweep", "gaslit_demo_gpu.yaml")
 
 
 def demo_config(grid: str) -> Path:
@@ -68,9 +69,7 @@ def sweep_stage(run_dir: Path, n: int | None, grid: str = "auto") -> dict:
     if n:
         overrides = {"axes": [{"name": "gamma", "kind": "param", "lo": 0.0, "hi": 1.0, "n": n},
                               {"name": "Lambda", "kind": "state", "lo": 0.0, "hi": 10.0, "n": n}]}
-    spec = load_spec(config)
-    if overrides:
-        spec = spec.model_copy(update={"axes": type(spec)(**{**spec.model_dump(), **overrides}).axes})
+    spec = load_spec(config, overrides)
     out = run_dir / "sweep"
     summary = run(spec, out)
     points = reference_points(spec.model, spec.solver)
@@ -126,7 +125,7 @@ def te_stage(run_dir: Path) -> dict:
 
     model = get_model("gaslit_af")
     t = TE_SAMPLING["t0"] + TE_SAMPLING["dt"] * np.arange(TE_SAMPLING["n"])
-    solver = SolverConfig(backend="scipy", t_span=(0.0, float(t[-1])), rtol=1e-6, atol=1e-8, lyapunov=False)
+    solver = ScipySolver(t_span=(0.0, float(t[-1])), rtol=1e-6, atol=1e-8, lyapunov=False)
     t_sim = time.perf_counter()
     res = simulate(model, model.param_vector(TE_POINT["params"])[None],
                    model.state_vector(TE_POINT["initial_state"])[None], solver, t_eval=t)
