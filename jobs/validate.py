@@ -104,8 +104,13 @@ def validate_inputs(inp: Inputs, *, use_ray: bool, ray_data: bool) -> dict:
     if real is None or synth is None:
         from actors.validation.streaming import sample_pair
 
+        summarizer, engine = None, "in_process"
+        if ray_data and use_ray:
+            from actors.validation.raydata import summarize_ray as summarizer
+
+            engine = "ray_data"
         real, synth, extra["streaming"] = sample_pair(extra["real"], extra["synthetic"], inp.spec.detector,
-                                                      use_ray_data=ray_data and use_ray)
+                                                      summarizer=summarizer, engine=engine)
     doc = run(inp.spec, real, synth, inp.out_dir, label=inp.label, use_ray=use_ray, extra=extra)
     return {"out_dir": str(inp.out_dir), "collapsed": doc["collapsed"],
             "flagged": [k for k, d in doc["dimensions"].items() if d["flagged"]],

@@ -3,8 +3,8 @@
 `summarize(path)` reads a .parquet / .csv file in record batches into a `TableSketch` (KLL per
 numeric column, HyperLogLog + frequent items per categorical column, Chan-merged mean / covariance,
 a bottom-k uniform row sample); `actors.validation.raydata.summarize_ray` builds the same summary
-with Ray Data (map_batches, then merge). `compare(real, synth)` turns two summaries into full-data
-statistics with their error bounds:
+with Ray Data (map_batches, then merge; a job passes it in as `summarizer`). `compare(real, synth)`
+turns two summaries into full-data statistics with their error bounds:
 
 - numeric columns: KS D from the KLL CDFs (|error| <= 2 eps, eps = the KLL rank error), Wasserstein-1
   from the quantile functions / real sd, mean shift and variance ratio from the exact moments;
@@ -21,7 +21,7 @@ to them. Memory is O(columns x sketch size + sample) whatever the row count. Eng
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -159,47 +159,50 @@ def compare(real: TableSketch, synth: TableSketch, *, n_pcs: int = 5) -> dict[st
     return out
 
 
+# summarize(path, *, k, reservoir, batch_rows, seed, categorical) -> TableSketch: `summarize` here, or
+# actors.validation.raydata.summarize_ray (the same summary built by Ray Data) passed in by a job
+Summarizer = Callable[..., TableSketch]
+
+
 def detect_streaming(real_path: str | Path, synth_path: str | Path, config: Any = None, *, k: int = 200,
-                     batch_rows: int = 100_000, use_ray_data: bool = False) -> tuple[Any, dict]:
+                     batch_rows: int = 100_000, summarizer: Summarizer | None = None) -> tuple[Any, dict]:
     """(CollapseReport on the row samples, full-data sketch statistics `compare` returns)."""
     from actors.common.config import validated
     from actors.validation.config import DetectorConfig
     from actors.validation.detector import detect
 
     cfg = validated(DetectorConfig, config)
-    real, synth = summarize_pair(real_path, synth_path, cfg, k=k, batch_rows=batch_rows, use_ray_data=use_ray_data)
+    real, synth = summarize_pair(real_path, synth_path, cfg, k=k, batch_rows=batch_rows, summarizer=summarizer)
     full = compare(real, synth, n_pcs=cfg.n_pcs)
     return detect(real.sample, synth.sample, cfg), full
 
 
-def sample_pair(real_path: str | Path, synth_path: str | Path, cfg: Any, *, use_ray_data: bool = False
-                ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """One pass over each file (in process, or Ray Data map_batches + merge): row samples of
-    cfg.max_rows rows to run the detector on, and the full-data sketch statistics (`compare`)."""
+def sample_pair(real_path: str | Path, synth_path: str | Path, cfg: Any, *, summarizer: Summarizer | None = None,
+                engine: str = "in_process") -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """One pass over each file (in process, or with `summarizer`, e.g. Ray Data map_batches + merge): row
+    samples of cfg.max_rows rows to run the detector on, and the full-data sketch statistics (`compare`,
+    plus the sample size, the pass's seconds and the `engine` name)."""
     import time
 
     t0 = time.perf_counter()
-    real, synth = summarize_pair(real_path, synth_path, cfg, use_ray_data=use_ray_data)
+    real, synth = summarize_pair(real_path, synth_path, cfg, summarizer=summarizer)
     full = compare(real, synth, n_pcs=cfg.n_pcs)
     full.update(sample_rows=cfg.max_rows, summarize_seconds=round(time.perf_counter() - t0, 3),
-                engine="ray_data" if use_ray_data else "in_process")
+                engine=engine)
     return real.sample, synth.sample, full
 
 
 def summarize_pair(real_path: str | Path, synth_path: str | Path, cfg: Any, *, k: int = 200,
-                   batch_rows: int = 100_000, use_ray_data: bool = False) -> tuple[TableSketch, TableSketch]:
-    """Both tables' summaries (samples of cfg.max_rows rows, differently seeded), in process or via Ray Data."""
-    if use_ray_data:
-        from actors.validation.raydata import summarize_ray as run
-    else:
-        run = summarize
+                   batch_rows: int = 100_000, summarizer: Summarizer | None = None) -> tuple[TableSketch, TableSketch]:
+    """Both tables' summaries (samples of cfg.max_rows rows, differently seeded): in process, two threads,
+    or one table after the other through `summarizer` (Ray Data parallelises inside each table)."""
     kw = {"k": k, "reservoir": cfg.max_rows, "batch_rows": batch_rows, "categorical": cfg.categorical}
-    if use_ray_data:
-        return run(real_path, seed=cfg.seed, **kw), run(synth_path, seed=cfg.seed + 1, **kw)
+    if summarizer is not None:
+        return summarizer(real_path, seed=cfg.seed, **kw), summarizer(synth_path, seed=cfg.seed + 1, **kw)
     from concurrent.futures import ThreadPoolExecutor
 
     # two threads: Parquet decoding and the numpy / sketch updates release the GIL for much of the pass
     with ThreadPoolExecutor(2) as ex:
-        a = ex.submit(run, real_path, seed=cfg.seed, **kw)
-        b = ex.submit(run, synth_path, seed=cfg.seed + 1, **kw)
+        a = ex.submit(summarize, real_path, seed=cfg.seed, **kw)
+        b = ex.submit(summarize, synth_path, seed=cfg.seed + 1, **kw)
         return a.result(), b.result()

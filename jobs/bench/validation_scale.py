@@ -65,7 +65,11 @@ def detect_collapse(real: Path, synth: Path, *, engine: str, pool: bool, detecto
     out: dict = {"engine": engine, "pool": pool, "detector": cfg.model_dump(include={"n_null", "max_rows", "classifier"})}
     cpu0, _ = rusage()
     t0 = time.perf_counter()
-    r, s = summarize_pair(real, synth, cfg, use_ray_data=engine == "ray_data")
+    if engine == "ray_data":
+        from actors.validation.raydata import summarize_ray as summarizer
+    else:
+        summarizer = None
+    r, s = summarize_pair(real, synth, cfg, summarizer=summarizer)
     t1 = time.perf_counter()
     full = compare(r, s, n_pcs=cfg.n_pcs)
     t2 = time.perf_counter()
