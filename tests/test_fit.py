@@ -1,11 +1,10 @@
-"""Parameter recovery with Ray Tune (tune/fit_ode.py) and its job (jobs/fit.py)."""
+"""Parameter recovery with Ray Tune (tune/fit_ode.py: the study, its outputs) and its job (jobs/fit.py)."""
 from __future__ import annotations
 
 import json
 import os
 import shutil
 import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,11 +12,12 @@ from pydantic import ValidationError
 from scipy.integrate import solve_ivp
 
 from actors.sweep.models import get_model
+from configs import preset
 from tune.fit_ode import FitSpec, Problem, load_spec, make_observations, observation_times
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "fit" / "gaslit_fit.yaml"
+CONFIG = preset("fit", "gaslit_fit.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +121,7 @@ def ray_cpu():
 
 @pytest.mark.slow
 def test_documented_fit_recovers_planted_parameters(ray_cpu, spec, tmp_path):
-    from jobs.fit import table, write_outputs
-    from tune.fit_ode import fit
+    from tune.fit_ode import fit, table, write_outputs
 
     result = fit(spec, storage_path=tmp_path / "tune")
     print("\n" + table(result))

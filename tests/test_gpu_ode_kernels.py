@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
 
-from actors.sweep.config import SolverConfig
+from actors.sweep.config import ScipySolver, TorchSolver, TritonSolver
 from actors.sweep.engine import simulate
 from actors.sweep.models import get_model
 from kernels.ode.triton_solvers import solve_ode
@@ -82,7 +82,7 @@ def test_blowup_detected_on_gpu():
     p = np.stack([m.param_vector(x.params) for x in pts])
     u = np.stack([m.state_vector(x.initial_state) for x in pts])
     r = solve_ode(m, p, u, (0.0, 400.0), method="tsit5", dtype="float64", rtol=1e-8, atol=1e-10, **CUDA)
-    ref = simulate(m, p, u, SolverConfig(backend="scipy", rtol=1e-10, atol=1e-12, lyapunov=False))
+    ref = simulate(m, p, u, ScipySolver(rtol=1e-10, atol=1e-12, lyapunov=False))
     assert r.blowup.all() and ref.raw.blowup.all()
     np.testing.assert_allclose(r.t_blowup, ref.raw.t_blowup, rtol=1e-3)
 
@@ -93,9 +93,9 @@ def test_engine_triton_labels_agree_with_torch_on_reference_points():
     pts = m.spec.reference_points
     p = np.stack([m.param_vector(x.params) for x in pts])
     u = np.stack([m.state_vector(x.initial_state) for x in pts])
-    tri = simulate(m, p, u, SolverConfig(backend="triton", device="cuda", rtol=1e-6, atol=1e-9))
-    tor = simulate(m, p, u, SolverConfig(backend="torch", device="cuda", rtol=1e-6, atol=1e-9, compile="off"))
-    tri32 = simulate(m, p, u, SolverConfig(backend="triton", device="cuda", rtol=1e-6, atol=1e-9, dtype="float32"))
+    tri = simulate(m, p, u, TritonSolver(device="cuda", rtol=1e-6, atol=1e-9))
+    tor = simulate(m, p, u, TorchSolver(device="cuda", rtol=1e-6, atol=1e-9, compile="off"))
+    tri32 = simulate(m, p, u, TritonSolver(device="cuda", rtol=1e-6, atol=1e-9, dtype="float32"))
     assert list(tri.attractor) == list(tor.attractor) == list(tri32.attractor) == [x.expect for x in pts]
     chaotic = tri.regime == "chaotic"
     assert chaotic.any() and (tri.raw.lyapunov_max[chaotic] > 0.01).all()

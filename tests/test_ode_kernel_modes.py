@@ -263,18 +263,19 @@ def test_bad_mode_input_names_the_field(kw, field):
 # ---- through the sweep engine's config --------------------------------------------------------------
 def test_engine_triton_config_rosenbrock_save_and_poincare():
     """solver: {backend: triton, kernel: rosenbrock23, save: {times}, poincare: {...}} vs the scipy backend."""
+    from pydantic import ValidationError
+
     from actors.common.errors import InputError
-    from actors.sweep.config import SolverConfig
+    from actors.sweep.config import ScipySolver, TritonSolver, make_solver
     from actors.sweep.engine import simulate
 
     m = get_model("brusselator")
     p = np.array([[1.0, 3.0], [1.0, 2.5]])
     u0 = np.array([[1.2, 1.3], [0.5, 3.0]])
     common = dict(t_span=(0.0, 4.0), save={"times": [0.5, 2.0, 4.0]})
-    tri = simulate(m, p, u0, SolverConfig(backend="triton", device="cpu", kernel="rosenbrock23", rtol=1e-4, atol=1e-8,
+    tri = simulate(m, p, u0, TritonSolver(device="cpu", kernel="rosenbrock23", rtol=1e-4, atol=1e-8,
                                           poincare={"state": "x", "level": 1.0, "max_saved": 2}, **common))
-    ref = simulate(m, p, u0, SolverConfig(backend="scipy", method="Radau", rtol=1e-10, atol=1e-12, lyapunov=False,
-                                          **common))
+    ref = simulate(m, p, u0, ScipySolver(method="Radau", rtol=1e-10, atol=1e-12, lyapunov=False, **common))
     np.testing.assert_allclose(tri.raw.ys, ref.raw.ys, rtol=2e-3, atol=2e-3)
     np.testing.assert_array_equal(tri.t_eval, [0.5, 2.0, 4.0])
     assert np.isfinite(tri.raw.lyapunov_max).all()  # the twin runs through the Rosenbrock step too
@@ -287,7 +288,7 @@ def test_engine_triton_config_rosenbrock_save_and_poincare():
                            atol=1e-12, events=up_through_1).t_events[0]) for i in range(2)]
     np.testing.assert_array_equal(cols["section_crossings"], n_ref)
     assert {"return_time_mean", "return_time_std", "return_time_min", "return_time_max"} <= set(cols)
-    with pytest.raises(InputError, match="solver.poincare"):
-        simulate(m, p, u0, SolverConfig(backend="scipy", poincare={"state": "x"}, **common))
+    with pytest.raises(ValidationError, match="poincare is an option of backend triton or auto, not scipy"):
+        make_solver(backend="scipy", poincare={"state": "x"}, **common)   # sections: generated kernels only
     with pytest.raises(InputError, match="solver.poincare.state"):
-        simulate(m, p, u0, SolverConfig(backend="triton", device="cpu", poincare={"state": "z"}, **common))
+        simulate(m, p, u0, TritonSolver(device="cpu", poincare={"state": "z"}, **common))

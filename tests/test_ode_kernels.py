@@ -20,7 +20,7 @@ if not torch.cuda.is_available():  # must precede the first Triton launch in thi
     os.environ["TRITON_INTERPRET"] = "1"
 
 from actors.common.errors import InputError, UnknownName  # noqa: E402
-from actors.sweep.config import SolverConfig  # noqa: E402
+from actors.sweep.config import TritonSolver  # noqa: E402
 from actors.sweep.engine import simulate  # noqa: E402
 from actors.sweep.models import get_model, register_model  # noqa: E402
 from kernels.ode import codegen  # noqa: E402
@@ -238,8 +238,8 @@ def test_engine_triton_backend_brusselator_sides_of_the_hopf():
     """Through simulate(): a stable focus below b = 1 + a^2 (converged to (a, b/a)), oscillation above."""
     m = get_model("brusselator")
     p = np.array([[1.0, 1.2], [1.0, 3.0]])
-    res = simulate(m, p, np.tile([1.2, 1.3], (2, 1)), SolverConfig(backend="triton", device="cpu", rtol=1e-5,
-                                                                   atol=1e-8, t_span=(0, 30), lyapunov=False))
+    res = simulate(m, p, np.tile([1.2, 1.3], (2, 1)), TritonSolver(device="cpu", rtol=1e-5, atol=1e-8, t_span=(0, 30),
+                                                                   lyapunov=False))
     assert list(res.regime) == ["fixed_point", "oscillatory"]
     np.testing.assert_allclose(res.raw.u_final[0], [1.0, 1.2], atol=1e-4)
 
@@ -264,12 +264,12 @@ def test_engine_bad_input_names_the_field():
     m = get_model("lorenz")
     p, u = m.default_params[None], m.default_state[None]
     with pytest.raises(InputError, match="solver.rtol"):   # below FP32 resolution
-        simulate(m, p, u, SolverConfig(backend="triton", device="cpu", dtype="float32", rtol=1e-9))
+        simulate(m, p, u, TritonSolver(device="cpu", dtype="float32", rtol=1e-9))
     with pytest.raises(InputError, match="t_eval"):
-        simulate(m, p, u, SolverConfig(backend="triton", device="cpu", t_span=(0, 1)), t_eval=np.array([1.5]))
+        simulate(m, p, u, TritonSolver(device="cpu", t_span=(0, 1)), t_eval=np.array([1.5]))
     with pytest.raises(UnknownName, match="model"):
-        simulate("no_such_model", p, u, SolverConfig(backend="triton", device="cpu"))
+        simulate("no_such_model", p, u, TritonSolver(device="cpu"))
     with pytest.raises(InputError, match="params.nope"):
         m.param_vector({"nope": 1.0})
     with pytest.raises(ValueError, match="t_span"):
-        SolverConfig(backend="triton", t_span=(1.0, 0.0))
+        TritonSolver(t_span=(1.0, 0.0))

@@ -16,17 +16,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from actors.sweep.config import SolverConfig
+from actors.sweep.config import SolverConfig, make_solver
 from actors.sweep.engine import simulate
 from actors.sweep.models import get_model
 from actors.sweep.regime import classify, relative_amplitude
+from configs import preset
 from jobs.sweep import load_spec
 
 DATA = Path(__file__).resolve().parent / "data"
 sys.path.insert(0, str(DATA))
 import make_gaslit_reference as ref  # noqa: E402
 
-DEMO = Path(__file__).resolve().parents[1] / "configs" / "sweep" / "gaslit_demo.yaml"
+DEMO = preset("sweep", "gaslit_demo.yaml")
 STATES = get_model(ref.MODEL).state_names
 AGREEMENT = 0.99
 
@@ -48,7 +49,7 @@ def _engine_rows(bounds: tuple[int, int], solver_json: str) -> dict[str, np.ndar
     torch.set_num_threads(1)
     params, u0 = ref.points()
     a, b = bounds
-    result = simulate(ref.MODEL, params[a:b], u0[a:b], SolverConfig.model_validate_json(solver_json))
+    result = simulate(ref.MODEL, params[a:b], u0[a:b], make_solver(solver_json))
     return {**_features(result), "backend": np.array([result.meta["backend"]])}
 
 

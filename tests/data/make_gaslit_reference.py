@@ -8,7 +8,7 @@
 Lambda(0) in [0, 10], every other parameter and state at the model's default. Each point is
 integrated by the sweep's own scipy reference path (actors/sweep/scipy_backend.solve_scipy:
 solve_ivp DOP853, a twin renormalised every `renorm_interval` for lambda_max) at rtol 1e-10 and
-labelled by the sweep's regime rule (actors/sweep/engine.label_regimes) with the SolverConfig defaults.
+labelled by the sweep's regime rule (actors/sweep/engine.label_regimes) with the solver block's defaults.
 
 Why a committed file: 1000 DOP853 runs at rtol 1e-10 take minutes even with a fast right-hand side,
 too long for CI. tests/test_sweep_reference.py recomputes a random handful of rows live (so the file
@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from actors.sweep.config import SolverConfig  # noqa: E402
+from actors.sweep.config import ScipySolver  # noqa: E402
 from actors.sweep.engine import label_regimes  # noqa: E402
 from actors.sweep.models import get_model  # noqa: E402
 from actors.sweep.regime import relative_amplitude  # noqa: E402
@@ -68,9 +68,9 @@ def points(n: int = N_POINTS, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]
     return params, u0
 
 
-def reference_solver() -> SolverConfig:
+def reference_solver() -> ScipySolver:
     """The oracle's settings: DOP853 at rtol 1e-10 over HORIZON, every rule threshold at its default."""
-    return SolverConfig(backend="scipy", method="DOP853", rtol=RTOL, atol=ATOL, t_span=HORIZON, window=WINDOW)
+    return ScipySolver(method="DOP853", rtol=RTOL, atol=ATOL, t_span=HORIZON, window=WINDOW)
 
 
 def _scalar_rhs():
