@@ -35,7 +35,15 @@ from ray import serve
 
 from actors.common.config import Strict, validated
 from actors.common.errors import InputError, TooLarge
-from actors.validation.config import DetectorConfig, LocalizerConfig, RecommenderConfig, ValidationSpec
+from actors.validation.config import (
+    DatasetName,
+    DetectorConfig,
+    LocalizerConfig,
+    PlantedCase,
+    RecommenderConfig,
+    Severity,
+    ValidationSpec,
+)
 from actors.validation.data import check_label, load_table
 from actors.validation.model_store import FrozenEncoder, new_model_id, save_model
 from actors.validation.model_store import predict as predict_rows
@@ -52,9 +60,9 @@ class ValidationServeArgs(ServeArgs):
     max_inline_rows: int = Field(20_000, gt=0)    # most rows per inline table
     max_flagged_rows: int = Field(1_000, gt=0)
     signature_dir: str = "runs/validation/signatures"   # the signature library (seeded here when empty)
-    seed_severities: tuple[str, ...] = ("medium", "high")
-    seed_datasets: tuple[str, ...] = ("wine",)
-    seed_cases: tuple[str, ...] | None = None           # None = every planted case and clean controls
+    seed_severities: tuple[Severity, ...] = ("medium", "high")
+    seed_datasets: tuple[DatasetName, ...] = ("wine",)
+    seed_cases: tuple[PlantedCase, ...] | None = None   # None = every planted case and clean controls
     model_dir: str = "runs/validation/models"            # trained cascades, one directory per model id
     max_k: int = Field(20, gt=0)
 
