@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from actors.common.config import load_yaml
 from actors.common.errors import InputError, from_validation
 
 Spec = TypeVar("Spec")
@@ -35,7 +36,7 @@ def parse_set(values: list[str]) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise InputError("--set", f"{item!r} is not KEY=VALUE", "dotted.key=yaml_value")
-        out[key] = yaml.safe_load(value)
+        out[key] = load_yaml(value)
     return out
 
 
@@ -47,7 +48,7 @@ def read_yaml(path: str | Path | None) -> dict:
     if not p.is_file():
         raise InputError("--config", f"no such file {str(p)!r}", "a readable YAML file")
     try:
-        raw = yaml.safe_load(p.read_text()) or {}
+        raw = load_yaml(p.read_text()) or {}
     except yaml.YAMLError as exc:
         raise InputError("--config", f"{p} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):

@@ -7,22 +7,85 @@ never the meaning.
 """
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+import re
+import types
+import typing
+from typing import Any, Literal, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from actors.common.errors import from_validation
 
-__all__ = ["Auto", "Strict", "WorkerConfig", "validated"]
+__all__ = ["Auto", "Strict", "WorkerConfig", "load_yaml", "validated"]
 
 M = TypeVar("M", bound=BaseModel)
 Auto = Literal["auto"]
 
 
-class Strict(BaseModel):
-    """Unknown keys are errors (a typo in a YAML preset fails loudly) and instances are immutable."""
+def _numeric(tp: Any) -> bool:
+    return tp in (int, float)
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+def _accepts(tp: Any, value: Any) -> bool:
+    """Whether `tp` itself takes a bool / str value (str, bool, a Literal listing it, Any)."""
+    if tp is Any or tp is object:
+        return True
+    if typing.get_origin(tp) is Literal:
+        return value in typing.get_args(tp)
+    return tp is (bool if isinstance(value, bool) else str)
+
+
+def _number_problem(tp: Any, value: Any) -> str | None:
+    """Why `value` may not stand for a number where `tp` wants one (booleans, strings), else None."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _number_problem(typing.get_args(tp)[0], value)
+    if origin in (Union, types.UnionType):
+        arms = typing.get_args(tp)
+        if isinstance(value, (bool, str)) and not any(_accepts(a, value) for a in arms):
+            if any(_numeric(a) for a in arms):
+                return f"a {type(value).__name__} is not a number"
+        for a in arms:   # containers inside a union (e.g. list[float] | None)
+            if typing.get_origin(a) in (list, tuple, dict, set, frozenset) and isinstance(value, (list, tuple, dict)):
+                return _number_problem(a, value)
+        return None
+    if _numeric(tp):
+        return f"a {type(value).__name__} is not a number" if isinstance(value, (bool, str)) else None
+    if origin in (list, tuple, set, frozenset) and isinstance(value, (list, tuple, set, frozenset)):
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        for i, item in enumerate(value):
+            if args:
+                problem = _number_problem(args[min(i, len(args) - 1)] if origin is tuple else args[0], item)
+                if problem:
+                    return f"item {i}: {problem}"
+        return None
+    if origin is dict and isinstance(value, dict):
+        vt = typing.get_args(tp)[1] if typing.get_args(tp) else Any
+        for k, item in value.items():
+            problem = _number_problem(vt, item)
+            if problem:
+                return f"{k!r}: {problem}"
+    return None
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors (a typo in a YAML preset fails loudly), instances are immutable, and
+    numbers are numbers: finite (no NaN / Infinity), never a boolean or a numeric string
+    (`true` or `"4"` where a number is expected is an error naming the field, not a silent 1 or 4)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and isinstance(value, (bool, str, list, tuple, dict)):
+            problem = _number_problem(field.annotation, value)
+            if problem:
+                raise PydanticCustomError("number_type", "{problem}", {"problem": problem, "expected": "a finite number"})
+        return value
 
 
 class WorkerConfig(Strict):
@@ -33,6 +96,28 @@ class WorkerConfig(Strict):
     num_cpus: float = Field(1.0, gt=0, le=1024)
     max_restarts: int = Field(-1, ge=-1)
     max_task_retries: int = Field(3, ge=-1)
+
+
+# YAML 1.1 (PyYAML's default) reads 1e-8 as a string; YAML 1.2 and every user read it as a float
+_FLOAT_12 = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X)
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 floats (`1e-8` is a number)."""
+
+
+_Loader.yaml_implicit_resolvers = {k: [r for r in v if r[0] != "tag:yaml.org,2002:float"]
+                                   for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789."))
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML safely (no object construction) with YAML 1.2 number rules."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 def validated(cls: type[M], value: M | dict[str, Any] | None = None, /, *, prefix: str = "",
