@@ -124,7 +124,7 @@ def test_bad_t_span(client, span):
     raw = '{"model": "lorenz", "t_span": ' + span + '}'
     r = client.post("/sweep/simulate", content=raw, headers={"content-type": "application/json"})
     assert r.status_code == 422
-    assert _detail(r)["field"] == "t_span"
+    assert _detail(r)["field"] in ("t_span", "t_span.0", "t_span.1")   # the span, or its non-finite end
 
 
 def test_batch_over_limit(client):

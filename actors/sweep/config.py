@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Union
 
 import numpy as np
-from pydantic import BeforeValidator, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BeforeValidator, Discriminator, Field, Tag, TypeAdapter, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from actors.common.config import Strict, WorkerConfig, validated
@@ -174,8 +174,19 @@ def _by_backend(value: Any) -> Any:
     return cls.model_validate(dict(value))
 
 
-SolverConfig = Annotated[Union[TorchSolver, ScipySolver, TritonSolver, AutoSolver],  # noqa: UP007
-                         Field(discriminator="backend"), BeforeValidator(_by_backend)]
+def _backend_tag(value: Any) -> str | None:
+    """The union's discriminator: a block's `backend` (missing: torch)."""
+    if isinstance(value, Mapping):
+        return value.get("backend", DEFAULT_BACKEND)
+    return value.backend if isinstance(value, _SolverBase) else None
+
+
+SolverConfig = Annotated[Union[  # noqa: UP007
+    Annotated[TorchSolver, Tag("torch")], Annotated[ScipySolver, Tag("scipy")],
+    Annotated[TritonSolver, Tag("triton")], Annotated[AutoSolver, Tag("auto")]],
+    Discriminator(_backend_tag, custom_error_type="solver_block", custom_error_message="not a solver block",
+                  custom_error_context={"expected": "a mapping such as {backend: torch, rtol: 1e-8}"}),
+    BeforeValidator(_by_backend)]
 _SOLVER = TypeAdapter(SolverConfig)
 
 
