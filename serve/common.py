@@ -5,11 +5,24 @@ An app module defines its `XServeArgs(ServeArgs)` (its own limits), its routes i
 (starting from `new_app`), an ingress class (`@serve.deployment` + `@serve.ingress()` whose
 `__serve_build_asgi_app__` returns `make_fastapi(self.args)`), and `build_app = builder(Ingress, Args)`.
 
-Errors: an engine's `InputError` is answered with its status (422, 413 `TooLarge`, 404 `NotFound`) and
-FastAPI's request-validation errors with 422 — both with the body {"detail": {field, message, allowed}}.
+Errors: an engine's `InputError` is answered with its status (422, 413 `TooLarge`, 404 `NotFound`,
+504 `BudgetExceeded`) and FastAPI's request-validation errors with 422 — all with the body
+{"detail": {field, message, allowed}}.
+
+Bounded work (`Admission`, installed by `new_app(..., args=...)`): at most `max_concurrent` requests
+compute at once per replica and `max_waiting` more wait for a slot; beyond that the answer is 503 with
+Retry-After at once (Serve's own `max_queued_requests` bounds the router queue in front, also 503).
+Each admitted request runs under a `Budget` of `request_timeout_s` that the engines' loops check
+(504 when spent), and a client that disconnects cancels its budget, so the loop stops.
+`/healthz` and the docs bypass admission: Serve's `max_ongoing_requests` is sized with headroom above
+the work slots, so a health check is answered while every slot is busy.
 """
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -19,10 +32,15 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 from ray.serve import Application
 
-from actors.common.config import Strict
+from actors.common.budget import Budget, Cancelled, scope
+from actors.common.config import Strict, load_yaml
 from actors.common.errors import InputError
 
-__all__ = ["ServeArgs", "builder", "error_response", "new_app"]
+__all__ = ["Admission", "ServeArgs", "builder", "error_response", "new_app"]
+
+log = logging.getLogger("attractor.serve")
+EXEMPT_PATHS = frozenset({"/healthz", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"})
+HEALTH_HEADROOM = 4   # Serve request slots kept free of work for /healthz and the docs
 
 A = TypeVar("A", bound="ServeArgs")
 
@@ -33,6 +51,15 @@ class ServeArgs(Strict):
     num_replicas: int = Field(1, ge=1, le=1024)
     num_gpus: float = Field(0, ge=0, le=8)     # per replica; 0 -> the engine runs on CPU
     num_cpus: float = Field(1, gt=0, le=1024)  # per replica
+    max_concurrent: int = Field(2, ge=1, le=1024)        # requests computing at once per replica
+    max_waiting: int = Field(8, ge=0, le=100_000)        # more requests waiting for a slot; then 503
+    max_queued_requests: int = Field(32, ge=-1)           # Serve's router queue in front (-1: unbounded)
+    request_timeout_s: float = Field(120.0, gt=0, le=86_400)   # compute budget per request; then 504
+    retry_after_s: int = Field(1, ge=0, le=3600)          # Retry-After of a 503
+
+    def max_ongoing_requests(self) -> int:
+        """Serve's per-replica request limit: the work slots, the waiting room and health headroom."""
+        return self.max_concurrent + self.max_waiting + HEALTH_HEADROOM
 
 
 def error_response(exc: InputError) -> JSONResponse:
@@ -49,8 +76,55 @@ def _from_request_validation(exc: RequestValidationError) -> InputError:
     return InputError(".".join(loc) or "body", err.get("msg", "invalid request"), allowed)
 
 
-def new_app(title: str, description: str, version: str = "0.1.0") -> FastAPI:
-    """A FastAPI app (OpenAPI at /docs) that answers InputError and bad request bodies with 4xx."""
+class Admission:
+    """ASGI middleware: bounded concurrency, an immediate 503 when full, a budget per request.
+
+    Pure ASGI (not BaseHTTPMiddleware) so Serve's cancellation of a disconnected request reaches it as
+    asyncio.CancelledError, which cancels the request's budget before it propagates.
+    """
+
+    def __init__(self, app: Any, args: ServeArgs):
+        self.app = app
+        self.args = args
+        self.slots = asyncio.Semaphore(args.max_concurrent)
+        self.waiting = 0
+
+    async def _reply(self, send: Any, status: int, body: dict, headers: list | None = None) -> None:
+        raw = json.dumps(body).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode()),
+                                *(headers or [])]})
+        await send({"type": "http.response.body", "body": raw})
+
+    async def __call__(self, scope_: dict, receive: Any, send: Any) -> None:
+        if scope_["type"] != "http" or scope_["path"] in EXEMPT_PATHS:
+            await self.app(scope_, receive, send)
+            return
+        if self.slots.locked() and self.waiting >= self.args.max_waiting:
+            await self._reply(send, 503, {"detail": {
+                "field": "request", "message": "request: the replica is at capacity; retry later",
+                "allowed": f"<= {self.args.max_concurrent} computing + {self.args.max_waiting} waiting per replica"}},
+                [(b"retry-after", str(self.args.retry_after_s).encode())])
+            return
+        self.waiting += 1
+        try:
+            await self.slots.acquire()
+        finally:
+            self.waiting -= 1
+        budget = Budget(self.args.request_timeout_s)
+        try:
+            with scope(budget):   # copied into the worker thread of a sync endpoint with the context
+                await self.app(scope_, receive, send)
+        except asyncio.CancelledError:
+            budget.cancel()
+            raise
+        finally:
+            self.slots.release()
+
+
+def new_app(title: str, description: str, version: str = "0.1.0", *, args: ServeArgs | None = None) -> FastAPI:
+    """A FastAPI app (OpenAPI at /docs) that answers InputError and bad request bodies with 4xx, hides
+    internal errors behind a request id, and — given `args` — bounds its work (`Admission`)."""
     app = FastAPI(title=title, version=version, description=description)
 
     async def _input_error(_: Request, exc: Exception) -> JSONResponse:
@@ -59,9 +133,30 @@ def new_app(title: str, description: str, version: str = "0.1.0") -> FastAPI:
     async def _bad_request(_: Request, exc: Exception) -> JSONResponse:
         return error_response(_from_request_validation(exc))  # type: ignore[arg-type]
 
+    async def _cancelled(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(status_code=499, content={"detail": {"field": "request", "message": "cancelled",
+                                                                 "allowed": None}})
+
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        request_id = uuid.uuid4().hex[:16]
+        log.error("internal error %s on %s %s", request_id, request.method, request.url.path, exc_info=exc)
+        return JSONResponse(status_code=500, content={"detail": {
+            "field": None, "message": f"internal error (request id {request_id}; details are in the server log)",
+            "allowed": None}})
+
     app.add_exception_handler(InputError, _input_error)
     app.add_exception_handler(RequestValidationError, _bad_request)
+    app.add_exception_handler(Cancelled, _cancelled)
+    app.add_exception_handler(Exception, _internal)
+    if args is not None:
+        app.add_middleware(Admission, args=args)
     return app
+
+
+def parse_cli_args(args: dict | None) -> dict:
+    """`serve run mod:build_app key=value` passes strings: read each as YAML (`2` -> 2, `[a]` -> list),
+    as jobs read `--set`; typed values (a `serve deploy` config) pass through."""
+    return {k: (load_yaml(v) if isinstance(v, str) else v) for k, v in (args or {}).items()}
 
 
 def builder(ingress: Any, args_cls: type[A], *, actor_options: Callable[[A], dict] | None = None
@@ -69,11 +164,13 @@ def builder(ingress: Any, args_cls: type[A], *, actor_options: Callable[[A], dic
     """`build_app(args)` for `serve run` / `serve build`: validates args, sizes replicas, binds them."""
 
     def build_app(args: dict | None = None) -> Application:
-        cfg = args_cls.model_validate(args or {})
+        cfg = args_cls.model_validate(parse_cli_args(args))
         options = {"num_gpus": cfg.num_gpus, "num_cpus": cfg.num_cpus}
         if actor_options is not None:
             options.update(actor_options(cfg))
-        return ingress.options(num_replicas=cfg.num_replicas, ray_actor_options=options).bind(cfg.model_dump())
+        return ingress.options(num_replicas=cfg.num_replicas, max_ongoing_requests=cfg.max_ongoing_requests(),
+                               max_queued_requests=cfg.max_queued_requests,
+                               ray_actor_options=options).bind(cfg.model_dump())
 
     build_app.__doc__ = f"Application builder for `serve run` / `serve build` (args are {args_cls.__name__} fields)."
     return build_app

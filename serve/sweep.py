@@ -179,7 +179,8 @@ def health(args: SweepServeArgs | None = None) -> dict:
 def make_fastapi(args: SweepServeArgs | dict | None = None) -> FastAPI:
     """The FastAPI app (routes, error mapping, OpenAPI at /docs) for the given limits and backend."""
     args = args if isinstance(args, SweepServeArgs) else SweepServeArgs.model_validate(args or {})
-    app = new_app("attractor sweep", "Integrate ODE models (GASLIT-AF, Lorenz, ...) and label their attractors.")
+    app = new_app("attractor sweep", "Integrate ODE models (GASLIT-AF, Lorenz, ...) and label their attractors.",
+                  args=args)
 
     @app.get("/healthz")
     def healthz() -> dict:

@@ -339,7 +339,8 @@ def make_fastapi(args: TEServeArgs | dict | None = None, runner: Runner | None =
     """The FastAPI app (routes, error mapping, OpenAPI at /docs) for the given limits."""
     args = args if isinstance(args, TEServeArgs) else TEServeArgs.model_validate(args or {})
     state = TEState(args, runner)
-    app = new_app("attractor transfer entropy", "KSG transfer entropy (JIDT semantics), TE networks and causal paths.")
+    app = new_app("attractor transfer entropy", "KSG transfer entropy (JIDT semantics), TE networks and causal paths.",
+                  args=args)
     app.state.te = state
 
     @app.get("/healthz")

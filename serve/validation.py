@@ -290,7 +290,7 @@ def make_fastapi(args: ValidationServeArgs | dict | None = None) -> FastAPI:
     """The FastAPI app (routes, error mapping, OpenAPI at /docs) for the given limits."""
     args = args if isinstance(args, ValidationServeArgs) else ValidationServeArgs.model_validate(args or {})
     app = new_app("attractor validation",
-                  "Calibrated collapse detection, row localization and fixes for tabular data.")
+                  "Calibrated collapse detection, row localization and fixes for tabular data.", args=args)
 
     @app.get("/healthz")
     def healthz() -> dict:
