@@ -72,6 +72,7 @@ def _load(var: str, other: str, buf: str | None = None) -> str:
 
 
 def _store(var: str, buf: str | None = None) -> str:
+    """This lane's element of a [B] buffer = var."""
     return f"tl.store({BY_NAME[buf or var].arg} + row, {var}, mask=inb)"
 
 
@@ -371,6 +372,7 @@ class KernelWriter(StepWriter):
     # interpolation of max|u| across the escaping step (kept: max|u| before it, and h). An adaptive
     # step size collapsing below hmin also counts.
     def blowup_start(self) -> None:
+        """max|u| before the first step; the escaping step's start max|u| and size, kept for blowup_time."""
         self.body(f"m_prev = {self.amax('u')}", "mo_esc = zero", "h_esc = zero", "status_in = status")
 
     def blowup(self) -> None:
