@@ -13,8 +13,8 @@ import typing
 from typing import Any, Literal, TypeVar, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from actors.common.errors import from_validation
 
@@ -77,15 +77,23 @@ class Strict(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    @field_validator("*", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _numbers_are_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        field = cls.model_fields.get(info.field_name or "")
-        if field is not None and isinstance(value, (bool, str, list, tuple, dict)):
-            problem = _number_problem(field.annotation, value)
+    def _numbers_are_numbers(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        errors = []
+        for name, field in cls.model_fields.items():
+            key = name if name in data else field.alias
+            if key not in data or not isinstance(data[key], (bool, str, list, tuple, dict)):
+                continue
+            problem = _number_problem(field.annotation, data[key])
             if problem:
-                raise PydanticCustomError("number_type", "{problem}", {"problem": problem, "expected": "a finite number"})
-        return value
+                errors.append(InitErrorDetails(type=PydanticCustomError("number_type", problem, {"expected": "a finite number"}),
+                                               loc=(key,), input=data[key]))
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return data
 
 
 class WorkerConfig(Strict):
