@@ -1,12 +1,10 @@
-"""A real `ray job submit` of the sweep job against a local head, then a resubmission that resumes."""
+"""A real `ray job submit` of the sweep job against a local head (conftest `job_head`: a `ray start --head`
+process with its own temp dir and ports), then a resubmission that resumes."""
 from __future__ import annotations
 
 import json
 import re
-import shutil
-import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -15,26 +13,6 @@ import pytest
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def head():
-    """A local Ray head with the dashboard (the job server) on a free port, private temp dir."""
-    import ray
-
-    tmp = tempfile.mkdtemp(prefix="ray_j_", dir="/tmp")
-    port = _free_port()
-    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
-             _temp_dir=tmp, namespace="attractor-jobs-test", log_to_driver=False)
-    yield f"http://127.0.0.1:{port}"
-    ray.shutdown()
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _wait(client, job_id: str, timeout: float = 600) -> str:
@@ -55,10 +33,10 @@ def _summary(logs: str) -> dict:
     return json.loads(match.group(0))
 
 
-def test_sweep_job_submits_completes_and_resumes(head, tmp_path):
+def test_sweep_job_submits_completes_and_resumes(job_head, tmp_path):
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    client = JobSubmissionClient(head)
+    client = JobSubmissionClient(job_head)
     out = tmp_path / "job_out"
     entry = (f"{sys.executable} -m jobs.sweep --config configs/sweep/ci_tiny.yaml --out {out} "
              f"--set workers.num_gpus=0 --no-progress")
@@ -81,10 +59,10 @@ def test_sweep_job_submits_completes_and_resumes(head, tmp_path):
     pd.testing.assert_frame_equal(table, pd.read_parquet(out / "trajectories.parquet"))
 
 
-def test_bad_config_fails_with_the_field_named(head, tmp_path):
+def test_bad_config_fails_with_the_field_named(job_head, tmp_path):
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    client = JobSubmissionClient(head)
+    client = JobSubmissionClient(job_head)
     entry = (f"{sys.executable} -m jobs.sweep --config configs/sweep/ci_tiny.yaml --out {tmp_path / 'x'} "
              f"--set solver.rtol=5")
     job = client.submit_job(entrypoint=entry, runtime_env={"working_dir": str(ROOT)})

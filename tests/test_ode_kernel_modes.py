@@ -9,25 +9,18 @@ must stay unwritten are asserted NaN. Horizons are short: the interpreter costs 
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
-import torch
 from scipy.integrate import solve_ivp
 from scipy.interpolate import CubicHermiteSpline
 from scipy.linalg import expm
 
-if not torch.cuda.is_available():  # must precede the first Triton launch in this process
-    os.environ["TRITON_INTERPRET"] = "1"
+from actors.sweep.models import get_model, register_model
+from kernels.ode import codegen
+from kernels.ode.tableaus import DOPRI5, ROSENBROCK23, TSIT5
+from kernels.ode.triton_solvers import OdeInputError, Section, solve_ode
 
-from actors.sweep.models import get_model, register_model  # noqa: E402
-from kernels.ode import codegen  # noqa: E402
-from kernels.ode.tableaus import DOPRI5, ROSENBROCK23, TSIT5  # noqa: E402
-from kernels.ode.triton_solvers import OdeInputError, Section, solve_ode  # noqa: E402
-
-pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present: the compiled twins run in "
-                                "test_gpu_ode_kernels.py (TRITON_INTERPRET is process-wide)")
+pytestmark = pytest.mark.triton_interpret  # CUDA machines run the compiled twins in test_gpu_ode_kernels.py
 
 HARMONIC = register_model({
     "name": "harmonic_kernel_test", "states": ["x", "y"], "params": {"w": 1.0}, "initial_state": {"x": 1.0, "y": 0.0},

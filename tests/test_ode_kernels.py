@@ -8,26 +8,19 @@ element fails. The interpreter is slow (~20 ms per step), so batches are small a
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import sympy as sp
-import torch
 from scipy.integrate import solve_ivp
 
-if not torch.cuda.is_available():  # must precede the first Triton launch in this process
-    os.environ["TRITON_INTERPRET"] = "1"
+from actors.common.errors import InputError, UnknownName
+from actors.sweep.config import TritonSolver
+from actors.sweep.engine import simulate
+from actors.sweep.models import get_model, register_model
+from kernels.ode import codegen
+from kernels.ode.triton_solvers import OdeInputError, solve_ode
 
-from actors.common.errors import InputError, UnknownName  # noqa: E402
-from actors.sweep.config import TritonSolver  # noqa: E402
-from actors.sweep.engine import simulate  # noqa: E402
-from actors.sweep.models import get_model, register_model  # noqa: E402
-from kernels.ode import codegen  # noqa: E402
-from kernels.ode.triton_solvers import OdeInputError, solve_ode  # noqa: E402
-
-pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present: the compiled twins run in "
-                                "test_gpu_ode_kernels.py (TRITON_INTERPRET is process-wide)")
+pytestmark = pytest.mark.triton_interpret  # CUDA machines run the compiled twins in test_gpu_ode_kernels.py
 
 SQUARE = register_model({
     "name": "square_kernel_test", "states": ["u"], "params": {"k": 1.0}, "initial_state": {"u": 1.0},

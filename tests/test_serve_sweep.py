@@ -6,12 +6,7 @@ real local Ray + Serve and talks to it over HTTP.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,8 +14,6 @@ import scipy.integrate
 from fastapi.testclient import TestClient
 
 from serve.sweep import SimulateRequest, SweepServeArgs, build_app, make_fastapi, run_simulate
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -179,57 +172,35 @@ def test_args_validation():
 
 
 # ---- Ray Serve end to end ---------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_serve_end_to_end():
+def test_serve_end_to_end(serve_instance):
     import httpx
-    import ray
     from ray import serve
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    # workers (Serve controller, proxy, replica) inherit this and can import the project
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    tmp = tempfile.mkdtemp(prefix="ray_srv_", dir="/tmp")
-    port = _free_port()
-    assert not ray.is_initialized()
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=False)
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app({"max_batch": 2, "max_points": 100}), name="sweep", route_prefix="/")
-        base = f"http://127.0.0.1:{port}"
-        with httpx.Client(base_url=base, timeout=60) as http:
-            deadline = time.time() + 30
-            while True:
-                r = http.get("/healthz")
-                if r.status_code == 200 or time.time() > deadline:
-                    break
-                time.sleep(0.5)
-            assert r.status_code == 200 and "gaslit_af" in r.json()["models"]
+    serve.run(build_app({"max_batch": 2, "max_points": 100}), name="sweep", route_prefix="/")
+    base = serve_instance.url
+    with httpx.Client(base_url=base, timeout=60) as http:
+        deadline = time.time() + 30
+        while True:
+            r = http.get("/healthz")
+            if r.status_code == 200 or time.time() > deadline:
+                break
+            time.sleep(0.5)
+        assert r.status_code == 200 and "gaslit_af" in r.json()["models"]
 
-            r = http.post("/sweep/simulate", json={"params": {"gamma": 0.1}, "initial_state": {"Lambda": 1.0},
-                                                   "t_span": [0, 200], "n_save": 11, "solver": {"rtol": 1e-6}})
-            assert r.status_code == 200, r.text
-            (traj,) = r.json()["trajectories"]
-            assert traj["attractor"] == "healthy" and len(traj["y"]["Lambda"]) == 11
+        r = http.post("/sweep/simulate", json={"params": {"gamma": 0.1}, "initial_state": {"Lambda": 1.0},
+                                               "t_span": [0, 200], "n_save": 11, "solver": {"rtol": 1e-6}})
+        assert r.status_code == 200, r.text
+        (traj,) = r.json()["trajectories"]
+        assert traj["attractor"] == "healthy" and len(traj["y"]["Lambda"]) == 11
 
-            r = http.post("/sweep/simulate", json={"params": {"gama": 0.1}})
-            assert r.status_code == 422 and r.json()["detail"]["field"] == "params.gama"
-            r = http.post("/sweep/simulate", json={"model": "lorenz", "t_span": [5, 1]})
-            assert r.status_code == 422 and r.json()["detail"]["field"] == "t_span"
-            r = http.post("/sweep/simulate", json={"model": "lorenz", "batch": [{}, {}, {}]})
-            assert r.status_code == 413 and r.json()["detail"]["field"] == "batch"
-            r = http.post("/sweep/simulate", json={"solver": {"rtol": "x"}})
-            assert r.status_code == 422 and r.json()["detail"]["field"] == "solver.rtol"
-            assert http.get("/docs").status_code == 200
-    finally:
-        try:
-            serve.shutdown()
-        finally:
-            ray.shutdown()
-            shutil.rmtree(tmp, ignore_errors=True)
+        r = http.post("/sweep/simulate", json={"params": {"gama": 0.1}})
+        assert r.status_code == 422 and r.json()["detail"]["field"] == "params.gama"
+        r = http.post("/sweep/simulate", json={"model": "lorenz", "t_span": [5, 1]})
+        assert r.status_code == 422 and r.json()["detail"]["field"] == "t_span"
+        r = http.post("/sweep/simulate", json={"model": "lorenz", "batch": [{}, {}, {}]})
+        assert r.status_code == 413 and r.json()["detail"]["field"] == "batch"
+        r = http.post("/sweep/simulate", json={"solver": {"rtol": "x"}})
+        assert r.status_code == 422 and r.json()["detail"]["field"] == "solver.rtol"
+        assert http.get("/docs").status_code == 200

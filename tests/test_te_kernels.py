@@ -8,26 +8,21 @@ Interpreted Triton is slow (~2 s per 45-row item), so its inputs are small; the 
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch
 
-if not torch.cuda.is_available():   # before any Triton kernel is defined: CPU CI runs the interpreter
-    os.environ["TRITON_INTERPRET"] = "1"
-
-from actors.common.errors import InputError  # noqa: E402
-from actors.te.batched import pairs_te_arrays, resolve_backend  # noqa: E402
-from actors.te.config import NetworkConfig  # noqa: E402
-from actors.te.engine import te_significance, transfer_entropy  # noqa: E402
-from actors.te.ksg import ksg_cmi  # noqa: E402
-from actors.te.network import te_network  # noqa: E402
-from actors.te.significance import surrogate_orders  # noqa: E402
-from kernels.te.batch import KSGBatch, make_batch  # noqa: E402
-from kernels.te.ksg_torch import ksg_batch_torch  # noqa: E402
-from kernels.te.ksg_triton import ksg_batch_triton  # noqa: E402
-from kernels.te.reference import reference_cmi  # noqa: E402
+from actors.common.errors import InputError
+from actors.te.batched import pairs_te_arrays, resolve_backend
+from actors.te.config import NetworkConfig
+from actors.te.engine import te_significance, transfer_entropy
+from actors.te.ksg import ksg_cmi
+from actors.te.network import te_network
+from actors.te.significance import surrogate_orders
+from kernels.te.batch import KSGBatch, make_batch
+from kernels.te.ksg_torch import ksg_batch_torch
+from kernels.te.ksg_triton import ksg_batch_triton
+from kernels.te.reference import reference_cmi
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 F32_TE_TOL = 1e-4

@@ -8,20 +8,15 @@ kernel never wrote fails. Inputs are small: the interpreter runs every Triton op
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch
 
-if not torch.cuda.is_available():   # before any Triton kernel is defined: CPU CI runs the interpreter
-    os.environ["TRITON_INTERPRET"] = "1"
-
-from actors.te.batched import pairs_te_arrays  # noqa: E402
-from actors.te.config import NetworkConfig  # noqa: E402
-from kernels.te.batch import KSGBatch, make_batch  # noqa: E402
-from kernels.te.ksg_pruned import PreparedLaunch, ksg_batch_pruned, sort_destinations  # noqa: E402
-from kernels.te.reference import reference_cmi  # noqa: E402
+from actors.te.batched import pairs_te_arrays
+from actors.te.config import NetworkConfig
+from kernels.te.batch import KSGBatch, make_batch
+from kernels.te.ksg_pruned import PreparedLaunch, ksg_batch_pruned, sort_destinations
+from kernels.te.reference import reference_cmi
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 

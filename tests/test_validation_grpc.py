@@ -4,64 +4,38 @@ the answers equal to the engine functions on the same data."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from actors.validation.planted import plant
+from serve.validation import GRPC_SERVICER
 
-ROOT = Path(__file__).resolve().parents[1]
 CHEAP = {"classifier": "logistic", "mi_rows": 60, "mi_pairs": 2}
 LADDER = {"rungs": [{"kind": "linear", "c": 0.1}, {"kind": "linear", "c": 1.0}], "patience": 1, "cv_folds": 2}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def served():
-    """(http base url, gRPC stub, serve args) of a Serve app on private ports; torn down after the module."""
+def served(serve_instance):
+    """(http base url, gRPC stub, serve args, temp dir) of the validation app on the conftest Serve instance
+    (private ports, gRPC proxy on: see the test's indirect parameter); torn down after the module."""
     import grpc
-    import ray
     from ray import serve
-    from ray.serve.config import gRPCOptions
 
     from serve.protos import validation_pb2_grpc
-    from serve.validation import GRPC_SERVICER, build_app
+    from serve.validation import build_app
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    tmp = tempfile.mkdtemp(prefix="ray_vgrpc_", dir="/tmp")
-    http_port, grpc_port = _free_port(), _free_port()
+    tmp = serve_instance.temp_dir
     args = {"max_inline_rows": 150, "max_rows": 1000, "num_cpus": 0.5, "signature_dir": f"{tmp}/sig",
             "model_dir": f"{tmp}/models", "seed_cases": ["label_noise", "mode_collapse", "clean"],
             "seed_severities": ["high"]}
-    assert not ray.is_initialized()
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=False)
-    channel = None
+    serve.run(build_app(args), name="validation", route_prefix="/")
+    channel = grpc.insecure_channel(serve_instance.grpc_target)
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": http_port},
-                    grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=[GRPC_SERVICER]))
-        serve.run(build_app(args), name="validation", route_prefix="/")
-        channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
-        yield f"http://127.0.0.1:{http_port}", validation_pb2_grpc.ValidationServiceStub(channel), args, tmp
+        yield serve_instance.url, validation_pb2_grpc.ValidationServiceStub(channel), args, tmp
     finally:
-        if channel is not None:
-            channel.close()
-        try:
-            serve.shutdown()
-        finally:
-            ray.shutdown()
-            shutil.rmtree(tmp, ignore_errors=True)
+        channel.close()
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +69,8 @@ def _grpc_error(call, *args):
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("serve_instance", [{"grpc_servicer_functions": [GRPC_SERVICER]}], ids=["grpc"],
+                         indirect=True)
 def test_all_seven_over_http_and_grpc(served, pair):
     import grpc
     import httpx
