@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 
 import numpy as np
 import pytest
@@ -107,20 +105,9 @@ def test_confounded_pair_is_rejected_before_tuning(spec, monkeypatch, tmp_path):
 
 
 # ---- slow: the documented fit on a private 2-CPU Ray -------------------------------------------
-@pytest.fixture(scope="module")
-def ray_cpu():
-    import ray
-
-    tmp = tempfile.mkdtemp(prefix="rtfit_", dir="/tmp")
-    ray.init(num_cpus=2, include_dashboard=False, namespace="attractor-test", _temp_dir=tmp,
-             log_to_driver=False)
-    yield ray
-    ray.shutdown()
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
 @pytest.mark.slow
-def test_documented_fit_recovers_planted_parameters(ray_cpu, spec, tmp_path):
+@pytest.mark.parametrize("ray_cluster", [{"num_gpus": 0}], ids=["2cpu"], indirect=True)
+def test_documented_fit_recovers_planted_parameters(ray_cluster, spec, tmp_path):
     from tune.fit_ode import fit, table, write_outputs
 
     result = fit(spec, storage_path=tmp_path / "tune")
