@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError
 from ray import serve
 
-from actors.common.config import Strict, load_yaml
+from actors.common.config import Strict
 from actors.common.errors import InputError, TooLarge, from_validation
 from actors.sweep.config import Backend, SolverConfig, make_solver
 from actors.sweep.engine import simulate
@@ -36,15 +36,6 @@ class SweepServeArgs(ServeArgs):
     max_batch: int = Field(64, gt=0)          # most points in one request's `batch`
     backend: Backend = "torch"                # auto: triton on a GPU replica
     max_points: int = Field(4000, ge=2)       # most save points (save_points / n_save) per request
-
-    @model_validator(mode="before")
-    @classmethod
-    def _cli_strings(cls, data: Any) -> Any:
-        """`serve run serve.sweep:build_app max_batch=8` hands every value over as a string: each is read
-        as YAML (as the jobs' --set is), so numbers are numbers before Strict checks them."""
-        if isinstance(data, dict):
-            return {k: load_yaml(v) if isinstance(v, str) else v for k, v in data.items()}
-        return data
 
 
 class PointOverrides(Strict):

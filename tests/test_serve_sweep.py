@@ -13,6 +13,7 @@ import pytest
 import scipy.integrate
 from fastapi.testclient import TestClient
 
+from serve.common import parse_cli_args
 from serve.sweep import SimulateRequest, SweepServeArgs, build_app, make_fastapi, run_simulate
 
 
@@ -167,7 +168,8 @@ def test_args_validation():
         SweepServeArgs.model_validate({"max_batch": 0})
     with pytest.raises(ValueError):
         SweepServeArgs.model_validate({"bakend": "torch"})
-    assert SweepServeArgs.model_validate({"max_batch": "8"}).max_batch == 8  # CLI args arrive as strings
+    cli = parse_cli_args({"max_batch": "8", "backend": "auto"})  # `serve run` args arrive as strings
+    assert SweepServeArgs.model_validate(cli).max_batch == 8 and build_app(cli) is not None
     assert SimulateRequest().model == "gaslit_af"
 
 
