@@ -1,6 +1,6 @@
 # Two commands are the whole set-up on a fresh machine with python3:
 #   make demo   -> the main job (GASLIT-AF sweep on an embedded Ray cluster) into runs/<timestamp>/
-#   make test   -> the CPU test suite
+#   make test   -> the CPU test suite (make test-fast: without the slow end-to-end tests)
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +10,7 @@ BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: demo test lint venv bench-venv clean
+.PHONY: demo test test-fast lint venv bench-venv clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -40,6 +40,10 @@ demo: $(STAMP)
 test: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python -m pytest -q tests
 	$(BENCH_VENV)/bin/python -m pytest -q -m bench tests/test_validation_bench.py
+
+# the inner loop: everything but the slow end-to-end tests (Ray clusters, jobs, Serve, Tune)
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
