@@ -11,7 +11,7 @@ solve_ivp DOP853, a twin renormalised every `renorm_interval` for lambda_max) at
 labelled by the sweep's regime rule (actors/sweep/engine.label_regimes) with the solver block's defaults.
 
 Why a committed file: 1000 DOP853 runs at rtol 1e-10 take minutes even with a fast right-hand side,
-too long for CI. tests/test_sweep_reference.py recomputes a random handful of rows live (so the file
+too long for CI. tests/test_sweep_reference.py recomputes a seeded handful of rows live (so the file
 is provably what this script writes) and checks our engine against all of them.
 
 Why HORIZON = 200 < the model's 400: CI must run our engine on all 1000 points in about a minute on
