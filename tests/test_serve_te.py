@@ -259,7 +259,7 @@ def test_serve_end_to_end(serve_instance):
         assert r.json()["te"] == pytest.approx(0.5 * np.log(2.0), abs=0.05) and r.json()["p_value"] is None
         for name, raw, status, field in _bad_te_cases():
             r = http.post("/te", content=raw, headers={"content-type": "application/json"})
-            assert (r.status_code, _field(r)) == (status, field), name
+            assert r.status_code == status and (_field(r) == field or _field(r).startswith(field + ".")), name
 
         r = http.get("/causal/path", params={"from": "v0", "to": "v1"})
         assert r.status_code == 404 and _field(r) == "network"
