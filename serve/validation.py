@@ -3,61 +3,99 @@ AnalyzeDiversity, PreScreenRisk, TrainCascade (streamed progress) and GetPredict
 and as gRPC methods (serve/protos/validation.proto) of the same deployment.
 
     serve run serve.validation:build_app max_rows=200000
-    curl -s localhost:8000/validation/detect -H 'content-type: application/json' \\
-         -d '{"real": {"path": "runs/val/real.parquet"}, "synthetic": {"path": "runs/val/synthetic.parquet"}}'
+    curl -s 127.0.0.1:8000/validation/detect -H 'content-type: application/json' \\
+         -d '{"real": {"csv": "a,b\\n1,2\\n..."}, "synthetic": {"records": [{"a": 1, "b": 2}, ...]}}'
 
-Tables come inline (`{"records": [{col: value, ...}, ...]}`) or by reference (`{"path": ".parquet|.csv"}`
-readable by the replica). Errors: bad input (missing columns, type conflicts, empty tables, all-missing
-columns, bad settings) is 422 with {"detail": {"field", "message", "allowed"}}; a table over
-`max_rows` (or inline over `max_inline_rows`) is 413; an unknown model id is 404. Over gRPC the same
-errors are INVALID_ARGUMENT / RESOURCE_EXHAUSTED / NOT_FOUND with the JSON detail as the status details.
+Tables come inline: `{"records": [{col: value, ...}, ...]}` or `{"csv": "text with a header row"}`.
+Reading files by path is OFF unless the app is started with `data_root=DIR`: then `{"path": ...}`
+(relative to DIR, or absolute) is read only when it resolves inside DIR (`..` and symlinks out of it
+are refused), with one error text whether or not the path exists (actors/validation/data.py
+`load_table_under`). Numbers in tables must be finite with |x| <= 1e150 (null / empty = missing).
+
+Errors: bad input (missing columns, type conflicts, empty tables, all-missing or non-finite columns,
+bad settings, a junk prescreen `report`) is 422 with {"detail": {"field", "message", "allowed"}} -
+the one body of every error, 404 / 405 of unknown routes included; a table over `max_rows` (or
+inline over `max_inline_rows`) is 413; an unknown model id is 404; a request past `request_timeout_s`
+is 504, a full replica 503 (serve/common.py `Admission`); an internal error is 500 with a request id
+(the traceback goes to the replica log). Over gRPC the same errors are INVALID_ARGUMENT /
+RESOURCE_EXHAUSTED / NOT_FOUND / DEADLINE_EXCEEDED / PERMISSION_DENIED / INTERNAL with that JSON
+detail as the status details, never a traceback.
+
 The request logic is plain functions (`run_detect`, ...) over the engine (actors/validation: `validate`,
 the cascade and its model store) and `make_fastapi(args)` builds the app, so tests use it without
-Serve; this module only routes. The gRPC proxy is started with
+Serve; this module only routes. Start Serve on the loopback interface with the gRPC proxy:
 
-    serve.start(grpc_options=gRPCOptions(port=9000, grpc_servicer_functions=[GRPC_SERVICER]))
+    serve.start(http_options={"host": "127.0.0.1", "port": 8000},
+                grpc_options=gRPCOptions(port=9000, grpc_servicer_functions=[GRPC_SERVICER]))
+
+Ray Serve 2.60 has no gRPC host setting: its gRPC proxy listens on `[::]:<port>` (every interface)
+whatever `http_options.host` says (ray/serve/_private/grpc_util.py `start_grpc_server`). So the app
+itself answers gRPC calls from loopback peers only (PERMISSION_DENIED otherwise) unless it is started
+with `grpc_allow_remote=true`; keep the port firewalled or put an authenticating proxy in front
+before allowing remote clients.
 """
 from __future__ import annotations
 
 import io
+import ipaddress
 import json
+import logging
 import math
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from fastapi import FastAPI
-from fastapi.responses import StreamingResponse
-from pydantic import Field
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ConfigDict, Field, StrictBool
 from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from actors.common.budget import Budget, Cancelled, scope
 from actors.common.config import Strict, validated
-from actors.common.errors import InputError, TooLarge
+from actors.common.errors import InputError, TooLarge, from_validation
 from actors.validation.config import (
     DatasetName,
     DetectorConfig,
+    Dimension,
     LocalizerConfig,
     PlantedCase,
     RecommenderConfig,
     Severity,
     ValidationSpec,
 )
-from actors.validation.data import check_label, load_table
+from actors.validation.data import check_label, check_values, load_table_under
 from actors.validation.model_store import FrozenEncoder, new_model_id, save_model
 from actors.validation.model_store import predict as predict_rows
 from serve.common import ServeArgs, builder, new_app
 
 GRPC_SERVICER = "serve.protos.validation_pb2_grpc.add_ValidationServiceServicer_to_server"
+log = logging.getLogger("attractor.serve.validation")
 
 
 class ValidationServeArgs(ServeArgs):
     """Application arguments (`serve run serve.validation:build_app key=value ...`); replicas, CPUs and
-    GPUs per replica come from ServeArgs."""
+    GPUs per replica come from ServeArgs.
+
+    Bounded work, the ServeArgs defaults: `max_concurrent` = 2 requests computing at once per replica,
+    `max_waiting` = 8 more waiting (then 503 with Retry-After), `max_queued_requests` = 32 in Serve's
+    router queue, and `request_timeout_s` = 120 s of compute per request: the engines' loops
+    (permutation nulls, memorisation and classifier nulls, localizer searches, recommender re-checks,
+    cascade rungs and epochs, diversity) check that budget and stop with 504 naming
+    `request_timeout_s`, or at once when the client disconnects. Raise it for large tables by path.
+    gRPC calls get the same time budget.
+
+    Files: `data_root` None (default) = no table is read by path; a directory = paths must resolve
+    inside it. `grpc_allow_remote` False (default) = gRPC calls from non-loopback peers are refused.
+    """
 
     max_rows: int = Field(200_000, gt=0)          # most rows per table (by path or inline)
     max_inline_rows: int = Field(20_000, gt=0)    # most rows per inline table
+    data_root: str | None = None                  # tables by path only from inside this directory
+    grpc_allow_remote: bool = False               # answer gRPC peers other than loopback
     max_flagged_rows: int = Field(1_000, gt=0)
     signature_dir: str = "runs/validation/signatures"   # the signature library (seeded here when empty)
     seed_severities: tuple[Severity, ...] = ("medium", "high")
@@ -102,6 +140,29 @@ class DiversityRequest(Strict):
     text_rows: int = Field(1_000, ge=2, le=20_000)   # rows embedded per text column (seeded sample)
 
 
+class DimensionSummary(Strict):
+    """One dimension of a /validation/detect document."""
+
+    score: float | None = None      # null: a non-finite score (counts as 0, as in the fingerprint)
+    p_value: float = Field(ge=0, le=1)
+    flagged: StrictBool
+    columns: list[str] = Field(default_factory=list)
+
+
+class DetectDocument(Strict):
+    """What PreScreenRisk accepts as `report`: a /validation/detect document (or the engine's
+    CollapseReport.to_json()); other top-level keys (e.g. a job report's) are ignored, the ones read
+    are checked."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
+
+    collapsed: StrictBool
+    alpha: float | None = Field(None, gt=0, lt=1)
+    n_real: int | None = Field(None, ge=0)
+    n_synth: int | None = Field(None, ge=0)
+    dimensions: dict[Dimension, DimensionSummary] = Field(min_length=1)
+
+
 class PreScreenRequest(Strict):
     real: Table
     synthetic: Table
@@ -123,30 +184,38 @@ class PredictRequest(Strict):
 
 
 # ---- request logic (no Ray, no HTTP) ---------------------------------------------------------------
-def load(table: Table, field: str, args: ValidationServeArgs) -> pd.DataFrame:
-    """The table from inline records or a path; 413 over the limits, 422 when empty or unreadable."""
+def load(table: Table, field: str, args: ValidationServeArgs, *, min_rows: int = 10) -> pd.DataFrame:
+    """The table from inline records / CSV, or by path inside `data_root`; 413 over the limits, 422 when
+    under `min_rows` (10 for a table to compare, 1 for rows to predict), unreadable, with non-finite /
+    huge numbers or nested cells, or by path without data_root."""
     if sum(x is not None for x in (table.records, table.path, table.csv)) != 1:
         raise InputError(field, "give exactly one of records, csv or path",
                          "{records: [...]}, {csv: '...'} or {path: ...}")
+    more = "a path inside data_root for more" if args.data_root else "this server reads no files"
     if table.records is not None:
         if len(table.records) > args.max_inline_rows:
             raise TooLarge(f"{field}.records", f"{len(table.records)} rows inline",
-                                f"<= {args.max_inline_rows} (send a path for more)")
+                           f"<= {args.max_inline_rows} ({more})")
         df = pd.DataFrame.from_records(table.records)
     elif table.csv is not None:
         if table.csv.count("\n") > args.max_inline_rows + 1:
             raise TooLarge(f"{field}.csv", f"{table.csv.count(chr(10))} lines inline",
-                                f"<= {args.max_inline_rows} rows (send a path for more)")
+                           f"<= {args.max_inline_rows} rows ({more})")
         try:
             df = pd.read_csv(io.StringIO(table.csv)) if table.csv.strip() else pd.DataFrame()
         except (ValueError, pd.errors.ParserError) as exc:
             raise InputError(f"{field}.csv", f"unreadable CSV: {exc}", "CSV text with a header row") from exc
+    elif args.data_root is None:
+        raise InputError(f"{field}.path", "this server reads no tables by path",
+                         "inline {records: [...]} or {csv: '...'} (paths need the app argument data_root)")
     else:
-        df = load_table(table.path, f"{field}.path")
+        df = load_table_under(args.data_root, table.path, f"{field}.path")
     if len(df) > args.max_rows:
         raise TooLarge(field, f"{len(df)} rows", f"<= {args.max_rows}")
-    if len(df) == 0 or df.shape[1] == 0:
-        raise InputError(field, "table is empty", ">= 10 rows and >= 1 column")
+    if len(df) < min_rows or df.shape[1] == 0:
+        raise InputError(field, "table is empty" if len(df) == 0 or df.shape[1] == 0 else f"{len(df)} rows",
+                         f">= {min_rows} rows and >= 1 column")
+    check_values(df, field)
     return df
 
 
@@ -208,7 +277,9 @@ def signature_library(args: ValidationServeArgs):
     from actors.validation.signatures import SignatureLibrary, seed_library
 
     path = Path(args.signature_dir)
-    with _LIBRARY_LOCK:   # sync endpoints run in a thread pool: seed once, not once per concurrent request
+    # sync endpoints run in a thread pool: seed once, not once per concurrent request; seeding is the
+    # server's own start-up work, not bounded by the budget of the request that happens to trigger it
+    with _LIBRARY_LOCK, scope(None):
         if str(path) in _LIBRARIES:
             return _LIBRARIES[str(path)]
         if (path / "labels.json").exists():
@@ -232,16 +303,14 @@ def run_prescreen(req: PreScreenRequest, args: ValidationServeArgs, library: Any
     if req.k > args.max_k:
         raise InputError("k", f"{req.k}", f"1 .. {args.max_k}")
     real, synth = load(req.real, "real", args), load(req.synthetic, "synthetic", args)
-    report = req.report
-    if report is None:
+    if req.report is None:
         cfg = validated(DetectorConfig, {**SEED_DETECTOR, **req.detector}, prefix="detector.")
-        report = detect(real, synth, cfg)
-    elif not isinstance(report.get("dimensions"), dict):
-        raise InputError("report.dimensions", "missing", "a /validation/detect document")
-    try:
-        fp = fingerprint(report, real, synth)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InputError("report", f"not a detect document ({exc})", "a /validation/detect document") from exc
+        report: Any = detect(real, synth, cfg)
+    else:   # every field the fingerprint reads is checked: a junk report is a 422 naming it
+        doc = validated(DetectDocument, req.report, prefix="report.")
+        report = {"dimensions": {k: {"score": 0.0 if d.score is None else d.score, "p_value": d.p_value}
+                                 for k, d in doc.dimensions.items()}}
+    fp = fingerprint(report, real, synth)
     lib = library if library is not None else signature_library(args)
     matches = lib.prescreen_risk(fp, req.k)
     return _clean({"library_size": len(lib), "fingerprint": fp.tolist(),
@@ -280,8 +349,17 @@ def run_cascade(req: CascadeRequest, args: ValidationServeArgs) -> Iterator[dict
     return stream()
 
 
+def error_events(events: Iterator[dict]) -> Iterator[dict]:
+    """An HTTP event stream that ends with {"status": "error", "detail": {field, message, allowed}} when
+    the climb fails after its first event (the 200 status is already sent; e.g. 504 request_timeout_s)."""
+    try:
+        yield from events
+    except InputError as exc:
+        yield {"status": "error", "status_code": exc.status_code, "detail": exc.to_dict()}
+
+
 def run_predict(req: PredictRequest, args: ValidationServeArgs) -> dict:
-    rows = load(req.rows, "rows", args)
+    rows = load(req.rows, "rows", args, min_rows=1)
     return _clean(predict_rows(args.model_dir, req.model_id, rows))
 
 
@@ -291,6 +369,13 @@ def make_fastapi(args: ValidationServeArgs | dict | None = None) -> FastAPI:
     args = args if isinstance(args, ValidationServeArgs) else ValidationServeArgs.model_validate(args or {})
     app = new_app("attractor validation",
                   "Calibrated collapse detection, row localization and fixes for tabular data.", args=args)
+
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # unknown route (404), wrong method (405): the same body as every other error
+        return JSONResponse(status_code=exc.status_code, headers=getattr(exc, "headers", None),
+                            content={"detail": {"field": "path", "message": str(exc.detail), "allowed": None}})
+
+    app.add_exception_handler(StarletteHTTPException, _http_error)
 
     @app.get("/healthz")
     def healthz() -> dict:
@@ -318,7 +403,7 @@ def make_fastapi(args: ValidationServeArgs | dict | None = None) -> FastAPI:
 
     @app.post("/validation/cascade")
     def train_cascade(req: CascadeRequest) -> StreamingResponse:
-        events = run_cascade(req, args)
+        events = error_events(run_cascade(req, args))
         return StreamingResponse((json.dumps(ev) + "\n" for ev in events), media_type="application/x-ndjson")
 
     @app.post("/validation/predict")
@@ -343,7 +428,7 @@ class ValidationIngress:
     def DetectCollapse(self, request, grpc_context=None):
         from serve.protos import validation_pb2 as pb
 
-        with _GrpcErrors(grpc_context, pb.DetectReply) as reply:
+        with _GrpcErrors(grpc_context, pb.DetectReply, self.args, method="DetectCollapse") as reply:
             doc = run_detect(DetectRequest(real=_table(request.real), synthetic=_table(request.synthetic),
                                            detector=_obj(request.detector_json, "detector_json")), self.args)
             failing = [k for k, d in doc["dimensions"].items() if d.get("flagged")]
@@ -353,7 +438,7 @@ class ValidationIngress:
     def LocalizeProblems(self, request, grpc_context=None):
         from serve.protos import validation_pb2 as pb
 
-        with _GrpcErrors(grpc_context, pb.LocalizeReply) as reply:
+        with _GrpcErrors(grpc_context, pb.LocalizeReply, self.args, method="LocalizeProblems") as reply:
             doc = run_localize(LocalizeRequest(real=_table(request.real), synthetic=_table(request.synthetic),
                                                label=request.label or None,
                                                localizer=_obj(request.localizer_json, "localizer_json")), self.args)
@@ -363,7 +448,7 @@ class ValidationIngress:
     def GenerateRecommendations(self, request, grpc_context=None):
         from serve.protos import validation_pb2 as pb
 
-        with _GrpcErrors(grpc_context, pb.RecommendReply) as reply:
+        with _GrpcErrors(grpc_context, pb.RecommendReply, self.args, method="GenerateRecommendations") as reply:
             doc = run_recommend(RecommendRequest(
                 real=_table(request.real), synthetic=_table(request.synthetic), label=request.label or None,
                 detector=_obj(request.detector_json, "detector_json"),
@@ -376,7 +461,7 @@ class ValidationIngress:
     def AnalyzeDiversity(self, request, grpc_context=None):
         from serve.protos import validation_pb2 as pb
 
-        with _GrpcErrors(grpc_context, pb.DiversityReply) as reply:
+        with _GrpcErrors(grpc_context, pb.DiversityReply, self.args, method="AnalyzeDiversity") as reply:
             ref = _table(request.reference) if request.HasField("reference") else None
             doc = run_diversity(DiversityRequest(table=_table(request.table), reference=ref), self.args)
             reply.set(pb.DiversityReply(vendi=doc["vendi"], json=json.dumps(doc)))
@@ -385,7 +470,7 @@ class ValidationIngress:
     def PreScreenRisk(self, request, grpc_context=None):
         from serve.protos import validation_pb2 as pb
 
-        with _GrpcErrors(grpc_context, pb.PreScreenReply) as reply:
+        with _GrpcErrors(grpc_context, pb.PreScreenReply, self.args, method="PreScreenRisk") as reply:
             req = PreScreenRequest(real=_table(request.real), synthetic=_table(request.synthetic),
                                    report=_obj(request.report_json, "report_json") or None,
                                    detector=_obj(request.detector_json, "detector_json"), k=request.k or 5)
@@ -398,19 +483,25 @@ class ValidationIngress:
     def TrainCascade(self, request, grpc_context=None):
         from serve.protos import validation_pb2 as pb
 
-        # a stream ends with the status only when the generator raises (Serve keeps the code set here)
-        with _GrpcErrors(grpc_context, pb.CascadeEvent, reraise=True):
+        # a stream ends with the status only when the generator raises (Serve keeps the code set here);
+        # the guard is entered once per event: the budget's context is set and reset within one step
+        guard = _GrpcErrors(grpc_context, pb.CascadeEvent, self.args, reraise=True, method="TrainCascade")
+        with guard:
             events = run_cascade(CascadeRequest(real=_table(request.real), synthetic=_table(request.synthetic),
                                                 label=request.label,
                                                 cascade=_obj(request.cascade_json, "cascade_json")), self.args)
-        for ev in events:
+        while True:
+            with guard:
+                ev = next(events, None)
+            if ev is None:
+                return
             yield pb.CascadeEvent(status=ev["status"], rung=ev["rung"], model=ev["model"],
                                   model_id=ev.get("model_id", ""), json=json.dumps(ev))
 
     def GetPredictions(self, request, grpc_context=None):
         from serve.protos import validation_pb2 as pb
 
-        with _GrpcErrors(grpc_context, pb.PredictReply) as reply:
+        with _GrpcErrors(grpc_context, pb.PredictReply, self.args, method="GetPredictions") as reply:
             doc = run_predict(PredictRequest(model_id=request.model_id, rows=_table(request.rows)), self.args)
             reply.set(pb.PredictReply(predictions=[str(v) for v in doc["predictions"]], json=json.dumps(doc)))
         return reply.value
@@ -451,41 +542,101 @@ class _Reply:
         self.value = value
 
 
-class _GrpcErrors:
-    """InputError -> the gRPC status (413: RESOURCE_EXHAUSTED, 404: NOT_FOUND, else INVALID_ARGUMENT)
-    with the HTTP JSON detail {field, message, allowed} as the details; the reply stays empty."""
+class PeerRefused(InputError):
+    """A gRPC call from a peer the app does not serve (HTTP 403 / PERMISSION_DENIED)."""
 
-    def __init__(self, grpc_context: Any, reply_type: type, *, reraise: bool = False):
-        self.ctx, self.reply, self.reraise = grpc_context, _Reply(reply_type()), reraise
+    status_code = 403
+
+
+def _grpc_codes() -> dict[int, Any]:
+    import grpc
+
+    return {413: grpc.StatusCode.RESOURCE_EXHAUSTED, 404: grpc.StatusCode.NOT_FOUND, 403: grpc.StatusCode.PERMISSION_DENIED,
+            504: grpc.StatusCode.DEADLINE_EXCEEDED, 503: grpc.StatusCode.UNAVAILABLE}
+
+
+def loopback_peer(peer: str) -> bool:
+    """Whether a gRPC peer string ("ipv4:127.0.0.1:5000", "ipv6:[::1]:5000", "unix:...") is this host."""
+    kind, _, rest = peer.partition(":")
+    if kind == "unix":
+        return True
+    if kind not in ("ipv4", "ipv6"):
+        return False
+    host = rest.rsplit(":", 1)[0].strip("[]")
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _GrpcErrors:
+    """One gRPC call's guard: the peer check (loopback only unless `grpc_allow_remote`), the request's
+    time budget (`request_timeout_s`, checked by the engines' loops), and errors as statuses.
+
+    InputError -> its status (INVALID_ARGUMENT; 413 RESOURCE_EXHAUSTED, 404 NOT_FOUND, 403
+    PERMISSION_DENIED, 504 DEADLINE_EXCEEDED) with the HTTP JSON detail {field, message, allowed} as the
+    details; a pydantic error the same way (field named as over HTTP); anything else INTERNAL with a
+    generic message and a request id, the traceback to the replica log (never paths, PIDs or
+    addresses to the client). The reply stays empty. `reraise` (streams): raise a plain error after
+    setting the status, so the stream ends with it (Serve keeps the code and details set here).
+    """
+
+    def __init__(self, grpc_context: Any, reply_type: type, args: ValidationServeArgs, *, reraise: bool = False,
+                 method: str = ""):
+        self.ctx, self.reply, self.reraise, self.args, self.method = (grpc_context, _Reply(reply_type()), reraise,
+                                                                      args, method)
+        self.budget = Budget(args.request_timeout_s)   # one budget per call, also when entered once per event
+        self._scope: Any = None
+        self._admitted = False
 
     def __enter__(self) -> _Reply:
+        if not self._admitted and self.ctx is not None and not self.args.grpc_allow_remote:
+            peer = str(self.ctx.peer() or "") if hasattr(self.ctx, "peer") else ""
+            if not loopback_peer(peer):
+                detail = self._answer(PeerRefused(
+                    "peer", "gRPC calls are answered for clients on this host only",
+                    "a loopback client (the app argument grpc_allow_remote=true allows others)"))
+                raise RuntimeError(detail["message"])   # Serve keeps the code and details set on the context
+        self._admitted = True
+        self._scope = scope(self.budget)
+        self._scope.__enter__()
         return self.reply
+
+    def _answer(self, exc: BaseException) -> dict:
+        """Set the status for `exc` on the context; the detail sent."""
+        import grpc
+
+        if isinstance(exc, InputError):
+            code = _grpc_codes().get(exc.status_code, grpc.StatusCode.INVALID_ARGUMENT)
+            detail = exc.to_dict()
+        elif isinstance(exc, Cancelled):
+            code, detail = grpc.StatusCode.CANCELLED, {"field": "request", "message": "cancelled", "allowed": None}
+        else:
+            request_id = uuid.uuid4().hex[:16]
+            log.error("internal error %s in gRPC %s", request_id, self.method, exc_info=exc)
+            code = grpc.StatusCode.INTERNAL
+            detail = {"field": None, "allowed": None,
+                      "message": f"internal error (request id {request_id}; details are in the server log)"}
+        self.ctx.set_code(code)
+        self.ctx.set_details(json.dumps(detail))
+        self.reply.failed = True
+        return detail
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         from pydantic import ValidationError
 
-        if exc is None:
+        self._scope.__exit__(exc_type, exc, tb)
+        if exc is None or not isinstance(exc, Exception):   # GeneratorExit, KeyboardInterrupt: not ours
             return False
-        import grpc
-
-        if isinstance(exc, InputError):
-            status = getattr(exc, "status_code", 422)
-            code = {413: grpc.StatusCode.RESOURCE_EXHAUSTED, 404: grpc.StatusCode.NOT_FOUND}.get(
-                status, grpc.StatusCode.INVALID_ARGUMENT)
-            detail = {"field": exc.field, "message": str(exc), "allowed": exc.allowed}
-        elif isinstance(exc, ValidationError):
-            err = exc.errors()[0]
-            code = grpc.StatusCode.INVALID_ARGUMENT
-            detail = {"field": ".".join(map(str, err["loc"])), "message": err["msg"], "allowed": None}
-        else:
+        if isinstance(exc, ValidationError):
+            exc = from_validation(exc)
+        if self.ctx is None:   # called outside Serve (tests): the error itself, not a status
+            if isinstance(exc, InputError):
+                raise exc from None
             return False
-        if self.ctx is None:
-            return False
-        self.ctx.set_code(code)
-        self.ctx.set_details(json.dumps(detail))
-        self.reply.failed = True
-        if self.reraise:   # a plain exception: the proxy must unpickle it (InputError's init does not round-trip)
-            raise ValueError(json.dumps(detail)) from None
+        detail = self._answer(exc)
+        if self.reraise:   # a plain exception: the proxy must unpickle it; its text is the generic detail
+            raise RuntimeError(detail["message"]) from None
         return True
 
 

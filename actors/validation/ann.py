@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from actors.common.budget import checkpoint
 from actors.common.errors import InputError
 from actors.validation.config import NeighbourSearch as Method
+
+QUERY_BATCH = 16_384   # queries per FAISS search call: the request budget is checked between calls
 
 
 def build_index(reference: np.ndarray, method: Method = "auto", *, exact_below: int = 50_000, nprobe: int = 16,
@@ -58,7 +61,12 @@ def nearest(reference: np.ndarray, queries: np.ndarray, *, k: int = 1, method: M
     q = np.ascontiguousarray(queries, dtype=np.float32)
     self_ids = np.arange(len(q)) if exclude_self is True else exclude_self
     skip = self_ids is not False and self_ids is not None
-    d2, ii = index.search(q, k + int(skip))
+    parts = []
+    for start in range(0, len(q), QUERY_BATCH):
+        checkpoint()
+        parts.append(index.search(q[start:start + QUERY_BATCH], k + int(skip)))
+    d2 = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, k + int(skip)), np.float32)
+    ii = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, k + int(skip)), np.int64)
     if skip:
         own = ii == np.asarray(self_ids)[:, None]
         # drop the row itself where found, else the last column (the k+1-th)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from actors.common.budget import checkpoint
 from actors.common.config import validated
 from actors.common.errors import InputError
 from actors.common.storage import atomic_write_json
@@ -140,6 +141,7 @@ def climb(real: pd.DataFrame, synth: pd.DataFrame, label: str, config: CascadeCo
     resumed: list[int] = []
     best, since, stopped = -1, 0, False
     for i, spec in enumerate(cfg.rungs):
+        checkpoint()   # the request's budget / cancellation, between rungs
         top_up()
         yield {"rung": i, "model": spec.name, "status": "started", "utility": None, "learnability": None,
                "seconds": None}
@@ -187,6 +189,7 @@ def _out_of_fold(cfg: CascadeConfig, data: CascadeData, best: int, out: Path | N
     n = len(data.y_syn)
     oof = np.zeros((n, data.n_classes)) if data.n_classes else np.zeros(n)
     for get in gets:
+        checkpoint()
         test, values = get()
         oof[test] = values
     if out is not None:

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field
 
 from actors.common.config import Strict
+from actors.validation.config import SEED_MAX
 
 __all__ = ["CascadeConfig", "CascadeTask", "DeviceName", "RungKind", "RungSpec", "default_ladder"]
 
@@ -66,4 +67,4 @@ class CascadeConfig(Strict):
     num_cpus: float = Field(1.0, gt=0)                 # per Ray task
     num_gpus: float = Field(0, ge=0)                   # per Ray task of an MLP rung (or its folds)
     device: DeviceName = "cpu"                         # where MLPs train; auto = cuda when visible
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=SEED_MAX - 10_000)   # + rung / fold offsets

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from actors.common.config import Strict, WorkerConfig
 
 __all__ = [
     "DIMENSIONS", "DatasetName", "DetectorConfig", "Dimension", "Fix", "LocalizerConfig", "NeighbourSearch",
-    "PlantedCase", "PlantedSpec", "RecommenderConfig", "Severity", "ValidationSpec", "WorkerConfig",
+    "PlantedCase", "PlantedSpec", "RecommenderConfig", "SEED_MAX", "Severity", "ValidationSpec", "WorkerConfig",
 ]
 
 Dimension = Literal["marginals", "divergence", "correlation", "coverage", "spectral", "dependence",
@@ -28,6 +28,7 @@ PlantedCase = Literal["clean", "mode_collapse", "variance_shrinkage", "recursive
                       "missingness", "outliers"]
 Severity = Literal["low", "medium", "high"]
 DatasetName = Literal["breast_cancer", "wine", "diabetes", "digits"]
+SEED_MAX = 2**31 - 1   # seeds go to scikit-learn / torch as random_state (plus small offsets): 32-bit
 
 
 class DetectorConfig(Strict):
@@ -36,7 +37,7 @@ class DetectorConfig(Strict):
     dimensions: tuple[Dimension, ...] = DIMENSIONS  # type: ignore[assignment]
     alpha: float = Field(0.05, gt=0, lt=1)             # Benjamini-Hochberg level across dimensions
     n_null: int = Field(199, ge=19, le=100_000)        # permutations / resamples per dimension
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=SEED_MAX)
     bins: int = Field(10, ge=2, le=1_000)              # quantile bins of the real column (JS/KL, Cramér's V)
     tail_quantile: float = Field(0.05, gt=0, lt=0.5)   # tail mass beyond the real q and 1-q quantiles
     n_pcs: int = Field(5, ge=1, le=1_000)              # principal components compared (spectral)
@@ -51,6 +52,14 @@ class DetectorConfig(Strict):
     categorical: tuple[str, ...] | None = None         # None -> every non-numeric column
     label: str | None = None                           # the label column (confident learning)
 
+    @field_validator("mi_k")
+    @classmethod
+    def _fewer_neighbours_than_rows(cls, k: int, info) -> int:
+        rows = info.data.get("mi_rows")
+        if rows is not None and k >= rows:
+            raise ValueError(f"mi_k = {k} neighbours need more than mi_rows = {rows} rows")
+        return k
+
 
 class LocalizerConfig(Strict):
     """Row-level scores: memorised (DCR), outliers (kNN distance), label issues (confident learning)."""
@@ -59,7 +68,7 @@ class LocalizerConfig(Strict):
     k_outlier: int = Field(5, ge=1, le=100)     # neighbours for the outlier distance
     cv_folds: int = Field(5, ge=2, le=20)       # folds for out-of-sample label probabilities
     max_rows: int = Field(1_000, ge=1)          # most rows reported
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=SEED_MAX)
     ann: NeighbourSearch = "auto"               # nearest-neighbour search (actors/validation/ann.py)
     ann_exact_below: int = Field(50_000, ge=1)   # auto: exact FAISS below this many real rows, IVF-Flat above
     null_rows: int = Field(20_000, ge=100)      # real rows whose leave-one-out distances form the conformal null
@@ -70,7 +79,7 @@ class RecommenderConfig(Strict):
 
     fixes: tuple[Fix, ...] = get_args(Fix)  # type: ignore[assignment]
     n_null: int = Field(99, ge=19, le=100_000)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=SEED_MAX)
 
 
 class PlantedSpec(Strict):
@@ -82,7 +91,7 @@ class PlantedSpec(Strict):
     n: int | None = Field(None, ge=20, le=10_000_000)  # rows per side; None -> split the data set in halves
     fraction: float | None = Field(None, gt=0, le=1)   # rows affected; None -> the severity's default
     generations: int | None = Field(None, ge=1, le=100)  # recursive collapse; None -> the severity's
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=SEED_MAX)
 
 
 class ValidationSpec(Strict):

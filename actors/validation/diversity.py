@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from actors.common.budget import checkpoint
 from actors.common.errors import InputError
 from actors.validation.data import check_tables, pool
 from actors.validation.detector import model_features
@@ -23,6 +24,7 @@ def vendi_score(F: np.ndarray, *, bandwidth: float | None = None) -> float:
     n = len(F)
     if n == 0:
         return 0.0
+    checkpoint()   # an n x n kernel and its eigenvalues: the costly step
     d = squareform(pdist(F))
     if bandwidth is None:
         off = d[np.triu_indices(n, 1)]
@@ -49,8 +51,11 @@ def analyze(table: pd.DataFrame, reference: pd.DataFrame | None = None, *, max_r
         text_columns = [c for c in table.columns if is_text(table[c]) and is_text(ref[c])]
     elif unknown := [c for c in text_columns if c not in table.columns]:
         raise InputError("text_columns", f"{unknown} are not columns of the table", ", ".join(map(str, table.columns)))
-    text = {str(c): text_diversity(table[c], reference[c] if reference is not None else None, max_rows=text_rows,
-                                   seed=seed) for c in text_columns}
+    text = {}
+    for c in text_columns:
+        checkpoint()   # the request's budget / cancellation, per embedded column
+        text[str(c)] = text_diversity(table[c], reference[c] if reference is not None else None, max_rows=text_rows,
+                                      seed=seed)
     rest = [c for c in table.columns if c not in text_columns]
     if not rest:
         return {"rows": int(len(table)), "columns": {}, "text": text}

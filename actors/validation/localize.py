@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from actors.common.budget import checkpoint
 from actors.common.config import validated
 from actors.validation.config import LocalizerConfig
 from actors.validation.data import Pooled, pool
@@ -161,6 +162,7 @@ def out_of_fold_probs(F_syn: np.ndarray, y_syn: np.ndarray, F_real: np.ndarray, 
 
     probs = np.zeros((len(y_syn), n_classes))
     for train, test in KFold(n_splits=folds, shuffle=True, random_state=seed).split(F_syn):
+        checkpoint()
         Xt, yt = np.vstack([F_real, F_syn[train]]), np.r_[y_real, y_syn[train]]
         model = LogisticRegression(max_iter=2000).fit(Xt, yt)
         probs[np.ix_(test, model.classes_)] = model.predict_proba(F_syn[test])

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from actors.common.budget import checkpoint
 from actors.common.config import validated
 from actors.validation.config import DetectorConfig, RecommenderConfig
 from actors.validation.data import pool
@@ -117,6 +118,7 @@ def recommend(real: pd.DataFrame, synth: pd.DataFrame, report: CollapseReport, l
     rng = np.random.default_rng(cfg.seed)
     out = []
     for name in cfg.fixes:
+        checkpoint()   # each fix re-runs detection: stop between fixes when the request's budget is spent
         res = FIXES[name](real, synth, loc, label=label, rng=rng, report=report, categorical=dcfg.categorical)
         if res is None:
             continue

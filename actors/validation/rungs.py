@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from actors.common.budget import checkpoint
 from actors.common.errors import InputError
 from actors.validation.cascade_config import CascadeConfig, RungSpec
 
@@ -112,6 +113,7 @@ class MLPModel:
         best, best_state, wait = np.inf, None, 0
         self.epochs = 0
         for _ in range(self.cfg.mlp_epochs):
+            checkpoint()   # budget / cancellation of the request training in this process, per epoch
             self.epochs += 1
             self.net.train()
             for b in tr_t[torch.randperm(len(tr_t), generator=gen)].split(self.cfg.mlp_batch):

@@ -324,10 +324,11 @@ def dependence(ctx: Context, mask: np.ndarray) -> dict[str, float]:
         sel = [np.sort(rng.permutation(int(n))[: ctx.mi_rows]) for n in ((~mask).sum(), mask.sum())]
         ctx._cache["mi_sel"] = sel
     a, b = np.array(pairs).T
+    k = min(ctx.mi_k, min(len(s) for s in sel) - 1)   # tables smaller than mi_k + 1 rows a side: fewer neighbours
     mi = []
     for g, rows in ((~mask, sel[0]), (mask, sel[1])):
         W = ctx.mi_data[np.flatnonzero(g)[rows]]
-        mi.append(ksg_mi_batch(W[:, a].T, W[:, b].T, ctx.mi_k))
+        mi.append(ksg_mi_batch(W[:, a].T, W[:, b].T, k))
     d = np.abs(mi[0] - mi[1])
     return {f"mi:{names[i]}|{names[j]}": float(v) for i, j, v in zip(a, b, d)}
 

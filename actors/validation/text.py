@@ -21,7 +21,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from actors.common.budget import checkpoint
 from actors.common.errors import InputError
+
+EMBED_CHUNK = 1_024   # texts per encode call: the request budget is checked between calls
 
 
 @lru_cache(maxsize=1)
@@ -40,9 +43,12 @@ def embed(texts: list[str] | pd.Series, *, batch_size: int = 64, device: str = "
     texts = ["" if t is None or (isinstance(t, float) and np.isnan(t)) else str(t) for t in list(texts)]
     if not texts:
         return np.zeros((0, 384))
-    E = model(device).encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                             show_progress_bar=False)
-    return np.asarray(E, dtype=np.float64)
+    parts = []
+    for start in range(0, len(texts), EMBED_CHUNK):
+        checkpoint()
+        parts.append(model(device).encode(texts[start:start + EMBED_CHUNK], batch_size=batch_size,
+                                          normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False))
+    return np.asarray(np.concatenate(parts), dtype=np.float64)
 
 
 def vendi_cosine(E: np.ndarray) -> float:
