@@ -203,3 +203,72 @@ def test_all_seven_over_http_and_grpc(served, pair):
         code, detail = _grpc_error(stub.GetPredictions, pb.PredictRequest(
             model_id=grpc_id, rows=pb.Table(csv=real.assign(ash="x").head(5).to_csv(index=False).encode())))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and detail["field"] == "rows.ash"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("serve_instance", [{"grpc_servicer_functions": [GRPC_SERVICER]}], ids=["grpc"],
+                         indirect=True)
+def test_limits_on_a_served_app(served, serve_instance, pair):
+    """Issue 11 through Serve's real proxies: a huge n_null under request_timeout_s=2 is a 504 / DEADLINE_EXCEEDED
+    naming request_timeout_s within seconds (findings 1, 9); a path, a non-finite cell and a junk report are
+    refused with the same {field, message, allowed} over HTTP and gRPC (findings 2, 3); a loopback gRPC client
+    is served (the peer check parses Serve's real peer string)."""
+    import grpc
+    import httpx
+    from ray import serve
+
+    from serve.protos import validation_pb2 as pb
+    from serve.validation import build_app
+
+    base, stub, args, _ = served
+    serve.run(build_app({**args, "request_timeout_s": 2}), name="limits", route_prefix="/limits")
+    meta = (("application", "limits"),)
+    real, synth = pair.real, pair.synth
+    try:
+        with httpx.Client(base_url=f"{base}/limits", timeout=120) as http:
+            deadline = time.time() + 60
+            while (r := http.get("/healthz")).status_code != 200 and time.time() < deadline:
+                time.sleep(0.5)
+            t0 = time.perf_counter()
+            r = http.post("/validation/detect", json={"real": _tab(real), "synthetic": _tab(synth),
+                                                      "detector": {"n_null": 100_000}})
+            assert r.status_code == 504 and r.json()["detail"]["field"] == "request_timeout_s", r.text
+            assert time.perf_counter() - t0 < 20
+            t0 = time.perf_counter()
+            code, detail = _grpc_error(partial_call(stub.DetectCollapse, meta), pb.DetectRequest(
+                real=_ptab(real), synthetic=_ptab(synth), detector_json=json.dumps({"n_null": 100_000})))
+            assert code == grpc.StatusCode.DEADLINE_EXCEEDED and detail == r.json()["detail"]
+            assert time.perf_counter() - t0 < 20
+
+            rows = _rec(real)
+            rows[2]["alcohol"] = float("inf")
+            cases = [
+                ({"real": {"path": "/etc/hosts.csv"}, "synthetic": _tab(synth)},
+                 pb.DetectRequest(real=pb.Table(path="/etc/hosts.csv"), synthetic=_ptab(synth)), "real.path"),
+                ({"real": {"records": rows}, "synthetic": _tab(synth), "detector": CHEAP},
+                 pb.DetectRequest(real=pb.Table(records_json=json.dumps(rows).encode()), synthetic=_ptab(synth),
+                                  detector_json=json.dumps(CHEAP)), "real.alcohol")]
+            for body, request, field in cases:
+                r = http.post("/validation/detect", content=json.dumps(body),   # Infinity: a JSON token httpx refuses
+                              headers={"content-type": "application/json"})
+                assert r.status_code == 422 and r.json()["detail"]["field"] == field, r.text
+                code, detail = _grpc_error(partial_call(stub.DetectCollapse, meta), request)
+                assert code == grpc.StatusCode.INVALID_ARGUMENT and detail == r.json()["detail"]
+            junk = {"collapsed": True, "dimensions": {}}
+            r = http.post("/validation/prescreen", json={"real": _tab(real), "synthetic": _tab(synth), "report": junk})
+            code, detail = _grpc_error(partial_call(stub.PreScreenRisk, meta), pb.PreScreenRequest(
+                real=_ptab(real), synthetic=_ptab(synth), report_json=json.dumps(junk)))
+            assert r.status_code == 422 and code == grpc.StatusCode.INVALID_ARGUMENT
+            assert detail == r.json()["detail"] and detail["field"] == "report.dimensions"
+            r = http.get("/validation/nope")
+            assert r.status_code == 404 and set(r.json()["detail"]) == {"field", "message", "allowed"}
+            ok = stub.AnalyzeDiversity(pb.DiversityRequest(table=_ptab(synth)), metadata=meta)   # loopback: served
+            assert ok.vendi >= 1
+    finally:
+        serve.delete("limits")
+
+
+def partial_call(method, metadata):
+    """A stub method bound to call metadata (which Serve application answers)."""
+    return lambda request: method(request, metadata=metadata)
