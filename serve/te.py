@@ -18,13 +18,23 @@ the latest network live in the replica's memory, so the app runs one replica by 
 
 Errors: an `InputError` (series too short for the embedding, NaN/inf, constant series, mismatched
 lengths, k >= number of points) is HTTP 422, a request over a size limit 413, an unknown job /
-variable or a missing network or path 404, all as {"detail": {"field", "message", "allowed"}} with
-the request's own field names; schema errors (k out of range, unknown keys) are 422 with the same
-body (serve.common.new_app).
+variable or a missing network or path 404, a request past its `request_timeout_s` 504, all as
+{"detail": {"field", "message", "allowed"}} with the request's own field names; schema errors
+(k out of range, unknown keys, `true` or "4" for a number, an element 1e309 or NaN: `source.3`)
+are 422 with the same body (serve.common.new_app). Any finite value is valid data: the engine z-scores
+each embedded column on a power-of-two rescaled copy, so 1e308-valued series give the TE of the same
+series at unit scale.
+
+Bounded work: /te and inline networks run under the request's budget (`request_timeout_s`, checked
+by the engine's loops; a disconnected client cancels it); a background network runs under its own
+`network_timeout_s` (default 3600 s), on the pool too, and past it the job ends `failed` with the
+BudgetExceeded error naming network_timeout_s.
 """
 from __future__ import annotations
 
 import itertools
+import logging
+import re
 import threading
 import time
 import uuid
@@ -39,6 +49,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from ray import serve
 
+from actors.common.budget import Budget, scope
 from actors.common.config import Auto, Strict, WorkerConfig
 from actors.common.errors import InputError, NotFound, TooLarge
 from actors.te.config import Algorithm, Correction, Mode, NetworkConfig, SurrogateMethod, TENetworkSpec
@@ -46,6 +57,8 @@ from actors.te.embedding import as_series
 from actors.te.engine import te_significance, transfer_entropy
 from actors.te.network import TENetwork, te_network
 from serve.common import ServeArgs, builder, new_app
+
+log = logging.getLogger("attractor.serve")
 
 
 class TEServeArgs(ServeArgs):
@@ -58,6 +71,7 @@ class TEServeArgs(ServeArgs):
     inline_max_vars: int = Field(6, ge=2)         # networks with more variables run as background jobs
     max_jobs: int = Field(32, ge=1)               # finished jobs kept in memory (oldest dropped first)
     path_cutoff: int = Field(6, ge=1, le=20)      # longest path (edges) /causal/path may ask for
+    network_timeout_s: float = Field(3600.0, gt=0, le=7 * 86_400)   # compute budget of one background network
     # the background pool's WorkerConfig (same meaning as everywhere): TEEstimators, GPUs and CPUs each
     pool_workers: int | Auto = Field(1, union_mode="left_to_right")
     pool_num_gpus: float | Auto = Field(0.0, union_mode="left_to_right")   # "auto" -> one per GPU when there are GPUs
@@ -117,17 +131,25 @@ _FIELD_NAMES = {"k_hist": "history", "l_hist": "source_history", "significance.n
                 "significance.min_shift": "surrogates"}
 
 
-def _renamed(exc: InputError, prefix: str = "") -> InputError:
-    """The engine's error with the request's field name (k_hist -> history, ...)."""
+_COLUMN = re.compile(r"data\[:, (\d+)\]")
+
+
+def _renamed(exc: InputError, prefix: str = "", names: list[str] | None = None) -> InputError:
+    """The engine's error with the request's field name (k_hist -> history, data[:, 2] -> data.<name>, ...)."""
     field = _FIELD_NAMES.get(exc.field, exc.field)
-    if prefix and field in ("source", "target"):  # network pairs: the engine's names for the columns
+    column = _COLUMN.fullmatch(field)
+    if names is not None and column is not None and int(column.group(1)) < len(names):
+        field = f"data.{names[int(column.group(1))]}"
+    elif prefix and field in ("source", "target"):  # network pairs: the engine's names for the columns
         field = prefix
     if field == exc.field:
         return exc
-    message = str(exc).removeprefix(f"{exc.field}: ")
-    if exc.allowed:
-        message = message.removesuffix(f" (allowed: {exc.allowed})")
-    return InputError(field, message, exc.allowed)
+    return InputError(field, exc.message, exc.allowed)
+
+
+def _error_body(exc: InputError) -> dict:
+    """{field, message, allowed} of an error, rebuilt so an error that crossed Ray prints cleanly."""
+    return InputError(exc.field, exc.message, exc.allowed).to_dict()
 
 
 def _check_size(name: str, n: int, limit: int, what: str) -> None:
@@ -247,7 +269,7 @@ class TEState:
             try:
                 network, info = local_runner(data, names, cfg)
             except InputError as exc:
-                raise _renamed(exc, "data") from None
+                raise _renamed(exc, "data", names) from None
             body = network_body(net_id, network, cfg.mode, time.perf_counter() - t0) | info
             with self.lock:  # GET /te/network/{id} serves inline results too
                 self.jobs[net_id] = {**body, "n_vars": len(names), "n_samples": len(data), "submitted": time.time()}
@@ -264,18 +286,23 @@ class TEState:
         return 202, {"id": net_id, "status": "running", "href": f"/te/network/{net_id}"}
 
     def _background(self, net_id: str, data: np.ndarray, names: list[str], cfg: NetworkConfig) -> None:
+        """Compute a network in this thread under its own budget (network_timeout_s; the request's
+        budget ended with the 202), recording the result or the error in the job."""
         t0 = time.perf_counter()
         try:
-            network, info = self.runner(data, names, cfg)
-        except InputError as exc:
-            err = _renamed(exc, "data")
+            with scope(Budget(self.args.network_timeout_s, setting="network_timeout_s")):
+                network, info = self.runner(data, names, cfg)
+        except InputError as exc:   # BudgetExceeded included: the job failed, its message says why
             with self.lock:
-                self.jobs[net_id].update(status="failed",
-                                         error={"field": err.field, "message": str(err), "allowed": err.allowed})
+                self.jobs[net_id].update(status="failed", error=_error_body(_renamed(exc, "data", names)),
+                                         seconds=round(time.perf_counter() - t0, 3))
             return
-        except Exception as exc:  # reported through GET, never swallowed silently
+        except Exception:  # reported through GET as the job id, the traceback goes to the log
+            log.exception("internal error in background network %s", net_id)
             with self.lock:
-                self.jobs[net_id].update(status="failed", error={"field": None, "message": repr(exc), "allowed": None})
+                self.jobs[net_id].update(status="failed", error={
+                    "field": None, "message": f"internal error (job id {net_id}; details are in the server log)",
+                    "allowed": None})
             return
         body = network_body(net_id, network, cfg.mode, time.perf_counter() - t0) | info
         self._finish(net_id, body, network.graph)

@@ -6,7 +6,10 @@ actor per GPU on a cluster. On top of BaseWorker's device, `backend` is the KSG 
 TEParams.backend "auto" resolves to in this process: the fused Triton kernel where CUDA is visible
 (batching all pairs x delays x surrogates of a task, actors/te/batched.py), scipy's cKDTree otherwise.
 `run_pairs` and `te_arrays` are idempotent: a pair's noise and surrogates are seeded from
-(seed, source, target), so a retried task returns the same rows.
+(seed, source, target), so a retried task returns the same rows. Both take an optional `budget`
+(seconds, setting): the caller's remaining time, under which the engine's loops stop with
+BudgetExceeded naming that setting (actors.common.budget), so a timed-out job does not leave
+its tasks computing.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from actors.common.budget import Budget, scope
 from actors.common.config import validated
 from actors.common.worker import BaseWorker
 from actors.te.batched import network_backend, pairs_te_arrays, pairs_te_batched, resolve_backend
@@ -22,7 +26,14 @@ from actors.te.config import NetworkConfig, TEParams
 from actors.te.engine import transfer_entropy
 from actors.te.network import PairResult, pair_params, pair_te
 
-__all__ = ["TEEstimator"]
+__all__ = ["TEEstimator", "TaskBudget", "task_scope"]
+
+TaskBudget = tuple[float, str]   # (seconds left, the setting that bounds them), as actors.te.pool sends it
+
+
+def task_scope(budget: TaskBudget | None):
+    """The budget scope a task runs under: the caller's remaining seconds, or none (unbounded)."""
+    return scope(None if budget is None else Budget(budget[0], setting=budget[1]))
 
 
 class TEEstimator(BaseWorker):
@@ -50,8 +61,14 @@ class TEEstimator(BaseWorker):
         self.tasks_done += 1
 
     def run_pairs(self, data: np.ndarray, pairs: list[tuple[int, int]], config_json: str,
-                  embeddings: dict[int, tuple[int, int]] | None = None) -> list[PairResult]:
+                  embeddings: dict[int, tuple[int, int]] | None = None,
+                  budget: TaskBudget | None = None) -> list[PairResult]:
         """TE, best lag and surrogates for each (source, target) column pair of `data`."""
+        with task_scope(budget):
+            return self._run_pairs(data, pairs, config_json, embeddings)
+
+    def _run_pairs(self, data: np.ndarray, pairs: list[tuple[int, int]], config_json: str,
+                   embeddings: dict[int, tuple[int, int]] | None) -> list[PairResult]:
         t0 = time.perf_counter()
         cfg = NetworkConfig.model_validate_json(config_json)
         cfg = validated(NetworkConfig, cfg, params=validated(TEParams, cfg.params, workers=self.query_workers))
@@ -64,15 +81,16 @@ class TEEstimator(BaseWorker):
         return out
 
     def te_arrays(self, data: np.ndarray, pairs: np.ndarray, config_json: str,
-                  n_surrogates: int | None = None) -> dict:
+                  n_surrogates: int | None = None, budget: TaskBudget | None = None) -> dict:
         """pairs_te_arrays for `pairs` ([P, 2] ints) on this actor's device, plus the pairs themselves:
         compact arrays, no per-pair objects, so a shard of a big network costs one call
         (jobs.bench.te --gpus shards by target) and the driver builds the PairResults."""
         t0 = time.perf_counter()
         cfg = NetworkConfig.model_validate_json(config_json)
         pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-        out = pairs_te_arrays(data, pairs, cfg, backend=resolve_backend(cfg.params.backend),
-                              n_surrogates=n_surrogates)
+        with task_scope(budget):
+            out = pairs_te_arrays(data, pairs, cfg, backend=resolve_backend(cfg.params.backend),
+                                  n_surrogates=n_surrogates)
         self._done(len(pairs), t0)
         return {**out, "pairs": pairs}
 

@@ -21,9 +21,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from actors.common.budget import checkpoint
 from actors.common.errors import InputError
 from actors.te.config import NetworkConfig
-from actors.te.embedding import check_observations, start_time
+from actors.te.embedding import MAX_RAW, check_observations, start_time
 from actors.te.ksg import KSGResult
 from actors.te.significance import p_value, surrogate_orders
 
@@ -119,8 +120,9 @@ def network_blocks(data: np.ndarray, cfg: NetworkConfig, device, dtype):
     """Every variable's prepared blocks on common rows, built on `device` in float64, cast to dtype:
     X [N*L, n, l_hist] (variable-major, delay-minor), Y [N, n, 1], Z [N, n, k_hist], and n.
 
-    Embedding, z-scoring (ddof=1) and noise follow embedding.prepare; the noise comes from one
-    torch generator seeded by params.seed, so every shard that builds the blocks gets the same ones.
+    Embedding, z-scoring (ddof=1, on power-of-two rescaled columns, so any finite input works) and
+    noise follow embedding.prepare; the noise comes from one torch generator seeded by params.seed,
+    so every shard that builds the blocks gets the same ones.
     """
     import torch
 
@@ -140,12 +142,22 @@ def network_blocks(data: np.ndarray, cfg: NetworkConfig, device, dtype):
     gen = torch.Generator(device=device).manual_seed(p.seed)
 
     def prep(block, field):
-        std = block.std(dim=1, keepdim=True)
+        # embedding.unit_scale: exact power-of-two scaling, so mean / std cannot overflow (|x| ~ 1e308)
+        exp = torch.frexp(block.abs().amax(dim=1, keepdim=True)).exponent
+        scaled = torch.ldexp(block, -exp.to(block.dtype))
+        std = scaled.std(dim=1, keepdim=True)
         if bool((std == 0).any()):
             raise InputError(field, "is constant over the embedded samples (zero variance)",
                              "a series with nonzero variance over the samples used")
         if p.normalise:
-            block, std = (block - block.mean(dim=1, keepdim=True)) / std, torch.ones_like(std)
+            block, std = (scaled - scaled.mean(dim=1, keepdim=True)) / std, torch.ones_like(std)
+        else:
+            peak = float(block.abs().max())
+            if peak >= MAX_RAW:
+                raise InputError(field, f"holds |values| up to {peak:.3g}: without normalise the distances "
+                                 "between samples overflow",
+                                 f"|values| < {MAX_RAW:.3g}, or normalise = true (any finite values)")
+            std = torch.ldexp(std, exp.to(std.dtype))
         if p.noise > 0:
             block = block + torch.randn(block.shape, generator=gen, device=device, dtype=block.dtype) * (p.noise * std)
         return block.to(dtype).contiguous()
@@ -189,6 +201,7 @@ def pairs_te_arrays(data: np.ndarray, pairs: Sequence[tuple[int, int]], cfg: Net
     te = torch.empty((pr.shape[0], n_l, n_q), dtype=torch.float64, device=dev)
     lq = torch.arange(per_pair, device=dev)
     for c0 in range(0, pr.shape[0], chunk):   # item = (source block at delay l, target, row order q)
+        checkpoint()   # between launches: the caller's budget / cancellation (actors.common.budget)
         cp = pr[c0:c0 + chunk]
         src = (cp[:, 0, None] * n_l + lq[None, :] // n_q).ravel()
         dst = cp[:, 1, None].expand(-1, per_pair).ravel()

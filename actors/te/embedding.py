@@ -53,8 +53,7 @@ def as_series(values, field: str, *, length: int | None = None, allow_2d: bool =
     if not np.isfinite(arr).all():
         bad = int(np.size(arr) - np.isfinite(arr).sum())
         raise InputError(field, f"contains {bad} NaN or infinite values", "finite real numbers")
-    spread = np.ptp(arr, axis=0)
-    if np.any(spread == 0):
+    if np.any(arr.max(axis=0) == arr.min(axis=0)):   # not np.ptp: max - min overflows for |x| ~ 1e308
         raise InputError(field, "is constant (zero variance), so no neighbour structure exists",
                          "a series with nonzero variance")
     return arr
@@ -108,19 +107,57 @@ def te_embedding(source: np.ndarray, target: np.ndarray, conditionals: Sequence[
     return Embedded(x=x, y=y, z=np.hstack(blocks), times=t + 1)
 
 
-def prepare(block: np.ndarray, *, normalise: bool, noise: float, rng: np.random.Generator,
-            field: str = "series") -> np.ndarray:
-    """Z-score each column (ddof=1) and add noise * std(column) Gaussian noise, in a new array."""
-    out = np.array(block, dtype=np.float64, copy=True)
-    if out.shape[1] == 0:
-        return out
-    std = out.std(axis=0, ddof=1) if out.shape[0] > 1 else np.zeros(out.shape[1])
+# Largest |value| an un-normalised block may hold: every max-norm distance |a - b| stays finite.
+MAX_RAW = 2.0 ** 1022
+
+
+def unit_scale(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each column divided by a power of two 2**e so that max|column| lies in [0.5, 1), and the e's.
+
+    Scaling by a power of two is exact, so the mean, std and z-scores computed on the scaled block are
+    bit-identical to those of the original wherever the original's arithmetic did not overflow; where it
+    did (|values| near 1e308, or squares past 1e154 inside the std) the scaled arithmetic still works,
+    and squares of values like 1e-300 no longer underflow to a zero variance.
+    """
+    _, exp = np.frexp(np.abs(block).max(axis=0))   # peak = m * 2**exp, m in [0.5, 1); 0 for a zero column
+    return np.ldexp(block, -exp), exp
+
+
+def zscore(block: np.ndarray, field: str = "series") -> np.ndarray:
+    """Each column of a [n, d] block minus its mean, over its std (ddof=1), overflow-safe (unit_scale)."""
+    scaled, _ = unit_scale(np.asarray(block, dtype=np.float64))
+    std = scaled.std(axis=0, ddof=1) if scaled.shape[0] > 1 else np.zeros(scaled.shape[1])
     if np.any(std == 0):
         raise InputError(field, "is constant over the embedded samples (zero variance)",
                          "a series with nonzero variance over the samples used")
+    return (scaled - scaled.mean(axis=0)) / std
+
+
+def prepare(block: np.ndarray, *, normalise: bool, noise: float, rng: np.random.Generator,
+            field: str = "series") -> np.ndarray:
+    """Z-score each column (ddof=1) and add noise * std(column) Gaussian noise, in a new array.
+
+    KSG on z-scored columns is invariant to rescaling a variable, so the z-score is computed on the
+    power-of-two rescaled block (unit_scale): any finite input works, 1e308 included. Without
+    normalise the raw values enter the max-norm distances, which must stay finite: |values| < 2**1022.
+    """
+    out = np.array(block, dtype=np.float64, copy=True)
+    if out.shape[1] == 0:
+        return out
     if normalise:
-        out = (out - out.mean(axis=0)) / std
-        std = np.ones_like(std)
+        out = zscore(out, field)
+        std = np.ones(out.shape[1])
+    else:
+        scaled, exp = unit_scale(out)
+        std_scaled = scaled.std(axis=0, ddof=1) if out.shape[0] > 1 else np.zeros(out.shape[1])
+        if np.any(std_scaled == 0):
+            raise InputError(field, "is constant over the embedded samples (zero variance)",
+                             "a series with nonzero variance over the samples used")
+        peak = float(np.abs(out).max())
+        if peak >= MAX_RAW:
+            raise InputError(field, f"holds |values| up to {peak:.3g}: without normalise the distances between "
+                             "samples overflow", f"|values| < {MAX_RAW:.3g}, or normalise = true (any finite values)")
+        std = np.ldexp(std_scaled, exp)   # the raw std, exactly
     if noise > 0:
         out += rng.standard_normal(out.shape) * (noise * std)
     return out

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from actors.common.budget import checkpoint
 from actors.common.config import validated
 from actors.common.errors import InputError
 from actors.te.batched import ksg_values_device, resolve_backend
@@ -161,7 +162,8 @@ def mutual_information(x, y, *, params: TEParams | dict[str, Any] | None = None,
 def surrogate_statistics(prep: PreparedTE, delays: Sequence[int], orders: np.ndarray) -> np.ndarray:
     """[S] surrogate TE, the maximum over `delays` under the same reordering of the source rows.
 
-    On a device backend all delays x surrogates go to the kernel in one batch.
+    On a device backend all delays x surrogates go to the kernel in one batch; on the cpu path each
+    surrogate is a checkpoint of the caller's budget (actors.common.budget: deadline, cancellation).
     """
     p = prep.params
     kind = "cpu" if p.backend == "cpu" else resolve_backend(p.backend)
@@ -169,7 +171,11 @@ def surrogate_statistics(prep: PreparedTE, delays: Sequence[int], orders: np.nda
         vals = ksg_values_device([prep.x[u] for u in delays], prep.y, prep.z, orders, k=p.k, theiler=p.theiler,
                                  algorithm=p.algorithm, backend=kind)
         return vals.max(axis=0)
-    return np.array([max(prep.estimate(u, order).value for u in delays) for order in orders])
+    out = np.empty(len(orders))
+    for s, order in enumerate(orders):
+        checkpoint()
+        out[s] = max(prep.estimate(u, order).value for u in delays)
+    return out
 
 
 def te_significance(source, target, *, conditionals: Sequence = (),

@@ -24,6 +24,8 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.special import digamma
 
+from actors.common.budget import checkpoint
+
 _BLOCK = 4096        # rows per block when algorithm 2 materialises cKDTree candidate lists
 _PAIRS = 2_000_000   # candidate pairs per block on the sorted 1-D path
 
@@ -197,6 +199,7 @@ def _ksg2_counts(x, y, z, eps3, theiler, workers) -> tuple[np.ndarray, np.ndarra
     n_yz = np.zeros(n, dtype=np.int64)
     n_z = np.zeros(n, dtype=np.int64)
     for rows, i, j in _z_candidates(z, eps_z, workers):
+        checkpoint()   # per block of candidate pairs: the caller's budget / cancellation
         out = np.abs(i - j) > theiler
         i, j = i[out], j[out]
         local_row = i - rows[0]

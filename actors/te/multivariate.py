@@ -27,6 +27,7 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
+from actors.common.budget import checkpoint
 from actors.common.config import validated
 from actors.common.errors import InputError
 from actors.te.config import NetworkConfig, TEParams
@@ -65,7 +66,10 @@ class _TargetData:
         return int(self.y.shape[0])
 
     def cmi(self, cand: Candidate, cond: Sequence[Candidate], order: np.ndarray | None = None) -> float:
-        """I(y ; cand | past, cond) in nats; `order` reorders the candidate rows (a surrogate)."""
+        """I(y ; cand | past, cond) in nats; `order` reorders the candidate rows (a surrogate).
+
+        Every estimate is a checkpoint of the caller's budget (actors.common.budget)."""
+        checkpoint()
         x = self.sources[cand] if order is None else self.sources[cand][order]
         z = np.hstack([self.past, *(self.sources[c] for c in cond)])
         p = self.params

@@ -14,6 +14,7 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
+from actors.common.budget import checkpoint
 from actors.common.config import validated
 from actors.common.errors import InputError
 from actors.te.batched import network_backend, pairs_te_batched
@@ -74,7 +75,12 @@ def auto_embeddings(data: np.ndarray, cfg: NetworkConfig) -> dict[int, tuple[int
         return {}
     out = {}
     for j in range(data.shape[1]):
-        emb = ragwitz(data[:, j], cfg.ragwitz, k=cfg.params.k, theiler=cfg.params.theiler)
+        try:
+            emb = ragwitz(data[:, j], cfg.ragwitz, k=cfg.params.k, theiler=cfg.params.theiler)
+        except InputError as exc:
+            if exc.field != "series":
+                raise
+            raise InputError(f"data[:, {j}]", exc.message, exc.allowed) from None
         out[j] = (emb.hist, emb.tau)
     return out
 
@@ -92,11 +98,19 @@ def pair_params(cfg: NetworkConfig, source: int, target: int,
 
 def pair_te(data: np.ndarray, source: int, target: int, cfg: NetworkConfig,
             params: TEParams | None = None) -> PairResult:
-    """TE(source -> target) over cfg's delays, with its surrogate distribution and raw p-value."""
+    """TE(source -> target) over cfg's delays, with its surrogate distribution and raw p-value.
+
+    An input error names the column (`data[:, j]`), not the pair's roles."""
     params = params or pair_params(cfg, source, target)
-    src, tgt, _ = check_inputs(data[:, source], data[:, target])
     delays = cfg.lag_values()
-    prep = prepare_te(src, tgt, [], params, delays)
+    try:
+        src, tgt, _ = check_inputs(data[:, source], data[:, target])
+        prep = prepare_te(src, tgt, [], params, delays)
+    except InputError as exc:
+        if exc.field not in ("source", "target"):
+            raise
+        column = source if exc.field == "source" else target
+        raise InputError(f"data[:, {column}]", exc.message, exc.allowed) from None
     by_lag = {u: prep.estimate(u).value for u in delays}
     best = max(delays, key=lambda u: by_lag[u])
     rng = np.random.default_rng(pair_seed(cfg.significance.seed, source, target))
@@ -157,6 +171,7 @@ def te_network(data, names: Sequence[str] | None = None, config: NetworkConfig |
         return assemble_network(results, names, cfg)
     results = []
     for done, (i, j) in enumerate(pairs, start=1):
+        checkpoint()   # the caller's budget / cancellation (actors.common.budget)
         results.append(pair_te(arr, i, j, cfg, pair_params(cfg, i, j, embeddings)))
         if progress is not None:
             progress(done, len(pairs))

@@ -11,6 +11,11 @@ network equals the in-process `te_network` whatever the sharding.
 independent and seeded per target), or in this process when Ray is not up. `compute_network` picks
 one of the two from `spec.network.mode`.
 
+Bounded work: when the caller runs under a budget (actors.common.budget, e.g. the Serve app's
+`network_timeout_s` for background jobs), every task is sent with the seconds left and stops with
+BudgetExceeded inside its actor, and the driver checks the budget between results, so a job past its
+budget fails with that error instead of computing on.
+
 Per-task overhead: the data goes into the object store once; pairs are ordered target-major, so a
 task holds whole targets (each destination's blocks and sorted layout serve all its sources in one
 launch); device estimators answer with compact arrays (TEEstimator.te_arrays) and the PairResults
@@ -29,14 +34,15 @@ import numpy as np
 import ray
 from ray.actor import ActorHandle
 
+from actors.common.budget import checkpoint, current
 from actors.common.config import WorkerConfig
 from actors.common.scheduler import run_tasks
 from actors.common.storage import FileStore, claim_out_dir, json_store
 from actors.common.worker import named_actors
-from actors.te.actor import TEEstimator
+from actors.te.actor import TaskBudget, TEEstimator, task_scope
 from actors.te.batched import pair_results
-from actors.te.config import TENetworkSpec
-from actors.te.multivariate import assemble_multivariate, multivariate_config, select_sources
+from actors.te.config import NetworkConfig, TENetworkSpec
+from actors.te.multivariate import TargetResult, assemble_multivariate, multivariate_config, select_sources
 from actors.te.network import PairResult, TENetwork, all_pairs, assemble_network, auto_embeddings, check_data
 
 __all__ = ["ESTIMATOR_PREFIX", "TASK_ORDER", "compute_network", "estimators", "pair_store", "run_multivariate",
@@ -68,6 +74,16 @@ def _from_json(d: dict) -> PairResult:
     return PairResult(source=d["source"], target=d["target"], te=d["te"], lag=d["lag"], p_raw=d["p_raw"],
                       surrogates=np.asarray(d["surrogates"], dtype=np.float64),
                       te_by_lag={int(k): v for k, v in d["te_by_lag"].items()}, n_obs=d["n_obs"])
+
+
+def task_budget() -> TaskBudget | None:
+    """(seconds left, setting) of the caller's budget for a task, or None when unbounded; raises
+    BudgetExceeded (or Cancelled) when nothing is left."""
+    checkpoint()
+    budget = current()
+    if budget is None or budget.seconds is None:
+        return None
+    return max(budget.remaining() or 0.0, 0.0), budget.setting
 
 
 def _as_pair_results(result: list[PairResult] | dict, lags: list[int]) -> list[PairResult]:
@@ -105,7 +121,7 @@ def run_network(data, names: list[str] | None, spec: TENetworkSpec, out_dir: str
                       "TE network")
         store = pair_store(Path(out_dir), lags)
     t0 = time.perf_counter()
-    embeddings = auto_embeddings(arr, cfg)
+    embeddings = auto_embeddings(arr, cfg)   # checks the budget per candidate embedding
     config_json = cfg.model_dump_json()
     state: dict[str, Any] = {"infos": [], "arrays": False}
 
@@ -120,14 +136,20 @@ def run_network(data, names: list[str] | None, spec: TENetworkSpec, out_dir: str
         return workers
 
     def submit(worker: ActorHandle, _: int, task: list[tuple[int, int]]) -> ray.ObjectRef:
+        budget = task_budget()
         if state["arrays"]:
-            return worker.te_arrays.remote(state["data"], np.asarray(task, dtype=np.int64), config_json)
-        return worker.run_pairs.remote(state["data"], task, config_json, embeddings)
+            return worker.te_arrays.remote(state["data"], np.asarray(task, dtype=np.int64), config_json,
+                                           budget=budget)
+        return worker.run_pairs.remote(state["data"], task, config_json, embeddings, budget=budget)
+
+    def on_result(i: int, _r: Any, _w: int) -> None:
+        bar.update(len(tasks[i]))
+        checkpoint()   # past the budget: stop here (tasks in flight stop at their own budget)
 
     stored = sum(len(t) for i, t in enumerate(tasks) if store is not None and store.path(i).exists())
     bar = tqdm(total=len(pairs), initial=stored, desc=f"te {spec.name}", unit="pair", disable=not progress)
     run = run_tasks(pool, tasks, submit, store=store, inflight=inflight,
-                    on_result=lambda i, _r, _w: bar.update(len(tasks[i])))
+                    on_result=on_result)
     bar.close()
     results = [r for i in sorted(run.results) for r in _as_pair_results(run.results[i], lags)]
     network = assemble_network(results, names, cfg)
@@ -136,6 +158,13 @@ def run_network(data, names: list[str] | None, spec: TENetworkSpec, out_dir: str
              "transport": "arrays" if state["arrays"] else "pair results",
              "workers": state["infos"], "embeddings": {names[j]: list(v) for j, v in embeddings.items()}}
     return network, stats
+
+
+def select_sources_bounded(data: np.ndarray, target: int, cfg: NetworkConfig,
+                           budget: TaskBudget | None) -> TargetResult:
+    """select_sources under the caller's remaining budget (the Ray task of run_multivariate)."""
+    with task_scope(budget):
+        return select_sources(data, target, cfg)
 
 
 def run_multivariate(data, names: list[str] | None, spec: TENetworkSpec) -> tuple[TENetwork, dict]:
@@ -150,9 +179,11 @@ def run_multivariate(data, names: list[str] | None, spec: TENetworkSpec) -> tupl
     arr, names = check_data(data, names)
     n = len(names)
     if ray.is_initialized():
-        task = ray.remote(num_cpus=spec.workers.num_cpus, max_retries=spec.workers.max_task_retries)(select_sources)
+        task = ray.remote(num_cpus=spec.workers.num_cpus,
+                          max_retries=spec.workers.max_task_retries)(select_sources_bounded)
         ref = ray.put(arr)
-        results = ray.get([task.remote(ref, j, cfg) for j in range(n)])
+        budget = task_budget()
+        results = ray.get([task.remote(ref, j, cfg, budget) for j in range(n)])
         engine = "ray tasks"
     else:
         results, engine = [select_sources(arr, j, cfg) for j in range(n)], "local"

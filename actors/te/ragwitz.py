@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from actors.common.budget import checkpoint
 from actors.common.errors import InputError
 from actors.te.config import RagwitzConfig
-from actors.te.embedding import as_series, delay_embed
+from actors.te.embedding import as_series, delay_embed, zscore
 from actors.te.ksg import knn
 
 
@@ -40,7 +41,7 @@ def ragwitz(series, cfg: RagwitzConfig | None = None, *, k: int = 4, theiler: in
     """The (history, delay) in cfg's ranges that best forecasts `series` one step ahead."""
     cfg = cfg or RagwitzConfig()
     x = as_series(series, "series")
-    x = (x - x.mean()) / x.std(ddof=1)
+    x = zscore(x[:, None], "series")[:, 0]   # overflow-safe: any finite values
     n_nb = cfg.n_neighbours or k
     (h_lo, h_hi), (t_lo, t_hi) = cfg.k_range, cfg.tau_range
     start = (h_hi - 1) * t_hi
@@ -52,6 +53,7 @@ def ragwitz(series, cfg: RagwitzConfig | None = None, *, k: int = 4, theiler: in
     errors: dict[tuple[int, int], float] = {}
     for h in range(h_lo, h_hi + 1):
         for tau in (range(t_lo, t_hi + 1) if h > 1 else [t_lo]):  # the delay is moot for one sample
+            checkpoint()   # the request's budget / cancellation (actors.common.budget)
             errors[(h, tau)] = forecast_error(x, h, tau, start, n_neighbours=n_nb, theiler=theiler)
     hist, tau = min(errors, key=lambda key: (errors[key], key))
     return Embedding(hist=hist, tau=tau, errors=errors)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from actors.common.budget import checkpoint
 from actors.common.errors import InputError
 from actors.te.config import SignificanceConfig
 
@@ -16,7 +17,12 @@ from actors.te.config import SignificanceConfig
 def surrogate_orders(n: int, cfg: SignificanceConfig, rng: np.random.Generator) -> np.ndarray:
     """[S, n] row orders: random permutations, or circular shifts by s in [min_shift, n - min_shift]."""
     if cfg.method == "permutation":
-        return np.stack([rng.permutation(n) for _ in range(cfg.n_surrogates)])
+        out = np.empty((cfg.n_surrogates, n), dtype=np.int64)
+        for s in range(cfg.n_surrogates):
+            if s % 64 == 0:
+                checkpoint()   # S x n draws: bounded by the caller's budget too
+            out[s] = rng.permutation(n)
+        return out
     lo = cfg.min_shift if cfg.min_shift is not None else max(1, n // 10)
     hi = n - lo
     if hi < lo:

@@ -16,7 +16,10 @@ time extrapolated linearly (the GPU is full at the sample sizes used), and the r
 CPU path is always a sample run on all CPU cores in parallel (one process per core; the network
 time is its per-pair compute time x pairs / cores, an ideal-scaling estimate). Noise is 0
 so the observed TE of the device paths can be checked against the float64 cKDTree path on the
-same prepared data (column "max |dTE|"). Writes DIR/te_bench.md and DIR/te_bench.json.
+same prepared data (column "max |dTE|"). Only warm launches are timed: every selection of pairs is
+run once untimed before it is timed (the first call for a new shape compiles the Triton kernels for
+it), so the headline of S = 0 agrees with its stage timings ("headline / stages" in te_bench.json).
+Writes DIR/te_bench.md and DIR/te_bench.json.
 """
 from __future__ import annotations
 
@@ -63,8 +66,12 @@ def _cuda() -> bool:
 
 
 def device_network_time(data, pairs, backend: str, n_surr: int, budget_s: float, rng) -> dict:
-    """Seconds for the whole network on the device: measured, or extrapolated from a timed sample."""
-    from actors.te.batched import pairs_te_arrays
+    """Seconds for the whole network on the device: measured, or extrapolated from a timed sample.
+
+    Only warm launches are timed: a selection of pairs whose size was not run yet is run once untimed
+    first (the first call for a shape compiles the kernels for it; timing it once made the pilot, and
+    the extrapolation from it, several times too slow). `warmup_calls` / `timed_calls` say what ran."""
+    from actors.te import batched
 
     cfg = bench_config(backend, n_surr)
     n_pairs = len(pairs)
@@ -72,21 +79,30 @@ def device_network_time(data, pairs, backend: str, n_surr: int, budget_s: float,
     # samples are whole targets (random ones, all their sources): item groups stay full, as in the network
     rank = rng.permutation(int(parr[:, 1].max()) + 1)
     order = np.argsort(rank[parr[:, 1]], kind="stable")
+    warm: set[int] = set()   # selection sizes already run: same size, same shapes, same compiled kernels
+    calls = {"warmup_calls": 0, "timed_calls": 0}
 
-    def timed(sel) -> float:
-        return best_time(lambda: pairs_te_arrays(data, parr[sel], cfg, backend=backend, n_surrogates=n_surr))[0]
+    def timed(sel, reps: int = 1) -> float:
+        """Median warm seconds of `reps` runs of the network restricted to the pairs `sel`."""
+        def run():
+            return batched.pairs_te_arrays(data, parr[sel], cfg, backend=backend, n_surrogates=n_surr)
+
+        if len(sel) not in warm:
+            best_time(run)   # untimed: compiles (and autotunes) for this shape
+            warm.add(len(sel))
+            calls["warmup_calls"] += 1
+        calls["timed_calls"] += reps
+        return float(np.median([best_time(run)[0] for _ in range(reps)]))
 
     work = (n_surr + 1) * data.shape[0] ** 2           # distance evaluations per pair and pass
     pilot = order[:int(np.clip((2e11 if backend == "triton" else 2e10) / work, 1, min(64, n_pairs)))]
-    pilot_s = timed(pilot)
-    per_pair = pilot_s / len(pilot)
+    per_pair = timed(pilot) / len(pilot)
     if len(pilot) == n_pairs or per_pair * n_pairs <= budget_s:
-        reps = 5 if per_pair * n_pairs < 0.5 else 1
-        runs = [timed(order) for _ in range(reps)]
-        return {"seconds": float(np.median(runs)), "timed_pairs": n_pairs, "extrapolated": False}
+        secs = timed(order, reps=5 if per_pair * n_pairs < 0.5 else 1)
+        return {"seconds": secs, "timed_pairs": n_pairs, "extrapolated": False, **calls}
     sample = order[:max(len(pilot), min(n_pairs, int(budget_s / per_pair)))]
     secs = timed(sample)
-    return {"seconds": secs * n_pairs / len(sample), "timed_pairs": int(len(sample)), "extrapolated": True}
+    return {"seconds": secs * n_pairs / len(sample), "timed_pairs": int(len(sample)), "extrapolated": True, **calls}
 
 
 def _cpu_pairs(data: np.ndarray, pairs: list, n_surr: int) -> tuple[list[float], float]:
@@ -322,7 +338,8 @@ def multi_gpu(data: np.ndarray, n_surr: int, gpu_counts: list[int], reps: int = 
         pool = everyone[:g]
         bounds = np.linspace(0, n_vars, g + 1).round().astype(int)
         shards = [pairs[(pairs[:, 1] >= lo) & (pairs[:, 1] < hi)] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
-        ray.get([w.te_arrays.remote(data_ref, s[:8], cfg_json, n_surr) for w, s in zip(pool, shards, strict=True)])
+        # warm-up on the very shards timed: the first call for a shape compiles the kernels for it
+        ray.get([w.te_arrays.remote(data_ref, s, cfg_json, n_surr) for w, s in zip(pool, shards, strict=True)])
         walls = []
         for _ in range(reps):
             t0 = time.perf_counter()
@@ -425,6 +442,18 @@ def kernel_table(rows: list[dict]) -> str:
                         "max \\|dTE\\| brute vs pruned"], lines) + "\n")
 
 
+def stages_table(rows: list[dict]) -> str:
+    """Warm stage timings of one full network call (S = 0) next to the headline time of the same row."""
+    lines = [[r["N"], r["T"], *(f"{r['stages_ms'][k]:.2f}" for k in ("blocks", "sort", "prepare", "kernel", "copy")),
+              f"{sum(r['stages_ms'].values()):.2f}", f"{r['triton']['seconds'] * 1e3:.2f}", f"{r['headline_vs_stages']:.2f}"]
+             for r in rows if "stages_ms" in r]
+    if not lines:
+        return ""
+    return ("\nStages of one full network call, S = 0 (ms, warm, median of 5) against the headline (warm too):\n\n"
+            + md_table(["N", "T", "blocks", "sort", "prepare", "kernel", "copy", "sum", "headline", "headline / sum"],
+                       lines) + "\n")
+
+
 def main_multi_gpu(cases: list, surr: list[int], gpu_counts: list[int], out: Path) -> int:
     """--gpus mode: each case through 1, 2, ... GPU TEEstimators; speed-up and identical edges."""
     import torch
@@ -501,7 +530,10 @@ def main(argv: list[str] | None = None) -> int:
                     row["kernel"] = kernel_times(data, s)
                     if s == 0:
                         row["stages_ms"] = host_breakdown(data)
-                        print("stages (ms):", json.dumps(row["stages_ms"]), flush=True)
+                        # both warm: the headline should be the stages plus pairs_te_arrays' own overhead
+                        row["headline_vs_stages"] = row["triton"]["seconds"] * 1e3 / sum(row["stages_ms"].values())
+                        print("stages (ms):", json.dumps(row["stages_ms"]),
+                              f"headline / stages: {row['headline_vs_stages']:.2f}", flush=True)
                 if args.twin_budget > 0:
                     row["torch"] = device_network_time(data, pairs, "torch", s, args.twin_budget, rng)
                 cpu = cpu_network_time(pool, cores, data, pairs, s, rng)
@@ -512,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.workers:
                 rows[-1]["ray"] = ray_pool_time(data, surr[-1], args.workers)
                 print(json.dumps(rows[-1]["ray"]), flush=True)
-    md = table(rows, env) + kernel_table(rows)
+    md = table(rows, env) + kernel_table(rows) + stages_table(rows)
     for r in rows:
         if "ray" in r:
             md += (f"\nRay pool, N={r['N']}, T={r['T']}, S={r['ray']['surrogates']}: {r['ray']['workers']} GPU "
