@@ -53,7 +53,7 @@ def check_values(df: pd.DataFrame, field: str, *, nested: bool = True) -> None:
                 x = col.to_numpy(dtype=np.float64, na_value=np.nan)
                 bad = np.flatnonzero(np.isinf(x) | (np.abs(x) > MAX_ABS))
             if len(bad):
-                raise InputError(f"{field}.{c}", f"row {int(bad[0])}: {x[bad[0]]!r} is not a finite number "
+                raise InputError(f"{field}.{c}", f"row {int(bad[0])}: {float(x[bad[0]])!r} is not a finite number "
                                  f"of magnitude <= {MAX_ABS:g}", f"finite numbers with |x| <= {MAX_ABS:g}; "
                                  "missing values as null / empty")
         elif nested and col.dtype == object:
