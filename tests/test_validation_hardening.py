@@ -397,3 +397,20 @@ def test_every_engine_loop_checks_the_budget(pair):
         with scope(spent), pytest.raises(BudgetExceeded) as err:
             call()
         assert err.value.field == "request_timeout_s", name
+
+
+def test_cascade_stream_ends_with_an_error_event_at_the_budget(pair, monkeypatch):
+    """A TrainCascade stream past its budget after the 200 went out ends with {"status": "error", detail}."""
+    import serve.validation as sv
+
+    def climbing(*_a, **_k):
+        yield {"rung": 0, "model": "linear", "status": "started", "utility": None, "learnability": None,
+               "seconds": None}
+        raise BudgetExceeded("request_timeout_s", "the work ran past its time budget of 1 s", "<= 1 s")
+
+    monkeypatch.setattr(sv, "run_cascade", climbing)
+    r = app().post("/validation/cascade", json={"real": {"records": records(pair.real)},
+                                                "synthetic": {"records": records(pair.synth)}, "label": "target"})
+    events = [json.loads(line) for line in r.text.splitlines()]
+    assert r.status_code == 200 and [e["status"] for e in events] == ["started", "error"]
+    assert events[-1]["status_code"] == 504 and events[-1]["detail"]["field"] == "request_timeout_s"
