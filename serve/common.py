@@ -31,6 +31,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import Field
 from ray.serve import Application
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from actors.common.budget import Budget, Cancelled, scope
 from actors.common.config import Strict, load_yaml
@@ -133,6 +134,12 @@ def new_app(title: str, description: str, version: str = "0.1.0", *, args: Serve
     async def _bad_request(_: Request, exc: Exception) -> JSONResponse:
         return error_response(_from_request_validation(exc))  # type: ignore[arg-type]
 
+    async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+        # unknown route (404), wrong method (405): the same body as every other error
+        return JSONResponse(status_code=exc.status_code, headers=getattr(exc, "headers", None),  # type: ignore[attr-defined]
+                            content={"detail": {"field": "path", "message": str(exc.detail),  # type: ignore[attr-defined]
+                                                "allowed": None}})
+
     async def _cancelled(_: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(status_code=499, content={"detail": {"field": "request", "message": "cancelled",
                                                                  "allowed": None}})
@@ -146,6 +153,7 @@ def new_app(title: str, description: str, version: str = "0.1.0", *, args: Serve
 
     app.add_exception_handler(InputError, _input_error)
     app.add_exception_handler(RequestValidationError, _bad_request)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Cancelled, _cancelled)
     app.add_exception_handler(Exception, _internal)
     if args is not None:

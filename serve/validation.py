@@ -48,15 +48,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
 from pydantic import ConfigDict, Field, StrictBool
 from ray import serve
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from actors.common.budget import Budget, Cancelled, scope
 from actors.common.config import Strict, validated
-from actors.common.errors import InputError, TooLarge, from_validation
+from actors.common.errors import Forbidden, InputError, TooLarge, from_validation
 from actors.validation.config import (
     DatasetName,
     DetectorConfig,
@@ -370,13 +369,6 @@ def make_fastapi(args: ValidationServeArgs | dict | None = None) -> FastAPI:
     app = new_app("attractor validation",
                   "Calibrated collapse detection, row localization and fixes for tabular data.", args=args)
 
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        # unknown route (404), wrong method (405): the same body as every other error
-        return JSONResponse(status_code=exc.status_code, headers=getattr(exc, "headers", None),
-                            content={"detail": {"field": "path", "message": str(exc.detail), "allowed": None}})
-
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-
     @app.get("/healthz")
     def healthz() -> dict:
         return {"status": "ok", "limits": {"max_rows": args.max_rows, "max_inline_rows": args.max_inline_rows}}
@@ -542,10 +534,8 @@ class _Reply:
         self.value = value
 
 
-class PeerRefused(InputError):
+class PeerRefused(Forbidden):
     """A gRPC call from a peer the app does not serve (HTTP 403 / PERMISSION_DENIED)."""
-
-    status_code = 403
 
 
 def _grpc_codes() -> dict[int, Any]:

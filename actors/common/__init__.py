@@ -11,7 +11,7 @@ For actors and pools (import Ray):
     scheduler  run_tasks(): the pull scheduler with optional on-disk resume
 """
 from actors.common.config import Strict, WorkerConfig, validated
-from actors.common.errors import InputError, NotFound, TooLarge, UnknownName, from_validation
+from actors.common.errors import Forbidden, InputError, NotFound, TooLarge, UnknownName, from_validation
 from actors.common.storage import (
     FileStore,
     atomic_write_bytes,
@@ -27,7 +27,7 @@ from actors.common.storage import (
 )
 
 __all__ = [
-    "FileStore", "InputError", "NotFound", "Strict", "TooLarge", "UnknownName", "WorkerConfig",
+    "FileStore", "Forbidden", "InputError", "NotFound", "Strict", "TooLarge", "UnknownName", "WorkerConfig",
     "atomic_write_bytes", "atomic_write_figure", "atomic_write_json", "atomic_write_parquet", "atomic_write_text",
     "atomic_write_via", "claim_out_dir", "from_validation", "json_store", "parquet_store", "pickle_store",
     "validated",

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-__all__ = ["InputError", "NotFound", "TooLarge", "UnknownName", "from_validation"]
+__all__ = ["Forbidden", "InputError", "NotFound", "TooLarge", "UnknownName", "from_validation"]
 
 _BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
 
@@ -52,6 +52,12 @@ class NotFound(InputError):
     """A named thing (model, job, result) does not exist (HTTP 404)."""
 
     status_code = 404
+
+
+class Forbidden(InputError):
+    """The caller may not do this (HTTP 403 / gRPC PERMISSION_DENIED), e.g. a non-loopback peer."""
+
+    status_code = 403
 
 
 class UnknownName(InputError):
