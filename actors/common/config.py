@@ -37,8 +37,9 @@ def _accepts(tp: Any, value: Any) -> bool:
     return tp is (bool if isinstance(value, bool) else str)
 
 
-def _number_problem(tp: Any, value: Any) -> str | None:
-    """Why `value` may not stand for a number where `tp` wants one (booleans, strings), else None."""
+def _number_problem(tp: Any, value: Any) -> tuple[tuple[Any, ...], str] | None:
+    """(path inside the value, reason) when `value` stands for a number where `tp` wants one
+    (a boolean or a string), else None; the path names the element, e.g. ("source", 5)."""
     origin = typing.get_origin(tp)
     if origin is typing.Annotated:
         return _number_problem(typing.get_args(tp)[0], value)
@@ -46,27 +47,27 @@ def _number_problem(tp: Any, value: Any) -> str | None:
         arms = typing.get_args(tp)
         if isinstance(value, (bool, str)) and not any(_accepts(a, value) for a in arms):
             if any(_numeric(a) for a in arms):
-                return f"a {type(value).__name__} is not a number"
+                return (), f"a {type(value).__name__} is not a number"
         for a in arms:   # containers inside a union (e.g. list[float] | None)
             if typing.get_origin(a) in (list, tuple, dict, set, frozenset) and isinstance(value, (list, tuple, dict)):
                 return _number_problem(a, value)
         return None
     if _numeric(tp):
-        return f"a {type(value).__name__} is not a number" if isinstance(value, (bool, str)) else None
+        return ((), f"a {type(value).__name__} is not a number") if isinstance(value, (bool, str)) else None
     if origin in (list, tuple, set, frozenset) and isinstance(value, (list, tuple, set, frozenset)):
         args = [a for a in typing.get_args(tp) if a is not Ellipsis]
         for i, item in enumerate(value):
             if args:
-                problem = _number_problem(args[min(i, len(args) - 1)] if origin is tuple else args[0], item)
-                if problem:
-                    return f"item {i}: {problem}"
+                found = _number_problem(args[min(i, len(args) - 1)] if origin is tuple else args[0], item)
+                if found:
+                    return (i, *found[0]), found[1]
         return None
     if origin is dict and isinstance(value, dict):
         vt = typing.get_args(tp)[1] if typing.get_args(tp) else Any
         for k, item in value.items():
-            problem = _number_problem(vt, item)
-            if problem:
-                return f"{k!r}: {problem}"
+            found = _number_problem(vt, item)
+            if found:
+                return (k, *found[0]), found[1]
     return None
 
 
@@ -87,10 +88,11 @@ class Strict(BaseModel):
             key = name if name in data else field.alias
             if key not in data or not isinstance(data[key], (bool, str, list, tuple, dict)):
                 continue
-            problem = _number_problem(field.annotation, data[key])
-            if problem:
+            found = _number_problem(field.annotation, data[key])
+            if found:
+                path, problem = found
                 errors.append(InitErrorDetails(type=PydanticCustomError("number_type", problem, {"expected": "a finite number"}),
-                                               loc=(key,), input=data[key]))
+                                               loc=(key, *path), input=data[key]))
         if errors:
             raise ValidationError.from_exception_data(cls.__name__, errors)
         return data
