@@ -1,0 +1,134 @@
+"""Router evaluation on replayed strong/weak outcomes (RouteLLM protocol), held-out by subject.
+
+    python -m jobs.route_eval --data ../shared/data/routellm/gsm8k.parquet \\
+        --data ../shared/data/routellm/mmlu.parquet --out runs/route_eval [--online] [--no-ray]
+    python -m jobs.route_eval --train FILE.parquet --data HELD_OUT.parquet --out DIR
+    ray job submit --working-dir . -- python -m jobs.route_eval --data FILE --out DIR
+
+parse -> spec and data (checked before Ray starts) -> embeddings (cached) -> folds -> metrics -> write.
+
+Without --train: cross-validation over the --data files (MMLU: GroupKFold over subjects; GSM8K, one
+category: prompt-level folds); each fold is scored by a router fitted on the other folds only.
+With --train: fitted on the --train files, every --data route scored (nothing fitted on them unless
+--online, where the posteriors learn from the evaluated routes' bandit feedback as they are decided).
+Writes DIR/scores.parquet (route_id, score = propensity to call the strong model, one column per
+ablation), DIR/metrics.json (per benchmark: APGR, CPT(20/50/80%), cost saving at 95 % of strong
+quality, bootstrap CIs, the baselines, the targets met), DIR/curve.png, DIR/metrics.md,
+DIR/ablations.md, and DIR/router/ (the router fitted on all --train, else all --data, routes:
+what `serve run serve.router:build_app model=DIR/router` loads). With Ray (the default) the folds
+run as Ray tasks; --no-ray runs them in this process.
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+from actors.common.storage import atomic_write_json, claim_out_dir
+from actors.router.config import RouteEvalSpec
+from actors.router.data import RouteData, load_routes
+from actors.router.evaluate import (
+    STRONG,
+    Prepared,
+    check_disjoint,
+    cross_validate,
+    fit_all,
+    fit_and_score,
+    prepare,
+    run_fold,
+    summarize,
+)
+from actors.router.features import prompt_embeddings, token_estimate
+from actors.router.report import write_outputs
+from actors.router.router import save_router
+from jobs import cli
+
+SUMMARY_KEYS = ("out_dir", "files", "n_routes", "protocol", "wall_seconds", "headline", "outputs")
+
+
+def _fingerprint(paths: list[str]) -> list[dict]:
+    return [{"file": Path(p).name, "sha256": hashlib.sha256(Path(p).read_bytes()).hexdigest()[:16]} for p in paths]
+
+
+def _prepared(data: RouteData, spec: RouteEvalSpec) -> Prepared:
+    routes = data.routes()
+    prompts = routes["prompt"].tolist()
+    return prepare(data, prompt_embeddings(prompts, spec.embedding), token_estimate(prompts))
+
+
+def _ray_folds(prep: Prepared, spec: RouteEvalSpec):
+    """The folds as Ray tasks (one CPU each by default), the prepared arrays shared through the object store."""
+    import ray
+
+    ref = ray.put(prep)
+    task = ray.remote(num_cpus=spec.workers.num_cpus, max_retries=spec.workers.max_task_retries)(run_fold)
+    return lambda folds: ray.get([task.remote(ref, k, spec) for k in folds])
+
+
+def run(spec: RouteEvalSpec, data: RouteData, train: RouteData | None, out_dir: str | Path, *,
+        use_ray: bool = False) -> dict:
+    """Score every route held out, compute the metrics, write every output; returns the summary."""
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    files = list(data.files) + list(train.files if train else ())
+    claim_out_dir(out_dir, {"spec": spec.model_dump(mode="json"), "data": _fingerprint(list(data.files)),
+                            "train": _fingerprint(list(train.files)) if train else None}, "route evaluation")
+    prep = _prepared(data, spec)
+    if train is None:
+        map_folds = _ray_folds(prep, spec) if use_ray else None
+        scores, results = cross_validate(prep, spec, map_folds)
+        fit_on = prep
+        protocol = "cross-validation: " + ", ".join(f"{b} by {k}" for b, k in prep.fold_kind.items())
+    else:
+        fit_on = _prepared(train, spec)
+        scores, results = fit_and_score(fit_on, prep, spec)
+        protocol = f"fitted on {', '.join(Path(f).name for f in train.files)}; scored held-out files"
+    if spec.online:
+        protocol += "; online: posteriors learn from the evaluated routes' bandit feedback"
+    summary = summarize(prep, scores, spec, results)
+    save_router(fit_all(fit_on, spec), out_dir / "router")
+    summary.update({"name": spec.name, "protocol": protocol, "spec": spec.model_dump(mode="json"),
+                    "data": {"files": files, "n_rows": int(len(data.frame)), "n_routes": int(len(prep.routes)),
+                             "dropped_contaminated": data.dropped_contaminated,
+                             "strong_model": data.strong_model, "weak_model": data.weak_model},
+                    "strong_index": STRONG})
+    outputs = write_outputs(out_dir, scores, summary, title=f"{spec.name}: {protocol}")
+    headline = {b: {k: round(r["routers"][n][k], 4) for n, k in (("router", "apgr"), ("router", "cpt_50"),
+                                                                  ("router", "cost_saving"))}
+                | {"random_apgr": round(r["routers"]["random"]["apgr"], 4) if "random" in r["routers"] else None}
+                for b, r in summary["benchmarks"].items()}
+    result = {"out_dir": str(out_dir), "files": files, "n_routes": int(len(prep.routes)), "protocol": protocol,
+              "headline": headline, "outputs": outputs | {"router": str(out_dir / "router")},
+              "wall_seconds": round(time.perf_counter() - t0, 2)}
+    atomic_write_json(out_dir / "summary.json", result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = cli.job_parser(__doc__, config_help="router eval YAML (configs/router/*.yaml); default settings if omitted",
+                        config_required=False, set_example="eval.n_bootstrap=200 energy.temperature=0.5")
+    ap.add_argument("--data", action="append", required=True, help="Parquet file in the shared routing schema "
+                    "(repeatable): the routes evaluated")
+    ap.add_argument("--train", action="append", default=None, help="Parquet file(s) to fit on instead of "
+                    "cross-validating over --data (repeatable)")
+    ap.add_argument("--online", action="store_true", help="posteriors learn from the evaluated routes' feedback")
+    ap.add_argument("--no-ray", action="store_true", help="run the folds in this process (no Ray)")
+    args = ap.parse_args(argv)
+
+    def load() -> tuple[RouteEvalSpec, RouteData, RouteData | None]:
+        """The spec and the checked data, both before Ray starts."""
+        overrides = cli.parse_set(args.set) | ({"online": True} if args.online else {})
+        spec = cli.load_spec(RouteEvalSpec, args.config, overrides)
+        data = load_routes(args.data, max_rows=spec.max_rows, seed=spec.eval.seed)
+        train = load_routes(args.train, max_rows=spec.max_rows, seed=spec.eval.seed) if args.train else None
+        if train is not None:
+            check_disjoint(train, data)
+        return spec, data, train
+
+    return cli.run_job(load, lambda loaded: run(*loaded, args.out, use_ray=not args.no_ray),
+                       address=args.address, ray=not args.no_ray, keys=SUMMARY_KEYS)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
