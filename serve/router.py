@@ -44,7 +44,7 @@ from ray import serve
 
 from actors.common.config import Strict
 from actors.common.embeddings import DIM, EmbeddingCache, embed
-from actors.common.errors import InputError, NotFound, TooLarge
+from actors.common.errors import InputError, NotFound, TooLarge, UnknownName
 from actors.router.boltzmann import sample
 from actors.router.config import RouteEvalSpec
 from actors.router.data import load_routes
@@ -140,7 +140,10 @@ class RouterState:
                 raise InputError("models", "no candidate models (K = 0)", ", ".join(self.router.names))
             if len(set(req.models)) != len(req.models):
                 raise InputError("models", "a model is listed twice", "distinct names")
-            cols = [self.router.model_index(m) for m in req.models]
+            unknown = [m for m in req.models if m not in self.router.names]
+            if unknown:
+                raise UnknownName("models", unknown[0], self.router.names)
+            cols = [self.router.names.index(m) for m in req.models]
         with self.lock:
             terms, en, dec, p, d = self.router.decide(E, np.array([n_tok]), temperature=req.temperature, models=cols)
             k = int(sample(dec, self.rng)[0])

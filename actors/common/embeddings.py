@@ -11,8 +11,8 @@ embeds the same 9k prompts every run encodes them once:
 
     E = embed(texts, cache=EmbeddingCache(Path("~/.cache/attractor/embeddings").expanduser()))
 
-Each call that encodes new texts adds one shard file (`<sha256 of its keys>.npz`: keys + float32
-rows), written atomically (temp file + rename), so concurrent writers never tear a file and a
+Each chunk of up to EMBED_CHUNK new texts adds one shard file (`<sha256 of its keys>.npz`: keys +
+float32 rows), written atomically (temp file + rename), so concurrent writers never tear a file and a
 crash leaves no partial shard; shards are read back on lookup. A cached row is bitwise the row the
 encoder returned when it was stored (float32 stored, float64 returned); a fresh encode of the same
 text in a different batch can differ from it at float32 rounding (~1e-7: the encoder pads per batch).
@@ -143,7 +143,7 @@ def embed(texts, *, batch_size: int = 64, device: str = "cpu", cache: EmbeddingC
     """[n, 384] float64 unit-norm sentence embeddings; missing values embed as the empty string.
 
     With `cache`, texts found there are not re-encoded and the new ones are stored (one shard per
-    call); a row read back is bitwise the row stored. `field` names the request field in the
+    EMBED_CHUNK texts); a row read back is bitwise the row stored. `field` names the request field in the
     error raised when the 'text' extra is missing."""
     texts = _clean(texts)
     if not texts:
@@ -152,12 +152,14 @@ def embed(texts, *, batch_size: int = 64, device: str = "cpu", cache: EmbeddingC
         return _encode(texts, batch_size, device, field).astype(np.float64)
     keys = text_keys(texts, device)
     found = cache.get(keys)
-    missing = list(dict.fromkeys(k for k in keys if k not in found))     # unique, in first-seen order
-    if missing:
-        first = {}
-        for k, t in zip(keys, texts):
-            first.setdefault(k, t)
-        rows = _encode([first[k] for k in missing], batch_size, device, field)
-        cache.put(missing, rows)
-        found.update(zip(missing, rows))
+    first: dict[str, str] = {}
+    for k, t in zip(keys, texts):
+        if k not in found:
+            first.setdefault(k, t)              # unique missing texts, in first-seen order
+    missing = list(first)
+    for start in range(0, len(missing), EMBED_CHUNK):   # one shard per chunk: an interrupted run keeps its work
+        part = missing[start:start + EMBED_CHUNK]
+        rows = _encode([first[k] for k in part], batch_size, device, field)
+        cache.put(part, rows)
+        found.update(zip(part, rows))
     return np.stack([found[k] for k in keys]).astype(np.float64)

@@ -155,14 +155,20 @@ def routellm_order(frame: pd.DataFrame) -> pd.DataFrame:
 def load_routes(paths: str | Path | Sequence[str | Path], *, drop_contaminated: bool = True,
                 max_rows: int | None = None, seed: int = 0) -> RouteData:
     """Read, check and concatenate routing files; drop contaminated rows (RouteLLM's protocol); with
-    `max_rows`, keep a seeded sample of whole routes per file (smoke runs, tests)."""
+    `max_rows`, keep a seeded sample of `max_rows` whole clean routes per file (smoke runs, tests)."""
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     if not paths:
         raise InputError("data", "no input file", "one or more Parquet files")
     frames, strong, weak = [], set(), set()
+    dropped: dict[str, int] = {}
     for p in map(Path, paths):
         frame, meta = _read(p)
         frame = validate_frame(frame, p.name)
+        if drop_contaminated:
+            bad = frame["contaminated"].to_numpy(bool)
+            for b, n in frame[bad].groupby("benchmark").size().items():
+                dropped[str(b)] = dropped.get(str(b), 0) + int(n)
+            frame = frame[~bad]
         if max_rows is not None and frame["route_id"].nunique() > max_rows:
             keep = pd.Series(frame["route_id"].unique()).sample(max_rows, random_state=seed)
             frame = frame[frame["route_id"].isin(set(keep))]
@@ -182,11 +188,6 @@ def load_routes(paths: str | Path | Sequence[str | Path], *, drop_contaminated: 
     split = frame.groupby("route_id")["_file"].nunique()
     if (split > 1).any():
         raise InputError("route_id", f"route {split[split > 1].index[0]!r} spans several files", "one file per route")
-    dropped = {}
-    if drop_contaminated:
-        bad = frame["contaminated"].to_numpy(bool)
-        dropped = {str(b): int(n) for b, n in frame[bad].groupby("benchmark").size().items()}
-        frame = frame[~bad]
     if frame.empty:
         raise InputError("data", "no rows left after dropping contaminated prompts", "at least one clean row")
     frame = routellm_order(frame.drop(columns="_file"))
