@@ -22,7 +22,7 @@ from scipy.special import log_softmax, logsumexp
 from actors.common.errors import InputError
 from actors.router.checks import finite_array, positive_int
 
-__all__ = ["FACTORS", "SIGNS", "EnergyTerms", "EnergyWeights", "WeightFit", "energies", "fit_weights"]
+__all__ = ["FACTORS", "SIGNS", "EnergyTerms", "EnergyWeights", "WeightFit", "energies", "fit_weights", "neg_log_likelihood"]
 
 FACTORS = ("cost", "quality", "latency", "uncertainty", "context_mismatch")
 SIGNS = np.array([1.0, -1.0, 1.0, 1.0, 1.0])   # quality lowers the energy, everything else raises it
