@@ -33,13 +33,13 @@ import torch
 from pydantic import Field, model_validator
 
 from actors.common.budget import checkpoint
-from actors.common.config import Strict
+from actors.common.config import Strict, WorkerConfig
 from actors.common.errors import InputError
 from actors.router.problems import AssignmentInstance, AssignmentProblem
 from actors.router.schedules import geometric_ladder
 
 __all__ = [
-    "AnnealResult", "AssignmentResult", "LadderConfig", "LadderResult", "anneal_assignment", "gelman_rubin",
+    "AnnealResult", "AssignmentResult", "LadderConfig", "LadderPoolSpec", "LadderResult", "anneal_assignment", "gelman_rubin",
     "resolve_device", "run_ladder", "simulated_annealing", "solve_assignment",
 ]
 
@@ -75,6 +75,16 @@ class LadderConfig(Strict):
 
     def torch_dtype(self) -> torch.dtype:
         return torch.float64 if self.dtype == "float64" else torch.float32
+
+
+class LadderPoolSpec(Strict):
+    """Batch-assignment ladders on the ReplicaLadder pool (actors/router/pool.py): one task per
+    (instance, seed); `ladder.device: auto` runs each task on its actor's device (its GPU, else CPU)."""
+
+    name: str = Field("router-ladders", min_length=1, max_length=200)
+    ladder: LadderConfig = Field(default_factory=lambda: LadderConfig(device="auto"))
+    workers: WorkerConfig = Field(default_factory=WorkerConfig)
+    inflight: int = Field(2, ge=1, le=64)
 
 
 def resolve_device(device: str) -> str:
