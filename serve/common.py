@@ -37,7 +37,7 @@ from actors.common.budget import Budget, Cancelled, scope
 from actors.common.config import Strict, load_yaml
 from actors.common.errors import InputError
 
-__all__ = ["Admission", "ServeArgs", "builder", "error_response", "new_app"]
+__all__ = ["Admission", "AppIngress", "ServeArgs", "builder", "error_response", "new_app"]
 
 log = logging.getLogger("attractor.serve")
 EXEMPT_PATHS = frozenset({"/healthz", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"})
@@ -159,6 +159,32 @@ def new_app(title: str, description: str, version: str = "0.1.0", *, args: Serve
     if args is not None:
         app.add_middleware(Admission, args=args)
     return app
+
+
+class AppIngress:
+    """Base of every app's Serve ingress: the replica validates its args and builds the FastAPI app.
+
+        @serve.deployment(name="TEServe")
+        @serve.ingress()
+        class TEIngress(AppIngress):
+            args_cls = TEServeArgs
+            make_fastapi = staticmethod(make_fastapi)
+
+    `warm_up()` runs once per replica before the first request (compile a model, load an index).
+    """
+
+    args_cls: type[ServeArgs] = ServeArgs
+    make_fastapi: Callable[[Any], FastAPI]
+
+    def __init__(self, args: dict | None = None):
+        self.args = self.args_cls.model_validate(args or {})
+        self.warm_up()
+
+    def warm_up(self) -> None:
+        """Per-replica set-up before the first request (nothing by default)."""
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return type(self).make_fastapi(self.args)
 
 
 def parse_cli_args(args: dict | None) -> dict:

@@ -56,7 +56,7 @@ from actors.te.config import Algorithm, Correction, Mode, NetworkConfig, Surroga
 from actors.te.embedding import as_series
 from actors.te.engine import te_significance, transfer_entropy
 from actors.te.network import TENetwork, te_network
-from serve.common import ServeArgs, builder, new_app
+from serve.common import AppIngress, ServeArgs, builder, new_app
 
 log = logging.getLogger("attractor.serve")
 
@@ -397,14 +397,11 @@ def make_fastapi(args: TEServeArgs | dict | None = None, runner: Runner | None =
 
 @serve.deployment(name="TEServe")
 @serve.ingress()
-class TEIngress:
+class TEIngress(AppIngress):
     """Serve replica: holds the validated args; the FastAPI app (and its job state) is built on the replica."""
 
-    def __init__(self, args: dict | None = None):
-        self.args = TEServeArgs.model_validate(args or {})
-
-    def __serve_build_asgi_app__(self) -> FastAPI:
-        return make_fastapi(self.args)
+    args_cls = TEServeArgs
+    make_fastapi = staticmethod(make_fastapi)
 
 
 build_app = builder(TEIngress, TEServeArgs)

@@ -69,7 +69,7 @@ from actors.validation.config import (
 from actors.validation.data import check_label, check_values, load_table_under
 from actors.validation.model_store import FrozenEncoder, new_model_id, save_model
 from actors.validation.model_store import predict as predict_rows
-from serve.common import ServeArgs, builder, new_app
+from serve.common import AppIngress, ServeArgs, builder, new_app
 
 GRPC_SERVICER = "serve.protos.validation_pb2_grpc.add_ValidationServiceServicer_to_server"
 log = logging.getLogger("attractor.serve.validation")
@@ -407,14 +407,11 @@ def make_fastapi(args: ValidationServeArgs | dict | None = None) -> FastAPI:
 
 @serve.deployment(name="ValidationServe")
 @serve.ingress()
-class ValidationIngress:
+class ValidationIngress(AppIngress):
     """Serve replica: holds the validated args; the FastAPI app is built on the replica."""
 
-    def __init__(self, args: dict | None = None):
-        self.args = ValidationServeArgs.model_validate(args or {})
-
-    def __serve_build_asgi_app__(self) -> FastAPI:
-        return make_fastapi(self.args)
+    args_cls = ValidationServeArgs
+    make_fastapi = staticmethod(make_fastapi)
 
     # ---- gRPC methods (named after the RPCs of serve/protos/validation.proto) ----
     def DetectCollapse(self, request, grpc_context=None):
