@@ -21,6 +21,8 @@ from actors.router.evaluate import Prepared, assign_folds, prepare, run_fold
 from actors.router.metrics import Outcomes, evaluate_scores, random_metrics
 from actors.router.predictor import fit_domains, fit_predictor
 from actors.router.router import fit_router
+from configs import preset, presets
+from jobs import cli
 from jobs.route_eval import main
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "routellm"
@@ -248,13 +250,24 @@ def test_online_mode_learns_from_the_fold_it_scores():
 
 
 # ---- the job end to end ----------------------------------------------------------------------------------
+def test_presets_load_and_the_documented_one_is_the_default():
+    specs = {p.name: cli.load_spec(RouteEvalSpec, p) for p in presets("router")}
+    assert {"ci_small.yaml", "routellm_cv.yaml"} <= set(specs)
+    assert specs["routellm_cv.yaml"].model_dump(exclude={"name"}) == RouteEvalSpec().model_dump(exclude={"name"})
+    with pytest.raises(InputError) as e:
+        cli.load_spec(RouteEvalSpec, None, {"eval.n_folds": 1})
+    assert e.value.field == "eval.n_folds"
+    with pytest.raises(InputError) as e:
+        cli.load_spec(RouteEvalSpec, None, {"weak": {"name": "gpt-4-1106-preview", "cost": 1.0}})
+    assert e.value.field == "weak"                # strong and weak must differ
+
+
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("route_eval") / "run"
     cache = tmp_path_factory.mktemp("emb_cache")
     argv = ["--data", str(shared_file("gsm8k.parquet")), "--data", str(shared_file("mmlu.parquet")), "--out", str(out),
-            "--no-ray", "--set", "max_rows=150", "eval.n_bootstrap=40", "eval.n_folds=3", f"embedding.cache_dir={cache}",
-            "domains.n_domains=4"]
+            "--no-ray", "--config", str(preset("router", "ci_small.yaml")), "--set", f"embedding.cache_dir={cache}"]
     assert main(argv) == 0
     return out, argv
 
@@ -288,7 +301,7 @@ def test_job_outputs_and_metrics_recomputed_from_scores(small_run):
 
 def test_job_refuses_a_different_run_in_the_same_dir_and_bad_files(small_run, tmp_path, capsys):
     out, argv = small_run
-    assert main([a if a != "eval.n_folds=3" else "eval.n_folds=4" for a in argv]) == 2
+    assert main(argv + ["eval.n_folds=4"]) == 2
     assert "out" in capsys.readouterr().err
     bad = tmp_path / "bad.parquet"
     small_frame().drop(columns="strong_score").to_parquet(bad)

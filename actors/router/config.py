@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from actors.common.config import Strict, WorkerConfig
 
@@ -118,8 +118,10 @@ class RouteEvalSpec(Strict):
     max_rows: int | None = Field(None, ge=10, le=10_000_000)   # seeded subsample per file (tests, smoke runs)
     workers: WorkerConfig = Field(default_factory=lambda: WorkerConfig(num_gpus=0))
 
-    @model_validator(mode="after")
-    def _distinct(self) -> RouteEvalSpec:
-        if self.strong.name == self.weak.name:
-            raise ValueError(f"strong and weak name the same model {self.strong.name!r}")
-        return self
+    @field_validator("weak")
+    @classmethod
+    def _distinct(cls, weak: ModelCard, info: ValidationInfo) -> ModelCard:
+        strong = info.data.get("strong")
+        if strong is not None and strong.name == weak.name:
+            raise ValueError(f"weak names the strong model {weak.name!r}; the two must differ")
+        return weak

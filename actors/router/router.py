@@ -90,18 +90,28 @@ class Router:
         p, domain = np.asarray(p, np.float64), np.asarray(domain, np.int64)
         n_tokens = np.asarray(n_tokens, np.float64)
         n = p.shape[0]
-        price = np.array([c.cost for c in self.cards], np.float64)
-        lat = np.array([c.latency_s for c in self.cards], np.float64)
-        ctx = np.array([c.context_tokens for c in self.cards], np.float64)
-        mu = self.posterior.mean() if quality is None else np.asarray(quality, np.float64)
-        sd = np.sqrt(self.posterior.var())
-        q = mu[:, domain].T.copy()                                   # [N, K]
+        cost, latency, ctx = self._card_arrays()
+        a, b = self.posterior.alpha[:, domain].T, self.posterior.beta[:, domain].T   # [N, K]
+        s = a + b
+        q = a / s if quality is None else np.asarray(quality, np.float64)[:, domain].T.copy()
         q[:, self.strong] += self.energy.rho * (p - self.p_domain_mean[domain])
-        cost = np.broadcast_to(price / price.max() if price.max() > 0 else price, (n, price.size))
-        latency = np.broadcast_to(lat / lat.max() if lat.max() > 0 else lat, (n, lat.size))
+        sd = np.sqrt(a * b / (s * s * (s + 1.0)))                    # BetaPosterior.var() of the rows used
         mismatch = np.maximum(0.0, n_tokens[:, None] / ctx[None, :] - 1.0)
-        return EnergyTerms(cost=cost[:, cols], quality=q[:, cols], latency=latency[:, cols],
-                           uncertainty=sd[:, domain].T[:, cols], context_mismatch=mismatch[:, cols])
+        return EnergyTerms(cost=np.broadcast_to(cost, (n, cost.size))[:, cols], quality=q[:, cols],
+                           latency=np.broadcast_to(latency, (n, latency.size))[:, cols], uncertainty=sd[:, cols],
+                           context_mismatch=mismatch[:, cols])
+
+    def _card_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(cost / max cost, latency / max latency, context windows), computed once per router."""
+        cached = self.__dict__.get("_cards_cache")
+        if cached is None or cached[0] is not self.cards:
+            price = np.array([c.cost for c in self.cards], np.float64)
+            lat = np.array([c.latency_s for c in self.cards], np.float64)
+            ctx = np.array([c.context_tokens for c in self.cards], np.float64)
+            arrays = (price / price.max() if price.max() > 0 else price, lat / lat.max() if lat.max() > 0 else lat, ctx)
+            cached = (self.cards, arrays)
+            self.__dict__["_cards_cache"] = cached
+        return cached[1]
 
     def decide(self, E: np.ndarray, n_tokens: np.ndarray, *, temperature: float | None = None,
                models: Sequence[int] | None = None) -> tuple[EnergyTerms, np.ndarray, Decision, np.ndarray, np.ndarray]:

@@ -1,0 +1,1 @@
+"""router presets (YAML package data; see configs/__init__.py)."""

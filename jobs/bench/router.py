@@ -1,0 +1,194 @@
+"""Router decision overhead: p50 / p99 / max of one /route decision, in-process and over HTTP.
+
+    python -m jobs.bench.router --out runs/router_bench [--model runs/route_eval/router] [--calls 5000]
+    python -m jobs.bench.router --out DIR --no-http            # in-process only (no Ray)
+
+Rows (every number from this run, on this machine):
+- engine, K = 2 / K = 16: `Router.decide` for one prompt given its embedding (predictor, domain,
+  energy terms, exact Boltzmann; actors/router) — the decision itself;
+- handler, K = 2 / K = 16: the app's request logic (`RouterState.route`: checks, decision, Boltzmann
+  draw, pending-feedback bookkeeping, the JSON-able answer) without HTTP;
+- encoder: the all-MiniLM-L6-v2 embedding of one prompt on the CPU (not part of the decision; a
+  client that sends `embedding` skips it);
+- HTTP, uvicorn: POST /route with an embedding to the same FastAPI app on uvicorn (127.0.0.1,
+  keep-alive client, one request at a time), no Serve;
+- HTTP, Ray Serve: the same through Ray Serve's proxy (serve.router:build_app, one replica).
+
+K = 2 is the evaluated router (`--model DIR`, written by jobs.route_eval, else fitted on seeded
+synthetic embeddings); K = 16 is fitted on seeded synthetic embeddings with 16 model cards. Each
+timed call is preceded by `--warmup` untimed ones. Writes DIR/router_bench.md and .json.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from jobs.bench.lib import md_table, utc_stamp
+
+TARGET_US = 1000.0   # issue 13: decision p99 < 1 ms for K <= 16
+
+
+def _unit_rows(n: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, 384))
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def synthetic_router(k: int, seed: int = 0):
+    """A router over k model cards fitted on 2000 seeded synthetic routes (16 domains)."""
+    from actors.router.config import DomainConfig, ModelCard
+    from actors.router.router import fit_router
+
+    rng = np.random.default_rng(seed)
+    E = _unit_rows(2000, seed)
+    reward = (rng.random((2000, k)) < np.linspace(0.5, 0.9, k)).astype(float)
+    cards = [ModelCard(name=f"m{i}", cost=float(1 + i), latency_s=1.0 + 0.1 * i, context_tokens=32_768)
+             for i in range(k)]
+    return fit_router(E, reward[:, -1] - reward[:, 0], reward, cards, k - 1, domains=DomainConfig(n_domains=16))
+
+
+def percentiles(us: list[float]) -> dict[str, float]:
+    a = np.asarray(us)
+    return {"n": int(a.size), "p50_us": float(np.percentile(a, 50)), "p99_us": float(np.percentile(a, 99)),
+            "max_us": float(a.max()), "mean_us": float(a.mean())}
+
+
+def time_calls(fn, calls: int, warmup: int) -> dict[str, float]:
+    """Per-call wall microseconds of fn() (perf_counter around each call)."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1e6)
+    return percentiles(out)
+
+
+def in_process(router, k: int, calls: int, warmup: int) -> list[dict]:
+    from serve.router import RouteRequest, RouterServeArgs, RouterState
+
+    e = _unit_rows(1, 123)
+    nt = np.array([200.0])
+    rows = [{"path": "engine", "K": k, **time_calls(lambda: router.decide(e, nt), calls, warmup)}]
+    state = RouterState(router, RouterServeArgs(max_pending=1_000_000))
+    req = RouteRequest(embedding=e[0].tolist(), n_tokens=200)
+    rows.append({"path": "handler (no HTTP)", "K": k, **time_calls(lambda: state.route(req), calls, warmup)})
+    return rows
+
+
+def encoder(calls: int, warmup: int) -> dict:
+    from actors.common.embeddings import embed
+
+    prompts = [f"Question {i}: what is {i} times {i + 7}, and why?" for i in range(calls + warmup)]
+    it = iter(prompts)
+    return {"path": "encoder (one prompt, CPU)", "K": "-", **time_calls(lambda: embed([next(it)]), calls, warmup)}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _http_rows(url: str, k: int, calls: int, warmup: int, label: str) -> dict:
+    import httpx
+
+    body = {"embedding": _unit_rows(1, 123)[0].tolist(), "n_tokens": 200}
+    with httpx.Client(base_url=url, timeout=30) as http:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if http.get("/healthz").status_code == 200:
+                    break
+            time.sleep(0.2)
+
+        def call():
+            r = http.post("/route", json=body)
+            assert r.status_code == 200, r.text
+
+        return {"path": label, "K": k, **time_calls(call, calls, warmup)}
+
+
+def over_uvicorn(router, k: int, calls: int, warmup: int) -> dict:
+    import uvicorn
+
+    from serve.router import make_fastapi
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(make_fastapi({"max_pending": 1_000_000}, router=router), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        return _http_rows(f"http://127.0.0.1:{port}", k, calls, warmup, "HTTP, uvicorn (no Serve)")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def over_serve(model_dir: Path, k: int, calls: int, warmup: int) -> dict:
+    import ray
+    from ray import serve
+
+    from serve.router import build_app
+
+    port = _free_port()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="router-bench")
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app({"model": str(model_dir), "max_pending": 1_000_000}), name="router", route_prefix="/")
+        return _http_rows(f"http://127.0.0.1:{port}", k, calls, warmup, "HTTP, Ray Serve proxy")
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--model", default=None, help="router dir written by jobs.route_eval (DIR/router)")
+    ap.add_argument("--calls", type=int, default=5000)
+    ap.add_argument("--http-calls", type=int, default=1000)
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--no-http", action="store_true")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from actors.common.storage import atomic_write_json, atomic_write_text
+    from actors.router.router import load_router, save_router
+
+    out = Path(args.out)
+    r2 = load_router(args.model) if args.model else synthetic_router(2)
+    r16 = synthetic_router(16)
+    rows = in_process(r2, 2, args.calls, args.warmup) + in_process(r16, 16, args.calls, args.warmup)
+    rows.append(encoder(min(args.calls, 300), 20))
+    if not args.no_http:
+        rows.append(over_uvicorn(r2, 2, args.http_calls, args.warmup))
+        model_dir = Path(args.model) if args.model else save_router(r2, out / "router")
+        rows.append(over_serve(model_dir, 2, args.http_calls, args.warmup))
+    meta = {"date": utc_stamp(), "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs",
+            "load_average": os.getloadavg(), "python": platform.python_version(),
+            "command": "python -m jobs.bench.router " + " ".join(sys.argv[1:] if argv is None else argv),
+            "model": args.model or "synthetic (seeded)", "target_p99_us": TARGET_US}
+    table = md_table(["path", "K", "calls", "p50 (µs)", "p99 (µs)", "max (µs)", f"p99 < {TARGET_US:.0f} µs"],
+                     [[r["path"], r["K"], r["n"], f"{r['p50_us']:.0f}", f"{r['p99_us']:.0f}", f"{r['max_us']:.0f}",
+                       "—" if r["path"].startswith("encoder") else ("yes" if r["p99_us"] < TARGET_US else "no")]
+                      for r in rows])
+    text = (f"{meta['date']}, {meta['machine']} (load average {meta['load_average'][0]:.1f}), Python "
+            f"{meta['python']}\n`{meta['command']}`\n\n{table}\n")
+    atomic_write_text(out / "router_bench.md", text)
+    atomic_write_json(out / "router_bench.json", {"meta": meta, "rows": rows})
+    print(text, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
