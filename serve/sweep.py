@@ -7,9 +7,21 @@ Each replica runs the engine in-process (no actors). The FastAPI app is built by
 so tests (and a plain uvicorn) can use it without Serve; the Serve ingress builds the same app on the
 replica through `__serve_build_asgi_app__`. The request logic itself is `run_simulate(req, args)`.
 
-Errors: an `InputError` (bad model / parameter / state / t_span / save points) is HTTP 422, a request
-over a size limit (batch, save points) 413 (`TooLarge`), and a malformed body 422 too, all as
-`{"detail": {"field": ..., "message": ..., "allowed": ...}}` (serve.common.new_app).
+A request names a shipped model (`"model": "lorenz"`) or gives one inline (`"model": {"states": [...],
+"params": {...}, "initial_state": {...}, "equations": {...}}`), within the app's limits
+(`max_model_states`, `max_model_params`, `max_model_definitions`, `max_expression_chars`). Inline
+equations are parsed by the sweep's safe parser (actors/sweep/modelspec.py: a whitelist of numbers,
+the model's names, + - * / ** ^ and the functions exp, log, sin, cos, tan, tanh, sinh, cosh, sqrt,
+Abs, Min, Max, Heaviside, constants pi and E; nothing is eval'd), compiled without sp.simplify and
+cached by content; they are never added to the registry, so they cannot shadow a shipped model.
+
+Bounded work: each request runs under the app's `request_timeout_s` (serve.common.Admission) and the
+engine checks it every step (504 naming request_timeout_s); a trajectory that cannot be advanced
+(non-finite right-hand side or step size) stops at once as a blow-up (`blowup_reason: stalled`).
+
+Errors: an `InputError` (bad model / parameter / state / t_span / save points / equation) is HTTP 422,
+a request over a size limit (batch, save points, model size) 413 (`TooLarge`), and a malformed body
+422 too, all as `{"detail": {"field": ..., "message": ..., "allowed": ...}}` (serve.common.new_app).
 """
 from __future__ import annotations
 
@@ -25,7 +37,8 @@ from actors.common.config import Strict
 from actors.common.errors import InputError, TooLarge, from_validation
 from actors.sweep.config import Backend, SolverConfig, make_solver
 from actors.sweep.engine import simulate
-from actors.sweep.models import get_model, model_names
+from actors.sweep.models import CompiledModel, compile_model, get_model, model_names
+from actors.sweep.modelspec import CONSTANTS, FUNCTIONS, ModelRef, ModelSpec, check_expression
 from serve.common import ServeArgs, builder, new_app
 
 
@@ -36,6 +49,11 @@ class SweepServeArgs(ServeArgs):
     max_batch: int = Field(64, gt=0)          # most points in one request's `batch`
     backend: Backend = "torch"                # auto: triton on a GPU replica
     max_points: int = Field(4000, ge=2)       # most save points (save_points / n_save) per request
+    # an inline model (`"model": {...}`): its size limits (413 beyond them)
+    max_model_states: int = Field(16, ge=1, le=256)
+    max_model_params: int = Field(64, ge=0, le=1024)
+    max_model_definitions: int = Field(32, ge=0, le=1024)     # definitions, and fixed-point labels apart
+    max_expression_chars: int = Field(2000, ge=1, le=100_000)  # per equation / definition / label
 
 
 class PointOverrides(Strict):
@@ -52,7 +70,7 @@ class SolverOptions(Strict):
 
 
 class SimulateRequest(Strict):
-    model: str = "gaslit_af"
+    model: ModelRef = "gaslit_af"    # a shipped model's name, or a whole model inline (size-limited)
     params: dict[str, float] = Field(default_factory=dict)
     initial_state: dict[str, float] = Field(default_factory=dict)
     t_span: tuple[float, float] | None = None          # None -> the model's own time_span
@@ -112,11 +130,40 @@ def solver_config(req: SimulateRequest, args: SweepServeArgs, t_span: tuple[floa
         raise from_validation(exc, "solver.") from None
 
 
+def _limit(field: str, count: int, most: int, what: str) -> None:
+    if count > most:
+        raise TooLarge(field, f"{count} {what} exceed the limit of {most}", f"at most {most}")
+
+
+def inline_model(spec: ModelSpec, args: SweepServeArgs) -> CompiledModel:
+    """A request's inline model, within the app's size limits, compiled by the safe parser (cached by
+    content, never registered). Errors name `model.<field>` (413 over a limit, 422 otherwise)."""
+    _limit("model.states", len(spec.states), args.max_model_states, "states")
+    _limit("model.params", len(spec.params), args.max_model_params, "parameters")
+    _limit("model.definitions", len(spec.definitions), args.max_model_definitions, "definitions")
+    _limit("model.fixed_point_labels", len(spec.fixed_point_labels), args.max_model_definitions, "labels")
+    names = set(spec.states) | set(spec.params) | set(spec.definitions)
+    texts = [(f"model.definitions.{k}", v, False) for k, v in spec.definitions.items()]
+    texts += [(f"model.equations.{k}", v, False) for k, v in spec.equations.items()]
+    texts += [(f"model.fixed_point_labels.{lab.name}", lab.when, True) for lab in spec.fixed_point_labels]
+    for field, text, relational in texts:
+        if len(text) > args.max_expression_chars:
+            raise TooLarge(field, f"the expression has {len(text)} characters",
+                           f"at most {args.max_expression_chars}")
+        check_expression(text, field, names, relational=relational, max_chars=args.max_expression_chars)
+    return compile_model(spec, prefix="model.", simplify=False)
+
+
+def request_model(req: SimulateRequest, args: SweepServeArgs) -> CompiledModel:
+    """The request's model: a shipped one by name, or its inline model (see inline_model)."""
+    return inline_model(req.model, args) if isinstance(req.model, ModelSpec) else get_model(req.model)
+
+
 def run_simulate(req: SimulateRequest | dict, args: SweepServeArgs | dict | None = None) -> dict:
     """Integrate the request's point(s) and return the JSON-ready response (non-finite -> None)."""
     req = req if isinstance(req, SimulateRequest) else SimulateRequest.model_validate(req)
     args = args if isinstance(args, SweepServeArgs) else SweepServeArgs.model_validate(args or {})
-    model = get_model(req.model)
+    model = request_model(req, args)
     items = req.batch if req.batch is not None else [PointOverrides()]
     if len(items) > args.max_batch:
         raise TooLarge("batch", f"{len(items)} points exceed the limit of {args.max_batch}",
@@ -150,6 +197,10 @@ def run_simulate(req: SimulateRequest | dict, args: SweepServeArgs | dict | None
             "lyapunov_max": _num(r.lyapunov_max[i]),
             "blowup": bool(r.blowup[i]),
             "t_blowup": _num(r.t_blowup[i]),
+            # escaped: past the blow-up bound; stalled: the state could not be advanced (a non-finite
+            # right-hand side or step size there, or a step size collapsed below the floor)
+            "blowup_reason": (None if not r.blowup[i] else
+                              "stalled" if r.stalled is not None and r.stalled[i] else "escaped"),
             "regime": str(res.regime[i]),
             "attractor": str(res.attractor[i]),
             "window_min": _named(names, r.u_min[i]),
@@ -163,7 +214,12 @@ def run_simulate(req: SimulateRequest | dict, args: SweepServeArgs | dict | None
 def health(args: SweepServeArgs | None = None) -> dict:
     args = args or SweepServeArgs()
     return {"status": "ok", "models": model_names(), "backend": args.backend,
-            "limits": {"max_batch": args.max_batch, "max_points": args.max_points}}
+            "limits": {"max_batch": args.max_batch, "max_points": args.max_points,
+                       "request_timeout_s": args.request_timeout_s,
+                       "inline_model": {"max_states": args.max_model_states, "max_params": args.max_model_params,
+                                        "max_definitions": args.max_model_definitions,
+                                        "max_expression_chars": args.max_expression_chars,
+                                        "functions": list(FUNCTIONS), "constants": list(CONSTANTS)}}}
 
 
 # ---- HTTP -----------------------------------------------------------------------------------------

@@ -145,3 +145,109 @@ def test_bad_inputs_raise_named_errors():
     with pytest.raises(InputError, match="t_eval"):
         simulate(m, m.default_params[None], m.default_state[None], TorchSolver(t_span=(0, 1)),
                  t_eval=np.array([0.5, 2.0]))
+
+
+# ---- bounded work (issue 11, finding 1) -----------------------------------------------------------------
+NAN_RHS = register_model({"name": "nan_rhs_engine_test", "states": ["u"], "params": {"k": 1.0},
+                          "initial_state": {"u": -1.0}, "equations": {"u": "sqrt(u) - k"}})
+ALL_BACKENDS = ["torch", "scipy", "triton"]   # triton: compiled on CUDA, interpreted on a CPU
+
+
+def _solver(backend: str, **kw):
+    if backend != "scipy":
+        kw = {"max_steps": 2000, "device": "auto" if backend == "triton" else "cpu", **kw}
+    return make_solver(backend=backend, **kw)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_non_finite_step_size_or_rhs_stops_a_trajectory_at_once(backend):
+    """The issue's request (gaslit_af, gamma = 1e308): the starting step size is NaN (its estimate
+    overflows), and NaN < h_min is false, so the torch loop rejected steps to max_steps (2,000,000:
+    about an hour). sqrt(u) at u < 0: the right-hand side itself is NaN. Every backend now stops such
+    a trajectory at t0 as a blow-up marked `stalled`, taking no accepted step."""
+    g = get_model("gaslit_af")
+    for model, params, u0 in ((g, g.param_vector({"gamma": 1e308})[None], g.default_state[None]),
+                              (NAN_RHS, np.array([[1.0]]), np.array([[-1.0]]))):
+        res = simulate(model, params, u0, _solver(backend, t_span=(0.0, 1.0)))
+        assert list(res.regime) == ["blow_up"] and res.raw.blowup.all() and res.raw.stalled.all(), model.name
+        assert res.raw.t_blowup[0] == 0.0 and res.raw.n_steps[0] == 0
+        assert res.raw.n_rejected[0] <= (60 if backend == "triton" else 1), res.raw.n_rejected
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_a_state_reaching_a_nan_region_stalls_where_the_closed_form_says(backend):
+    """u' = sqrt(u) - 1 from u0 = s0^2 reaches u = 0 (beyond it sqrt is NaN) at
+    t* = -2 s0 - 2 ln(1 - s0); there the step size collapses and every backend reports a stall."""
+    s0 = np.sqrt(0.2)
+    t_star = -2 * s0 - 2 * np.log(1 - s0)
+    res = simulate(NAN_RHS, np.array([[1.0]]), np.array([[0.2]]),
+                   _solver(backend, t_span=(0.0, 3.0), rtol=1e-8, atol=1e-10, max_steps=20_000)
+                   if backend != "scipy" else _solver(backend, t_span=(0.0, 3.0), rtol=1e-8, atol=1e-10))
+    assert res.raw.blowup[0] and res.raw.stalled[0] and res.regime[0] == "blow_up"
+    np.testing.assert_allclose(res.raw.t_blowup[0], t_star, atol=1e-3)
+
+
+def test_escaping_past_the_bound_is_not_a_stall():
+    """u' = u^2 escapes past the bound: a blow-up, `stalled` false (both CPU backends)."""
+    for backend in BACKENDS:
+        res = simulate(SQUARE, np.ones((1, 1)), np.array([[1.0]]), make_solver(backend=backend, t_span=(0, 2)))
+        assert res.raw.blowup[0] and not res.raw.stalled[0], backend
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_budget_stops_a_long_integration(backend):
+    """Lorenz over 10^6 time units is hours of work; under a 0.5 s budget the engine stops with
+    BudgetExceeded naming the budget's setting, and a cancelled budget stops it with Cancelled."""
+    import threading
+    import time
+
+    from actors.common.budget import Budget, BudgetExceeded, Cancelled, scope
+
+    m = get_model("lorenz")
+    solver = make_solver(backend=backend, t_span=(0.0, 1e6), **({"device": "cpu"} if backend == "torch" else {}))
+    t0 = time.perf_counter()
+    with pytest.raises(BudgetExceeded) as err, scope(Budget(0.5, setting="chunk_timeout_s")):
+        simulate(m, np.tile(m.default_params, (4, 1)), np.tile(m.default_state, (4, 1)), solver)
+    assert time.perf_counter() - t0 < 3.0
+    assert err.value.field == "chunk_timeout_s" and err.value.status_code == 504
+    budget = Budget(None)
+    threading.Timer(0.3, budget.cancel).start()
+    t0 = time.perf_counter()
+    with pytest.raises(Cancelled), scope(budget):
+        simulate(m, m.default_params[None], m.default_state[None], solver)
+    assert time.perf_counter() - t0 < 3.0
+
+
+# ---- models as data (issue 11, finding 5) ---------------------------------------------------------------
+def test_an_inline_model_simulates_without_registration():
+    """simulate() takes a ModelSpec: the linear spiral inline, against its closed form."""
+    from actors.sweep.models import ModelSpec, model_names
+
+    spec = ModelSpec.model_validate({"name": "spiral_inline_engine_test", "states": ["x", "y"],
+                                     "params": {"a": -0.3, "w": 1.0}, "initial_state": {"x": 1.0, "y": 0.0},
+                                     "equations": {"x": "a*x - w*y", "y": "w*x + a*y"}})
+    res = simulate(spec, np.array([[-0.3, 1.0]]), np.array([[1.0, 0.0]]),
+                   TorchSolver(t_span=(0, 5), rtol=1e-10, atol=1e-12, device="cpu"))
+    np.testing.assert_allclose(res.raw.u_final[0], np.exp(-1.5) * np.array([np.cos(5), np.sin(5)]), atol=1e-8)
+    assert "spiral_inline_engine_test" not in model_names()
+
+
+def test_check_sweep_names_every_bad_field_before_any_work():
+    """What jobs.sweep checks before Ray starts: the model, params, initial_state, axes, map_axes."""
+    from actors.sweep.config import SweepSpec
+    from actors.sweep.engine import check_sweep
+
+    base = {"model": "lorenz", "axes": [{"name": "rho", "lo": 1, "hi": 30, "n": 3}]}
+    assert check_sweep(SweepSpec.model_validate(base)).name == "lorenz"
+    for patch, field in (({"model": "x"}, "model"), ({"params": {"rh": 1.0}}, "params.rh"),
+                         ({"initial_state": {"w": 1.0}}, "initial_state.w"),
+                         ({"axes": [{"name": "r", "lo": 0, "hi": 1, "n": 2}]}, "axes.r"),
+                         ({"map_axes": ["rho", "sigma"]}, "map_axes")):
+        with pytest.raises(InputError) as err:
+            check_sweep(SweepSpec.model_validate({**base, **patch}))
+        assert err.value.field == field, (patch, err.value)
+    with pytest.raises(InputError, match=r"model: unknown model 'x' \(allowed: .*lorenz"):
+        check_sweep(SweepSpec.model_validate({**base, "model": "x"}))

@@ -206,3 +206,102 @@ def test_serve_end_to_end(serve_instance):
         r = http.post("/sweep/simulate", json={"solver": {"rtol": "x"}})
         assert r.status_code == 422 and r.json()["detail"]["field"] == "solver.rtol"
         assert http.get("/docs").status_code == 200
+
+
+# ---- bounded work (issue 11, finding 1) -----------------------------------------------------------------
+@pytest.mark.timeout(120)
+def test_the_issue_request_answers_at_once_as_a_stalled_blowup(client):
+    """POST {"t_span": [0, 1], "params": {"gamma": 1e308}} never answered (the torch step size was NaN
+    and the loop ran to 2,000,000 steps). gamma = 1e308 is a finite number inside the model's domain,
+    so the answer is 200, not a 4xx: the right-hand side there is ~1e306, |u| passes the blow-up
+    bound within ~1e-302 time units, and the trajectory is a blow-up at t = 0 — what the scipy
+    reference and the Triton kernels report too — marked `stalled` (its step size was not finite)."""
+    t0 = time.perf_counter()
+    r = client.post("/sweep/simulate", json={"t_span": [0, 1], "params": {"gamma": 1e308}})
+    assert time.perf_counter() - t0 < 5.0
+    assert r.status_code == 200, r.text
+    (traj,) = r.json()["trajectories"]
+    assert (traj["regime"], traj["blowup"], traj["blowup_reason"], traj["t_blowup"]) == ("blow_up", True, "stalled", 0.0)
+    assert traj["n_steps"] == 0 and traj["params"]["gamma"] == 1e308
+    r = client.post("/sweep/simulate", json={"model": "lorenz", "params": {"sigma": -10.0, "beta": -5.0},
+                                             "t_span": [0, 20], "solver": {"rtol": 1e-6}})
+    assert r.json()["trajectories"][0]["blowup_reason"] == "escaped"   # past the bound: not a stall
+
+
+@pytest.mark.timeout(60)
+def test_a_long_request_stops_at_its_budget_with_504():
+    """The engine checks the request's budget every step: request_timeout_s = 0.5 s on a 10^6-time-unit
+    Lorenz run is a 504 naming request_timeout_s within a few seconds, and the replica answers next."""
+    app = TestClient(make_fastapi(SweepServeArgs(request_timeout_s=0.5)))
+    t0 = time.perf_counter()
+    r = app.post("/sweep/simulate", json={"model": "lorenz", "t_span": [0, 1e6]})
+    assert time.perf_counter() - t0 < 5.0
+    assert r.status_code == 504 and _detail(r)["field"] == "request_timeout_s", r.text
+    assert app.post("/sweep/simulate", json={"model": "lorenz", "t_span": [0, 1]}).status_code == 200
+
+
+# ---- inline models (issue 11, finding 5) ----------------------------------------------------------------
+SPIRAL = {"name": "spiral", "states": ["x", "y"], "params": {"a": -0.3, "w": 1.0},
+          "initial_state": {"x": 1.0, "y": 0.0}, "equations": {"x": "a*x - w*y", "y": "w*x + a*y"}}
+
+
+def test_inline_model_matches_its_closed_form(client):
+    """x + iy = e^{(a + i w) t}; the model travels in the request, the registry is untouched."""
+    r = client.post("/sweep/simulate", json={"model": SPIRAL, "t_span": [0, 6], "n_save": 4,
+                                             "params": {"a": 0.1}, "solver": {"rtol": 1e-10, "atol": 1e-12}})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == "spiral" and body["state_names"] == ["x", "y"]
+    t = np.array(body["t"])
+    z = np.exp((0.1 + 1j) * t)
+    (traj,) = body["trajectories"]
+    np.testing.assert_allclose(traj["y"]["x"], z.real, atol=1e-7)
+    np.testing.assert_allclose(traj["y"]["y"], z.imag, atol=1e-7)
+    assert traj["lyapunov_max"] == pytest.approx(0.1, abs=5e-3)
+    assert "spiral" not in client.get("/healthz").json()["models"]
+
+
+def test_inline_model_cannot_shadow_a_shipped_one(client):
+    fake = {**SPIRAL, "name": "lorenz", "states": ["x", "y", "z"], "initial_state": {"x": 1, "y": 1, "z": 1},
+            "params": {"sigma": 0.0}, "equations": {"x": "0", "y": "0", "z": "0"}}
+    assert client.post("/sweep/simulate", json={"model": fake, "t_span": [0, 1]}).status_code == 200
+    r = client.post("/sweep/simulate", json={"model": "lorenz", "t_span": [0, 2], "solver": {"rtol": 1e-10,
+                                                                                              "atol": 1e-12}})
+    final = r.json()["trajectories"][0]["final_state"]
+    np.testing.assert_allclose([final[s] for s in "xyz"], _lorenz_reference(2.0), atol=1e-5)
+
+
+@pytest.mark.parametrize("equation", ["__import__('os').system('touch {marker}')",
+                                      "x.__class__.__mro__", "(lambda: 0)()", "open('{marker}')", "x[0]",
+                                      "getattr(x, 'real')", "10**10**10"])
+def test_inline_equations_are_never_run(client, tmp_path, equation):
+    """Equations are parsed by the whitelist parser: 422 naming the equation, and nothing runs."""
+    marker = tmp_path / "pwned"
+    model = {**SPIRAL, "equations": {"x": equation.format(marker=marker), "y": "x"}}
+    r = client.post("/sweep/simulate", json={"model": model, "t_span": [0, 1]})
+    assert r.status_code == 422 and _detail(r)["field"] == "model.equations.x", r.text
+    assert "exp, log" in _detail(r)["allowed"]
+    assert not marker.exists()
+
+
+def test_inline_model_limits_are_413_naming_the_field(client):
+    """The app's limits (SweepServeArgs: 16 states, 64 parameters, 32 definitions, 2000 characters per
+    expression) answer 413 naming the field; a malformed model is 422 naming its key."""
+    n = 17
+    big = {"states": [f"s{i}" for i in range(n)], "params": {"k": 1.0},
+           "initial_state": {f"s{i}": 0.0 for i in range(n)}, "equations": {f"s{i}": "-k" for i in range(n)}}
+    cases = [(big, "model.states"),
+             ({**SPIRAL, "params": {f"p{i}": 1.0 for i in range(65)}}, "model.params"),
+             ({**SPIRAL, "definitions": {f"d{i}": "x" for i in range(33)}}, "model.definitions"),
+             ({**SPIRAL, "equations": {"x": "+".join(["x"] * 1001), "y": "x"}}, "model.equations.x")]
+    for model, field in cases:
+        r = client.post("/sweep/simulate", json={"model": model, "t_span": [0, 1]})
+        assert r.status_code == 413 and _detail(r)["field"] == field, (field, r.text)
+    for model, field in (({**SPIRAL, "equatoins": {}}, "model.equatoins"),
+                         ({**SPIRAL, "params": {"a": True, "w": 1.0}}, "model.params.a"),
+                         ({**SPIRAL, "equations": {"x": "a*x - q", "y": "x"}}, "model.equations.x")):
+        r = client.post("/sweep/simulate", json={"model": model, "t_span": [0, 1]})
+        assert r.status_code == 422 and _detail(r)["field"] == field, (field, r.text)
+    limits = client.get("/healthz").json()["limits"]["inline_model"]
+    assert (limits["max_states"], limits["max_params"], limits["max_expression_chars"]) == (16, 64, 2000)
+    assert "Heaviside" in limits["functions"] and limits["constants"] == ["pi", "E"]

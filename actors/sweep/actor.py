@@ -2,7 +2,9 @@
 
 Resources, GPU ids, thread pinning, `info()` and the GPU-memory gauge come from BaseWorker; this class
 adds the sweep's methods. Every method is idempotent (the same chunk of the same spec gives the same
-rows), so Ray may retry it after a crash. Metrics: attractor_sweep_trajectories_total,
+rows), so Ray may retry it after a crash. A chunk runs under a wall-clock budget of the spec's
+`chunk_timeout_s` (actors.common.budget): past it the engine stops and the chunk fails with
+BudgetExceeded naming that field, which reaches the job as its error (exit 2). Metrics: attractor_sweep_trajectories_total,
 attractor_sweep_chunk_seconds, attractor_sweep_worker_gpu_memory_bytes.
 """
 from __future__ import annotations
@@ -11,6 +13,7 @@ import time
 
 import pandas as pd
 
+from actors.common.budget import Budget, scope
 from actors.common.config import validated
 from actors.common.worker import BaseWorker
 from actors.sweep.bifurcation import BifurcationSpec, diagram_chunk
@@ -44,11 +47,16 @@ class SweepWorker(BaseWorker):
         self.chunks_done += 1
 
     def run_chunk(self, spec_json: str, index: int, start: int, stop: int) -> pd.DataFrame:
-        """Integrate grid rows [start, stop) of the spec and return one row per trajectory."""
+        """Integrate grid rows [start, stop) of the spec and return one row per trajectory.
+
+        The spec carries its model when it is not a shipped preset (pool.run_sweep ships registered
+        models inline), so this process needs no registration of its own.
+        """
         t = time.perf_counter()
         spec = SweepSpec.model_validate_json(spec_json)
-        params, u0 = grid_points(spec, start, stop)
-        result = simulate(spec.model, params, u0, self._on_my_device(spec.solver))
+        with scope(Budget(spec.chunk_timeout_s, setting="chunk_timeout_s")):
+            params, u0 = grid_points(spec, start, stop)
+            result = simulate(spec.model, params, u0, self._on_my_device(spec.solver))
         frame = pd.DataFrame(result.table())
         frame.insert(0, "point", range(start, stop))
         frame.insert(1, "chunk", index)

@@ -30,10 +30,10 @@ from actors.common.storage import atomic_write_json, atomic_write_parquet
 from actors.sweep.config import SolverConfig, TorchSolver
 from actors.sweep.continuation import Branch, BranchStart, ContinuationSettings, ContinuationSpec
 from actors.sweep.lyapunov import SpectrumSettings
-from actors.sweep.models import CompiledModel
+from actors.sweep.models import CompiledModel, ModelRef, model_label, resolve_model
 
-__all__ = ["OSCILLATING", "BifurcationSpec", "ChunkMap", "chunk_bounds", "diagram_chunk", "diagram_points",
-           "first_oscillating", "local_maxima", "overlay_branches", "summarize", "write_diagram"]
+__all__ = ["OSCILLATING", "BifurcationSpec", "ChunkMap", "check_bifurcation", "chunk_bounds", "diagram_chunk",
+           "diagram_points", "first_oscillating", "local_maxima", "overlay_branches", "summarize", "write_diagram"]
 
 OSCILLATING = ("limit_cycle", "chaotic", "oscillatory", "quasi_periodic")
 Chunk = tuple[pd.DataFrame, pd.DataFrame]                  # (dots, per-value rows) of some grid values
@@ -44,7 +44,7 @@ class BifurcationSpec(Strict):
     """Model, swept parameter and its grid, the plotted state, solver, optional continuation overlay."""
 
     name: str = "bifurcation"
-    model: str
+    model: ModelRef                             # a model name, or a whole model inline
     parameter: str
     lo: float
     hi: float
@@ -84,9 +84,7 @@ def local_maxima(ts: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 def _grid(spec: BifurcationSpec) -> tuple[CompiledModel, int, np.ndarray, np.ndarray, np.ndarray]:
     """(model, state index, parameter values, params [n, m], u0 [n, ns]) of the spec."""
     from actors.sweep.jacobian import param_index
-    from actors.sweep.models import get_model
-
-    model = get_model(spec.model)
+    model = resolve_model(spec.model)
     j = param_index(model, spec.parameter, "parameter")
     state = spec.state or model.state_names[0]
     if state not in model.state_names:
@@ -96,6 +94,15 @@ def _grid(spec: BifurcationSpec) -> tuple[CompiledModel, int, np.ndarray, np.nda
     params[:, j] = values
     u0 = np.tile(model.state_vector(spec.initial_state, "initial_state"), (len(values), 1))
     return model, model.state_names.index(state), values, params, u0
+
+
+def check_bifurcation(spec: BifurcationSpec) -> CompiledModel:
+    """Every name of `spec` against its model (model, parameter, state, params, initial_state,
+    continuation starts), so a job reports a bad one before any work; the compiled model."""
+    model = _grid(spec)[0]
+    for i, start in enumerate(spec.continuation):
+        model.state_vector(start.initial_state, f"continuation[{i}].initial_state")
+    return model
 
 
 def chunk_bounds(spec: BifurcationSpec) -> list[tuple[int, int]]:
@@ -189,7 +196,7 @@ def overlay_branches(spec: BifurcationSpec) -> list[Branch]:
 def summarize(spec: BifurcationSpec, dots: pd.DataFrame, per_row: pd.DataFrame, branches: Sequence[Branch],
               out_dir: Path, simulate_seconds: float, wall_seconds: float) -> dict:
     """summary.json: counts per regime, the oscillation onset, the located special points, timings."""
-    return {"name": spec.name, "model": spec.model, "parameter": spec.parameter, "state": dots.columns[1],
+    return {"name": spec.name, "model": model_label(spec.model), "parameter": spec.parameter, "state": dots.columns[1],
             "out_dir": str(out_dir), "n_values": spec.n, "grid_spacing": (spec.hi - spec.lo) / (spec.n - 1),
             "n_dots": len(dots), "regime_counts": per_row["regime"].value_counts().to_dict(),
             "first_oscillating": first_oscillating(per_row, spec.parameter),

@@ -18,10 +18,11 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from actors.common.config import Strict, WorkerConfig, validated
 from actors.common.errors import InputError
+from actors.sweep.modelspec import ModelRef, ModelSpec, model_label
 
 __all__ = [
-    "AnalysisConfig", "AutoSolver", "Axis", "AxisKind", "Backend", "CompileMode", "Direction", "Dtype", "Kernel",
-    "PoincareConfig", "SaveConfig", "ScipyMethod", "ScipySolver", "SolverConfig", "SpectrumAnalysis", "SweepSpec",
+    "CHUNK_TIMEOUT_S", "AnalysisConfig", "AutoSolver", "Axis", "AxisKind", "Backend", "CompileMode", "Direction",
+    "Dtype", "Kernel", "ModelRef", "ModelSpec", "PoincareConfig", "SaveConfig", "ScipyMethod", "ScipySolver", "SolverConfig", "SpectrumAnalysis", "SweepSpec",
     "TorchSolver", "TritonSolver", "WorkerConfig", "make_solver", "validated",
 ]
 
@@ -248,11 +249,15 @@ class AnalysisConfig(Strict):
     spectrum: SpectrumAnalysis | None = None
 
 
+CHUNK_TIMEOUT_S = 3600.0   # default wall-clock budget of one sweep chunk on its worker
+
+
 class SweepSpec(Strict):
-    """A full sweep: model, fixed overrides, grid axes, solver and chunking."""
+    """A full sweep: model (a name, or a whole model inline), fixed overrides, grid axes, solver and
+    chunking. `chunk_timeout_s` bounds each chunk's wall clock on its worker (BudgetExceeded naming it)."""
 
     name: str = "sweep"
-    model: str = "gaslit_af"
+    model: ModelRef = "gaslit_af"
     params: dict[str, float] = Field(default_factory=dict)          # fixed overrides
     initial_state: dict[str, float] = Field(default_factory=dict)   # fixed overrides
     axes: list[Axis] = Field(min_length=1, max_length=4)
@@ -261,6 +266,12 @@ class SweepSpec(Strict):
     chunk_size: int = Field(256, gt=0, le=1_000_000)
     map_axes: tuple[str, str] | None = None    # which two axes the regime map plots (default: first two)
     analysis: AnalysisConfig | None = None      # optional post-sweep analysis (spectra)
+    chunk_timeout_s: float = Field(CHUNK_TIMEOUT_S, gt=0, le=7 * 86_400)   # per chunk, on its worker
+
+    @property
+    def model_name(self) -> str:
+        """The model's name, whether it is given by name or inline."""
+        return model_label(self.model)
 
     @property
     def n_points(self) -> int:

@@ -34,7 +34,7 @@ from actors.common.config import Strict
 from actors.common.errors import InputError
 from actors.common.storage import atomic_write_json, atomic_write_parquet
 from actors.sweep.jacobian import derivatives, param_index
-from actors.sweep.models import get_model
+from actors.sweep.models import ModelRef, model_label, resolve_model
 
 BranchDirection = Literal[-1, 1]   # initial sign of d(param)/ds along a branch
 
@@ -72,7 +72,7 @@ class ContinuationSpec(Strict):
     """A one-parameter continuation of equilibria: model, parameter, range, branch starts."""
 
     name: str = "continuation"
-    model: str
+    model: ModelRef                          # a model name, or a whole model inline
     parameter: str
     params: dict[str, float] = Field(default_factory=dict)  # fixed overrides of the other parameters
     bounds: tuple[float, float]
@@ -214,7 +214,7 @@ def _newton_equilibrium(system: _System, u: np.ndarray, lam: float, tol: float, 
 
 def continue_branch(spec: ContinuationSpec, start: BranchStart) -> Branch:
     """Follow the equilibrium branch from `start` until it leaves spec.bounds or max_points."""
-    model = get_model(spec.model)
+    model = resolve_model(spec.model)
     j = param_index(model, spec.parameter, "parameter")
     p = model.param_vector(spec.params, "params")
     lam0 = p[j] if start.start is None else float(start.start)
@@ -319,6 +319,21 @@ def _locate(system: _System, X: np.ndarray, tau: np.ndarray, h: float, t0: np.nd
     return found
 
 
+def check_continuation(spec: ContinuationSpec) -> None:
+    """Every name of `spec` against its model (model, parameter, params, branch starts, plot_state), so
+    a job reports a bad name before any work; raises InputError naming the field."""
+    model = resolve_model(spec.model)
+    param_index(model, spec.parameter, "parameter")
+    model.param_vector(spec.params, "params")
+    lo, hi = spec.bounds
+    for i, start in enumerate(spec.branches):
+        model.state_vector(start.initial_state, f"branches[{i}].initial_state")
+        if start.start is not None and not lo <= start.start <= hi:
+            raise InputError(f"branches[{i}].start", f"{start.start} outside bounds", f"[{lo}, {hi}]")
+    if spec.plot_state is not None and spec.plot_state not in model.state_names:
+        raise InputError("plot_state", f"{spec.plot_state!r} is not a state", ", ".join(model.state_names))
+
+
 def continue_equilibria(spec: ContinuationSpec) -> list[Branch]:
     """Every branch of `spec`, in order."""
     return [continue_branch(spec, start) for start in spec.branches]
@@ -345,10 +360,7 @@ def write_continuation(spec: ContinuationSpec, out_dir: str | Path) -> dict:
 
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
-    if spec.plot_state is not None:
-        names = get_model(spec.model).state_names
-        if spec.plot_state not in names:
-            raise InputError("plot_state", f"{spec.plot_state!r} is not a state", ", ".join(names))
+    check_continuation(spec)
     branches = continue_equilibria(spec)
     labels = [s.label or f"branch {i}" for i, s in enumerate(spec.branches)]
     special = [dict(sp_.as_dict(b.state_names), branch=i, label=labels[i])
@@ -356,7 +368,8 @@ def write_continuation(spec: ContinuationSpec, out_dir: str | Path) -> dict:
     atomic_write_parquet(out_dir / "branches.parquet", branches_table(branches, labels))
     atomic_write_json(out_dir / "special_points.json", special)
     continuation_figure(spec, branches, out_dir / "continuation.png")
-    summary = {"name": spec.name, "model": spec.model, "parameter": spec.parameter, "out_dir": str(out_dir),
+    summary = {"name": spec.name, "model": model_label(spec.model), "parameter": spec.parameter,
+               "out_dir": str(out_dir),
                "branches": [{"label": lab, "points": len(b.param), "stop_reason": b.stop_reason,
                              "param_range": [float(b.param.min()), float(b.param.max())]}
                             for lab, b in zip(labels, branches, strict=True)],

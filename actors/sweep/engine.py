@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from actors.common.budget import checkpoint
 from actors.common.errors import InputError
 from actors.sweep.config import (
     AutoSolver,
@@ -24,7 +25,7 @@ from actors.sweep.config import (
     TorchSolver,
     TritonSolver,
 )
-from actors.sweep.models import CompiledModel, get_model
+from actors.sweep.models import CompiledModel, ModelSpec, resolve_model
 from actors.sweep.regime import classify
 from actors.sweep.scipy_backend import solve_scipy
 from kernels.ode.dopri5 import SolveResult
@@ -129,11 +130,18 @@ def label_regimes(model: CompiledModel, solver: SolverConfig, u_min, u_max, lyap
         attractor[fp] = model.fixed_point_label(u_final[fp], params[fp])
     return regime, attractor
 
-def simulate(model: CompiledModel | str, params: np.ndarray, u0: np.ndarray, solver: SolverConfig | None = None,
-             *, t_eval: np.ndarray | None = None,
+def simulate(model: CompiledModel | ModelSpec | str, params: np.ndarray, u0: np.ndarray,
+             solver: SolverConfig | None = None, *, t_eval: np.ndarray | None = None,
              progress: Callable[[int, int], None] | None = None) -> SimulationResult:
-    """Integrate every row (params[i], u0[i]) over solver.t_span (default: the model's) and classify."""
-    model = get_model(model) if isinstance(model, str) else model
+    """Integrate every row (params[i], u0[i]) over solver.t_span (default: the model's) and classify.
+
+    Bounded work: every backend calls `actors.common.budget.checkpoint()` as it goes (torch: every
+    step; triton: between launches; scipy: every right-hand-side evaluation), so under a
+    `scope(Budget(...))` — a Serve request, a sweep chunk — it stops with BudgetExceeded or Cancelled.
+    A trajectory whose state cannot be advanced (a non-finite step size or right-hand side, or a step
+    collapsed below the floor) stops at once as a blow-up with `raw.stalled` set, on every backend.
+    """
+    model = resolve_model(model)
     solver = solver or TorchSolver()
     params = np.atleast_2d(np.asarray(params, dtype=np.float64))
     u0 = np.atleast_2d(np.asarray(u0, dtype=np.float64))
@@ -155,7 +163,8 @@ def simulate(model: CompiledModel | str, params: np.ndarray, u0: np.ndarray, sol
         raw = solve_scipy(model.rhs_numpy, u0, params, t0, t1, method=solver.method, rtol=solver.rtol,
                           atol=solver.atol, window_start=window_start, blowup_bound=solver.blowup_bound,
                           lyapunov=solver.lyapunov, twin_separation=solver.twin_separation,
-                          renorm_interval=solver.renorm_interval, t_eval=t_eval, progress=progress)
+                          renorm_interval=solver.renorm_interval, t_eval=t_eval, progress=progress,
+                          checkpoint=checkpoint)
     regime, attractor = label_regimes(model, solver, raw.u_min, raw.u_max, raw.lyapunov_max, raw.flow_log_ratio,
                                       raw.blowup, raw.finished, raw.u_final, params)
     return SimulationResult(model=model.name, state_names=model.state_names, param_names=model.param_names,
@@ -182,7 +191,7 @@ def _run_torch(model: CompiledModel, params: np.ndarray, u0: np.ndarray, solver:
                             torch.as_tensor(free, dtype=dtype, device=device), t0, t1,
                             rtol=solver.rtol, atol=solver.atol, window_start=window_start,
                             blowup_bound=solver.blowup_bound, lyapunov=solver.lyapunov, twin_separation=d0,
-                            t_eval=t_eval, max_steps=solver.max_steps, progress=progress,
+                            t_eval=t_eval, max_steps=solver.max_steps, progress=progress, checkpoint=checkpoint,
                             compile=solver.compile == "on" or (solver.compile == "auto" and device.startswith("cuda")))
 
 
@@ -200,7 +209,7 @@ def _run_triton(model: CompiledModel, params: np.ndarray, u0: np.ndarray, solver
         raw = solve_ode(model, params, u0, (t0, t1), method=solver.kernel, dtype=solver.dtype, rtol=solver.rtol,
                         atol=solver.atol, window=solver.window, blowup_bound=solver.blowup_bound,
                         lyapunov=solver.lyapunov, twin_separation=d0, max_steps=solver.max_steps, device=device,
-                        t_eval=t_eval, section=section)
+                        t_eval=t_eval, section=section, checkpoint=checkpoint)
     except OdeInputError as exc:
         field = {"t_eval": "t_eval"}.get(exc.field, "solver." + exc.field.replace("section", "poincare"))
         raise InputError(field, exc.message, exc.allowed) from exc
@@ -212,7 +221,7 @@ def _run_triton(model: CompiledModel, params: np.ndarray, u0: np.ndarray, solver
 # ---- grids ---------------------------------------------------------------------------------------
 def grid_points(spec: SweepSpec, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Rows [start, stop) of the spec's full grid (C order over axes) as (params, u0) arrays."""
-    model = get_model(spec.model)
+    model = resolve_model(spec.model)
     base_p = model.param_vector(spec.params, "params")
     base_u = model.state_vector(spec.initial_state, "initial_state")
     for ax in spec.axes:
@@ -228,6 +237,24 @@ def grid_points(spec: SweepSpec, start: int = 0, stop: int | None = None) -> tup
         target, names = (params, model.param_names) if ax.kind == "param" else (u0, model.state_names)
         target[:, names.index(ax.name)] = ax.values()[c]
     return params, u0
+
+
+def check_sweep(spec: SweepSpec) -> CompiledModel:
+    """Every name of `spec` against its model — the model itself, params, initial_state, axes, map_axes,
+    a Poincaré state — so a job reports a bad name (exit 2) before it starts Ray; the compiled model.
+
+    Raises InputError naming the field (`model: unknown model 'x' (allowed: ...)`).
+    """
+    model = resolve_model(spec.model)
+    grid_points(spec, 0, 0)   # params, initial_state and axis names, on an empty slice of the grid
+    axes = [a.name for a in spec.axes]
+    for name in spec.map_axes or ():
+        if name not in axes:
+            raise InputError("map_axes", f"{name!r} is not one of the axes", ", ".join(axes))
+    poincare = getattr(spec.solver, "poincare", None)
+    if poincare is not None and poincare.state not in model.state_names:
+        raise InputError("solver.poincare.state", f"unknown state {poincare.state!r}", ", ".join(model.state_names))
+    return model
 
 
 def axis_columns(spec: SweepSpec) -> list[str]:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from actors.common.storage import atomic_write_figure
+from actors.sweep.modelspec import model_label
 
 if TYPE_CHECKING:
     from actors.sweep.bifurcation import BifurcationSpec
@@ -94,7 +95,7 @@ def sweep_regime_map(spec: SweepSpec, out_dir: Path) -> Path:
                           columns=sorted({xc, yc, "attractor", "lyapunov_max"}), read_dictionary=["attractor"]
                           ).to_pandas()
     table["attractor"] = table["attractor"].astype(str)
-    return regime_map(table, xc, yc, Path(out_dir) / "regime_map.png", title=f"{spec.model}: {spec.name}",
+    return regime_map(table, xc, yc, Path(out_dir) / "regime_map.png", title=f"{model_label(spec.model)}: {spec.name}",
                       xlabel=x, ylabel=f"{y}(0)" if yc.endswith("_0") else y)
 
 
@@ -143,7 +144,7 @@ def continuation_figure(spec: ContinuationSpec, branches: Sequence[Branch], path
     ax.set_xlabel(spec.parameter)
     ax.set_ylabel(state)
     ax.set_xlim(*spec.bounds)
-    ax.set_title(f"{spec.model}: equilibria vs {spec.parameter} ({spec.name})")
+    ax.set_title(f"{model_label(spec.model)}: equilibria vs {spec.parameter} ({spec.name})")
     ax.legend(fontsize=8)
     return _save(fig, path)
 
@@ -180,7 +181,7 @@ def bifurcation_diagram(spec: BifurcationSpec, dots: pd.DataFrame, branches: Seq
     ax.set_xlim(spec.lo - pad, spec.hi + pad)
     ax.set_xlabel(spec.parameter)
     ax.set_ylabel(state)
-    ax.set_title(f"{spec.model}: bifurcation diagram ({spec.name})")
+    ax.set_title(f"{model_label(spec.model)}: bifurcation diagram ({spec.name})")
     ax.legend(fontsize=8, loc="best")
     return _save(fig, path, dpi=120)
 

@@ -4,10 +4,16 @@ chunks already on disk are skipped, and the chunks are streamed into DIR/traject
 
 Also the Ray side of the sweep's other fan-outs: the spectra of `analysis.spectrum` and the chunks of
 a bifurcation diagram (run_bifurcation). The compute itself lives in the Ray-free engines.
+
+A model registered in the driver (`register_model`, a job's `--model FILE.yaml`) travels inside the
+spec sent to the workers (models.ship_model), so worker processes need no registration. Each run's
+summary is DIR/summary.json (the latest run) and one line of DIR/summaries.jsonl (every run, appended),
+so a resubmitted sweep keeps the first run's record.
 """
 from __future__ import annotations
 
 import collections
+import datetime
 import json
 import math
 import time
@@ -26,6 +32,7 @@ from actors.common.storage import (
     FileStore,
     atomic_write_json,
     atomic_write_parquet,
+    atomic_write_text,
     atomic_write_via,
     claim_out_dir,
     parquet_store,
@@ -34,11 +41,15 @@ from actors.common.worker import named_actors
 from actors.sweep.actor import SweepWorker
 from actors.sweep.bifurcation import BifurcationSpec, Chunk, write_diagram
 from actors.sweep.config import SOLVERS, SweepSpec
+from actors.sweep.models import ship_model
 
-__all__ = ["WORKER_PREFIX", "MergeSummary", "SweepSummary", "chunk_path", "chunk_store", "claim_sweep_dir",
-           "merge_chunks", "run_bifurcation", "run_spectra", "run_sweep", "workers"]
+__all__ = ["HISTORY_FILE", "RUN_ONLY_FIELDS", "WORKER_PREFIX", "MergeSummary", "SweepSummary", "append_history",
+           "chunk_path", "chunk_store", "claim_sweep_dir", "merge_chunks", "run_bifurcation", "run_spectra",
+           "run_sweep", "shipped", "workers"]
 
 WORKER_PREFIX = "sweep-worker"
+HISTORY_FILE = "summaries.jsonl"            # one summary per run, appended
+RUN_ONLY_FIELDS = ("chunk_timeout_s",)      # spec fields that do not change the rows (a resume may change them)
 
 
 def chunk_store(out_dir: Path) -> FileStore:
@@ -73,6 +84,8 @@ class SweepSummary:
     chunks_per_worker: list[int] = field(default_factory=list)   # computed this run, by worker index
     backends: list[str] = field(default_factory=list)            # backends that produced the rows
     spectra: str | None = None                                   # spectra.parquet, when analysed
+    started_at: str = ""                                         # UTC, ISO 8601: tells the runs apart
+    finished_at: str = ""
 
 
 def _in_todays_form(identity: dict) -> dict:
@@ -88,22 +101,51 @@ def _in_todays_form(identity: dict) -> dict:
     return out
 
 
+def _rows_identity(identity: dict) -> dict:
+    """The part of a spec.json that decides the rows (run-only settings such as the chunk budget dropped)."""
+    return {k: v for k, v in identity.items() if k not in RUN_ONLY_FIELDS}
+
+
 def claim_sweep_dir(spec: SweepSpec, out_dir: Path) -> None:
     """Resume only into a directory that holds the same sweep (an older spec.json of the same sweep
-    is rewritten in today's form first, so directories written by earlier versions still resume)."""
+    is rewritten in today's form first, so directories written by earlier versions still resume; so is
+    one that differs only in run-only settings, e.g. a raised `chunk_timeout_s` after a timed-out chunk)."""
     current = json.loads(spec.model_dump_json())
     spec_file = Path(out_dir) / "spec.json"
     if spec_file.exists():
         previous = json.loads(spec_file.read_text())
-        if previous != current and _in_todays_form(previous) == current:
+        if previous != current and _rows_identity(_in_todays_form(previous)) == _rows_identity(current):
             atomic_write_json(spec_file, current)
     claim_out_dir(out_dir, current, "sweep")
 
 
+def shipped(spec: SweepSpec) -> SweepSpec:
+    """`spec` as sent to the workers: a model registered in this process inline (models.ship_model)."""
+    model = ship_model(spec.model)
+    return spec if model is spec.model else spec.model_copy(update={"model": model})
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def append_history(out_dir: Path, record: dict) -> Path:
+    """Append `record` as one JSON line to DIR/summaries.jsonl (rewritten atomically, 0644)."""
+    path = Path(out_dir) / HISTORY_FILE
+    previous = path.read_text() if path.exists() else ""
+    if previous and not previous.endswith("\n"):
+        previous += "\n"
+    atomic_write_text(path, previous + json.dumps(record, default=str) + "\n")
+    return path
+
+
 def run_sweep(spec: SweepSpec, out_dir: str | Path, *, progress: bool = True, inflight: int = 2) -> SweepSummary:
-    """Run every missing chunk of `spec` on the pool, then merge into trajectories.parquet."""
+    """Run every missing chunk of `spec` on the pool, then merge into trajectories.parquet; the summary
+    goes to DIR/summary.json (this run) and DIR/summaries.jsonl (appended: every run's)."""
     from tqdm.auto import tqdm
 
+    started_at = _now()
+    spec = shipped(spec)
     out_dir = Path(out_dir)
     claim_sweep_dir(spec, out_dir)
     store = chunk_store(out_dir)
@@ -142,12 +184,14 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, progress: bool = True, in
     if spec.analysis is not None and spec.analysis.spectrum is not None:
         spectra = str(run_spectra(spec, out_dir, pool))
     summary = SweepSummary(
-        name=spec.name, model=spec.model, out_dir=str(out_dir), n_points=spec.n_points, n_chunks=n_chunks,
+        name=spec.name, model=spec.model_name, out_dir=str(out_dir), n_points=spec.n_points, n_chunks=n_chunks,
         chunks_computed=run.computed, chunks_skipped=run.skipped, wall_seconds=round(run.wall_seconds, 3),
         trajectories_per_second=round(n_new / run.wall_seconds, 3) if run.computed else None, workers=infos,
         regime_counts=merged.regime_counts, attractor_counts=merged.attractor_counts,
-        chunks_per_worker=run.per_worker, backends=merged.backends, spectra=spectra)
+        chunks_per_worker=run.per_worker, backends=merged.backends, spectra=spectra, started_at=started_at,
+        finished_at=_now())
     atomic_write_json(out_dir / "summary.json", asdict(summary))
+    append_history(out_dir, asdict(summary))
     return summary
 
 
@@ -221,7 +265,7 @@ def run_bifurcation(spec: BifurcationSpec, out_dir: str | Path, *, inflight: int
     SweepWorkers (one GPU each when the cluster has GPUs); the tables equal the in-process run's."""
 
     def on_workers(spec: BifurcationSpec, bounds: list[tuple[int, int]]) -> list[Chunk]:
-        spec_json = spec.model_dump_json()
+        spec_json = spec.model_copy(update={"model": ship_model(spec.model)}).model_dump_json()
         run = run_tasks(lambda: workers(spec.workers, limit=len(bounds)), bounds,
                         lambda w, i, b: w.bifurcation_chunk.remote(spec_json, *b), inflight=inflight)
         return [run.results[i] for i in range(len(bounds))]

@@ -13,12 +13,12 @@ import pandas as pd
 from actors.sweep.config import SpectrumAnalysis, SweepSpec
 from actors.sweep.engine import grid_points
 from actors.sweep.lyapunov import classify_trajectories, lyapunov_spectrum
-from actors.sweep.models import get_model
+from actors.sweep.models import resolve_model
 
 
 def select_points(spec: SweepSpec, cfg: SpectrumAnalysis) -> pd.DataFrame:
     """The rows to analyse: columns source (grid/reference), point (-1 for reference), name, params, u0."""
-    model = get_model(spec.model)
+    model = resolve_model(spec.model)
     rows = []
     n = min(cfg.sample, spec.n_points)
     if n:
@@ -49,7 +49,7 @@ def spectra_table(spec: SweepSpec, *, device: str = "cpu") -> pd.DataFrame:
     labels the sweep's one-exponent rule cannot give (quasi-periodic, a cycle's period and order).
     """
     cfg = spec.analysis.spectrum
-    model = get_model(spec.model)
+    model = resolve_model(spec.model)
     frame = select_points(spec, cfg)
     params = frame[model.param_names].to_numpy(dtype=np.float64)
     u0 = frame[[f"{s}_0" for s in model.state_names]].to_numpy(dtype=np.float64)

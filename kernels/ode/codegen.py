@@ -29,7 +29,7 @@ from kernels.ode.writer import KernelWriter
 __all__ = ["CACHE_DIR", "CODEGEN_VERSION", "CodegenError", "KernelSpec", "OdeSystem", "kernel_source",
            "load_kernels", "rhs_lines", "system_from_model"]
 
-CODEGEN_VERSION = "10"
+CODEGEN_VERSION = "11"   # 11: non-finite folded constants written as float("inf"), not a bare `inf`
 CACHE_DIR = Path(os.environ.get("ATTRACTOR_KERNEL_CACHE", Path.home() / ".cache" / "attractor" / "ode_kernels"))
 
 

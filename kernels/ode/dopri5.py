@@ -5,6 +5,13 @@ its own time, step size and error control (scipy's RK45 tableau and controller),
 of a sweep never slows the easy ones down. Trajectories that finish (reached t_end, blew up) are
 compacted out of the working set so long tails do not hold the device.
 
+A trajectory blows up when its state escapes past the bound, or stalls: its state cannot be advanced
+because the right-hand side there is not finite, or the step size is not finite (NaN: an overflowing
+right-hand side at the start) or collapses below a floor. Both stop it at once (`blowup`, with
+`stalled` telling which), as the generated kernels (kernels/ode/writer.py) and the scipy reference do.
+An optional `checkpoint()` callback runs once per step: the caller's budget (a deadline, a cancelled
+request) stops the loop by raising from it; kernels/ stays free of the runtime it belongs to.
+
 Alongside the state it integrates a perturbed twin with the same steps and renormalises it after
 every accepted step (Benettin et al. 1980): the sum of log growth factors over the final window,
 divided by the window's length, is the finite-time largest Lyapunov exponent.
@@ -46,6 +53,9 @@ class SolveResult:
     n_steps: np.ndarray       # [B] accepted steps
     n_rejected: np.ndarray    # [B]
     ys: np.ndarray | None     # [B, len(t_eval), n] when t_eval was given
+    stalled: np.ndarray | None = None  # [B] bool: a blow-up because the state could not be advanced (a
+    #                                   non-finite right-hand side or step size, or a step below the floor),
+    #                                   not by escaping past the bound; None where a backend does not say
 
 
 def _initial_step(rhs, u, p, f0, t0, t1, rtol, atol):
@@ -127,6 +137,7 @@ class _Lanes:
     next_save: torch.Tensor  # index of the next t_eval time
     done: torch.Tensor       # reached t1 or blew up
     blow: torch.Tensor
+    stall: torch.Tensor      # blew up by stalling (non-finite rhs or step size, step below the floor)
     tblow: torch.Tensor
     escaped: torch.Tensor    # escaped past the bound: the crossing is located from the step kept below
     cross_Q: torch.Tensor    # [W, n, 4] the escaping step's interpolant, its start state, time and size
@@ -148,7 +159,7 @@ class _Lanes:
             getattr(self, name)[rows] = getattr(src, name)[src_rows]
 
 
-_RESULT_FIELDS = ("t", "u", "wmin", "wmax", "wsum", "wlen", "blow", "tblow", "done", "lsum", "ltime", "f",
+_RESULT_FIELDS = ("t", "u", "wmin", "wmax", "wsum", "wlen", "blow", "stall", "tblow", "done", "lsum", "ltime", "f",
                   "speed0", "nacc", "nrej")
 
 
@@ -175,7 +186,7 @@ def _start(rhs, u0, p, t0, t1, rtol, atol, window_start, lyapunov, d0) -> _Lanes
                   wsum=zeros(B, n), wlen=zeros(B), lsum=zeros(B), ltime=zeros(B),
                   speed0=torch.ones(B, dtype=dt, device=dev), nacc=zeros(B, dtype=torch.long),
                   nrej=zeros(B, dtype=torch.long), next_save=zeros(B, dtype=torch.long),
-                  done=zeros(B, dtype=torch.bool), blow=zeros(B, dtype=torch.bool),
+                  done=zeros(B, dtype=torch.bool), blow=zeros(B, dtype=torch.bool), stall=zeros(B, dtype=torch.bool),
                   tblow=torch.full((B,), float("nan"), dtype=dt, device=dev), escaped=zeros(B, dtype=torch.bool),
                   cross_Q=zeros(B, n, 4), cross_u=zeros(B, n), cross_t=zeros(B), cross_h=zeros(B))
 
@@ -185,13 +196,15 @@ def solve_dopri5(rhs: RhsTorch, u0: torch.Tensor, p: torch.Tensor, t0: float, t1
                  lyapunov: bool, twin_separation: float, t_eval: np.ndarray | None = None,
                  max_steps: int = 2_000_000, compact_fraction: float = 0.1, check_every: int = 16,
                  compile: bool = False,
-                 progress: Callable[[int, int], None] | None = None) -> SolveResult:
+                 progress: Callable[[int, int], None] | None = None,
+                 checkpoint: Callable[[], None] | None = None) -> SolveResult:
     """Integrate u' = rhs(u, p) for a batch u0 [B, n], p [B, m] from t0 to t1 (per-row steps).
 
     window_start: accepted points with t >= window_start feed min/max/mean and the Lyapunov sum.
     t_eval: optional common save times in [t0, t1], filled by the method's 4th-order interpolant.
     compile: fuse the trial step (all stages and rhs calls) with torch.compile. On a GPU the eager
         step is launch-bound (hundreds of tiny kernels per step); fused, it is a handful.
+    checkpoint: called once per step (no device sync); raising from it stops the integration.
     """
     attempt = functools.partial(_attempt, rhs)
     if compile:
@@ -221,6 +234,8 @@ def solve_dopri5(rhs: RhsTorch, u0: torch.Tensor, p: torch.Tensor, t0: float, t1
     finished_total = 0
     while s.idx.numel() > 0 and iteration < max_steps:
         iteration += 1
+        if checkpoint is not None:
+            checkpoint()
         active = ~s.done
         s.h = torch.where(active, torch.minimum(s.h, t1 - s.t), torch.zeros_like(s.h))
         # stages for the state and (stacked) the twin: one rhs call per stage for both
@@ -264,11 +279,14 @@ def solve_dopri5(rhs: RhsTorch, u0: torch.Tensor, p: torch.Tensor, t0: float, t1
         s.wlen = s.wlen + seg
         if lyapunov:
             _renormalise(s, accept, x_new[W:], f_new[W:], t_old, f_old, window_start, d0)
-        # blow-up: escape past the bound, non-finite state, or a step size collapsed to nothing
+        # blow-up: escape past the bound, or a stall: the step size collapsed below the floor or is not
+        # finite (written so that NaN counts: NaN < h_min is false), or the rhs at the state is not finite
+        # (every trial step from it is NaN: no smaller step can help)
         escaped = accept & (s.u.abs().amax(1) > blowup_bound)
-        stuck = reject & (s.h * fac < h_min)
+        stuck = reject & (~(s.h * fac >= h_min) | ~torch.isfinite(f_old).all(1))
         newly_blown = (escaped | stuck) & ~s.done
         s.blow = s.blow | newly_blown
+        s.stall = s.stall | (stuck & ~escaped & ~s.done)
         # keep the escaping step's interpolant; the crossing time is located when the row leaves
         esc = escaped & ~s.done
         s.cross_Q = torch.where(esc[:, None, None], torch.einsum("kwn,kj->wnj", K[:, :W], P), s.cross_Q)
@@ -353,4 +371,5 @@ def _result(out: _Lanes, out_ys: torch.Tensor | None, lyapunov: bool) -> SolveRe
         blowup=np_(out.blow), t_blowup=np_(out.tblow), finished=np_(out.done),
         lyapunov_max=np_(lyap) if lyapunov else np.full(B, np.nan),
         flow_log_ratio=np_(flow) if lyapunov else np.full(B, np.nan),
-        n_steps=np_(out.nacc), n_rejected=np_(out.nrej), ys=None if out_ys is None else np_(out_ys))
+        n_steps=np_(out.nacc), n_rejected=np_(out.nrej), ys=None if out_ys is None else np_(out_ys),
+        stalled=np_(out.stall))

@@ -14,11 +14,17 @@ Long tails: each launch advances every working trajectory by at most `chunk_step
 between launches the unfinished rows are compacted into a fresh index list (the kernel reads and
 writes its lanes' state through that list, so compaction moves no state). Lanes of a warp then
 stay busy instead of idling behind one stiff or chaotic trajectory.
+
+Bounded work: an optional `checkpoint()` callback runs after every launch (raising from it stops the
+run: a caller's deadline or cancellation; on a GPU a launch is at most `chunk_steps` trial steps). A
+lane whose step size is not finite or collapses below hmin stops as STATUS_STUCK: a blow-up with
+`stalled` set, as the torch integrator and the scipy reference report it.
 """
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -190,7 +196,7 @@ def prepare(model, params, u0, t_span, *, method: str = "tsit5", dtype: str = "f
             lyapunov: bool = False, twin_separation: float = 1e-7, save_every: int = 0, n_save: int = 0,
             max_steps: int = 1_000_000, chunk_steps: int | None = None, fold: bool = True,
             features: bool = True, inner: int = 8, device: str = "auto", block: int = 128,
-            t_eval=None, section: Section | None = None):
+            t_eval=None, section: Section | None = None, checkpoint: Callable[[], None] | None = None):
     """Validate, generate/load the kernel and allocate device state; returns a `run()` closure.
 
     Split from `solve_ode` so a benchmark can time the integration alone (no host copies).
@@ -274,6 +280,8 @@ def prepare(model, params, u0, t_span, *, method: str = "tsit5", dtype: str = "f
             nw = work.numel()
             mod.step_kernel[grid(nw)](work, nw, scal, *st.step_args(), *int_args, BLOCK=block, DT=tl_dt, INNER=inner)
             st.launches += 1
+            if checkpoint is not None:
+                checkpoint()
             running = (st.status[work] == STATUS_RUNNING) & (st.nacc[work] + st.nrej[work] < max_steps)
             if compact:
                 work = work[running]          # the one host sync per chunk
@@ -347,7 +355,8 @@ def to_result(st: DeviceState) -> OdeKernelResult:
         lyapunov_max=lyap, flow_log_ratio=flow, n_steps=np_(st.nacc).astype(np.int64),
         n_rejected=np_(st.nrej).astype(np.int64), saves=saves, save_t=save_t, launches=st.launches,
         ys=np.ascontiguousarray(np_(st.ys).transpose(2, 0, 1)) if st.spec.interp else None,
-        t_eval=np.ascontiguousarray(np_(st.t_eval).T) if st.spec.interp else None, **sec)
+        t_eval=np.ascontiguousarray(np_(st.t_eval).T) if st.spec.interp else None, stalled=status == STATUS_STUCK,
+        **sec)
 
 
 def solve_ode(model, params, u0, t_span, *, compact: bool = True, **options) -> OdeKernelResult:
@@ -356,6 +365,6 @@ def solve_ode(model, params, u0, t_span, *, compact: bool = True, **options) -> 
     model: a registered model (actors.sweep.models.CompiledModel or anything with state_names,
     param_names and SymPy `equations`). options: see `prepare` (method rk4|tsit5|dopri5|rosenbrock23,
     dtype, rtol/atol or n_steps, window, blowup_bound, lyapunov, save_every/n_save, chunk_steps,
-    device, t_eval, section).
+    device, t_eval, section, checkpoint).
     """
     return to_result(prepare(model, params, u0, t_span, **options)(compact=compact))

@@ -7,6 +7,7 @@ The argument list comes from the buffer table (kernels/ode/buffers.py).
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from kernels.ode.buffers import (
@@ -64,6 +65,12 @@ def _cosh(x):
 def _tan(x):
     return tl.sin(x) / tl.cos(x)
 '''
+
+
+def _literal(v: float) -> str:
+    """A float as kernel source: `float('inf')` where repr would give a bare name (`inf`, `nan`), e.g. a
+    folded product of huge fixed parameters (gamma = 1e308); the lanes then stall as blow-ups."""
+    return repr(v) if math.isfinite(v) else f"float({str(v)!r})"
 
 
 def _load(var: str, other: str, buf: str | None = None) -> str:
@@ -408,7 +415,7 @@ class KernelWriter(StepWriter):
     # ---- assembly ------------------------------------------------------------------------------------
     def const_lines(self) -> list[str]:
         """The named constants (and fixed-step dt * coefficient), defined once at the kernel's top."""
-        lines = [f"    {name} = tl.full([BLOCK], {v!r}, DT)" for v, name in self.consts.items()]
+        lines = [f"    {name} = tl.full([BLOCK], {_literal(v)}, DT)" for v, name in self.consts.items()]
         return lines + [f"    {name} = tl.load(S + {SCALAR_INDEX['dt']}) * {v!r}" for v, name in self.hc.items()]
 
     def header(self) -> list[str]:
@@ -473,6 +480,6 @@ def init_source(spec: KernelSpec) -> str:
          f"tl.exp({-1.0 / (TABLEAUS[spec.solver].error_order + 1)!r} * tl.log(tl.where(big > 0, big, zero + 1.0) / 0.01)))",
          "h = tl.minimum(tl.minimum(100.0 * h0, h1), t1 - t0)",
          "tl.store(H + row, h, mask=inb)")
-    const_lines = [f"    {name} = tl.full([BLOCK], {v!r}, DT)" for v, name in consts.items()]
+    const_lines = [f"    {name} = tl.full([BLOCK], {_literal(v)}, DT)" for v, name in consts.items()]
     return "\n".join(['@triton.jit(do_not_specialize=["NW"])', f"def init_kernel({init_signature()}):"]
                      + const_lines + body.lines) + "\n"
