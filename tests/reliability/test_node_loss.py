@@ -1,0 +1,116 @@
+"""Node loss mid-sweep: a two-node Ray cluster (`ray.cluster_utils.Cluster`: a head with 2 CPUs and a
+second node with 2 CPUs of its own), the sweep's workers on the second node, that node removed
+ungracefully (its raylet and workers killed) while chunks run; the sweep finishes on the head with
+the same table as an uninterrupted run.
+
+The workers are placed on the second node by occupying the head's CPUs while the pool is created (a
+blocker actor pinned to the head), then freeing them: after the loss the restarted workers
+(WorkerConfig.max_restarts) fit on the head and the chunks they held are retried there
+(max_task_retries). GCS health checks are shortened so the dead node is noticed in about 2 s.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    import ray
+    from ray.cluster_utils import Cluster
+
+    assert not ray.is_initialized()
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), saved) if p)   # workers import the repo
+    tmp = tempfile.mkdtemp(prefix="ray_n_", dir="/tmp")
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "num_gpus": 0, "include_dashboard": False, "temp_dir": tmp,
+        "_system_config": {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
+                           "health_check_failure_threshold": 4}})
+    try:
+        second = cluster.add_node(num_cpus=2, num_gpus=0)
+        ray.init(address=cluster.address, namespace="attractor-test", log_to_driver=False)
+        cluster.wait_for_nodes()
+        yield cluster, second
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _nodes_of(prefix: str) -> dict[str, str]:
+    """name -> node id of the live actors whose name starts with `prefix`."""
+    import ray._private.state as state
+
+    return {a["Name"]: a["Address"]["NodeID"] for a in state.actors().values()
+            if a.get("Name", "").startswith(prefix) and a["State"] == "ALIVE"}
+
+
+def test_node_lost_mid_sweep_gives_the_uninterrupted_table(two_nodes, tmp_path):
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from actors.common.config import WorkerConfig
+    from actors.sweep.pool import WORKER_PREFIX, run_sweep, workers
+    from configs import preset
+    from jobs.sweep import load_spec
+
+    cluster, second = two_nodes
+    head_id, second_id = cluster.head_node.node_id, second.node_id
+    spec = load_spec(preset("sweep", "ci_tiny.yaml"), {"chunk_size": 3})    # 12 chunks
+    spec = spec.model_copy(update={"workers": WorkerConfig(num_workers=2, num_gpus=0, num_cpus=1)})
+    assert spec.workers.max_restarts != 0 and spec.workers.max_task_retries != 0
+
+    @ray.remote(num_cpus=2)
+    class Blocker:
+        def ready(self) -> bool:
+            return True
+
+    blocker = Blocker.options(scheduling_strategy=NodeAffinitySchedulingStrategy(head_id, soft=False)).remote()
+    ray.get(blocker.ready.remote())
+    pool = workers(spec.workers)
+    ray.get([w.info.remote() for w in pool])
+    ray.kill(blocker)
+    placed = _nodes_of(WORKER_PREFIX)
+    assert len(placed) == 2 and set(placed.values()) == {second_id}, placed
+
+    reference = run_sweep(spec, tmp_path / "ref", progress=False)
+    assert reference.chunks_computed == 12
+
+    chunks = tmp_path / "lost" / "chunks"
+    seen: dict = {}
+
+    def remove_when_running() -> None:
+        deadline = time.time() + 180
+        while time.time() < deadline and len(list(chunks.glob("*.parquet"))) < 2:
+            time.sleep(0.01)
+        seen["done_before_loss"] = len(list(chunks.glob("*.parquet")))
+        cluster.remove_node(second, allow_graceful=False)
+        seen["removed"] = time.time()
+
+    remover = threading.Thread(target=remove_when_running, daemon=True)
+    remover.start()
+    t0 = time.time()
+    summary = run_sweep(spec, tmp_path / "lost", progress=False)
+    remover.join(timeout=60)
+    print(f"\n[node loss] {seen['done_before_loss']}/12 chunks stored when the node went; sweep done "
+          f"{time.time() - seen['removed']:.1f} s after the loss ({time.time() - t0:.1f} s in all)")
+    assert 2 <= seen["done_before_loss"] < 12, seen        # the node went mid-sweep
+    assert summary.chunks_computed == 12
+    assert set(_nodes_of(WORKER_PREFIX).values()) == {head_id}   # the workers came back on the head
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ref" / "trajectories.parquet"),
+                                  pd.read_parquet(tmp_path / "lost" / "trajectories.parquet"))
