@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--instances", type=int, default=16)
+    ap.add_argument("--slack", type=float, default=1.15, help="capacity per engine = ceil(slack N / K)")
+    ap.add_argument("--budget-level", type=float, default=0.5, help="0: cheapest feasible spend .. 1: unconstrained")
     ap.add_argument("--steps", default="400,800,1600,3200")
     ap.add_argument("--replicas", type=int, default=16)
     ap.add_argument("--ladders", type=int, default=8)
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     insts, opts, milp_s = [], [], []
     for s in range(args.instances):
-        inst = random_assignment(args.n, args.k, s)
+        inst = random_assignment(args.n, args.k, s, slack=args.slack, budget_level=args.budget_level)
         t = time.perf_counter()
         opt, _ = assignment_milp(inst)
         milp_s.append(time.perf_counter() - t)
@@ -88,7 +90,8 @@ def main(argv: list[str] | None = None) -> None:
            "command": "python -m jobs.bench.router_ladder " + " ".join(argv or [])}
     table = md_table(["device", "steps", "evals", "PT mean gap", "PT max", "PT <=1%", "SA mean gap", "SA max", "SA <=1%",
                       "PT better / worse", "PT s", "SA s"], rows)
-    head = (f"Batch assignment N={args.n}, K={args.k}, {args.instances} instances; PT {args.ladders} ladders x "
+    head = (f"Batch assignment N={args.n}, K={args.k}, {args.instances} instances (slack {args.slack}, budget level "
+            f"{args.budget_level}); PT {args.ladders} ladders x "
             f"{args.replicas} replicas, T {args.t_min}..{args.t_max}; SA the same number of chains; MILP mean "
             f"{np.mean(milp_s):.3f} s per instance.\n\n")
     atomic_write_text(out / "router_ladder.md", head + table + "\n\n" + json.dumps(env) + "\n")
