@@ -118,7 +118,8 @@ def test_double_well_pt_mixes_and_single_cold_chain_does_not():
 
 
 def test_gelman_rubin_below_101_over_four_seeds():
-    chains = np.concatenate([_double_well(8, 3.0, seed=s, n_ladders=2).samples[:, :, 0, 0].T for s in range(4)])
+    chains = np.concatenate([_double_well(8, 3.0, seed=s, n_ladders=2, n_sweeps=8000).samples[:, :, 0, 0].T
+                             for s in range(4)])
     assert chains.shape[0] == 8
     assert gelman_rubin(chains) < 1.01
 
