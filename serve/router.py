@@ -43,7 +43,7 @@ from pydantic import BaseModel, Field
 from ray import serve
 
 from actors.common.config import Strict
-from actors.common.embeddings import DIM, EmbeddingCache, embed
+from actors.common.embeddings import DIM, EmbeddingCache, embed, model
 from actors.common.errors import InputError, NotFound, TooLarge, UnknownName
 from actors.router.boltzmann import sample
 from actors.router.config import RouteEvalSpec
@@ -51,7 +51,7 @@ from actors.router.data import load_routes
 from actors.router.evaluate import fit_all, prepare
 from actors.router.features import prompt_embeddings, token_estimate
 from actors.router.router import Router, load_router
-from serve.common import ServeArgs, builder, new_app
+from serve.common import AppIngress, ServeArgs, builder, new_app
 
 
 class RouterServeArgs(ServeArgs):
@@ -227,14 +227,15 @@ def make_fastapi(args: RouterServeArgs | dict | None = None, router: Router | No
 
 @serve.deployment(name="RouterServe")
 @serve.ingress()
-class RouterIngress:
-    """Serve replica: holds the validated args; the router and the app are built on the replica."""
+class RouterIngress(AppIngress):
+    """Serve replica: validates the args, loads the encoder once, builds the app (router loaded or fitted)."""
 
-    def __init__(self, args: dict | None = None):
-        self.args = RouterServeArgs.model_validate(args or {})
+    args_cls = RouterServeArgs
+    make_fastapi = staticmethod(make_fastapi)
 
-    def __serve_build_asgi_app__(self) -> FastAPI:
-        return make_fastapi(self.args)
+    def warm_up(self) -> None:
+        """Load the sentence encoder before the first request (a prompt's first decision is not slower)."""
+        model("cpu", field="prompt")
 
 
 build_app = builder(RouterIngress, RouterServeArgs)

@@ -136,13 +136,18 @@ def over_uvicorn(router, k: int, calls: int, warmup: int) -> dict:
 
 
 def over_serve(model_dir: Path, k: int, calls: int, warmup: int) -> dict:
+    import shutil
+    import tempfile
+
     import ray
     from ray import serve
 
     from serve.router import build_app
 
     port = _free_port()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="router-bench")
+    tmp = tempfile.mkdtemp(prefix="ray_rb_", dir="/tmp")   # a private local cluster, never another user's
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="router-bench",
+             _temp_dir=tmp, runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}})
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_app({"model": str(model_dir), "max_pending": 1_000_000}), name="router", route_prefix="/")
@@ -150,6 +155,7 @@ def over_serve(model_dir: Path, k: int, calls: int, warmup: int) -> dict:
     finally:
         serve.shutdown()
         ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
