@@ -157,3 +157,25 @@ def test_input_error_raised_in_a_ray_task_reaches_the_caller_with_its_field(ray_
     with pytest.raises(TooLarge) as info:
         ray.get(bad.remote())
     assert info.value.field == "batch" and info.value.allowed == "<= 10" and info.value.status_code == 413
+
+
+def test_a_cross_field_check_names_its_own_field():
+    from pydantic import model_validator
+
+    class _Range(Strict):
+        lo: float = 0.0
+        hi: float = 1.0
+
+        @model_validator(mode="after")
+        def _ordered(self):
+            if self.hi < self.lo:
+                raise InputError("hi", f"must be >= lo = {self.lo}, got {self.hi}", ">= lo")
+            return self
+
+    class _Outer(Strict):
+        span: _Range = Field(default_factory=_Range)
+
+    with pytest.raises(InputError) as info:
+        validated(_Outer, {"span": {"lo": 2.0, "hi": 1.0}}, prefix="spec.")
+    assert (info.value.field, info.value.allowed) == ("spec.span.hi", ">= lo")
+    assert str(info.value) == "spec.span.hi: must be >= lo = 2.0, got 1.0 (allowed: >= lo)"

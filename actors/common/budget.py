@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 from actors.common.errors import InputError
 
-__all__ = ["Budget", "BudgetExceeded", "Cancelled", "checkpoint", "current", "scope"]
+__all__ = ["Budget", "BudgetExceeded", "Cancelled", "TaskBudget", "checkpoint", "current", "scope", "task_budget",
+           "task_scope"]
 
 
 class BudgetExceeded(InputError):
@@ -87,3 +88,22 @@ def scope(budget: Budget | None) -> Iterator[Budget | None]:
         yield budget
     finally:
         _CURRENT.reset(token)
+
+
+# ---- across Ray: a context variable does not reach a worker process, so a task is sent what is left
+TaskBudget = tuple[float, str]   # (seconds left, the setting that bounds them)
+
+
+def task_budget() -> TaskBudget | None:
+    """What to send with a Ray task: (seconds left, setting) of the caller's budget, or None when
+    unbounded; raises BudgetExceeded (or Cancelled) when nothing is left."""
+    checkpoint()
+    budget = current()
+    if budget is None or budget.seconds is None:
+        return None
+    return max(budget.remaining() or 0.0, 0.0), budget.setting
+
+
+def task_scope(budget: TaskBudget | None):
+    """Inside the actor or task: run under the budget the caller sent (None: unbounded)."""
+    return scope(None if budget is None else Budget(budget[0], setting=budget[1]))

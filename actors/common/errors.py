@@ -69,10 +69,18 @@ class UnknownName(InputError):
 
 
 def from_validation(exc: ValidationError, prefix: str = "") -> InputError:
-    """The first pydantic error as an InputError naming the dotted field and its allowed range."""
+    """The first pydantic error as an InputError naming the dotted field and its allowed range.
+
+    A model validator that checks several fields should raise `InputError(field, ...)` (a ValueError):
+    its field, under the model's own path, is the one named.
+    """
     err = exc.errors()[0]
-    field = ".".join(str(p) for p in err.get("loc", ())) or exc.title  # model-level check: the model
+    loc = ".".join(str(p) for p in err.get("loc", ()))
     ctx = err.get("ctx") or {}
+    inner = ctx.get("error")
+    if isinstance(inner, InputError):   # a cross-field check that raised InputError names its own field
+        return type(inner)(prefix + ".".join(p for p in (loc, inner.field) if p), inner.message, inner.allowed)
+    field = loc or exc.title  # a model-level check that raised a plain ValueError: the model
     bounds = [f"{_BOUNDS[key]} {ctx[key]}" for key in ("gt", "ge", "lt", "le") if key in ctx]
     allowed = " and ".join(bounds) or (str(ctx["expected"]) if "expected" in ctx else None)
     return InputError(prefix + field, err.get("msg", "invalid value"), allowed)

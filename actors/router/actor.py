@@ -12,14 +12,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from actors.common.budget import Budget, scope
+from actors.common.budget import TaskBudget, task_scope
 from actors.common.worker import BaseWorker
 from actors.router.ladder import LadderConfig, solve_assignment
 from actors.router.problems import AssignmentInstance
 
-__all__ = ["ReplicaLadder", "TaskBudget"]
-
-TaskBudget = tuple[float, str]   # (seconds left, the setting that bounds them)
+__all__ = ["ReplicaLadder"]
 
 
 class ReplicaLadder(BaseWorker):
@@ -44,7 +42,7 @@ class ReplicaLadder(BaseWorker):
         """Best feasible assignment of `inst` by parallel tempering with `seed` (AssignmentResult.to_dict())."""
         t0 = time.perf_counter()
         cfg = self.config_for(config_json).model_copy(update={"seed": seed})
-        with scope(None if budget is None else Budget(budget[0], setting=budget[1])):
+        with task_scope(budget):
             res = solve_assignment(inst, cfg)
         self._tasks.inc()
         self._evals.inc(res.energy_evals)

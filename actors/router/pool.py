@@ -20,13 +20,13 @@ import numpy as np
 import ray
 from ray.actor import ActorHandle
 
-from actors.common.budget import checkpoint, current
+from actors.common.budget import checkpoint, task_budget
 from actors.common.config import WorkerConfig
 from actors.common.errors import InputError
 from actors.common.scheduler import run_tasks
 from actors.common.storage import atomic_write_json, claim_out_dir, json_store
 from actors.common.worker import named_actors
-from actors.router.actor import ReplicaLadder, TaskBudget
+from actors.router.actor import ReplicaLadder
 from actors.router.ladder import LadderPoolSpec
 from actors.router.problems import AssignmentInstance
 
@@ -49,13 +49,6 @@ def _fingerprint(instances: Sequence[AssignmentInstance], seeds: Sequence[int]) 
     h.update(json.dumps(list(seeds)).encode())
     return h.hexdigest()
 
-
-def _task_budget() -> TaskBudget | None:
-    checkpoint()
-    budget = current()
-    if budget is None or budget.seconds is None:
-        return None
-    return max(budget.remaining() or 0.0, 0.0), budget.setting
 
 
 def run_assignments(instances: Sequence[AssignmentInstance], spec: LadderPoolSpec, out_dir: str | Path | None = None,
@@ -89,7 +82,7 @@ def run_assignments(instances: Sequence[AssignmentInstance], spec: LadderPoolSpe
 
     def submit(worker: ActorHandle, _: int, task: tuple[AssignmentInstance, int]) -> ray.ObjectRef:
         inst, seed = task
-        return worker.solve_assignment.remote(inst, config_json, seed, budget=_task_budget())
+        return worker.solve_assignment.remote(inst, config_json, seed, budget=task_budget())
 
     def on_result(i: int, r: dict, w: int) -> None:
         if progress:

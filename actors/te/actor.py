@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from actors.common.budget import Budget, scope
+from actors.common.budget import TaskBudget, task_scope
 from actors.common.config import validated
 from actors.common.worker import BaseWorker
 from actors.te.batched import network_backend, pairs_te_arrays, pairs_te_batched, resolve_backend
@@ -26,14 +26,7 @@ from actors.te.config import NetworkConfig, TEParams
 from actors.te.engine import transfer_entropy
 from actors.te.network import PairResult, pair_params, pair_te
 
-__all__ = ["TEEstimator", "TaskBudget", "task_scope"]
-
-TaskBudget = tuple[float, str]   # (seconds left, the setting that bounds them), as actors.te.pool sends it
-
-
-def task_scope(budget: TaskBudget | None):
-    """The budget scope a task runs under: the caller's remaining seconds, or none (unbounded)."""
-    return scope(None if budget is None else Budget(budget[0], setting=budget[1]))
+__all__ = ["TEEstimator"]
 
 
 class TEEstimator(BaseWorker):

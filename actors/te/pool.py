@@ -34,12 +34,12 @@ import numpy as np
 import ray
 from ray.actor import ActorHandle
 
-from actors.common.budget import checkpoint, current
+from actors.common.budget import TaskBudget, checkpoint, task_budget, task_scope
 from actors.common.config import WorkerConfig
 from actors.common.scheduler import run_tasks
 from actors.common.storage import FileStore, claim_out_dir, json_store
 from actors.common.worker import named_actors
-from actors.te.actor import TaskBudget, TEEstimator, task_scope
+from actors.te.actor import TEEstimator
 from actors.te.batched import pair_results
 from actors.te.config import NetworkConfig, TENetworkSpec
 from actors.te.multivariate import TargetResult, assemble_multivariate, multivariate_config, select_sources
@@ -74,16 +74,6 @@ def _from_json(d: dict) -> PairResult:
     return PairResult(source=d["source"], target=d["target"], te=d["te"], lag=d["lag"], p_raw=d["p_raw"],
                       surrogates=np.asarray(d["surrogates"], dtype=np.float64),
                       te_by_lag={int(k): v for k, v in d["te_by_lag"].items()}, n_obs=d["n_obs"])
-
-
-def task_budget() -> TaskBudget | None:
-    """(seconds left, setting) of the caller's budget for a task, or None when unbounded; raises
-    BudgetExceeded (or Cancelled) when nothing is left."""
-    checkpoint()
-    budget = current()
-    if budget is None or budget.seconds is None:
-        return None
-    return max(budget.remaining() or 0.0, 0.0), budget.setting
 
 
 def _as_pair_results(result: list[PairResult] | dict, lags: list[int]) -> list[PairResult]:
