@@ -39,7 +39,7 @@ from actors.sweep.config import Backend, SolverConfig, make_solver
 from actors.sweep.engine import simulate
 from actors.sweep.models import CompiledModel, compile_model, get_model, model_names
 from actors.sweep.modelspec import CONSTANTS, FUNCTIONS, ModelRef, ModelSpec, check_expression
-from serve.common import ServeArgs, builder, new_app
+from serve.common import AppIngress, ServeArgs, builder, new_app
 
 
 class SweepServeArgs(ServeArgs):
@@ -242,15 +242,14 @@ def make_fastapi(args: SweepServeArgs | dict | None = None) -> FastAPI:
 
 @serve.deployment(name="SweepServe")
 @serve.ingress()
-class SweepIngress:
+class SweepIngress(AppIngress):
     """Serve replica: holds the validated args; the FastAPI app is built on the replica."""
 
-    def __init__(self, args: dict | None = None):
-        self.args = SweepServeArgs.model_validate(args or {})
-        get_model("gaslit_af")  # compile the default model once, before the first request
+    args_cls = SweepServeArgs
+    make_fastapi = staticmethod(make_fastapi)
 
-    def __serve_build_asgi_app__(self) -> FastAPI:
-        return make_fastapi(self.args)
+    def warm_up(self) -> None:
+        get_model("gaslit_af")  # compile the default model once, before the first request
 
 
 build_app = builder(SweepIngress, SweepServeArgs)
