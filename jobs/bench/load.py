@@ -4,15 +4,17 @@ representative request per app, with /healthz probed alongside.
     python -m jobs.bench.load                                   # all three apps, 16 clients, 15 s each
     python -m jobs.bench.load --apps te --clients 16 --duration 10
     python -m jobs.bench.load --tree /path/to/other/checkout    # the same client against another tree's apps
+                                                                #   (run from this checkout; it moves into the tree)
     python -m jobs.bench.load --url http://127.0.0.1:8000 --apps te   # a server that is already running
 
 Without --url it starts a private Ray (2 CPUs, its own temp dir, no dashboard) and Serve on a free
 127.0.0.1 port, deploys each app alone with `serve.<app>.build_app(args)` (the app's defaults; the
 validation app gets a temp signature / model directory and a two-case library) and shuts both down
 after. `--tree DIR` imports the apps from DIR instead of this checkout (it goes first on sys.path and
-on the PYTHONPATH the Ray workers inherit), so two versions of the apps meet the same client and the
-same requests; the output names the file each app was imported from, by the driver and by a Ray
-worker, and the tree's git commit.
+on the PYTHONPATH the Ray workers inherit, and the benchmark runs from DIR, since Ray also puts the
+driver's working directory on its workers' path), so two versions of the apps meet the same client and
+the same requests; each app's module file, as the driver and as a Ray worker import it, must lie in
+the tree (else the run stops), and the output names those files and the tree's git commit.
 
 Per app: one untimed warm-up request (compilation, the validation library), then the median of 5
 requests sent one at a time, then the load: `--clients` threads, each with its own HTTP connection,
@@ -81,12 +83,14 @@ def requests_for(app: str) -> tuple[str, dict]:
     raise ValueError(app)
 
 
-def app_args(app: str, tmp: Path) -> dict:
-    """The app's defaults, except where a benchmark must not write into the checkout."""
+def app_args(app: str, tmp: Path, extra: dict | None = None) -> dict:
+    """The app's defaults, except where a benchmark must not write into the checkout, plus `extra`
+    (--arg KEY=VALUE: e.g. max_concurrent=5)."""
+    args = dict(extra or {})
     if app == "validation":
-        return {"signature_dir": str(tmp / "signatures"), "model_dir": str(tmp / "models"),
-                "seed_cases": ["label_noise", "clean"], "seed_severities": ["high"]}
-    return {}
+        args.update({"signature_dir": str(tmp / "signatures"), "model_dir": str(tmp / "models"),
+                     "seed_cases": ["label_noise", "clean"], "seed_severities": ["high"]})
+    return args
 
 
 # ---- the client -------------------------------------------------------------------------------------
@@ -271,15 +275,19 @@ def bench_app(url: str, app: str, clients: int, duration: float) -> LoadResult:
     return res
 
 
-def deploy_and_bench(app: str, tree: Path, clients: int, duration: float, tmp: Path) -> tuple[LoadResult, dict]:
+def deploy_and_bench(app: str, tree: Path, clients: int, duration: float, tmp: Path,
+                     extra: dict | None = None) -> tuple[LoadResult, dict]:
     """Deploy serve.<app> (imported from `tree`) alone on a private Serve, benchmark it, tear down."""
     from ray import serve
 
     with local_serve(tree) as url:
         module = importlib.import_module(f"serve.{app}")
-        serve.run(module.build_app(app_args(app, tmp / app)), name=app, route_prefix="/")
+        serve.run(module.build_app(app_args(app, tmp / app, extra)), name=app, route_prefix="/")
         health = _wait_healthy(url)
         info = {"imported_from": _where_imported(app), "healthz": health}
+        for where, file in info["imported_from"].items():   # the apps measured are the tree's
+            if not Path(file).resolve().is_relative_to(tree):
+                raise RuntimeError(f"serve.{app} was imported from {file} by the {where}, not from {tree}")
         return bench_app(url, app, clients, duration), info
 
 
@@ -331,8 +339,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=15.0, help="seconds of load per app")
     ap.add_argument("--tree", type=Path, default=None, help="import serve.<app> from this checkout")
     ap.add_argument("--url", default=None, help="benchmark a running server (one app) instead of deploying")
+    ap.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE",
+                    help="an app argument (JSON value, else a string), e.g. max_concurrent=5; repeatable")
     ap.add_argument("--out", type=Path, default=None, help="write DIR/load.json")
     args = ap.parse_args(argv)
+    extra = {}
+    for item in args.arg:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            ap.error(f"--arg {item!r}: expected KEY=VALUE")
+        try:
+            extra[key] = json.loads(value)
+        except ValueError:
+            extra[key] = value
     apps = [a for a in args.apps.split(",") if a]
     if unknown := set(apps) - set(APPS):
         ap.error(f"unknown apps {sorted(unknown)}; choose from {', '.join(APPS)}")
@@ -343,16 +362,20 @@ def main(argv: list[str] | None = None) -> int:
         if "serve" in sys.modules:
             ap.error("serve is already imported: run --tree in a fresh process")
         sys.path.insert(0, str(tree))
+        # Ray puts the driver's working directory on its workers' sys.path ahead of PYTHONPATH: work
+        # from the tree, so the replicas import its serve/ too (checked after each deploy)
+        os.chdir(tree)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env = environment(tree)
     env["loadavg_start"] = os.getloadavg()
+    env["app_args"] = extra
     rows, infos = [], {}
     with tempfile.TemporaryDirectory(prefix="load_bench_") as tmp:
         for app in apps:
             if args.url:
                 res, info = bench_app(args.url, app, args.clients, args.duration), {"url": args.url}
             else:
-                res, info = deploy_and_bench(app, tree, args.clients, args.duration, Path(tmp))
+                res, info = deploy_and_bench(app, tree, args.clients, args.duration, Path(tmp), extra)
             rows.append(res.summary())
             infos[app] = info
             print(f"[load] {app}: {json.dumps(rows[-1])}", flush=True)
