@@ -57,13 +57,17 @@ def _prepared(data: RouteData, spec: RouteEvalSpec) -> Prepared:
     return prepare(data, prompt_embeddings(prompts, spec.embedding), token_estimate(prompts))
 
 
-def _ray_folds(prep: Prepared, spec: RouteEvalSpec):
+def _ray_folds(spec: RouteEvalSpec):
     """The folds as Ray tasks (one CPU each by default), the prepared arrays shared through the object store."""
     import ray
 
-    ref = ray.put(prep)
     task = ray.remote(num_cpus=spec.workers.num_cpus, max_retries=spec.workers.max_task_retries)(run_fold)
-    return lambda folds: ray.get([task.remote(ref, k, spec) for k in folds])
+
+    def run(prep: Prepared, folds: list[int]) -> list:
+        ref = ray.put(prep)
+        return ray.get([task.remote(ref, k, spec) for k in folds])
+
+    return run
 
 
 def run(spec: RouteEvalSpec, data: RouteData, train: RouteData | None, out_dir: str | Path, *,
@@ -76,7 +80,7 @@ def run(spec: RouteEvalSpec, data: RouteData, train: RouteData | None, out_dir: 
                             "train": _fingerprint(list(train.files)) if train else None}, "route evaluation")
     prep = _prepared(data, spec)
     if train is None:
-        map_folds = _ray_folds(prep, spec) if use_ray else None
+        map_folds = _ray_folds(spec) if use_ray else None
         scores, results = cross_validate(prep, spec, map_folds)
         fit_on = prep
         protocol = "cross-validation: " + ", ".join(f"{b} by {k}" for b, k in prep.fold_kind.items())

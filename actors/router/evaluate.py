@@ -221,13 +221,15 @@ def run_fold(prep: Prepared, fold: int, spec: RouteEvalSpec) -> FoldResult:
 
 
 def cross_validate(prep: Prepared, spec: RouteEvalSpec,
-                   map_folds: Callable[[list[int]], list[FoldResult]] | None = None) -> tuple[pd.DataFrame, list]:
+                   map_folds: Callable[[Prepared, list[int]], list[FoldResult]] | None = None
+                   ) -> tuple[pd.DataFrame, list]:
     """Out-of-fold scores of every route (one column per method) and the fold results. `map_folds`
-    runs the folds (default: in this process, in order; the job may pass one that uses Ray tasks)."""
+    (prep with its folds assigned, fold ids) runs `run_fold` for each (default: in this process, in
+    order; the job passes one that runs them as Ray tasks)."""
     if prep.folds is None:
         prep.folds, prep.fold_kind = assign_folds(prep.routes, spec.eval.n_folds, spec.eval.seed)
     folds = list(range(spec.eval.n_folds))
-    results = map_folds(folds) if map_folds is not None else [run_fold(prep, k, spec) for k in folds]
+    results = map_folds(prep, folds) if map_folds is not None else [run_fold(prep, k, spec) for k in folds]
     return _scores_frame(prep, results), results
 
 
