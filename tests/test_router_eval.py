@@ -327,3 +327,17 @@ def test_folds_as_ray_tasks_equal_the_in_process_run(ray_cluster, small_run, tmp
     b = pd.read_parquet(tmp_path / "ray" / "scores.parquet")
     pd.testing.assert_frame_equal(a, b)
     assert os.path.getsize(tmp_path / "ray" / "curve.png") > 10_000
+
+
+def test_public_api_resolves_without_ray():
+    """actors.router's __all__ (both helpers' engine names) all resolve; importing them loads no Ray."""
+    import subprocess
+    import sys
+
+    code = ("import sys, actors.router as r\n"
+            "missing = [n for n in r.__all__ if getattr(r, n, None) is None]\n"
+            "print(missing, any(m == 'ray' or m.startswith('ray.') for m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[] False"
