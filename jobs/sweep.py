@@ -41,12 +41,15 @@ def checked_spec(path: str | Path, overrides: dict | None = None, model_files: l
     Why here: the workers would find a bad name only after Ray has started (tens of seconds) and
     report it from inside a task; the job checks before, and exits 2 with the field at once.
     """
-    from actors.sweep.engine import check_sweep
-    from actors.sweep.models import register_model_file
+    from actors.sweep.models import register_model_file, resolve_model
 
     for f in model_files or []:
         register_model_file(f)
     spec = load_spec(path, overrides)
+    resolve_model(spec.model)        # the model first: no torch import is needed to refuse a bad name
+
+    from actors.sweep.engine import check_sweep
+
     check_sweep(spec)
     return spec
 
