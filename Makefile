@@ -38,7 +38,7 @@ demo: $(STAMP)
 
 # the CPU suite, then the bench-marked baseline tests in the bench venv (deselected in the first run)
 test: $(STAMP) $(BENCH_STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=25 tests
 	$(BENCH_VENV)/bin/python -m pytest -q -m bench tests/test_validation_bench.py
 
 # the inner loop: everything but the slow end-to-end tests (Ray clusters, jobs, Serve, Tune)
