@@ -49,6 +49,9 @@ def _save(fig: Any, path: Path, dpi: int = 110) -> Path:
 
 
 def _grid(table: pd.DataFrame, x: str, y: str, value: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if x == y:   # a one-axis sweep: one strip over x (pivoting a column against itself fails)
+        strip = table.groupby(x, sort=True)[value].first()
+        return strip.index.to_numpy(), np.array([0.0]), strip.to_numpy(dtype=float)[None, :]
     pivot = table.pivot_table(index=y, columns=x, values=value, aggfunc="first")
     return pivot.columns.to_numpy(), pivot.index.to_numpy(), pivot.to_numpy()
 
@@ -96,7 +99,7 @@ def sweep_regime_map(spec: SweepSpec, out_dir: Path) -> Path:
                           ).to_pandas()
     table["attractor"] = table["attractor"].astype(str)
     return regime_map(table, xc, yc, Path(out_dir) / "regime_map.png", title=f"{model_label(spec.model)}: {spec.name}",
-                      xlabel=x, ylabel=f"{y}(0)" if yc.endswith("_0") else y)
+                      xlabel=x, ylabel="" if x == y else f"{y}(0)" if yc.endswith("_0") else y)
 
 
 def plot_branches(ax: Any, branches: Sequence[Branch], state: str, *, label_points: bool = True) -> None:
