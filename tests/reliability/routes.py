@@ -237,19 +237,65 @@ def answer(r) -> Any:
     return r.json()
 
 
+# ---- findings not fixed yet ---------------------------------------------------------------------------
+def _columns(table: Any) -> set[str] | None:
+    """The column names of a request table given as records or CSV (None: neither, or malformed)."""
+    if not isinstance(table, dict):
+        return None
+    if isinstance(table.get("records"), list) and all(isinstance(r, dict) for r in table["records"]):
+        return {k for r in table["records"] for k in r}
+    if isinstance(table.get("csv"), str):
+        return set(table["csv"].split("\n", 1)[0].split(","))
+    return None
+
+
+def _table_has_columns_the_reference_lacks(body: Any) -> bool:
+    if not isinstance(body, dict):
+        return False
+    table, ref = _columns(body.get("table")), _columns(body.get("reference"))
+    return table is not None and ref is not None and bool(table - ref)
+
+
+@dataclass(frozen=True)
+class Known:
+    """A 5xx the suite found that is not fixed yet: counted as `known` by the fuzz (not a failure) while
+    test_fuzz.py::test_known_finding (strict xfail) still reproduces it - once fixed, that test passes,
+    strict xfail turns it red, and the entry is removed here."""
+
+    route: tuple[str, str, str]
+    reason: str
+    matches: Callable[[Any], bool]     # on the request's JSON body
+    reproducer: dict
+
+
+KNOWN = [
+    Known(("validation", "POST", "/validation/diversity"),
+          "a `table` column the `reference` lacks: KeyError in actors/validation/diversity.py analyze -> 500",
+          _table_has_columns_the_reference_lacks,
+          {"table": {"records": [{**r, "extra": 1.0} for r in SYNTH]}, "reference": {"records": REAL}}),
+]
+
+
+def known_finding(route: tuple[str, str, str], body: Any) -> Known | None:
+    return next((k for k in KNOWN if k.route == route and k.matches(body)), None)
+
+
 # ---- the contract every answer keeps ---------------------------------------------------------------
 def _no_constants(name: str):
     raise ValueError(f"non-finite literal {name} in a response")
 
 
-def check_contract(request: str, r) -> str:
+def check_contract(request: str, r, known: Known | None = None) -> str:
     """Assert that an answer keeps the contract; returns the status label counted.
 
     2xx or 4xx, never 5xx - except 504 naming `request_timeout_s` (bounded work: the compute ran past
     the app's budget); on 4xx the one error body {"detail": {field, message, allowed}}; on 2xx JSON
     without NaN / Infinity literals (an NDJSON stream: each event, an error event in the same shape);
-    never a traceback or a server path. `request` describes what was sent (for the failure message)."""
+    never a traceback or a server path. `request` describes what was sent (for the failure message); a
+    5xx of a `known` finding is counted as such instead of failing."""
     where = f"{request}\n-> {r.status_code} {r.text[:600]}"
+    if known is not None and r.status_code >= 500:
+        return f"known {r.status_code}"
     assert "Traceback" not in r.text, where
     for hint in ROOT_HINTS:
         assert hint not in r.text, f"server path {hint!r} in the answer: {where}"
