@@ -7,7 +7,8 @@ diagrams and continuation of equilibria.
     summary = run_sweep(spec, "runs/x")
 
 Engine modules (no Ray): config (SweepSpec; the solver block, one class per backend), models (models
-as data, configs/models/*.yaml), engine (simulate, grids), regime (the label rule), scipy_backend,
+as data: presets in configs/models/*.yaml, registered, inline or from a file; the safe expression
+parser is in modelspec), engine (simulate, grids), regime (the label rule), scipy_backend,
 jacobian, lyapunov (QR spectra), spectra (a sweep's `analysis.spectrum`), continuation (equilibrium
 branches and their bifurcations), bifurcation (diagrams), plots (every figure). Ray wrappers, imported
 by their module path: actor.SweepWorker (a BaseWorker) and pool (run_sweep with resume, run_spectra,
@@ -23,8 +24,9 @@ _EXPORTS = {
     "actors.sweep.config": ("AnalysisConfig", "AutoSolver", "Axis", "PoincareConfig", "SaveConfig", "ScipySolver",
                             "SolverConfig", "SpectrumAnalysis", "SweepSpec", "TorchSolver", "TritonSolver",
                             "make_solver"),
-    "actors.sweep.models": ("CompiledModel", "ModelSpec", "get_model", "model_names", "register_model"),
-    "actors.sweep.engine": ("SimulationResult", "grid_points", "resolve_backend", "simulate"),
+    "actors.sweep.models": ("CompiledModel", "ModelSpec", "compile_model", "get_model", "load_model_file",
+                            "model_names", "register_model", "register_model_file", "resolve_model", "ship_model"),
+    "actors.sweep.engine": ("SimulationResult", "check_sweep", "grid_points", "resolve_backend", "simulate"),
     "actors.sweep.lyapunov": ("SpectrumSettings", "lyapunov_spectrum"),
     "actors.sweep.continuation": ("Branch", "ContinuationSpec", "continue_equilibria", "write_continuation"),
     "actors.sweep.bifurcation": ("BifurcationSpec", "diagram_points", "write_diagram"),
