@@ -48,9 +48,10 @@ def loader(kind: str, path: Path) -> tuple[type[BaseModel], Callable[[Path], Bas
     if kind == "validation":
         return (CascadeConfig, _job(CascadeConfig)) if path.name.startswith("cascade") else \
             (ValidationSpec, _job(ValidationSpec))
+    from actors.router.config import RouteEvalSpec
     from tune.fit_ode import FitSpec
 
-    return {"sweep": (SweepSpec, _job(SweepSpec)), "te": (TENetworkSpec, _job(TENetworkSpec)),
+    return {"router": (RouteEvalSpec, _job(RouteEvalSpec)),"sweep": (SweepSpec, _job(SweepSpec)), "te": (TENetworkSpec, _job(TENetworkSpec)),
             "continuation": (ContinuationSpec, _job(ContinuationSpec)),
             "bifurcation": (BifurcationSpec, _job(BifurcationSpec)), "fit": (FitSpec, _fit),
             "models": (ModelSpec, _model)}[kind]
