@@ -414,3 +414,17 @@ def test_cascade_stream_ends_with_an_error_event_at_the_budget(pair, monkeypatch
     events = [json.loads(line) for line in r.text.splitlines()]
     assert r.status_code == 200 and [e["status"] for e in events] == ["started", "error"]
     assert events[-1]["status_code"] == 504 and events[-1]["detail"]["field"] == "request_timeout_s"
+
+
+def test_diversity_table_column_missing_from_the_reference_is_422_naming_it():
+    """Found by the route fuzz (tests/reliability): a `table` column the `reference` lacks was a
+    KeyError inside diversity.analyze, answered 500."""
+    from actors.common.errors import InputError
+    from actors.validation.diversity import analyze
+
+    rng = np.random.default_rng(3)
+    ref = pd.DataFrame({"a": rng.normal(size=40), "b": rng.normal(size=40)})
+    table = ref.assign(extra=1.0)
+    with pytest.raises(InputError) as info:
+        analyze(table, ref)
+    assert info.value.field == "table" and "['extra']" in info.value.message and info.value.allowed == "a, b"

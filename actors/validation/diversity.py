@@ -45,6 +45,8 @@ def analyze(table: pd.DataFrame, reference: pd.DataFrame | None = None, *, max_r
     sentence embeddings instead (actors/validation/text.py) under out["text"][column]."""
     ref = reference if reference is not None else table
     check_tables(ref, table)
+    if extra := [c for c in table.columns if c not in ref.columns]:
+        raise InputError("table", f"columns {extra} are not in the reference", ", ".join(map(str, ref.columns)))
     from actors.validation.text import is_text, text_diversity
 
     if text_columns is None:

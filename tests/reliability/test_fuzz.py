@@ -27,7 +27,6 @@ from hypothesis import HealthCheck, given, settings
 
 from .routes import (
     APP_MODULES,
-    KNOWN,
     NO_BODY,
     VALID,
     Request,
@@ -117,12 +116,3 @@ def test_unknown_routes_and_methods_use_the_error_body(app_name, app_clients):
         wrong = "DELETE" if m != "DELETE" else "PATCH"
         r = client.request(wrong, p.replace("{net_id}", "abc"))
         assert r.status_code == 405 and set(r.json()["detail"]) == {"field", "message", "allowed"}, (p, r.text)
-
-
-@pytest.mark.xfail(strict=True, reason="a finding not fixed yet (routes.KNOWN): fixed -> remove its entry")
-@pytest.mark.parametrize("known", KNOWN, ids=lambda k: k.reason.split(":")[0])
-def test_known_finding(known, app_clients):
-    """Each finding in routes.KNOWN still reproduces (a 5xx where a 4xx naming the field is due)."""
-    app_name, method, path = known.route
-    r = send(app_clients[app_name], Request(method, path, body=known.reproducer))
-    assert r.status_code < 500, r.text
