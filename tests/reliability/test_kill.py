@@ -72,7 +72,8 @@ def test_sweep_worker_killed_mid_sweep(ray_cluster, tmp_path):
     from configs import preset
     from jobs.sweep import load_spec
 
-    spec = load_spec(preset("sweep", "ci_tiny.yaml"), {"workers.num_gpus": 0, "chunk_size": 3})   # 12 chunks
+    spec = load_spec(preset("sweep", "ci_tiny.yaml"), {"workers.num_gpus": 0, "chunk_size": 3,   # 12 chunks
+                                                       "solver.t_span": [0.0, 40.0]})
     reference = run_sweep(spec, tmp_path / "ref", progress=False)
     assert reference.chunks_computed == 12
     pool = workers(spec.workers)          # the job reuses these named actors
@@ -89,7 +90,7 @@ def test_sweep_worker_killed_mid_sweep(ray_cluster, tmp_path):
 
 
 # ---- TE ---------------------------------------------------------------------------------------------
-def _te_data(T: int = 400, N: int = 5, seed: int = 3) -> tuple[np.ndarray, list[str]]:
+def _te_data(T: int = 300, N: int = 5, seed: int = 3) -> tuple[np.ndarray, list[str]]:
     """v0 -> v1 -> v2 at lag 1, v3 and v4 noise (seeded)."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(T, N))
@@ -106,7 +107,7 @@ def test_te_estimator_killed_mid_network(ray_cluster, tmp_path):
     from actors.te.pool import ESTIMATOR_PREFIX, estimators, run_network
 
     data, names = _te_data()
-    net = NetworkConfig.model_validate({"significance": {"n_surrogates": 49, "seed": 5}})
+    net = NetworkConfig.model_validate({"significance": {"n_surrogates": 29, "seed": 5}})
     spec = TENetworkSpec(name="kill", network=net, workers=WorkerConfig(num_workers=2, num_gpus=0),
                          pairs_per_task=1)                    # 20 tasks of one pair
     reference, _ = run_network(data, names, spec, tmp_path / "ref", progress=False)

@@ -71,7 +71,7 @@ def test_node_lost_mid_sweep_gives_the_uninterrupted_table(two_nodes, tmp_path):
 
     cluster, second = two_nodes
     head_id, second_id = cluster.head_node.node_id, second.node_id
-    spec = load_spec(preset("sweep", "ci_tiny.yaml"), {"chunk_size": 3})    # 12 chunks
+    spec = load_spec(preset("sweep", "ci_tiny.yaml"), {"chunk_size": 3, "solver.t_span": [0.0, 40.0]})   # 12 chunks
     spec = spec.model_copy(update={"workers": WorkerConfig(num_workers=2, num_gpus=0, num_cpus=1)})
     assert spec.workers.max_restarts != 0 and spec.workers.max_task_retries != 0
 
