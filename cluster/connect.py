@@ -100,16 +100,18 @@ def connect(address: str | None = None, *, namespace: str = NAMESPACE, quiet: bo
 
 
 def _start_embedded(namespace: str, with_dash: bool, runtime_env: Any, init_kwargs: dict[str, Any]):
-    """ray.init for a local cluster; a dashboard port lost to a race is retried on another free port."""
+    """ray.init for a new local cluster (address="local": never join another Ray instance that happens to
+    run on this machine); a dashboard port lost to a race is retried on another free port."""
     import ray
 
     if not with_dash or "dashboard_port" in init_kwargs:
-        return ray.init(namespace=namespace, include_dashboard=with_dash, runtime_env=runtime_env, **init_kwargs)
+        return ray.init(address="local", namespace=namespace, include_dashboard=with_dash, runtime_env=runtime_env,
+                        **init_kwargs)
     init_kwargs.setdefault("dashboard_host", DASHBOARD_HOST)
     last: Exception | None = None
     for port in dashboard_ports():
         try:
-            return ray.init(namespace=namespace, include_dashboard=True, runtime_env=runtime_env,
+            return ray.init(address="local", namespace=namespace, include_dashboard=True, runtime_env=runtime_env,
                             dashboard_port=port, **init_kwargs)
         except Exception as exc:   # the port was taken after the check (or the dashboard failed): next port
             last = exc
