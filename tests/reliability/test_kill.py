@@ -74,10 +74,12 @@ def test_sweep_worker_killed_mid_sweep(ray_cluster, tmp_path):
 
     spec = load_spec(preset("sweep", "ci_tiny.yaml"), {"workers.num_gpus": 0, "chunk_size": 3,   # 12 chunks
                                                        "solver.t_span": [0.0, 40.0]})
+    # the pool first, held for the whole test: both runs reuse these named actors (a handle taken just
+    # after a run that held the only ones can name an actor Ray is tearing down: ActorDiedError)
+    pool = workers(spec.workers)
+    victim = ray_cluster.get(pool[0].info.remote())
     reference = run_sweep(spec, tmp_path / "ref", progress=False)
     assert reference.chunks_computed == 12
-    pool = workers(spec.workers)          # the job reuses these named actors
-    victim = ray_cluster.get(pool[0].info.remote())
     chunks = tmp_path / "killed" / "chunks"
     seen = _kill_when(lambda: len(list(chunks.glob("*.parquet"))), 2, victim["pid"])
     summary = run_sweep(spec, tmp_path / "killed", progress=False)
@@ -110,9 +112,9 @@ def test_te_estimator_killed_mid_network(ray_cluster, tmp_path):
     net = NetworkConfig.model_validate({"significance": {"n_surrogates": 29, "seed": 5}})
     spec = TENetworkSpec(name="kill", network=net, workers=WorkerConfig(num_workers=2, num_gpus=0),
                          pairs_per_task=1)                    # 20 tasks of one pair
-    reference, _ = run_network(data, names, spec, tmp_path / "ref", progress=False)
-    pool = estimators(spec.workers)
+    pool = estimators(spec.workers)          # held for the whole test (see the sweep test)
     victim = ray_cluster.get(pool[1].info.remote())
+    reference, _ = run_network(data, names, spec, tmp_path / "ref", progress=False)
     tasks = tmp_path / "killed" / "tasks"
     seen = _kill_when(lambda: len(list(tasks.glob("*.json"))), 3, victim["pid"])
     killed, stats = run_network(data, names, spec, tmp_path / "killed", progress=False)
