@@ -240,22 +240,11 @@ def answer(r) -> Any:
 
 
 # ---- findings not fixed yet ---------------------------------------------------------------------------
-def _columns(table: Any) -> set[str] | None:
-    """The column names of a request table given as records or CSV (None: neither, or malformed)."""
-    if not isinstance(table, dict):
-        return None
-    if isinstance(table.get("records"), list) and all(isinstance(r, dict) for r in table["records"]):
-        return {k for r in table["records"] for k in r}
-    if isinstance(table.get("csv"), str):
-        return set(table["csv"].split("\n", 1)[0].split(","))
-    return None
-
-
 @dataclass(frozen=True)
 class Known:
-    """A 5xx the suite found that is not fixed yet: counted as `known` by the fuzz (not a failure) while
-    test_fuzz.py::test_known_finding (strict xfail) still reproduces it - once fixed, that test passes,
-    strict xfail turns it red, and the entry is removed here."""
+    """A 5xx the suite found that is not fixed yet: counted as `known` by the fuzz (not a failure). Add
+    it together with a strict-xfail test that sends `reproducer` and expects a 4xx: once the bug is
+    fixed that test passes, strict xfail turns it red, and both are removed."""
 
     route: tuple[str, str, str]
     reason: str
