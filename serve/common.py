@@ -42,6 +42,7 @@ __all__ = ["Admission", "AppIngress", "ServeArgs", "builder", "error_response", 
 log = logging.getLogger("attractor.serve")
 EXEMPT_PATHS = frozenset({"/healthz", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"})
 HEALTH_HEADROOM = 4   # Serve request slots kept free of work for /healthz and the docs
+HEALTH_CHECK_PERIOD_S = 2.0   # Serve's default 10 s left ~11 s of 500s after a replica died
 
 A = TypeVar("A", bound="ServeArgs")
 
@@ -70,6 +71,8 @@ def error_response(exc: InputError) -> JSONResponse:
 
 def _from_request_validation(exc: RequestValidationError) -> InputError:
     err = exc.errors()[0] if exc.errors() else {}
+    if err.get("type") == "json_invalid":   # unparseable JSON: the body, not a character offset
+        return InputError("body", err.get("msg", "invalid JSON"), "a JSON document")
     loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
     ctx = err.get("ctx") or {}
     bounds = [f"{op} {ctx[k]}" for k, op in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")) if k in ctx]
@@ -136,8 +139,9 @@ def new_app(title: str, description: str, version: str = "0.1.0", *, args: Serve
 
     async def _http_error(_: Request, exc: Exception) -> JSONResponse:
         # unknown route (404), wrong method (405): the same body as every other error
+        field = "body" if exc.status_code == 400 else "path"   # type: ignore[attr-defined]  # 400: unreadable body
         return JSONResponse(status_code=exc.status_code, headers=getattr(exc, "headers", None),  # type: ignore[attr-defined]
-                            content={"detail": {"field": "path", "message": str(exc.detail),  # type: ignore[attr-defined]
+                            content={"detail": {"field": field, "message": str(exc.detail),  # type: ignore[attr-defined]
                                                 "allowed": None}})
 
     async def _cancelled(_: Request, exc: Exception) -> JSONResponse:
@@ -203,7 +207,7 @@ def builder(ingress: Any, args_cls: type[A], *, actor_options: Callable[[A], dic
         if actor_options is not None:
             options.update(actor_options(cfg))
         return ingress.options(num_replicas=cfg.num_replicas, max_ongoing_requests=cfg.max_ongoing_requests(),
-                               max_queued_requests=cfg.max_queued_requests,
+                               max_queued_requests=cfg.max_queued_requests, health_check_period_s=HEALTH_CHECK_PERIOD_S,
                                ray_actor_options=options).bind(cfg.model_dump())
 
     build_app.__doc__ = f"Application builder for `serve run` / `serve build` (args are {args_cls.__name__} fields)."

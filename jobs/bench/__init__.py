@@ -12,6 +12,10 @@ docs/benchmarks.md. Shared timing, statistics and table helpers live in `jobs.be
                                                              #   memory (--memory-rows), ANN recall (--ann-rows)
     python -m jobs.bench.sweep_scaling --config configs/sweep/gaslit_scaling_gpu.yaml --gpus 1,2 --out DIR
                                                              # the same sweep on 1 and 2 GPUs, outputs identical
+    python -m jobs.bench.load --out DIR                      # 16 clients per Serve app: req/s, p50/p99, 503s,
+                                                             #   /healthz p99 (--tree: another checkout's apps)
+    python -m jobs.bench.router --out DIR --model DIR        # router decision overhead, in-process and over HTTP
+    python -m jobs.bench.router_ladder --out DIR             # parallel tempering vs annealing vs scipy milp
 
 `jobs.bench.validation_baselines` is not run on its own: it holds the adapters to the tools the
 validation benchmark compares against. Every module takes --help.
