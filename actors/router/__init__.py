@@ -21,8 +21,7 @@ use, so `import actors.router.data` stays light (no torch, no sklearn) and nothi
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from actors.common.lazy import lazy_exports
 
 _EXPORTS = {
     # thermodynamics (helper R1)
@@ -56,19 +55,4 @@ _EXPORTS = {
     "actors.router.report": ("ablation_table", "metrics_table", "targets", "write_outputs"),
     "actors.router.plots": ("curve_png",),
 }
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-
-__all__ = sorted(_MODULE_OF)
-
-
-def __getattr__(name: str) -> Any:
-    """Import the defining engine module on first access (PEP 562)."""
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_MODULE_OF[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

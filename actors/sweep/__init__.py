@@ -17,8 +17,7 @@ light (no torch, no SymPy) and nothing here imports Ray.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from actors.common.lazy import lazy_exports
 
 _EXPORTS = {
     "actors.sweep.config": ("AnalysisConfig", "AutoSolver", "Axis", "PoincareConfig", "SaveConfig", "ScipySolver",
@@ -31,19 +30,4 @@ _EXPORTS = {
     "actors.sweep.continuation": ("Branch", "ContinuationSpec", "continue_equilibria", "write_continuation"),
     "actors.sweep.bifurcation": ("BifurcationSpec", "diagram_points", "write_diagram"),
 }
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-
-__all__ = sorted(_MODULE_OF)
-
-
-def __getattr__(name: str) -> Any:
-    """Import the defining engine module on first access (PEP 562)."""
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_MODULE_OF[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
