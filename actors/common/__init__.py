@@ -6,6 +6,10 @@ Ray-free, importable by engines:
     config   Strict (frozen, extra="forbid"), WorkerConfig (one meaning of `auto`), validated()
     storage  atomic writes (bytes, text, JSON, Parquet, figures; files 0644, dirs 0755),
              claim_out_dir, FileStore (parquet_store, json_store, pickle_store) for resumable tasks
+    budget   Budget / checkpoint() / scope: deadlines and cancellation engine loops check (504 BudgetExceeded);
+             task_budget() / task_scope() carry a caller's budget into a Ray task
+    lazy     lazy_exports: a subsystem's public namespace imported on first use
+    embeddings  the bundled sentence encoder (text extra) with an on-disk cache
 For actors and pools (import Ray):
     worker     BaseWorker (GPU ids, thread pinning, info(), metrics), named_actors(), resolve_worker_resources()
     scheduler  run_tasks(): the pull scheduler with optional on-disk resume
