@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from actors.common.budget import Budget, Cancelled, scope
 from actors.common.config import Strict, load_yaml
-from actors.common.errors import InputError
+from actors.common.errors import InputError, allowed_range
 
 __all__ = ["Admission", "AppIngress", "ServeArgs", "builder", "error_response", "new_app"]
 
@@ -74,10 +74,7 @@ def _from_request_validation(exc: RequestValidationError) -> InputError:
     if err.get("type") == "json_invalid":   # unparseable JSON: the body, not a character offset
         return InputError("body", err.get("msg", "invalid JSON"), "a JSON document")
     loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
-    ctx = err.get("ctx") or {}
-    bounds = [f"{op} {ctx[k]}" for k, op in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")) if k in ctx]
-    allowed = " and ".join(bounds) or (str(ctx["expected"]) if "expected" in ctx else None)
-    return InputError(".".join(loc) or "body", err.get("msg", "invalid request"), allowed)
+    return InputError(".".join(loc) or "body", err.get("msg", "invalid request"), allowed_range(err.get("ctx") or {}))
 
 
 class Admission:

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-__all__ = ["Forbidden", "InputError", "NotFound", "TooLarge", "UnknownName", "from_validation"]
+__all__ = ["Forbidden", "InputError", "NotFound", "TooLarge", "UnknownName", "allowed_range", "from_validation"]
 
 _BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
 
@@ -81,6 +81,10 @@ def from_validation(exc: ValidationError, prefix: str = "") -> InputError:
     if isinstance(inner, InputError):   # a cross-field check that raised InputError names its own field
         return type(inner)(prefix + ".".join(p for p in (loc, inner.field) if p), inner.message, inner.allowed)
     field = loc or exc.title  # a model-level check that raised a plain ValueError: the model
+    return InputError(prefix + field, err.get("msg", "invalid value"), allowed_range(ctx))
+
+
+def allowed_range(ctx: dict[str, Any]) -> str | None:
+    """The allowed range of a pydantic error's context (">= 1 and <= 10", or what it expected)."""
     bounds = [f"{_BOUNDS[key]} {ctx[key]}" for key in ("gt", "ge", "lt", "le") if key in ctx]
-    allowed = " and ".join(bounds) or (str(ctx["expected"]) if "expected" in ctx else None)
-    return InputError(prefix + field, err.get("msg", "invalid value"), allowed)
+    return " and ".join(bounds) or (str(ctx["expected"]) if "expected" in ctx else None)

@@ -4,7 +4,8 @@ The kernel signature (kernels/ode/writer.py), the device allocations and the lau
 (kernels/ode/triton_solvers.py) are all produced from these tables, so adding a buffer is one row
 here plus the kernel lines that read or write it.
 
-A buffer whose feature is off is passed as a one-element placeholder the kernel never touches.
+A buffer whose feature is off is passed as a one-element tensor the kernel never reads or writes
+(the signature stays the same for every feature set).
 Output buffers start NaN, so an element the kernel never wrote shows as such.
 Features: adaptive (step-size controlled methods), lyapunov, params (some parameter varies across
 rows), save_every, interp (t_eval), section (Poincaré), crossings (a section with max_saved > 0).
@@ -32,7 +33,7 @@ class Buffer:
         return self.kernel_arg or self.name.upper()
 
     def needed(self, on: set[str]) -> bool:
-        """Whether this run allocates it (otherwise a placeholder)."""
+        """Whether this run allocates it full size (otherwise one unused element)."""
         return all(f in on for f in self.features)
 
 

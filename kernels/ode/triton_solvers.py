@@ -84,7 +84,7 @@ class DeviceState:
     """Per-trajectory buffers on the device (what the kernels read and write), batch first.
 
     One tensor per row of the buffer table (kernels/ode/buffers.py), read as attributes: st.u,
-    st.status, ... (a feature that is off leaves a one-element placeholder).
+    st.status, ... (a feature that is off leaves a one-element unused tensor).
     """
 
     system: OdeSystem
@@ -109,7 +109,8 @@ class DeviceState:
 
 def allocate(dims: dict[str, int], on: set[str], given: dict[str, torch.Tensor], real: torch.dtype,
              device: str) -> dict[str, torch.Tensor]:
-    """One tensor per buffer-table row: `given` (the rows without a fill), filled ones, placeholders.
+    """One tensor per buffer-table row: `given` (the rows without a fill), filled ones, and
+    one-element unused tensors for features that are off.
 
     dims: the sizes the shape rules name (B, n, m, n_save, T, K); on: the features this run uses.
     """
