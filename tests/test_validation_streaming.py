@@ -30,6 +30,13 @@ def files(tmp_path_factory):
     return real, synth, d
 
 
+def _quantile_band(values: pd.Series, eps: float, grid: int = 2000) -> float:
+    """mean over sketch_wasserstein's quantile grid of Q(u + eps) - Q(u - eps), exact quantiles."""
+    u = (np.arange(grid) + 0.5) / grid
+    v = values.to_numpy()
+    return float(np.mean(np.quantile(v, np.minimum(u + eps, 1)) - np.quantile(v, np.maximum(u - eps, 0))))
+
+
 def test_sketch_statistics_match_exact_values(files):
     real, synth, d = files
     a = summarize(d / "real.parquet", batch_rows=25_000)
@@ -39,11 +46,18 @@ def test_sketch_statistics_match_exact_values(files):
     for c in ("x", "y"):
         exact = stats.ks_2samp(real[c], synth[c]).statistic
         assert abs(sketch_ks(a.kll[c], b.kll[c]) - exact) <= 2 * eps
-    # W1 from sketch quantiles: within 10 % where the columns differ (x: sd 1 vs 0.8), and within a few
-    # rank errors x sd where they do not (y: same gamma; the exact value is ~0.004)
+    # W1 from sketch quantiles. KLL compaction draws its own (unseedable) coins, so the bound must hold
+    # for any draw: a sketch quantile with rank error <= eps lies in [Q(u - eps), Q(u + eps)], hence
+    # |W1_sketch - W1_exact| <= sum over both sides of mean_u (Q(u + eps) - Q(u - eps)). For y (same
+    # gamma, exact W1 ~0.004) that band is wide in the tail: 300 redraws gave 0.027 median, 0.092 max,
+    # so a few-rank-errors-times-sd bound (the old test) failed about one run in twenty.
+    for c in ("x", "y"):
+        w = stats.wasserstein_distance(real[c], synth[c])
+        band = _quantile_band(real[c], eps) + _quantile_band(synth[c], eps)
+        assert abs(sketch_wasserstein(a.kll[c], b.kll[c]) - w) <= band, c
+    # where the columns differ (x: sd 1 vs 0.8) the estimate is also within 10 % (300 redraws: <= 7 %)
     w = stats.wasserstein_distance(real["x"], synth["x"])
     assert sketch_wasserstein(a.kll["x"], b.kll["x"]) == pytest.approx(w, rel=0.1)
-    assert sketch_wasserstein(a.kll["y"], b.kll["y"]) <= 3 * eps * real["y"].std()
     assert a.freq["c"].total_weight == len(real)
     assert a.heavy_hitters("c") == real["c"].value_counts().to_dict()     # 3 values: counted exactly
 
