@@ -16,14 +16,24 @@ Each admitted request runs under a `Budget` of `request_timeout_s` that the engi
 (504 when spent), and a client that disconnects cancels its budget, so the loop stops.
 `/healthz` and the docs bypass admission: Serve's `max_ongoing_requests` is sized with headroom above
 the work slots, so a health check is answered while every slot is busy.
+
+Authentication (`BearerAuth`, off by default): with a token configured — the app argument
+`auth_token_file` (a file holding it, e.g. a mounted Kubernetes Secret) or else the environment
+variable ATTRACTOR_API_TOKEN on the replica — every route but `/healthz` needs
+`Authorization: Bearer <token>` (compared in constant time); otherwise 401 with `WWW-Authenticate`,
+before admission, so unauthenticated requests take no work slot. The token is read once per replica.
 """
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
+import os
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
@@ -37,12 +47,15 @@ from actors.common.budget import Budget, Cancelled, scope
 from actors.common.config import Strict, load_yaml
 from actors.common.errors import InputError, allowed_range
 
-__all__ = ["Admission", "AppIngress", "ServeArgs", "builder", "error_response", "new_app"]
+__all__ = ["Admission", "AppIngress", "BearerAuth", "ServeArgs", "Unauthorized", "api_token", "builder",
+           "error_response", "new_app", "token_matches"]
 
 log = logging.getLogger("attractor.serve")
 EXEMPT_PATHS = frozenset({"/healthz", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"})
 HEALTH_HEADROOM = 4   # Serve request slots kept free of work for /healthz and the docs
 HEALTH_CHECK_PERIOD_S = 2.0   # Serve's default 10 s left ~11 s of 500s after a replica died
+TOKEN_ENV = "ATTRACTOR_API_TOKEN"   # the bearer token, when no auth_token_file is given
+AUTH_EXEMPT_PATHS = frozenset({"/healthz"})
 
 A = TypeVar("A", bound="ServeArgs")
 
@@ -58,10 +71,72 @@ class ServeArgs(Strict):
     max_queued_requests: int = Field(32, ge=-1)           # Serve's router queue in front (-1: unbounded)
     request_timeout_s: float = Field(120.0, gt=0, le=86_400)   # compute budget per request; then 504
     retry_after_s: int = Field(1, ge=0, le=3600)          # Retry-After of a 503
+    auth_token_file: str | None = None   # file holding the bearer token (else $ATTRACTOR_API_TOKEN; neither: no auth)
 
     def max_ongoing_requests(self) -> int:
         """Serve's per-replica request limit: the work slots, the waiting room and health headroom."""
         return self.max_concurrent + self.max_waiting + HEALTH_HEADROOM
+
+
+class Unauthorized(InputError):
+    """A request without the configured bearer token (HTTP 401 / gRPC UNAUTHENTICATED)."""
+
+    status_code = 401
+
+
+def api_token(args: ServeArgs | None = None) -> str | None:
+    """The bearer token every route but /healthz requires, or None (no authentication).
+
+    `args.auth_token_file` names a file holding it (a mounted Secret; surrounding whitespace ignored);
+    else the replica's environment variable ATTRACTOR_API_TOKEN. A configured file that is missing or
+    empty is an error (fail closed), never an open app."""
+    path = args.auth_token_file if args is not None else None
+    if path is not None:
+        try:
+            token = Path(path).read_text().strip()
+        except OSError as exc:
+            raise InputError("auth_token_file", f"cannot read the token file ({exc.strerror})",
+                             "a readable file holding the token") from None
+        if not token:
+            raise InputError("auth_token_file", "the token file is empty", "a file holding the token")
+        return token
+    return os.environ.get(TOKEN_ENV, "").strip() or None
+
+
+def token_matches(authorization: str | None, token: str) -> bool:
+    """Whether an `Authorization` value is `Bearer <token>`; constant-time in the token's content
+    (both sides are hashed first, so neither their bytes nor their lengths leak through timing)."""
+    scheme, _, given = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        given = ""
+    return hmac.compare_digest(hashlib.sha256(given.strip().encode()).digest(),
+                               hashlib.sha256(token.encode()).digest()) and bool(given.strip())
+
+
+class BearerAuth:
+    """ASGI middleware: every HTTP route but /healthz needs `Authorization: Bearer <token>`; else 401
+    with `WWW-Authenticate: Bearer` (RFC 6750; `error="invalid_token"` when a wrong one was sent)."""
+
+    def __init__(self, app: Any, token: str):
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope_: dict, receive: Any, send: Any) -> None:
+        if scope_["type"] != "http" or scope_["path"] in AUTH_EXEMPT_PATHS:
+            await self.app(scope_, receive, send)
+            return
+        sent = next((v.decode("latin-1") for k, v in scope_.get("headers", ()) if k == b"authorization"), None)
+        if token_matches(sent, self.token):
+            await self.app(scope_, receive, send)
+            return
+        challenge = 'Bearer realm="attractor"' + (', error="invalid_token"' if sent else "")
+        raw = json.dumps({"detail": Unauthorized(
+            "authorization", "a valid bearer token is required" if sent is None else "the bearer token is not valid",
+            "Authorization: Bearer <token>").to_dict()}).encode()
+        await send({"type": "http.response.start", "status": 401,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode()),
+                                (b"www-authenticate", challenge.encode())]})
+        await send({"type": "http.response.body", "body": raw})
 
 
 def error_response(exc: InputError) -> JSONResponse:
@@ -125,7 +200,8 @@ class Admission:
 
 def new_app(title: str, description: str, version: str = "0.1.0", *, args: ServeArgs | None = None) -> FastAPI:
     """A FastAPI app (OpenAPI at /docs) that answers InputError and bad request bodies with 4xx, hides
-    internal errors behind a request id, and — given `args` — bounds its work (`Admission`)."""
+    internal errors behind a request id, — given `args` — bounds its work (`Admission`), and — with a
+    token configured (`api_token`) — requires it on every route but /healthz (`BearerAuth`)."""
     app = FastAPI(title=title, version=version, description=description)
 
     async def _input_error(_: Request, exc: Exception) -> JSONResponse:
@@ -159,6 +235,9 @@ def new_app(title: str, description: str, version: str = "0.1.0", *, args: Serve
     app.add_exception_handler(Exception, _internal)
     if args is not None:
         app.add_middleware(Admission, args=args)
+    token = api_token(args)
+    if token is not None:   # added last = outermost: a 401 takes no admission slot
+        app.add_middleware(BearerAuth, token=token)
     return app
 
 
