@@ -32,7 +32,9 @@ Ray Serve 2.60 has no gRPC host setting: its gRPC proxy listens on `[::]:<port>`
 whatever `http_options.host` says (ray/serve/_private/grpc_util.py `start_grpc_server`). So the app
 itself answers gRPC calls from loopback peers only (PERMISSION_DENIED otherwise) unless it is started
 with `grpc_allow_remote=true`; keep the port firewalled or put an authenticating proxy in front
-before allowing remote clients.
+before allowing remote clients. With a bearer token configured (`auth_token_file` or
+$ATTRACTOR_API_TOKEN, serve/common.py) every gRPC call needs the metadata `authorization: Bearer <token>`
+(else UNAUTHENTICATED), as every HTTP route but /healthz does.
 """
 from __future__ import annotations
 
@@ -69,7 +71,7 @@ from actors.validation.config import (
 from actors.validation.data import check_label, check_values, load_table_under
 from actors.validation.model_store import FrozenEncoder, new_model_id, save_model
 from actors.validation.model_store import predict as predict_rows
-from serve.common import AppIngress, ServeArgs, builder, new_app
+from serve.common import AppIngress, ServeArgs, Unauthorized, api_token, builder, new_app, token_matches
 
 GRPC_SERVICER = "serve.protos.validation_pb2_grpc.add_ValidationServiceServicer_to_server"
 log = logging.getLogger("attractor.serve.validation")
@@ -539,7 +541,7 @@ def _grpc_codes() -> dict[int, Any]:
     import grpc
 
     return {413: grpc.StatusCode.RESOURCE_EXHAUSTED, 404: grpc.StatusCode.NOT_FOUND, 403: grpc.StatusCode.PERMISSION_DENIED,
-            504: grpc.StatusCode.DEADLINE_EXCEEDED, 503: grpc.StatusCode.UNAVAILABLE}
+            504: grpc.StatusCode.DEADLINE_EXCEEDED, 503: grpc.StatusCode.UNAVAILABLE, 401: grpc.StatusCode.UNAUTHENTICATED}
 
 
 def loopback_peer(peer: str) -> bool:
@@ -557,8 +559,9 @@ def loopback_peer(peer: str) -> bool:
 
 
 class _GrpcErrors:
-    """One gRPC call's guard: the peer check (loopback only unless `grpc_allow_remote`), the request's
-    time budget (`request_timeout_s`, checked by the engines' loops), and errors as statuses.
+    """One gRPC call's guard: the peer check (loopback only unless `grpc_allow_remote`), the bearer
+    token in the `authorization` metadata when the app has one (serve.common.api_token; else
+    UNAUTHENTICATED), the request's time budget (`request_timeout_s`, checked by the engines' loops), and errors as statuses.
 
     InputError -> its status (INVALID_ARGUMENT; 413 RESOURCE_EXHAUSTED, 404 NOT_FOUND, 403
     PERMISSION_DENIED, 504 DEADLINE_EXCEEDED) with the HTTP JSON detail {field, message, allowed} as the
@@ -584,6 +587,13 @@ class _GrpcErrors:
                     "peer", "gRPC calls are answered for clients on this host only",
                     "a loopback client (the app argument grpc_allow_remote=true allows others)"))
                 raise RuntimeError(detail["message"])   # Serve keeps the code and details set on the context
+        token = api_token(self.args) if not self._admitted and self.ctx is not None else None
+        if token is not None:
+            sent = next((v for k, v in (self.ctx.invocation_metadata() or ()) if k.lower() == "authorization"), None)
+            if not token_matches(sent, token):
+                detail = self._answer(Unauthorized("authorization", "a valid bearer token is required",
+                                                   "metadata authorization: Bearer <token>"))
+                raise RuntimeError(detail["message"])
         self._admitted = True
         self._scope = scope(self.budget)
         self._scope.__enter__()
