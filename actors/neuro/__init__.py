@@ -1,0 +1,25 @@
+"""neuro: synthetic neural recordings with ground truth, their scores and the baselines NeuroFMX is
+compared with (docs/neurofmx.md). Engine code: no Ray, no model of the trainer.
+
+    from actors.neuro import NeuroDataSpec, make_dataset, bits_per_spike, r2
+    data = make_dataset(NeuroDataSpec(dataset="lorenz", seed=0))   # spikes, rates_hz, latents, lfp, eeg
+    test, h = data.is_test, data.heldout
+    r2(data.expected_counts[test], predicted_counts)                 # single-trial rate R^2
+    bits_per_spike(data.spikes[test][..., h], predicted_counts[..., h])   # co-bps (NLB)
+
+Modules: config (NeuroDataSpec, EvalSpec), datasets (Lorenz spiking, chaotic RNN, LFP/EEG from the
+same latents with 1/f noise), metrics (R^2, Poisson NLL, co-bps, ridge probes). Names are imported
+on first use (`import actors.neuro.config` stays light).
+"""
+from __future__ import annotations
+
+from actors.common.lazy import lazy_exports
+
+_EXPORTS = {
+    "actors.neuro.config": ("ChaoticRNNConfig", "DatasetKind", "EvalSpec", "FieldConfig", "LorenzConfig",
+                            "NeuroDataSpec"),
+    "actors.neuro.datasets": ("NeuroData", "chaotic_rnn_states", "field_channels", "lorenz_euler", "lorenz_latents",
+                              "make_dataset", "pink_noise", "poisson_spikes", "split_trials", "trial_samples"),
+    "actors.neuro.metrics": ("bits_per_spike", "fit_ridge", "flat", "poisson_nll", "predict_ridge", "probe_r2", "r2"),
+}
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
