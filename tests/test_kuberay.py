@@ -1,0 +1,169 @@
+"""cluster/kuberay: the manifests rendered from the default values (issue 16), checked offline.
+
+- what the values say ends up where KubeRay reads it (head without GPUs, autoscaling GPU group with
+  nvidia.com/gpu, tolerations, node selectors, PVCs mounted, Ray token auth, the image tag);
+- every manifest validates against the KubeRay v1.7 CRD schemas (../shared/data/kuberay-crds, their
+  openAPIV3Schema converted to JSON Schema) and core objects against basic checks;
+- every RayService import_path resolves to a real module and builder that takes its args;
+- every RayJob entrypoint parses with that job's own argument parser.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import shlex
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import yaml
+
+from actors.common.errors import InputError
+from cluster.kuberay import load_values, render
+from cluster.kuberay.__main__ import main as render_main
+from cluster.kuberay.render import pending_jobs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def rendered_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("manifests")
+    assert render_main(["render", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def manifests(rendered_dir) -> dict[str, dict]:
+    """What `python -m cluster.kuberay render` wrote, by file name."""
+    return {p.name: yaml.safe_load(p.read_text()) for p in sorted(rendered_dir.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def own_cluster_jobs() -> dict[str, dict]:
+    return render(load_values(overrides={"jobs_cluster": "own"}), with_service=False)
+
+
+def test_cluster_follows_the_values(manifests):
+    v = load_values()
+    rc = manifests["raycluster.yaml"]
+    spec = rc["spec"]
+    assert rc["kind"] == "RayCluster" and spec["authOptions"] == {"mode": "token"}
+    assert spec["rayVersion"] == v.ray_version and spec["enableInTreeAutoscaling"] is True
+    import ray
+
+    assert ray.__version__ == v.ray_version   # the image's Ray (pyproject pin) is the cluster's
+    head = spec["headGroupSpec"]
+    assert head["rayStartParams"]["num-cpus"] == str(v.head.num_cpus) and head["rayStartParams"]["num-gpus"] == "0"
+    assert head["rayStartParams"]["dashboard-host"] == "0.0.0.0"
+    (hc,) = head["template"]["spec"]["containers"]
+    assert "nvidia.com/gpu" not in hc["resources"]["limits"]
+    assert hc["image"] == f"{v.image.repository}:{v.image.tag}"
+    groups = {g["groupName"]: g for g in spec["workerGroupSpecs"]}
+    assert set(groups) == {"gpu", "cpu"}
+    gpu = groups["gpu"]
+    (gc,) = gpu["template"]["spec"]["containers"]
+    assert gc["resources"]["limits"]["nvidia.com/gpu"] == 1 and gpu["rayStartParams"]["num-gpus"] == "1"
+    assert (gpu["minReplicas"], gpu["maxReplicas"]) == (v.worker_groups["gpu"].min_replicas,
+                                                        v.worker_groups["gpu"].max_replicas)
+    assert gpu["template"]["spec"]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists",
+                                                       "effect": "NoSchedule"}]
+    assert gpu["template"]["spec"]["nodeSelector"] == {"attractor.io/pool": "gpu"}
+    assert "nvidia.com/gpu" not in groups["cpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    for pod in (head["template"], gpu["template"], groups["cpu"]["template"]):
+        mounts = {m["mountPath"] for m in pod["spec"]["containers"][0]["volumeMounts"]}
+        assert {"/data/outputs", "/data/checkpoints", v.serve.auth.mount_path} <= mounts
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    for key in v.volumes:
+        pvc = manifests[f"pvc-{key}.yaml"]
+        assert pvc["kind"] == "PersistentVolumeClaim" and pvc["metadata"]["name"] == f"attractor-{key}"
+
+
+def test_jobs_and_pending(manifests, own_cluster_jobs):
+    v = load_values()
+    expected = {"sweep", "te_network", "validate"} | ({"train"} if (ROOT / "jobs" / "train.py").exists() else set())
+    rendered = {k[len("rayjob-"):-len(".yaml")].replace("-", "_") for k in manifests if k.startswith("rayjob-")}
+    assert rendered == expected
+    assert set(pending_jobs(v)) == set(v.jobs) - expected
+    for name in rendered:
+        job = manifests[f"rayjob-{name.replace('_', '-')}.yaml"]
+        assert job["spec"]["clusterSelector"] == {"ray.io/cluster": v.name}
+        assert shlex.split(job["spec"]["entrypoint"])[:3] == ["python", "-m", f"jobs.{name}"]
+        own = own_cluster_jobs[f"rayjob-{name.replace('_', '-')}.yaml"]["spec"]
+        assert own["rayClusterSpec"] == manifests["raycluster.yaml"]["spec"] and own["shutdownAfterJobFinishes"]
+
+
+def test_bad_values_name_the_field(tmp_path):
+    for overrides, field in (({"worker_groups.gpu.min_replicas": 9}, "worker_groups.gpu.min_replicas"),
+                             ({"image.tag": "a b"}, "image.tag"), ({"head.resources.cpu": "lots"}, "head.resources.cpu"),
+                             ({"workers": 1}, "workers")):
+        with pytest.raises(InputError) as err:
+            load_values(overrides=overrides)
+        assert err.value.field == field, err.value
+    assert render_main(["render", "--out", str(tmp_path), "--set", "serve.apps.te.args.bogus=1"]) == 2
+
+
+def test_cli_writes_what_render_returns(rendered_dir, own_cluster_jobs):
+    expected = render(load_values(), with_service=False)
+    for name, obj in expected.items():
+        path = rendered_dir / name
+        assert yaml.safe_load(path.read_text()) == obj and path.stat().st_mode & 0o777 == 0o644
+    assert {p.name for p in rendered_dir.iterdir()} == {*expected, "rayservice.yaml"}
+
+
+# ---- the RayService's apps and the RayJobs' entrypoints -------------------------------------------------
+def serve_apps(manifests) -> list[dict]:
+    return yaml.safe_load(manifests["rayservice.yaml"]["spec"]["serveConfigV2"])["applications"]
+
+
+def test_serve_config_comes_from_serve_build(manifests):
+    config = yaml.safe_load(manifests["rayservice.yaml"]["spec"]["serveConfigV2"])
+    v = load_values()
+    assert config["http_options"] == {"host": "0.0.0.0", "port": v.serve.http_port}
+    assert config["grpc_options"]["port"] == v.serve.grpc_port
+    assert [a["name"] for a in config["applications"]] == list(v.serve.apps)
+    assert len({a["route_prefix"] for a in config["applications"]}) == len(v.serve.apps)
+
+
+def test_every_import_path_is_a_builder_taking_its_args(manifests):
+    from ray.serve import Application
+
+    for app in serve_apps(manifests):
+        module, _, attr = app["import_path"].partition(":")
+        builder = getattr(importlib.import_module(module), attr)
+        assert isinstance(builder(app["args"]), Application), app["name"]
+        assert app["args"]["auth_token_file"] == "/etc/attractor/api-token/token"
+
+
+class _Parsed(Exception):
+    pass
+
+
+def parse_with_job_parser(job: str, argv: list[str]) -> argparse.Namespace:
+    """The Namespace the job's own parser (built in its main()) makes of argv; argparse errors raise
+    SystemExit as they would in the pod. Nothing past parsing runs."""
+    real = argparse.ArgumentParser.parse_args
+
+    def capture(self, args=None, namespace=None):
+        raise _Parsed(real(self, args, namespace))
+
+    with mock.patch.object(argparse.ArgumentParser, "parse_args", capture):
+        try:
+            importlib.import_module(f"jobs.{job}").main(argv)
+        except _Parsed as parsed:
+            return parsed.args[0]
+    raise AssertionError(f"jobs.{job}.main returned without parsing its arguments")
+
+
+def test_every_entrypoint_parses_with_its_jobs_parser(manifests):
+    jobs = [m for k, m in manifests.items() if k.startswith("rayjob-")]
+    assert jobs
+    for job in jobs:
+        python, dash_m, module, *argv = shlex.split(job["spec"]["entrypoint"])
+        assert (python, dash_m) == ("python", "-m") and module.startswith("jobs.")
+        ns = parse_with_job_parser(module.removeprefix("jobs."), argv)
+        assert ns.out.startswith("/data/")
+        if getattr(ns, "config", None):
+            assert (ROOT / ns.config).is_file(), ns.config   # a preset shipped in the image
+    with pytest.raises(SystemExit):
+        parse_with_job_parser("sweep", ["--config", "x.yaml"])   # the check is real: --out is required
