@@ -17,16 +17,15 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # torch first, pinned to the CPU build on disk; the project's `torch>=2.5` is then already satisfied.
-$(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[dev]"
+# cluster/install.sh holds the install steps (the Dockerfile runs the same script).
+$(STAMP): $(BIN)/python pyproject.toml cluster/install.sh
+	sh cluster/install.sh $(BIN)/python -e ".[dev]"
 	touch $(STAMP)
 
 $(BENCH_STAMP): pyproject.toml
 	$(PY) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
-	$(BENCH_VENV)/bin/python -m pip install -q torch==2.13.0
-	$(BENCH_VENV)/bin/python -m pip install -q -e ".[bench]" pytest pytest-timeout
+	sh cluster/install.sh $(BENCH_VENV)/bin/python -e ".[bench]" pytest pytest-timeout
 	touch $(BENCH_STAMP)
 
 venv: $(STAMP)
