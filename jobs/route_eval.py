@@ -35,11 +35,10 @@ from actors.router.evaluate import (
     cross_validate,
     fit_all,
     fit_and_score,
-    prepare,
+    prepare_routes,
     run_fold,
     summarize,
 )
-from actors.router.features import prompt_embeddings, token_estimate
 from actors.router.report import write_outputs
 from actors.router.router import save_router
 from jobs import cli
@@ -49,12 +48,6 @@ SUMMARY_KEYS = ("out_dir", "files", "n_routes", "protocol", "wall_seconds", "hea
 
 def _fingerprint(paths: list[str]) -> list[dict]:
     return [{"file": Path(p).name, "sha256": hashlib.sha256(Path(p).read_bytes()).hexdigest()[:16]} for p in paths]
-
-
-def _prepared(data: RouteData, spec: RouteEvalSpec) -> Prepared:
-    routes = data.routes()
-    prompts = routes["prompt"].tolist()
-    return prepare(data, prompt_embeddings(prompts, spec.embedding), token_estimate(prompts))
 
 
 def _ray_folds(spec: RouteEvalSpec):
@@ -78,14 +71,14 @@ def run(spec: RouteEvalSpec, data: RouteData, train: RouteData | None, out_dir: 
     files = list(data.files) + list(train.files if train else ())
     claim_out_dir(out_dir, {"spec": spec.model_dump(mode="json"), "data": _fingerprint(list(data.files)),
                             "train": _fingerprint(list(train.files)) if train else None}, "route evaluation")
-    prep = _prepared(data, spec)
+    prep = prepare_routes(data, spec)
     if train is None:
         map_folds = _ray_folds(spec) if use_ray else None
         scores, results = cross_validate(prep, spec, map_folds)
         fit_on = prep
         protocol = "cross-validation: " + ", ".join(f"{b} by {k}" for b, k in prep.fold_kind.items())
     else:
-        fit_on = _prepared(train, spec)
+        fit_on = prepare_routes(train, spec)
         scores, results = fit_and_score(fit_on, prep, spec)
         protocol = f"fitted on {', '.join(Path(f).name for f in train.files)}; scored held-out files"
     if spec.online:

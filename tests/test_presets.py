@@ -50,8 +50,12 @@ def loader(kind: str, path: Path) -> tuple[type[BaseModel], Callable[[Path], Bas
             (ValidationSpec, _job(ValidationSpec))
     from actors.router.config import RouteEvalSpec
     from tune.fit_ode import FitSpec
+    from tune.router import RouterSearchSpec
 
-    return {"router": (RouteEvalSpec, _job(RouteEvalSpec)),"sweep": (SweepSpec, _job(SweepSpec)), "te": (TENetworkSpec, _job(TENetworkSpec)),
+    if kind == "router" and path.name.startswith("search"):
+        return RouterSearchSpec, _job(RouterSearchSpec)
+
+    return {"router": (RouteEvalSpec, _job(RouteEvalSpec)), "sweep": (SweepSpec, _job(SweepSpec)), "te": (TENetworkSpec, _job(TENetworkSpec)),
             "continuation": (ContinuationSpec, _job(ContinuationSpec)),
             "bifurcation": (BifurcationSpec, _job(BifurcationSpec)), "fit": (FitSpec, _fit),
             "models": (ModelSpec, _model)}[kind]

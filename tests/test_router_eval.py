@@ -17,7 +17,7 @@ import actors.common.embeddings as emb
 from actors.common.errors import InputError
 from actors.router.config import DomainConfig, PredictorConfig, RouteEvalSpec
 from actors.router.data import COLUMNS, load_routes, rewards
-from actors.router.evaluate import Prepared, assign_folds, prepare, run_fold
+from actors.router.evaluate import Prepared, assign_folds, fold_apgr, prepare, run_fold
 from actors.router.metrics import Outcomes, evaluate_scores, random_metrics
 from actors.router.predictor import fit_domains, fit_predictor
 from actors.router.router import fit_router
@@ -192,7 +192,7 @@ def test_energy_score_matches_its_closed_form():
 
 
 # ---- folds: held out by subject, nothing fitted on the evaluated fold ------------------------------------
-def _prepared(n_per=40, seed=0) -> Prepared:
+def _frame(n_per=40, seed=0) -> pd.DataFrame:
     """Two benchmarks: 'many' with 10 categories (split by category), 'one' with one (split by prompt)."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -201,9 +201,16 @@ def _prepared(n_per=40, seed=0) -> Prepared:
             rows.append({"prompt_id": f"{b}/{i}", "route_id": f"{b}/{i}", "benchmark": b,
                          "category": f"c{i % n_cat}", "prompt": f"{b} {i}", "strong_score": float(rng.random() > 0.2),
                          "weak_score": float(rng.random() > 0.4), "contaminated": False, "source_row": i})
-    frame = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
+
+
+def _prepared(n_per=40, seed=0) -> Prepared:
+    """_frame's routes with seeded random unit embeddings (drawn after the frame's scores, as before)."""
     from actors.router.data import RouteData
 
+    rng = np.random.default_rng(seed)
+    frame = _frame(n_per, seed)
+    rng.random(2 * len(frame))                            # the draws _frame made from the same stream
     data = RouteData(frame=frame, files=("x",))
     E = rng.normal(size=(len(frame), 384))
     E /= np.linalg.norm(E, axis=1, keepdims=True)
@@ -251,7 +258,7 @@ def test_online_mode_learns_from_the_fold_it_scores():
 
 # ---- the job end to end ----------------------------------------------------------------------------------
 def test_presets_load_and_the_documented_one_is_the_default():
-    specs = {p.name: cli.load_spec(RouteEvalSpec, p) for p in presets("router")}
+    specs = {p.name: cli.load_spec(RouteEvalSpec, p) for p in presets("router") if not p.name.startswith("search")}
     assert {"ci_small.yaml", "routellm_cv.yaml"} <= set(specs)
     assert specs["routellm_cv.yaml"].model_dump(exclude={"name"}) == RouteEvalSpec().model_dump(exclude={"name"})
     with pytest.raises(InputError) as e:
@@ -341,3 +348,99 @@ def test_public_api_resolves_without_ray():
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[] False"
+
+
+# ---- the Tune search (tune/router.py, jobs.tune_router) --------------------------------------------------
+def _search_spec(**kw):
+    from tune.router import RouterSearchSpec
+
+    base = RouteEvalSpec(domains=DomainConfig(n_domains=3), eval={"n_folds": 4, "n_bootstrap": 0})
+    return RouterSearchSpec(base=base, outer_folds=5, inner_folds=4, **kw)
+
+
+def test_search_split_holds_the_test_split_out_by_subject():
+    from tune.router import split
+
+    prep = _prepared()
+    inner, test = split(prep, _search_spec())
+    ids_in, ids_test = set(inner.routes["route_id"]), set(test.routes["route_id"])
+    assert not ids_in & ids_test and ids_in | ids_test == set(prep.routes["route_id"])
+    many_in = set(inner.routes.loc[inner.routes.benchmark == "many", "category"])
+    many_test = set(test.routes.loc[test.routes.benchmark == "many", "category"])
+    assert many_test and not many_in & many_test                    # whole subjects held out
+    assert test.fold_kind == {"many": "category", "one": "prompt"}
+    # the subsets' outcomes are the original routes' outcomes
+    pos = {r: i for i, r in enumerate(prep.routes["route_id"])}
+    for part in (inner, test):
+        for b, o in part.outcomes.items():
+            own = [pos[r] for r in part.routes.loc[part.routes.benchmark == b, "route_id"]]
+            local = np.searchsorted(np.flatnonzero(prep.routes["benchmark"].to_numpy() == b), own)
+            np.testing.assert_array_equal(o.gain, prep.outcomes[b].gain[local])
+            np.testing.assert_array_equal(o.weak, prep.outcomes[b].weak[local])
+    cats = inner.routes.loc[inner.routes.benchmark == "many"].assign(f=inner.folds[inner.routes.benchmark == "many"])
+    assert (cats.groupby("category")["f"].nunique() == 1).all()        # inner folds are by subject too
+
+
+def test_fold_apgr_is_the_metric_of_the_folds_own_rows():
+    from tune.router import split, trial_spec
+
+    spec = _search_spec()
+    inner, _ = split(_prepared(80), spec)               # >= 10 routes (n_bins) of each benchmark per inner fold
+    base = trial_spec(spec.base, {})
+    res = run_fold(inner, 1, base)
+    got = fold_apgr(inner, res, base)
+    raw = _frame(80).set_index("route_id")                   # recomputed from the raw row scores
+    rows = inner.routes.iloc[res.index]
+    assert set(got) == {"many", "one"}
+    for b in got:
+        ids = rows.loc[(rows["benchmark"] == b).to_numpy(), "route_id"]
+        out = Outcomes.from_rows(raw.loc[ids, "strong_score"].to_numpy(), raw.loc[ids, "weak_score"].to_numpy())
+        sel = (rows["benchmark"] == b).to_numpy()
+        assert got[b] == pytest.approx(evaluate_scores(res.scores["energy"][sel], out, 10).apgr, abs=1e-12)
+
+
+def test_trial_spec_sets_the_searched_fields_and_bad_bounds_name_their_field():
+    from tune.router import RouterSearchSpec, trial_spec
+
+    spec = _search_spec()
+    t = trial_spec(spec.base, {"w_quality": 2.0, "w_uncertainty": -1.5, "rho": 0.5, "n_domains": 7,
+                               "predictor_C": 0.1})
+    assert (t.energy.w_quality, t.energy.w_uncertainty, t.energy.rho) == (2.0, -1.5, 0.5)
+    assert (t.domains.n_domains, t.predictor.C, t.ablations) == (7, 0.1, ())
+    assert t.energy.w_cost == spec.base.energy.w_cost and t.eval == spec.base.eval
+    for overrides, field in (({"space.rho": [2.0, 1.0]}, "space.rho"), ({"space.predictor_C": [0, 1]}, "space.predictor_C"),
+                             ({"test_fold": 5}, "test_fold"), ({"inner_folds": 1}, "inner_folds")):
+        with pytest.raises(InputError) as e:
+            cli.load_spec(RouterSearchSpec, preset("router", "search_ci.yaml"), overrides)
+        assert e.value.field == field
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_tune_router_job_on_the_shared_data(ray_cluster, tmp_path):
+    from actors.router.evaluate import fit_and_score, prepare_routes
+    from jobs.tune_router import main as tune_main
+    from tune.router import RouterSearchSpec, split, trial_spec
+
+    cache, out = tmp_path / "emb", tmp_path / "run"
+    files = [str(shared_file("gsm8k.parquet")), str(shared_file("mmlu.parquet"))]
+    argv = ["--data", files[0], "--data", files[1], "--out", str(out), "--config",
+            str(preset("router", "search_ci.yaml")), "--set", f"base.embedding.cache_dir={cache}"]
+    assert tune_main(argv) == 0
+    res = json.loads((out / "search.json").read_text())
+    spec = cli.load_spec(RouterSearchSpec, preset("router", "search_ci.yaml"),
+                         {"base.embedding.cache_dir": str(cache)})
+    assert res["n_trials"] == 4 == len(pd.read_parquet(out / "trials.parquet"))
+    for k, (lo, hi) in spec.space.model_dump().items():
+        if k in res["best"]:
+            assert lo <= res["best"][k] <= hi, k
+    assert {b: r["folds"] for b, r in res["test"].items()} == {"gsm8k": "prompt", "mmlu": "category"}
+    assert os.path.getsize(out / "search.png") > 10_000
+    # the base row of the test table, recomputed here: base fitted on the inner split, scored on the test split
+    data = load_routes(files, max_rows=spec.base.max_rows, seed=spec.base.eval.seed)
+    inner, test = split(prepare_routes(data, spec.base), spec)
+    frame, _ = fit_and_score(inner, test, trial_spec(spec.base, {}))
+    for b, o in test.outcomes.items():
+        s = frame.loc[(frame["benchmark"] == b).to_numpy(), "score"].to_numpy()
+        assert res["test"][b]["base"]["apgr"] == pytest.approx(evaluate_scores(s, o, 10).apgr, abs=1e-12)
+    assert res["n_routes"] == {"inner": len(inner.routes), "test": len(test.routes)}

@@ -43,7 +43,7 @@ from actors.router.metrics import (
 from actors.router.router import Router, fit_router
 
 __all__ = ["FoldResult", "Prepared", "assign_folds", "check_disjoint", "cross_validate", "fit_all", "fit_and_score",
-           "prepare", "run_fold", "summarize"]
+           "fold_apgr", "prepare", "prepare_routes", "run_fold", "subset", "summarize"]
 
 WEAK, STRONG = 0, 1          # column order of every [N, K] array in the evaluation
 
@@ -85,6 +85,45 @@ def prepare(data: RouteData, E: np.ndarray, n_tokens: np.ndarray) -> Prepared:
         local = np.searchsorted(route_ids, idx[m])
         outcomes[b] = Outcomes.from_rows(s, w, local, scale)
     return Prepared(routes, np.asarray(E, np.float64), np.asarray(n_tokens, np.float64), gain, reward, outcomes)
+
+
+def prepare_routes(data: RouteData, spec: RouteEvalSpec) -> Prepared:
+    """`prepare` with the routes' features computed here: first-row prompt embeddings (cached) and tokens."""
+    from actors.router.features import prompt_embeddings, token_estimate
+
+    prompts = data.routes()["prompt"].tolist()
+    return prepare(data, prompt_embeddings(prompts, spec.embedding), token_estimate(prompts))
+
+
+def subset(prep: Prepared, idx: np.ndarray) -> Prepared:
+    """The routes at `idx` (sorted, no repeats) as a Prepared of their own, folds unassigned: a search's
+    inner data (everything but its held-out test split) or that test split."""
+    idx = np.unique(np.asarray(idx, np.int64))
+    bench = prep.routes["benchmark"].to_numpy()
+    outcomes = {}
+    for b, o in prep.outcomes.items():
+        own = np.flatnonzero(bench == b)
+        keep = idx[bench[idx] == b]
+        if keep.size:
+            outcomes[b] = o.take(np.searchsorted(own, keep))
+    return Prepared(prep.routes.iloc[idx].reset_index(drop=True), prep.E[idx], prep.n_tokens[idx], prep.gain[idx],
+                    prep.reward[idx], outcomes)
+
+
+def fold_apgr(prep: Prepared, res: FoldResult, spec: RouteEvalSpec, method: str = "energy") -> dict[str, float]:
+    """APGR per benchmark of one fold's scores, on that fold's routes alone (a search's per-fold signal)."""
+    bench = prep.routes["benchmark"].to_numpy()
+    ev = spec.eval
+    out = {}
+    for b, o in prep.outcomes.items():
+        own = np.flatnonzero(bench == b)
+        sel = bench[res.index] == b
+        if sel.sum() < ev.n_bins:
+            continue                    # too few routes of b in this fold for a threshold sweep
+        local = np.searchsorted(own, res.index[sel])
+        m = evaluate_scores(res.scores[method][sel], o.take(local), ev.n_bins, tuple(ev.cpt_levels), ev.quality_target)
+        out[b] = float(m.apgr)
+    return out
 
 
 def assign_folds(routes: pd.DataFrame, n_folds: int, seed: int = 0) -> tuple[np.ndarray, dict[str, str]]:
