@@ -1,0 +1,61 @@
+"""The image's install steps are the Makefile's (one source: cluster/install.sh), the Dockerfile is
+multi-stage on a CUDA runtime base and runs as the non-root uid the KubeRay manifests name (issue 16)."""
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+from pathlib import Path
+
+from cluster.kuberay.render import UID
+
+ROOT = Path(__file__).resolve().parents[1]
+INSTALL = "sh cluster/install.sh"
+
+
+def run_lines(text: str, prefix: str) -> list[str]:
+    """Dockerfile RUN commands (continuations joined) or Makefile recipe lines."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    return [line.strip()[len(prefix):].strip() if prefix else line.strip()
+            for line in joined.splitlines() if line.strip().startswith(prefix) and (prefix or line.startswith("\t"))]
+
+
+def pip_installs(lines: list[str]) -> list[str]:
+    """pip install commands other than pip's own upgrade."""
+    return [c for line in lines for c in re.split(r"&&|;", line)
+            if "pip install" in c and "--upgrade pip" not in c]
+
+
+def test_makefile_and_dockerfile_install_through_one_script():
+    make = run_lines((ROOT / "Makefile").read_text(), "")
+    docker = run_lines((ROOT / "Dockerfile").read_text(), "RUN ")
+    assert pip_installs(make) == [] and pip_installs(docker) == []   # no install step of their own
+    assert any(line.startswith(f"{INSTALL} $(BIN)/python -e \".[dev]\"") for line in make)
+    assert any(line.startswith(f"{INSTALL} /opt/venv/bin/python") for line in docker)
+    for text in ((ROOT / "Makefile").read_text(), (ROOT / "Dockerfile").read_text()):
+        assert "torch==" not in text   # the pin lives in the script only
+
+
+def test_install_script_steps(tmp_path):
+    """What the script runs, recorded by a stand-in interpreter: the torch pin, then the given spec."""
+    log = tmp_path / "calls"
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    subprocess.run(["sh", "cluster/install.sh", str(fake), "-e", ".[dev]"], cwd=ROOT, check=True,
+                   env={**os.environ, "PATH": os.environ.get("PATH", "")})
+    assert log.read_text().splitlines() == ["-m pip install -q torch==2.13.0", "-m pip install -q -e .[dev]"]
+
+
+def test_dockerfile_shape():
+    text = (ROOT / "Dockerfile").read_text()
+    froms = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", text, re.M)
+    assert len(froms) >= 2 and {name for _, name in froms} >= {"build", "runtime"}
+    base = re.search(r"^ARG CUDA_BASE=(\S+)", text, re.M).group(1)
+    assert base.startswith("nvidia/cuda:") and "-runtime-" in base
+    users = re.findall(r"^USER\s+(\S+)", text, re.M)
+    assert users and users[-1] == f"{UID}:{UID}"
+    assert "build-essential" not in text.split("AS runtime", 1)[1]   # compilers stay in the build stage
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".git", ".venv", ".venv-*", "runs"} <= set(ignored)
