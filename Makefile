@@ -18,8 +18,11 @@ $(BIN)/python:
 
 # torch first, pinned to the CPU build on disk; the project's `torch>=2.5` is then already satisfied.
 # cluster/install.sh holds the install steps (the Dockerfile runs the same script).
+# DeepSpeed (the trainer's deepspeed_zero3 strategy): its setup.py imports torch, so it builds without
+# isolation against the torch already installed, and with DS_BUILD_OPS=0 (ops JIT-compile on first use).
 $(STAMP): $(BIN)/python pyproject.toml cluster/install.sh
 	sh cluster/install.sh $(BIN)/python -e ".[dev]"
+	DS_BUILD_OPS=0 sh cluster/install.sh $(BIN)/python --no-build-isolation "deepspeed==0.19.8"
 	touch $(STAMP)
 
 $(BENCH_STAMP): pyproject.toml
