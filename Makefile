@@ -8,9 +8,15 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # The validation benchmark's baselines (Evidently, SDMetrics, Cleanlab) pin pandas<3: their own venv.
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# checkov and python-hcl2 (offline checks of terraform/) conflict over the `hcl2` module: a venv each,
+# neither with the project (nor torch) in it.
+INFRA_VENV := .venv-infra
+INFRA_STAMP := $(INFRA_VENV)/.installed-$(shell cat cluster/requirements-infra.txt | cksum | cut -d' ' -f1)
+HCL2_VENV := .venv-hcl2
+HCL2_STAMP := $(HCL2_VENV)/.installed-$(shell cat cluster/requirements-hcl2.txt | cksum | cut -d' ' -f1)
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: demo test test-fast lint venv bench-venv clean
+.PHONY: demo test test-fast lint venv bench-venv infra-venv clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -31,7 +37,20 @@ $(BENCH_STAMP): pyproject.toml
 	sh cluster/install.sh $(BENCH_VENV)/bin/python -e ".[bench]" pytest pytest-timeout
 	touch $(BENCH_STAMP)
 
+$(INFRA_STAMP): cluster/requirements-infra.txt
+	$(PY) -m venv $(INFRA_VENV)
+	$(INFRA_VENV)/bin/python -m pip install -q --upgrade pip
+	$(INFRA_VENV)/bin/python -m pip install -q -r cluster/requirements-infra.txt
+	touch $(INFRA_STAMP)
+
+$(HCL2_STAMP): cluster/requirements-hcl2.txt
+	$(PY) -m venv $(HCL2_VENV)
+	$(HCL2_VENV)/bin/python -m pip install -q -r cluster/requirements-hcl2.txt
+	touch $(HCL2_STAMP)
+
 venv: $(STAMP)
+
+infra-venv: $(INFRA_STAMP) $(HCL2_STAMP)
 
 bench-venv: $(BENCH_STAMP)
 
@@ -39,7 +58,7 @@ demo: $(STAMP)
 	$(BIN)/python -m jobs.demo
 
 # the CPU suite, then the bench-marked baseline tests in the bench venv (deselected in the first run)
-test: $(STAMP) $(BENCH_STAMP)
+test: $(STAMP) $(BENCH_STAMP) $(INFRA_STAMP) $(HCL2_STAMP)
 	$(BIN)/python -m pytest -q --durations=25 tests
 	$(BENCH_VENV)/bin/python -m pytest -q -m bench tests/test_validation_bench.py
 
@@ -51,4 +70,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) runs
+	rm -rf $(VENV) $(BENCH_VENV) $(INFRA_VENV) $(HCL2_VENV) runs
