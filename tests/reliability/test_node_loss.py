@@ -114,3 +114,41 @@ def test_node_lost_mid_sweep_gives_the_uninterrupted_table(two_nodes, tmp_path):
     assert set(_nodes_of(WORKER_PREFIX).values()) == {head_id}   # the workers came back on the head
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ref" / "trajectories.parquet"),
                                   pd.read_parquet(tmp_path / "lost" / "trajectories.parquet"))
+
+
+def test_tasks_of_a_worker_that_cannot_come_back_move_to_the_live_ones(two_nodes):
+    """A worker whose node is lost and whose restart fits nowhere (it needs a resource only that node had)
+    would hold its queued tasks forever; run_tasks moves them to the live worker after stall_timeout_s."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from actors.common.scheduler import actor_state, run_tasks
+
+    cluster, _ = two_nodes
+    doomed = cluster.add_node(num_cpus=1, num_gpus=0, resources={"doomed_node": 1})
+    cluster.wait_for_nodes()
+
+    @ray.remote(max_restarts=-1, max_task_retries=-1)
+    class Square:
+        def run(self, i: int) -> int:
+            time.sleep(0.2)
+            return i * i
+
+    live = Square.options(num_cpus=1, scheduling_strategy=NodeAffinitySchedulingStrategy(
+        cluster.head_node.node_id, soft=False)).remote()
+    stuck = Square.options(num_cpus=1, resources={"doomed_node": 1}).remote()
+    ray.get([live.run.remote(0), stuck.run.remote(0)])
+    seen: dict = {}
+
+    def on_result(i: int, result: int, w: int) -> None:
+        if len(seen) == 3:                                  # mid-run: the other worker holds queued tasks
+            cluster.remove_node(doomed, allow_graceful=False)
+        seen[i] = w
+
+    run = run_tasks([live, stuck], list(range(16)), lambda w, i, t: w.run.remote(t), inflight=3,
+                    on_result=on_result, stall_timeout_s=4.0)
+    assert run.results == {i: i * i for i in range(16)} and run.computed == 16
+    assert run.reassigned >= 1 and actor_state(stuck) != "ALIVE"
+    assert sum(run.per_worker) == 16 and run.per_worker[0] > run.per_worker[1]
+    ray.kill(live)
+    ray.kill(stuck)
