@@ -3,7 +3,8 @@
 # the uid the KubeRay manifests' securityContext names). Build:
 #   docker build -t ghcr.io/attractor/attractor:0.1.0 .            # the tag cluster/kuberay/values.yaml names
 #   docker build --build-arg EXTRAS=gpu,text -t ...:0.1.0-text .    # more extras (pyproject.toml)
-# The install step is cluster/install.sh, the same script `make` runs (tests/test_deploy_files.py checks it).
+# The install steps are the Makefile's venv steps, through the same script cluster/install.sh (same order and
+# arguments but the project's extras: tests/test_deploy_files.py checks it).
 ARG CUDA_BASE=nvidia/cuda:12.8.1-runtime-ubuntu22.04
 ARG PYTHON=python3.11
 
@@ -19,6 +20,7 @@ RUN ${PYTHON} -m venv /opt/venv && /opt/venv/bin/python -m pip install -q --upgr
 WORKDIR /app
 COPY . /app
 RUN sh cluster/install.sh /opt/venv/bin/python ".[${EXTRAS}]"
+RUN DS_BUILD_OPS=0 sh cluster/install.sh /opt/venv/bin/python --no-build-isolation "deepspeed==0.19.8"
 
 # ---- runtime: the CUDA runtime, the interpreter, the venv and the sources (configs, jobs) -----------------
 FROM ${CUDA_BASE} AS runtime

@@ -22,9 +22,10 @@ def run_lines(text: str, prefix: str) -> list[str]:
 
 
 def pip_installs(lines: list[str]) -> list[str]:
-    """pip install commands other than pip's own upgrade."""
+    """pip install commands other than pip's own upgrade and the offline-check tool venvs (checkov,
+    python-hcl2: cluster/requirements-*.txt, not part of the project or the image)."""
     return [c for line in lines for c in re.split(r"&&|;", line)
-            if "pip install" in c and "--upgrade pip" not in c]
+            if "pip install" in c and "--upgrade pip" not in c and "-r cluster/requirements-" not in c]
 
 
 def test_makefile_and_dockerfile_install_through_one_script():
@@ -35,6 +36,26 @@ def test_makefile_and_dockerfile_install_through_one_script():
     assert any(line.startswith(f"{INSTALL} /opt/venv/bin/python") for line in docker)
     for text in ((ROOT / "Makefile").read_text(), (ROOT / "Dockerfile").read_text()):
         assert "torch==" not in text   # the pin lives in the script only
+
+
+def install_steps(lines: list[str], python: str, project: str) -> list[str]:
+    """The install.sh invocations, with the interpreter and the project's own spec (extras differ: dev in
+    the venv, gpu in the image) made generic."""
+    out = []
+    for line in lines:
+        for cmd in re.split(r"&&|;", line):
+            if INSTALL in cmd:
+                out.append(cmd.strip().replace(python, "PY").replace(project, "PROJECT"))
+    return out
+
+
+def test_image_install_steps_equal_the_venvs():
+    text = (ROOT / "Makefile").read_text()
+    recipe = text.split("$(STAMP):", 1)[1].split("\n\n", 1)[0]
+    make = install_steps(run_lines(recipe, ""), "$(BIN)/python", '-e ".[dev]"')
+    docker = install_steps(run_lines((ROOT / "Dockerfile").read_text(), "RUN "), "/opt/venv/bin/python",
+                           '".[${EXTRAS}]"')
+    assert make and make == docker, (make, docker)
 
 
 def test_install_script_steps(tmp_path):
