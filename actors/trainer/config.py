@@ -77,7 +77,8 @@ class TrainSpec(Strict):
     activation_checkpointing: bool = False               # recompute each model.fsdp_units() block in backward
     seed: int = Field(0, ge=0, le=2**31 - 1)
     shuffle: bool = True                                  # shard + within-shard permutation per epoch
-    log_every: int = Field(1, ge=1, le=1_000_000)         # report metrics every N steps
+    log_every: int = Field(1, ge=1, le=1_000_000)         # metrics.jsonl + progress line every N steps
+    report_every: int = Field(10, ge=1, le=1_000_000)     # ray.train.report every N steps (and at checkpoints)
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     workers: WorkerConfig = Field(default_factory=lambda: WorkerConfig(num_workers=1, max_restarts=0))
     max_failures: int = Field(0, ge=-1, le=1000)           # Ray Train FailureConfig: restarts from the latest checkpoint

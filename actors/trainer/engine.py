@@ -36,10 +36,11 @@ from actors.trainer.registry import build_model
 from actors.trainer.shards import ShardDataset
 from actors.trainer.strategies import Strategy, make_strategy
 
-__all__ = ["Report", "lr_at", "read_metrics", "resolve_precision", "train"]
+__all__ = ["Report", "lr_at", "read_events", "read_metrics", "resolve_precision", "train"]
 
 Report = Callable[[dict[str, Any], "Path | None"], None]
 METRICS = "metrics.jsonl"
+EVENTS = "events.jsonl"
 FAILURE_MARKER = ".injected-failure"
 
 
@@ -121,18 +122,31 @@ def _inject_failure(spec: TrainSpec, run_dir: Path, rank: int, step: int) -> Non
     raise RuntimeError(f"injected failure: rank {rank} at step {step}")
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The run's logged steps in step order; a step logged twice (replayed after a restart) keeps the
-    last record, and a torn last line (a crash mid-append) is skipped."""
-    path = Path(run_dir) / METRICS
-    rows: dict[int, dict[str, Any]] = {}
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    out = []
     if path.exists():
         for line in path.read_text().splitlines():
             try:
-                row = json.loads(line)
-            except ValueError:
+                out.append(json.loads(line))
+            except ValueError:   # a torn last line (a crash mid-append)
                 continue
-            rows[int(row["step"])] = row
+    return out
+
+
+def read_events(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's start events (one per process-group start: fresh, resumed, or restarted by Ray)."""
+    return _jsonl(Path(run_dir) / EVENTS)
+
+
+def _append(path: Path, row: dict[str, Any]) -> None:
+    with open(path, "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's logged steps in step order; a step logged twice (replayed after a restart) keeps the
+    last record, and a torn last line (a crash mid-append) is skipped."""
+    rows = {int(r["step"]): r for r in _jsonl(Path(run_dir) / METRICS)}
     return [rows[k] for k in sorted(rows)]
 
 
@@ -215,6 +229,9 @@ def train(spec: TrainSpec, data_dir: str | Path, run_dir: str | Path, *, rank: i
         resumed_from = str(path)
         if log and rank == 0:
             log(f"resumed from {path} at step {step}")
+    if rank == 0:
+        _append(run_dir / EVENTS, {"event": "start", "time": time.time(), "step": step, "resumed_from": resumed_from,
+                                   "world_size": world_size, "strategy": spec.strategy, "pid": os.getpid()})
 
     n_params = strategy.num_parameters()
     tokens_total = 0.0
@@ -249,41 +266,36 @@ def train(spec: TrainSpec, data_dir: str | Path, run_dir: str | Path, *, rank: i
         t4 = time.perf_counter()
         step += 1
 
-        if step % spec.log_every == 0 or step == until:
+        tokens_total += float(out["tokens"]) if "tokens" in out else float(batches.per_rank)
+        logged = step % spec.log_every == 0 or step == until
+        reported = report is not None and (step % spec.report_every == 0 or step % spec.checkpoint.every == 0
+                                           or step == until)
+        if logged or reported:
             names = sorted(k for k in out if k != "tokens")
             tokens = float(out["tokens"]) if "tokens" in out else float(batches.per_rank)
             vals = torch.tensor([float(out[k].detach().float()) for k in names] + [tokens], dtype=torch.float64)
-            vals = _all_mean(vals, world_size)   # gloo and NCCL reduce float64 exactly enough for 1e-6
+            vals = _all_mean(vals, world_size)
             metrics = {k: float(v) for k, v in zip(names, vals[:-1].tolist())}
             step_tokens = float(vals[-1]) * world_size
-            tokens_total += step_tokens
             metrics.update(step=step, epoch=epoch, cursor=cursor, lr=lr, grad_norm=grad_norm,
                            tokens=step_tokens, time_data=t1 - t0, time_forward=t2 - t1, time_backward=t3 - t2,
                            time_optimizer=t4 - t3, time_step=t4 - t0, elapsed=time.perf_counter() - t_start)
-            if rank == 0:
-                with open(run_dir / METRICS, "a") as fh:
-                    fh.write(json.dumps(metrics) + "\n")
+            last = metrics
+            if rank == 0 and logged:
+                _append(run_dir / METRICS, metrics)
                 if log:
                     log(f"step {step}/{spec.steps} loss {metrics['loss']:.6g} lr {lr:.3g} "
                         f"{step_tokens / max(t4 - t0, 1e-12):.1f} tokens/s")
-            last = metrics
-            saved = _maybe_checkpoint(spec, strategy, step, until, batches, run_dir, ckpt_root, rank, world_size,
-                                      fingerprint, ds, identity, prune)
-            if report:
-                report(metrics, saved)
-            if saved is not None:
-                checkpoints.append(str(saved))
-        else:
-            saved = _maybe_checkpoint(spec, strategy, step, until, batches, run_dir, ckpt_root, rank, world_size,
-                                      fingerprint, ds, identity, prune)
-            if saved is not None:
-                checkpoints.append(str(saved))
-                if report:
-                    report({**last, "step": step}, saved)
+        saved = _maybe_checkpoint(spec, strategy, step, until, batches, run_dir, ckpt_root, rank, world_size,
+                                  fingerprint, ds, identity, prune)
+        if saved is not None:
+            checkpoints.append(str(saved))
+        if reported:
+            report(metrics, saved)
     return {"steps": step, "resumed_from": resumed_from, "final": last, "checkpoints": checkpoints,
             "latest_checkpoint": str(ck.latest_checkpoint(ckpt_root) or ""), "num_parameters": n_params,
             "world_size": world_size, "strategy": spec.strategy, "bf16": bf16, "device": str(device),
-            "wall_s": time.perf_counter() - t_start, "tokens": tokens_total}
+            "wall_s": time.perf_counter() - t_start, "tokens": tokens_total * world_size}
 
 
 def _maybe_checkpoint(spec: TrainSpec, strategy: Strategy, step: int, until: int, batches: _Batches, run_dir: Path,
