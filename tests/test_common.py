@@ -144,6 +144,15 @@ def test_named_actors_and_run_tasks_with_resume(ray_cluster, tmp_path):
     none_left = run_tasks(lambda: created.append(2) or pool, list(range(7)), lambda w, i, x: w.square.remote(x),
                           store=store)
     assert none_left.computed == 0 and created == [1]   # nothing to do: no actor is created
+    # a name that resolves to a dead actor: the probe finds it and named_actors creates it anew
+    import ray
+
+    from actors.common.worker import _dying
+
+    ray.kill(pool[0], no_restart=True)
+    assert _dying(pool, 10.0) == [0]
+    fresh = named_actors(_Echo, cpu, "echo-test")
+    assert ray.get(fresh[0].square.remote(3)) == (9, 0) and fresh[1]._actor_id == pool[1]._actor_id
 
 
 @pytest.mark.slow

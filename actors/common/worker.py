@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from typing import Any, ClassVar
 
 import ray
@@ -38,17 +39,47 @@ def resolve_worker_resources(cfg: WorkerConfig, *, limit: int | None = None) -> 
     return (min(n, limit) if limit else n), num_gpus
 
 
-def named_actors(cls: type, cfg: WorkerConfig, prefix: str, *, limit: int | None = None) -> list[ActorHandle]:
+def named_actors(cls: type, cfg: WorkerConfig, prefix: str, *, limit: int | None = None,
+                 ready_timeout_s: float = 10.0) -> list[ActorHandle]:
     """Named actors `<prefix>-<cpu|gpu>-<i>` of `cls` sized by `cfg`, created when missing.
 
     `cls.__init__` takes the worker index. Restarts and task retries come from `cfg`, so a killed
-    actor comes back and its idempotent tasks are retried.
+    actor comes back and its idempotent tasks are retried. A name can still resolve to an actor Ray is
+    tearing down (its last handle was dropped a moment ago, e.g. by the previous job of this driver):
+    each actor is probed for `ready_timeout_s`, and one that answers with an actor error is created
+    anew (up to 3 times, with a short back-off while the old name is released). Actors still being
+    created when the probe times out are returned as they are.
     """
     n, num_gpus = resolve_worker_resources(cfg, limit=limit)
     remote_cls = ray.remote(num_cpus=cfg.num_cpus, num_gpus=num_gpus, max_restarts=cfg.max_restarts,
                             max_task_retries=cfg.max_task_retries)(cls)
     tag = f"{prefix}-{'gpu' if num_gpus else 'cpu'}"
-    return [remote_cls.options(name=f"{tag}-{i}", get_if_exists=True).remote(i) for i in range(n)]
+
+    def create(i: int) -> ActorHandle:
+        return remote_cls.options(name=f"{tag}-{i}", get_if_exists=True).remote(i)
+
+    handles = [create(i) for i in range(n)]
+    for attempt in range(3):
+        dying = _dying(handles, ready_timeout_s)
+        if not dying:
+            break
+        time.sleep(0.5 * (attempt + 1))
+        for i in dying:
+            handles[i] = create(i)
+    return handles
+
+
+def _dying(handles: list[ActorHandle], timeout_s: float) -> list[int]:
+    """Positions of the actors whose readiness probe failed with an actor error within `timeout_s`."""
+    probes = {h.__ray_ready__.remote(): i for i, h in enumerate(handles)}
+    ready, _ = ray.wait(list(probes), num_returns=len(probes), timeout=timeout_s)
+    dying = []
+    for ref in ready:
+        try:
+            ray.get(ref)
+        except ray.exceptions.RayActorError:
+            dying.append(probes[ref])
+    return sorted(dying)
 
 
 class BaseWorker:
