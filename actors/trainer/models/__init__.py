@@ -1,0 +1,3 @@
+"""The trainer's model package: importing it registers every model (actors.trainer.registry imports it
+the first time a model name is looked up)."""
+from actors.trainer.models import neurofmx  # noqa: F401  (registers "neurofmx")

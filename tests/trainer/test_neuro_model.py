@@ -1,0 +1,336 @@
+"""NeuroFMX's parts: tokenizer contracts and time alignment across rates, the pure-torch selective scans
+(S6 and SSD) against a naive float64 recurrence and a closed form, block causality, Perceiver fusion
+shapes and masking (perturbed masked tokens change nothing), the registered model's training step in
+each stage, its per-sample seeding, and config / batch errors naming the field."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from actors.common.errors import InputError
+from actors.trainer import build_model, registered_models
+from actors.trainer.models.neurofmx import NeuroFMX
+from actors.trainer.models.neurofmx.mamba import (
+    HAVE_MAMBA_KERNEL,
+    Mamba2Block,
+    MambaBlock,
+    selective_scan,
+    selective_scan_parallel,
+    selective_scan_ref,
+    selective_scan_sequential,
+    ssd_chunked,
+    ssd_ref,
+)
+from actors.trainer.models.neurofmx.perceiver import PerceiverFusion
+from actors.trainer.models.neurofmx.tokenizers import (
+    BinnedSpikeTokenizer,
+    EventSpikeTokenizer,
+    PatchTokenizer,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _g(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+# -- tokenizers -------------------------------------------------------------------------------------
+
+def test_tokenizer_contracts_shapes_times_and_masks():
+    g = _g()
+    counts = torch.poisson(torch.full((2, 100, 6), 0.3), generator=g)
+    tk = BinnedSpikeTokenizer(6, 16, bin_s=0.01, bins_per_token=3)(counts, lengths=torch.tensor([100, 40]))
+    assert tk.tokens.shape == (2, 34, 16) and tk.dt == pytest.approx(0.03) and torch.equal(tk.t0, torch.zeros(2))
+    assert tk.mask[0].all() and tk.mask[1].sum() == 14            # token i valid iff 3 i < 40
+    assert torch.allclose(tk.times()[0, :2], torch.tensor([0.015, 0.045]))
+    lfp = PatchTokenizer(4, 16, rate_hz=250.0, patch=5, modality="lfp")(torch.randn(2, 250, 4, generator=g))
+    eeg = PatchTokenizer(3, 16, rate_hz=200.0, patch=4, modality="eeg")(torch.randn(2, 203, 3, generator=g))
+    assert lfp.tokens.shape == (2, 50, 16) and lfp.dt == pytest.approx(0.02)
+    assert eeg.tokens.shape == (2, 51, 16) and eeg.mask.all()        # a trailing partial patch is a token
+    assert eeg.metadata == {"modality": "eeg", "kind": "patch", "rate_hz": 200.0, "patch": 4, "n_channels": 3}
+
+
+def test_modalities_of_different_rates_align_in_time():
+    """An impulse at time tau changes exactly the token whose window [t0 + i dt, t0 + (i+1) dt) holds tau,
+    in every modality, and `window(tau)` names that token."""
+    spk = BinnedSpikeTokenizer(3, 8, bin_s=0.01, bins_per_token=2)
+    lfp = PatchTokenizer(2, 8, rate_hz=250.0, patch=5)
+    eeg = PatchTokenizer(2, 8, rate_hz=200.0, patch=4)
+    base = {"spk": torch.zeros(1, 100, 3), "lfp": torch.zeros(1, 250, 2), "eeg": torch.zeros(1, 200, 2)}
+    ref = {"spk": spk(base["spk"]), "lfp": lfp(base["lfp"]), "eeg": eeg(base["eeg"])}
+    rng = np.random.default_rng(0)
+    for tau in rng.uniform(0, 1, size=12):
+        for name, tok, rate in (("spk", spk, 100.0), ("lfp", lfp, 250.0), ("eeg", eeg, 200.0)):
+            x = base[name].clone()
+            x[0, int(tau * rate), 0] = 1.0                            # the sample / bin holding tau
+            changed = (tok(x).tokens - ref[name].tokens).abs().sum(-1)[0].nonzero().flatten().tolist()
+            i = int(ref[name].window(tau)[0])
+            assert changed == [i], (name, tau)
+            t_i = ref[name].times()[0, i]
+            assert abs(float(t_i) - tau) <= ref[name].dt / 2 + 1e-6    # the token's time is its window's centre
+
+
+def test_event_tokens_one_per_spike_at_bin_centres():
+    counts = torch.zeros(2, 10, 3)
+    counts[0, 2, 1] = 2
+    counts[0, 7, 0] = 1
+    counts[1, 0, 2] = 1
+    tk = EventSpikeTokenizer(3, 8, bin_s=0.01, max_events=4)(counts, t0=torch.tensor([0.0, 1.0]))
+    assert tk.mask.tolist() == [[True, True, True, False], [True, False, False, False]]
+    assert tk.metadata["units"][0, :3].tolist() == [1, 1, 0]
+    assert torch.allclose(tk.times()[0, :3], torch.tensor([0.025, 0.025, 0.075]))
+    assert torch.allclose(tk.times()[1, 0], torch.tensor(1.005))
+    assert (tk.tokens[0, 3] == 0).all()
+    many = EventSpikeTokenizer(3, 8, bin_s=0.01, max_events=2)(counts)
+    assert many.metadata["truncated"].tolist() == [1, 0]
+
+
+# -- selective scans --------------------------------------------------------------------------------
+
+def _scan_inputs(b=3, L=29, d=5, n=4, seed=0):
+    g = _g(seed)
+    f64 = dict(generator=g, dtype=torch.float64)
+    return (torch.randn(b, L, d, **f64), torch.rand(b, L, d, **f64) * 0.5, -torch.rand(d, n, **f64) * 3,
+            torch.randn(b, L, n, **f64), torch.randn(b, L, n, **f64), torch.randn(d, **f64))
+
+
+def test_s6_scans_match_the_naive_recurrence_in_float64():
+    args = _scan_inputs()
+    ref = selective_scan_ref(*args)
+    assert torch.allclose(selective_scan_sequential(*args), ref, atol=1e-12, rtol=0)
+    assert torch.allclose(selective_scan_parallel(*args), ref, atol=1e-12, rtol=0)
+    assert torch.allclose(selective_scan(*args, kind="auto"), ref, atol=1e-12, rtol=0)
+
+
+def test_s6_scan_closed_form_for_a_constant_input():
+    """d = n = 1, u = B = C = 1, constant delta and A: h_t = delta (1 - q^(t+1)) / (1 - q), q = exp(delta A)."""
+    L, delta, A = 40, 0.3, -0.7
+    ones = torch.ones(1, L, 1, dtype=torch.float64)
+    y = selective_scan_ref(ones, delta * ones, torch.tensor([[A]], dtype=torch.float64), ones, ones)
+    q = math.exp(delta * A)
+    expect = torch.tensor([delta * (1 - q ** (t + 1)) / (1 - q) for t in range(L)], dtype=torch.float64)
+    assert torch.allclose(y[0, :, 0], expect, atol=1e-14)
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 7, 16, 64])
+def test_ssd_chunked_matches_the_naive_recurrence_in_float64(chunk):
+    g = _g(1)
+    f64 = dict(generator=g, dtype=torch.float64)
+    b, L, h, p, n = 2, 37, 3, 4, 5
+    x, dt = torch.randn(b, L, h, p, **f64), torch.rand(b, L, h, **f64)
+    a, B, C, D = -torch.rand(h, **f64) * 4, torch.randn(b, L, n, **f64), torch.randn(b, L, n, **f64), torch.randn(h, **f64)
+    assert torch.allclose(ssd_chunked(x, dt, a, B, C, D, chunk=chunk), ssd_ref(x, dt, a, B, C, D), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("block", ["mamba1", "mamba2"])
+def test_mamba_blocks_are_causal_and_equal_their_reference_scan(block, monkeypatch):
+    torch.manual_seed(0)
+    m = (MambaBlock(8, d_state=4, expand=2) if block == "mamba1" else Mamba2Block(8, d_state=4, expand=2, headdim=4, chunk=4))
+    m = m.double()
+    x = torch.randn(2, 23, 8, dtype=torch.float64, generator=_g(2))
+    y = m(x)
+    # the same block with its scan replaced by the naive recurrence
+    import actors.trainer.models.neurofmx.mamba as mamba
+
+    if block == "mamba1":
+        monkeypatch.setitem(mamba._SCANS, "sequential", selective_scan_ref)
+        monkeypatch.setitem(mamba._SCANS, "parallel", selective_scan_ref)
+    else:
+        monkeypatch.setattr(mamba, "ssd_chunked", lambda x, dt, a, B, C, D, chunk: ssd_ref(x, dt, a, B, C, D))
+    assert torch.allclose(m(x), y, atol=1e-12, rtol=0)
+    x2 = x.clone()
+    x2[:, 15:] += torch.randn(2, 8, 8, dtype=torch.float64, generator=_g(3))
+    y2 = m(x2)
+    assert torch.allclose(y2[:, :15], y[:, :15], atol=1e-13, rtol=0) and not torch.allclose(y2[:, 15:], y[:, 15:])
+
+
+@pytest.mark.skipif(HAVE_MAMBA_KERNEL, reason="mamba_ssm's kernel imported here")
+def test_the_cuda_scan_is_refused_where_mamba_ssm_does_not_import():
+    with pytest.raises(RuntimeError, match="not importable"):
+        selective_scan(*_scan_inputs(), kind="cuda")
+
+
+@pytest.mark.gpu
+def test_mamba_ssm_kernels_match_the_pure_torch_scans_on_the_gpu():
+    pytest.importorskip("mamba_ssm")
+    from actors.trainer.models.neurofmx.mamba import ssd_triton
+
+    args = [t.float().cuda() for t in _scan_inputs(b=2, L=128, d=16, n=8)]
+    ref = selective_scan_ref(*[t.double() for t in args])
+    assert torch.allclose(selective_scan(*args, kind="cuda").double(), ref, atol=2e-3, rtol=2e-3)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    b, L, h, p, n = 2, 256, 4, 16, 16
+    x, dt = torch.randn(b, L, h, p, device="cuda", generator=g), torch.rand(b, L, h, device="cuda", generator=g) * 0.1
+    a = -torch.rand(h, device="cuda", generator=g)
+    B, C = torch.randn(b, L, n, device="cuda", generator=g), torch.randn(b, L, n, device="cuda", generator=g)
+    D = torch.randn(h, device="cuda", generator=g)
+    ref = ssd_ref(*(t.double() for t in (x, dt, a, B, C, D)))
+    assert torch.allclose(ssd_triton(x, dt, a, B, C, D).double(), ref, atol=2e-3, rtol=2e-3)
+
+
+# -- Perceiver fusion -------------------------------------------------------------------------------
+
+def test_perceiver_shapes_and_masked_keys_change_nothing():
+    torch.manual_seed(0)
+    fusion = PerceiverFusion(16, n_heads=4, n_self=2).eval()
+    g = _g(4)
+    lat = torch.randn(3, 6, 16, generator=g)
+    s1, s2 = torch.randn(3, 10, 16, generator=g), torch.randn(3, 7, 16, generator=g)
+    m1 = torch.rand(3, 10, generator=g) > 0.4
+    m2 = torch.rand(3, 7, generator=g) > 0.4
+    m2[2] = False
+    m1[2] = False                                                  # sample 2: every key masked
+    out_lat, (o1, o2) = fusion(lat, [s1, s2], [m1, m2])
+    assert out_lat.shape == (3, 6, 16) and o1.shape == s1.shape and o2.shape == s2.shape
+    assert torch.isfinite(out_lat).all()
+    p1, p2 = s1.clone(), s2.clone()
+    p1[~m1] = torch.randn(int((~m1).sum()), 16, generator=g) * 100
+    p2[~m2] = float("nan")                                         # even NaN in a masked token
+    q_lat, (q1, q2) = fusion(lat, [p1, p2], [m1, m2])
+    assert torch.allclose(q_lat, out_lat, atol=1e-6)
+    assert torch.allclose(q1[m1], o1[m1], atol=1e-6) and torch.allclose(q2[m2], o2[m2], atol=1e-6)
+    bump = torch.randn(3, 10, 16, generator=g) * m1[..., None]
+    r_lat, _ = fusion(lat, [s1 + bump, s2], [m1, m2])                 # a visible token does matter
+    assert not torch.allclose(r_lat[:2], out_lat[:2], atol=1e-4)
+
+
+# -- the model --------------------------------------------------------------------------------------
+
+CFG = {"d_model": 16, "n_layers": 2, "d_state": 4, "headdim": 8, "chunk": 8, "n_latents": 4, "n_heads": 2,
+       "proj_dim": 8, "diffusion_steps": 10, "spikes": {"n_neurons": 6, "n_heldout": 2},
+       "lfp": {"n_channels": 3, "rate_hz": 250.0, "patch": 5}, "eeg": {"n_channels": 2, "rate_hz": 200.0, "patch": 4},
+       "curriculum": {"stage2_step": 10, "stage3_step": 20}, "forecast_fraction": 0.5}
+
+
+def _batch(B=4, T=40, seed=0):
+    g = _g(seed)
+    return {"spikes": torch.poisson(torch.full((B, T, 6), 0.2), generator=g),
+            "lfp": torch.randn(B, int(T * 2.5), 3, generator=g), "eeg": torch.randn(B, T * 2, 2, generator=g),
+            "trial": torch.arange(100, 100 + B)}
+
+
+def _model(**over) -> NeuroFMX:
+    torch.manual_seed(0)
+    cfg = {**CFG, **over}
+    return build_model("neurofmx", cfg)
+
+
+def test_neurofmx_is_registered_and_trains_in_every_stage():
+    assert "neurofmx" in registered_models()
+    m = _model()
+    batch = _batch()
+    for step, stage in ((0, 1), (10, 2), (25, 3)):
+        out = m(batch, step)
+        assert out["stage"] == stage and out["loss"].dim() == 0 and torch.isfinite(out["loss"])
+        out["loss"].backward()
+        assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+        m.zero_grad()
+        if stage == 3:
+            assert float(out["forecast"]) > 0 and float(out["diffusion"]) > 0 and float(out["contrastive"]) > 0
+    assert len(m.fsdp_units()) == 4                                     # 2 Mamba layers + 2 fusion blocks
+
+
+def test_plan_per_stage_and_seeded_per_sample():
+    m = _model()
+    data = m._inputs(_batch(B=8))
+    ids = list(range(50, 58))
+    p1 = m.plan(data, 0, ids)
+    assert (p1.active.sum(1) == 1).all() and torch.equal(p1.active, p1.targets)
+    p2 = m.plan(data, 10, ids)
+    assert (p2.active.sum(1) == 2).all()
+    p3 = m.plan(data, 30, ids)
+    assert (p3.active.sum(1) >= 1).all() and p3.targets.all()
+    for b in np.flatnonzero(p3.forecast.numpy()):   # forecasting: every token ending after the cutoff is hidden
+        cut = int(p3.cutoff[b])
+        assert p3.hidden["spikes"][b].tolist() == [t >= cut for t in range(40)]
+        assert p3.hidden["lfp"][b].tolist() == [(i + 1) * 0.02 > cut * 0.01 + 1e-9 for i in range(20)]
+    perm = [3, 1, 7, 0, 2, 6, 5, 4]                                    # the same samples in another order
+    q3 = m.plan({k: v[perm] for k, v in data.items()}, 30, [ids[i] for i in perm])
+    assert torch.equal(q3.active, p3.active[perm]) and torch.equal(q3.hidden["eeg"], p3.hidden["eeg"][perm])
+    assert torch.equal(q3.cutoff, p3.cutoff[perm])
+
+
+@pytest.mark.parametrize("fusion_every", [1, 2, 4])
+def test_fusion_frequency_and_prediction_shapes(fusion_every):
+    m = _model(n_layers=4, fusion_every=fusion_every)
+    assert len(m.fusions) == 4 // fusion_every
+    out = m.predict(_batch(B=2))
+    assert out["log_rates"].shape == (2, 40, 6) and out["features"].shape == (2, 40, 16)
+    assert out["lfp"].shape == (2, 100, 3) and out["eeg"].shape == (2, 80, 2) and out["latents"].shape == (2, 4, 16)
+
+
+@pytest.mark.parametrize("tokenizer", ["binned", "events"])
+def test_hidden_and_dropped_data_never_reach_the_outputs(tokenizer):
+    m = _model(spikes={"n_neurons": 6, "n_heldout": 2, "tokenizer": tokenizer, "max_events": 64}).eval()
+    batch = _batch(B=3)
+    data = m._inputs(batch)
+    g = _g(9)
+    hidden = {"spikes": torch.rand(3, 40, generator=g) < 0.3, "lfp": torch.rand(3, 20, generator=g) < 0.3,
+              "eeg": torch.rand(3, 20, generator=g) < 0.3}
+    active = torch.tensor([[True, True, True], [True, False, True], [False, True, True]])
+    ref = m.decode(m.encode(data, active, hidden), data)
+    p = {k: v.clone() for k, v in data.items()}
+    p["spikes"][..., :4][hidden["spikes"]] += 3                       # spikes in hidden bins
+    p["spikes"][..., 4:] += 5                                         # held-out neurons are never input
+    p["lfp"][hidden["lfp"].repeat_interleave(5, dim=1)] += 7.0
+    p["eeg"][hidden["eeg"].repeat_interleave(4, dim=1)] -= 7.0
+    p["lfp"][1] = 50.0                                                # sample 1's LFP is dropped
+    p["spikes"][2] += 2                                               # sample 2's spikes are dropped
+    out = m.decode(m.encode(p, active, hidden), p)
+    for k in ref:
+        assert torch.allclose(out[k], ref[k], atol=1e-5), k
+    i = int((~hidden["lfp"][0]).nonzero()[0])                         # a visible LFP token of sample 0
+    p["lfp"][0, 5 * i:5 * i + 5] += torch.randn(5, 3, generator=g)
+    assert not torch.allclose(m.decode(m.encode(p, active, hidden), p)["log_rates"], ref["log_rates"], atol=1e-6)
+
+
+def test_predict_with_a_modality_list_and_the_100m_config_size():
+    m = _model()
+    both = m.predict(_batch(B=2), active=["spikes", "lfp"])
+    alone = m.predict(_batch(B=2), active=["spikes"])
+    assert not torch.allclose(both["log_rates"], alone["log_rates"])
+    with pytest.raises(InputError) as e:
+        m.predict(_batch(B=2), active=["ecog"])
+    assert e.value.field == "active"
+    from pathlib import Path
+
+    from actors.common.config import load_yaml
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "train" / "neurofmx_100m.yaml"
+    cfg = load_yaml(path.read_text())["model"]["cfg"]
+    with torch.device("meta"):
+        big = build_model("neurofmx", cfg)
+    n = sum(p.numel() for p in big.parameters())
+    assert 90e6 <= n <= 120e6, n
+
+
+def test_bad_config_and_batch_name_the_field():
+    with pytest.raises(InputError) as e:
+        build_model("neurofmx", {**CFG, "n_layers": 3, "fusion_every": 2})
+    assert e.value.field == "model.cfg.fusion_every"
+    with pytest.raises(InputError) as e:
+        build_model("neurofmx", {**CFG, "spikes": {"n_neurons": 4, "n_heldout": 4}})
+    assert e.value.field == "model.cfg.spikes.n_heldout"
+    with pytest.raises(InputError) as e:
+        build_model("neurofmx", {**CFG, "warp": 1})
+    assert e.value.field == "model.cfg.warp"
+    m = _model()
+    bad = _batch()
+    bad["lfp"] = bad["lfp"][:, :90]
+    with pytest.raises(InputError) as e:
+        m(bad, 0)
+    assert e.value.field == "batch.lfp"
+    del bad["eeg"]
+    with pytest.raises(InputError) as e:
+        m(bad, 0)
+    assert e.value.field == "batch.eeg"
