@@ -18,6 +18,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
+from actors.neuro.config import NeuroDataSpec
 from actors.sweep.bifurcation import BifurcationSpec
 from actors.sweep.config import SweepSpec
 from actors.sweep.continuation import ContinuationSpec
@@ -58,7 +59,7 @@ def loader(kind: str, path: Path) -> tuple[type[BaseModel], Callable[[Path], Bas
     return {"router": (RouteEvalSpec, _job(RouteEvalSpec)), "sweep": (SweepSpec, _job(SweepSpec)), "te": (TENetworkSpec, _job(TENetworkSpec)),
             "continuation": (ContinuationSpec, _job(ContinuationSpec)),
             "bifurcation": (BifurcationSpec, _job(BifurcationSpec)), "fit": (FitSpec, _fit),
-            "models": (ModelSpec, _model)}[kind]
+            "models": (ModelSpec, _model), "neuro": (NeuroDataSpec, _job(NeuroDataSpec))}[kind]
 
 
 PRESETS = [(kind, path) for kind in KINDS for path in presets(kind)]
