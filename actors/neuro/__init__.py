@@ -8,7 +8,8 @@ compared with (docs/neurofmx.md). Engine code: no Ray, no model of the trainer.
     bits_per_spike(data.spikes[test][..., h], predicted_counts[..., h])   # co-bps (NLB)
 
 Modules: config (NeuroDataSpec, EvalSpec), datasets (Lorenz spiking, chaotic RNN, LFP/EEG from the
-same latents with 1/f noise), metrics (R^2, Poisson NLL, co-bps, ridge probes). Names are imported
+same latents with 1/f noise), metrics (R^2, Poisson NLL, co-bps, ridge probes), export (the
+jobs.neuro_data directory: trainer shards + ground truth), plots. Names are imported
 on first use (`import actors.neuro.config` stays light).
 """
 from __future__ import annotations
@@ -21,5 +22,7 @@ _EXPORTS = {
     "actors.neuro.datasets": ("NeuroData", "chaotic_rnn_states", "field_channels", "lorenz_euler", "lorenz_latents",
                               "make_dataset", "pink_noise", "poisson_spikes", "split_trials", "trial_samples"),
     "actors.neuro.metrics": ("bits_per_spike", "fit_ridge", "flat", "poisson_nll", "predict_ridge", "probe_r2", "r2"),
+    "actors.neuro.export": ("GROUND_TRUTH", "model_layout", "read_dataset", "write_dataset"),
+    "actors.neuro.plots": ("dataset_preview", "metric_bars", "rate_examples"),
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
