@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import shlex
 from pathlib import Path
 from unittest import mock
@@ -167,3 +168,84 @@ def test_every_entrypoint_parses_with_its_jobs_parser(manifests):
             assert (ROOT / ns.config).is_file(), ns.config   # a preset shipped in the image
     with pytest.raises(SystemExit):
         parse_with_job_parser("sweep", ["--config", "x.yaml"])   # the check is real: --out is required
+
+
+# ---- the KubeRay v1.7 CRD schemas and core objects ------------------------------------------------------
+DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$")
+
+
+@pytest.fixture(scope="module")
+def crds():
+    from cluster.kuberay.crd import CRD_DIR, crd_schemas
+
+    if not CRD_DIR.is_dir():
+        pytest.fail(f"the KubeRay CRDs are missing: {CRD_DIR} (../shared/data/kuberay-crds beside the checkout)")
+    schemas = crd_schemas()
+    assert {("ray.io/v1", k) for k in ("RayCluster", "RayJob", "RayService")} <= set(schemas)
+    return schemas
+
+
+def core_errors(obj: dict) -> list[str]:
+    """Basic checks of a core object (a PersistentVolumeClaim): what the API server would refuse first."""
+    errs = []
+    if obj.get("apiVersion") != "v1" or obj.get("kind") != "PersistentVolumeClaim":
+        return [f"unexpected core object {obj.get('apiVersion')}/{obj.get('kind')}"]
+    if set(obj) - {"apiVersion", "kind", "metadata", "spec"}:
+        errs.append(f"unknown top-level keys {set(obj) - {'apiVersion', 'kind', 'metadata', 'spec'}}")
+    spec = obj.get("spec", {})
+    if set(spec) - {"accessModes", "resources", "storageClassName", "volumeMode", "selector", "dataSource"}:
+        errs.append(f"unknown spec keys {set(spec)}")
+    modes = spec.get("accessModes") or []
+    if not modes or not set(modes) <= {"ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"}:
+        errs.append(f"accessModes {modes}")
+    if not QUANTITY.match(str(spec.get("resources", {}).get("requests", {}).get("storage", ""))):
+        errs.append("resources.requests.storage is not a quantity")
+    return errs
+
+
+def all_errors(obj: dict) -> list[str]:
+    from cluster.kuberay.crd import errors
+
+    meta = obj.get("metadata", {})
+    errs = [] if DNS_1123.match(meta.get("name", "")) and len(meta["name"]) <= 63 else [f"metadata.name {meta}"]
+    if not DNS_1123.match(meta.get("namespace", "")):
+        errs.append(f"metadata.namespace {meta}")
+    return errs + (errors(obj) if obj["apiVersion"].startswith("ray.io/") else core_errors(obj))
+
+
+def test_every_manifest_validates(crds, manifests, own_cluster_jobs):
+    objects = {**manifests, **{f"own/{k}": v for k, v in own_cluster_jobs.items()}}
+    kinds = {o["kind"] for o in objects.values()}
+    assert kinds == {"RayCluster", "RayJob", "RayService", "PersistentVolumeClaim"}
+    for name, obj in objects.items():
+        assert all_errors(obj) == [], name
+
+
+def test_schema_violations_are_caught(crds, manifests):
+    """The validation is real: a typo, a wrong type, a bad enum, a missing required field all fail."""
+    import copy
+
+    for mutate, expected in (
+            (lambda c: c["spec"]["workerGroupSpecs"][0].__setitem__("maxReplicas", "four"), "not of type 'integer'"),
+            (lambda c: c["spec"]["headGroupSpec"].__setitem__("rayStartParam", {}), "rayStartParam"),
+            (lambda c: c["spec"]["authOptions"].__setitem__("mode", "tokens"), "is not one of"),
+            (lambda c: c["spec"]["workerGroupSpecs"][0].pop("template"), "'template' is a required property"),
+            (lambda c: c["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+             .__setitem__("cpu", [1]), "is not valid under any of the given schemas"),
+            (lambda c: c["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0].__setitem__("imagePullPolcy", "x"),
+             "imagePullPolcy")):
+        broken = copy.deepcopy(manifests["raycluster.yaml"])
+        mutate(broken)
+        errs = all_errors(broken)
+        assert any(expected in e for e in errs), (expected, errs)
+    pvc = copy.deepcopy(manifests["pvc-outputs.yaml"])
+    pvc["spec"]["resources"]["requests"]["storage"] = "lots"
+    assert all_errors(pvc)
+
+
+def test_serve_config_v2_is_a_valid_serve_deploy_config(manifests):
+    from ray.serve.schema import ServeDeploySchema
+
+    config = ServeDeploySchema.model_validate(yaml.safe_load(manifests["rayservice.yaml"]["spec"]["serveConfigV2"]))
+    assert {a.name for a in config.applications} == set(load_values().serve.apps)
