@@ -210,16 +210,17 @@ def train(spec: TrainSpec, data_dir: str | Path, run_dir: str | Path, *, rank: i
     seed_everything(spec.seed)   # identical initial weights on every rank and under every strategy
     model = build_model(spec.model.name, spec.model.cfg)
     fingerprint = ck.model_fingerprint(spec.model.name, spec.model.cfg, model)
-    strategy: Strategy = make_strategy(model, spec, device, rank, world_size, bf16)
     identity = spec.identity()
-
-    step = 0
-    resumed_from = None
-    if resume_from is not None:
+    if resume_from is not None:   # refuse a foreign checkpoint before any strategy starts
         path = Path(resume_from)
         meta = ck.read_meta(path)
         ck.check_compatible(meta, path, model=fingerprint, data=ds.fingerprint, identity=identity,
                             strategy=spec.strategy, world_size=world_size)
+    strategy: Strategy = make_strategy(model, spec, device, rank, world_size, bf16)
+
+    step = 0
+    resumed_from = None
+    if resume_from is not None:
         strategy.load(path)
         step = int(meta["step"])
         rng_file = path / f"rng-rank{rank}.pt"

@@ -84,6 +84,20 @@ def _input_error(exc: BaseException) -> InputError | None:
     return None
 
 
+def _resume_point(restored: Any, config: dict[str, Any]) -> str | None:
+    """The newest of: Ray Train's latest registered checkpoint, the run's `resume_from`, and the newest
+    complete checkpoint in the run directory. A restart can come before Ray Train's controller has
+    registered the last reported checkpoint (reports are collected by polling the workers; a worker
+    that dies right after a report takes it with it), but the engine's atomic checkpoints on disk are
+    complete by construction and belong to this run (run directories are never shared)."""
+    found: list[tuple[int, str]] = []
+    for path in (restored.path if restored is not None else None, config.get("resume_from"),
+                 ck.latest_checkpoint(Path(config["run_dir"]) / "checkpoints")):
+        if path and (Path(path) / "meta.json").is_file():
+            found.append((int(ck.read_meta(Path(path), verify=False)["step"]), str(path)))
+    return max(found)[1] if found else None
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """The TorchTrainer worker function: engine.train with Ray Train's rank, device, checkpoint, report."""
     import ray.train
@@ -97,8 +111,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     spec = TrainSpec.model_validate(config["spec"])
-    restored = ray.train.get_checkpoint()
-    resume_from = restored.path if restored is not None else config.get("resume_from")
+    resume_from = _resume_point(ray.train.get_checkpoint(), config)
     tags = {"run": config["run_name"], "rank": str(rank)}
     loss_g = ray_metrics.Gauge("attractor_trainer_loss", "Training loss (mean over ranks).", tag_keys=("run", "rank"))
     step_g = ray_metrics.Gauge("attractor_trainer_step", "Global step.", tag_keys=("run", "rank"))

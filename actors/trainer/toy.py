@@ -1,7 +1,8 @@
 """Tiny registered models for tests and the CPU benchmark (the real models live in actors.trainer.models).
 
-- "mlp_regression": x[B, d_in] -> MLP -> y[B, d_out], loss = mean squared error. With `hidden: []` it is
-  linear least squares, whose gradient-descent iterates have a float64 closed form (the engine tests).
+- "mlp_regression": x[B, d_in] -> MLP (tanh, optional dropout) -> y[B, d_out], loss = mean squared error.
+  With `hidden: []` and `bias: false` it is linear least squares (the engine tests compare it with a
+  float64 numpy AdamW and the lstsq solution).
 - "gru_regression": x[B, T, d_in] -> GRU -> linear -> y[B, T, d_out], MSE; `fsdp_units()` = its layers.
 
 Both take the batch as {"x": ..., "y": ...} and return {"loss", "mse"} (and "tokens" for throughput).
@@ -19,7 +20,8 @@ __all__ = ["GRURegression", "MLPRegression"]
 
 
 class MLPRegression(nn.Module):
-    def __init__(self, d_in: int = 8, d_out: int = 1, hidden: list[int] | tuple[int, ...] = (32,), bias: bool = True):
+    def __init__(self, d_in: int = 8, d_out: int = 1, hidden: list[int] | tuple[int, ...] = (32,), bias: bool = True,
+                 dropout: float = 0.0):
         super().__init__()
         dims = [int(d_in), *[int(h) for h in hidden], int(d_out)]
         layers: list[nn.Module] = []
@@ -27,6 +29,8 @@ class MLPRegression(nn.Module):
             layers.append(nn.Linear(dims[i], dims[i + 1], bias=bias))
             if i < len(dims) - 2:
                 layers.append(nn.Tanh())
+                if dropout:
+                    layers.append(nn.Dropout(dropout))   # draws from the torch RNG: resume must restore it
         self.blocks = nn.ModuleList(layers)
 
     def fsdp_units(self) -> list[nn.Module]:
