@@ -113,6 +113,15 @@ def token_matches(authorization: str | None, token: str) -> bool:
                                hashlib.sha256(token.encode()).digest()) and bool(given.strip())
 
 
+def app_path(scope_: dict) -> str:
+    """The request's path inside the app: Serve mounts an app under its route_prefix and passes the full
+    path with root_path set to the prefix (/sweep/healthz with root_path /sweep is the app's /healthz)."""
+    path, root = scope_["path"], scope_.get("root_path", "")
+    if root and root != "/" and path.startswith(root):
+        return path[len(root):] or "/"
+    return path
+
+
 class BearerAuth:
     """ASGI middleware: every HTTP route but /healthz needs `Authorization: Bearer <token>`; else 401
     with `WWW-Authenticate: Bearer` (RFC 6750; `error="invalid_token"` when a wrong one was sent)."""
@@ -122,7 +131,7 @@ class BearerAuth:
         self.token = token
 
     async def __call__(self, scope_: dict, receive: Any, send: Any) -> None:
-        if scope_["type"] != "http" or scope_["path"] in AUTH_EXEMPT_PATHS:
+        if scope_["type"] != "http" or app_path(scope_) in AUTH_EXEMPT_PATHS:
             await self.app(scope_, receive, send)
             return
         sent = next((v.decode("latin-1") for k, v in scope_.get("headers", ()) if k == b"authorization"), None)
@@ -173,7 +182,7 @@ class Admission:
         await send({"type": "http.response.body", "body": raw})
 
     async def __call__(self, scope_: dict, receive: Any, send: Any) -> None:
-        if scope_["type"] != "http" or scope_["path"] in EXEMPT_PATHS:
+        if scope_["type"] != "http" or app_path(scope_) in EXEMPT_PATHS:
             await self.app(scope_, receive, send)
             return
         if self.slots.locked() and self.waiting >= self.args.max_waiting:
