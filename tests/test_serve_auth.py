@@ -146,3 +146,32 @@ def test_real_serve_deployment_enforces_the_token(serve_instance, token_file):
         assert r.status_code == 200 and r.json()["n_obs"] == 11, r.text
     finally:
         serve.delete("te_auth")
+
+
+def test_exempt_paths_under_a_route_prefix():
+    """Serve mounts an app under its route_prefix (a RayService: /sweep, /te, ...): /sweep/healthz with
+    root_path /sweep is the app's /healthz and stays open; other paths still need the token."""
+    import asyncio
+
+    from serve.common import BearerAuth, app_path
+
+    assert app_path({"path": "/sweep/healthz", "root_path": "/sweep"}) == "/healthz"
+    assert app_path({"path": "/healthz", "root_path": ""}) == "/healthz"
+    assert app_path({"path": "/sweep", "root_path": "/sweep"}) == "/"
+
+    async def inner(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    def status(path: str) -> int:
+        sent = []
+
+        async def send(msg):
+            sent.append(msg)
+
+        scope = {"type": "http", "path": path, "root_path": "/sweep", "headers": []}
+        asyncio.run(BearerAuth(inner, TOKEN)(scope, None, send))
+        return sent[0]["status"]
+
+    assert status("/sweep/healthz") == 200 and status("/sweep/sweep/simulate") == 401
+    assert status("/sweep/docs") == 401
