@@ -11,7 +11,7 @@ from pathlib import Path
 
 __all__ = ["KINDS", "preset", "presets"]
 
-KINDS = ("bifurcation", "continuation", "fit", "models", "neuro", "router", "sweep", "te", "validation")
+KINDS = ("bifurcation", "continuation", "fit", "llm", "models", "neuro", "router", "sweep", "te", "validation")
 
 
 def preset(kind: str, name: str) -> Path:

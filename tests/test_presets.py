@@ -18,6 +18,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
+from actors.llm.config import EngineSpec
 from actors.neuro.config import NeuroDataSpec
 from actors.sweep.bifurcation import BifurcationSpec
 from actors.sweep.config import SweepSpec
@@ -59,7 +60,8 @@ def loader(kind: str, path: Path) -> tuple[type[BaseModel], Callable[[Path], Bas
     return {"router": (RouteEvalSpec, _job(RouteEvalSpec)), "sweep": (SweepSpec, _job(SweepSpec)), "te": (TENetworkSpec, _job(TENetworkSpec)),
             "continuation": (ContinuationSpec, _job(ContinuationSpec)),
             "bifurcation": (BifurcationSpec, _job(BifurcationSpec)), "fit": (FitSpec, _fit),
-            "models": (ModelSpec, _model), "neuro": (NeuroDataSpec, _job(NeuroDataSpec))}[kind]
+            "models": (ModelSpec, _model), "neuro": (NeuroDataSpec, _job(NeuroDataSpec)),
+            "llm": (EngineSpec, _job(EngineSpec))}[kind]
 
 
 PRESETS = [(kind, path) for kind in KINDS for path in presets(kind)]
