@@ -1,0 +1,248 @@
+"""The NeuroFMX evaluation: every method scored on the held-out trials against the ground truth.
+
+Protocol (issue 14; docs/neurofmx.md):
+- inputs of a test trial: its held-in spikes (the first N_in neurons) and, for NeuroFMX, its LFP / EEG;
+  never its condition label (except the PSTH oracle, marked as such) nor its held-out neurons;
+- rate R^2: predicted vs true expected counts over every (test trial, bin), per neuron, averaged
+  (`rate_r2` over all neurons, `rate_r2_heldin` over the held-in ones);
+- co-bps: NLB bits per spike of the held-out neurons on the test trials; `co_bps_ceiling` is the
+  true rates' score, `co_bps_frac` = co-bps / ceiling;
+- latent R^2: a ridge probe from the method's per-bin features to the true latents (Lorenz state),
+  fit on the training trials, scored on the test trials; few-shot: the same probe fit on K training
+  trials (a seeded draw), K in `few_shot_k`;
+- NeuroFMX also without LFP / EEG (fusion gain = co-bps(spikes + LFP) - co-bps(spikes)) and with each
+  modality dropped with probability `dropout_p` per test trial, keeping at least one (robustness =
+  relative loss of rate R^2 and co-bps).
+Targets are those of issue 14; `targets()` says which are met.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from actors.neuro.baselines import BaselineFit, fit_psth_oracle, fit_smoothing, train_sequence_model
+from actors.neuro.config import EvalSpec
+from actors.neuro.datasets import NeuroData
+from actors.neuro.metrics import bits_per_spike, fit_ridge, flat, predict_ridge, r2
+
+__all__ = ["TARGETS", "Predictor", "evaluate", "markdown_table", "model_predictor", "score", "targets"]
+
+# (fields, dict) -> (expected counts [n, T, N], features [n, T, F]); fields = spikes [n, T, N_in], lfp, eeg;
+# `active` [n, M] bool or None (every modality)
+Predictor = Callable[[dict[str, np.ndarray], np.ndarray | None], tuple[np.ndarray, np.ndarray]]
+
+TARGETS = {"rate_r2": 0.90, "latent_r2": 0.90, "co_bps_frac": 0.90, "fusion_gain_bps": 0.02, "dropout_loss_frac": 0.10}
+
+
+def score(data: NeuroData, counts: np.ndarray, features: np.ndarray | None, train_features: np.ndarray | None,
+          spec: EvalSpec) -> dict[str, Any]:
+    """The metrics of one method's test-trial predictions (module docstring)."""
+    te, tr, h = data.is_test, ~data.is_test, data.heldout
+    true = data.expected_counts[te]
+    out: dict[str, Any] = {"rate_r2": r2(true, counts), "rate_r2_heldin": r2(true[..., ~h], counts[..., ~h])}
+    if h.any():
+        out["co_bps"] = bits_per_spike(data.spikes[te][..., h], counts[..., h])
+        ceiling = bits_per_spike(data.spikes[te][..., h], true[..., h])
+        out["co_bps_frac"] = out["co_bps"] / ceiling if ceiling > 0 else None
+    if features is not None and train_features is not None:
+        W, b = fit_ridge(train_features, data.latents[tr], spec.ridge_alpha)
+        out["latent_r2"] = r2(flat(data.latents[te]), predict_ridge(flat(features), W, b))
+        rng = np.random.default_rng(spec.seed)
+        order = rng.permutation(int(tr.sum()))
+        few = {}
+        for k in spec.few_shot_k:
+            pick = order[:min(k, len(order))]
+            W, b = fit_ridge(train_features[pick], data.latents[tr][pick], spec.ridge_alpha)
+            few[str(k)] = r2(flat(data.latents[te]), predict_ridge(flat(features), W, b))
+        out["few_shot_latent_r2"] = few
+    return out
+
+
+def _fields(data: NeuroData, which: np.ndarray, n_in: int) -> dict[str, np.ndarray]:
+    out = {"spikes": data.spikes[which].astype(np.float32)}
+    for name, x in data.fields.items():
+        out[name] = x[which].astype(np.float32)
+    out["spikes_heldin"] = out["spikes"][..., :n_in]
+    return out
+
+
+def model_predictor(model: Any, modalities: list[str], n_neurons: int, batch_size: int = 64,
+                    device: str = "cpu") -> Predictor:
+    """A Predictor around a model with `predict(batch, active) -> {"rates", "features"}` (NeuroFMX).
+    The held-out neurons' columns are zeroed before the model sees them (it never reads them)."""
+    import torch
+
+    def predict(fields: dict[str, np.ndarray], active: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        n = len(fields["spikes_heldin"])
+        counts, feats = [], []
+        for i in range(0, n, batch_size):
+            sl = slice(i, i + batch_size)
+            spikes = np.zeros(fields["spikes_heldin"][sl].shape[:2] + (n_neurons,), np.float32)
+            spikes[..., :fields["spikes_heldin"].shape[-1]] = fields["spikes_heldin"][sl]
+            batch = {"spikes": torch.as_tensor(spikes, device=device)}
+            for m in modalities[1:]:
+                batch[m] = torch.as_tensor(fields[m][sl], device=device)
+            act = None if active is None else active[sl]
+            out = model.predict(batch, act)
+            counts.append(out["rates"].double().cpu().numpy())
+            feats.append(out["features"].double().cpu().numpy())
+        return np.concatenate(counts), np.concatenate(feats)
+
+    return predict
+
+
+def _dropout_masks(n: int, M: int, p: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, 1])
+    keep = rng.random((n, M)) >= p
+    for i in np.flatnonzero(~keep.any(axis=1)):
+        keep[i, rng.integers(M)] = True
+    return keep
+
+
+def evaluate(data: NeuroData, spec: EvalSpec, model: Predictor | None = None, modalities: list[str] | None = None,
+             name: str = "neurofmx", log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Score the model (if given) and the spec's baselines on `data`'s test trials; returns
+    {"rows": [...], "fusion": {...}, "dropout": {...}, "ceiling": ..., "targets": {...}, "baselines": {...}}."""
+    say = log or (lambda s: None)
+    te, tr, h = data.is_test, ~data.is_test, data.heldout
+    n_in = int((~h).sum())
+    test_in, train_in = _fields(data, te, n_in), _fields(data, tr, n_in)
+    rows: list[dict[str, Any]] = []
+    extra: dict[str, Any] = {}
+    ceiling = bits_per_spike(data.spikes[te][..., h], data.expected_counts[te][..., h]) if h.any() else None
+    true_row = {"method": "true rates (ceiling)", "inputs": "ground truth", **score(data, data.expected_counts[te], None,
+                                                                                    None, spec)}
+    rows.append(true_row)
+    predictions: dict[str, np.ndarray] = {}
+    if model is not None:
+        mods = modalities or ["spikes"]
+        variants = {f"{name} ({'+'.join(mods)})": None}
+        if len(mods) > 1:
+            variants[f"{name} (spikes only)"] = np.array([[m == "spikes" for m in mods]] * int(te.sum()))
+            if "lfp" in mods:
+                variants[f"{name} (spikes+lfp)"] = np.array([[m in ("spikes", "lfp") for m in mods]] * int(te.sum()))
+            variants[f"{name} ({spec.dropout_p:g} modality dropout)"] = _dropout_masks(int(te.sum()), len(mods),
+                                                                                     spec.dropout_p, spec.seed)
+        _, train_feats = model(train_in, None)
+        for label, active in variants.items():
+            say(f"scoring {label}")
+            counts, feats = model(test_in, active)
+            tr_feats = train_feats if active is None else model(train_in, _train_active(active, int(tr.sum())))[1]
+            rows.append({"method": label, "inputs": _inputs(mods, active), **score(data, counts, feats, tr_feats, spec)})
+            predictions[label] = counts
+        full = rows[1]
+        by = {r["method"]: r for r in rows}
+        if len(mods) > 1:
+            spikes_only = by[f"{name} (spikes only)"]
+            pair = by.get(f"{name} (spikes+lfp)")
+            extra["fusion"] = {
+                "co_bps_gain_spikes_lfp": (pair["co_bps"] - spikes_only["co_bps"]) if pair and "co_bps" in pair else None,
+                "co_bps_gain_all": full.get("co_bps", np.nan) - spikes_only.get("co_bps", np.nan),
+                "rate_r2_gain_all": full["rate_r2"] - spikes_only["rate_r2"]}
+            drop = by[f"{name} ({spec.dropout_p:g} modality dropout)"]
+            extra["dropout"] = {"p": spec.dropout_p,
+                                "rate_r2_loss_frac": _loss_frac(full["rate_r2"], drop["rate_r2"]),
+                                "co_bps_loss_frac": _loss_frac(full.get("co_bps"), drop.get("co_bps"))}
+    fits: dict[str, BaselineFit] = {}
+    for b in spec.baselines:
+        say(f"fitting baseline {b}")
+        if b == "smoothing":
+            fits[b] = fit_smoothing(data.spikes[tr], test_in["spikes_heldin"], n_in, data.bin_s, spec.smoothing_sigmas_ms)
+        elif b == "psth_oracle":
+            fits[b] = fit_psth_oracle(data.spikes[tr], data.condition[tr], data.condition[te], data.bin_s,
+                                      spec.smoothing_sigmas_ms)
+        else:
+            device = "cpu" if spec.device == "auto" else spec.device
+            fits[b] = train_sequence_model(b, data.spikes[tr], n_in, test_in["spikes_heldin"], steps=spec.baseline_steps,
+                                           hidden=spec.baseline_hidden, lr=spec.baseline_lr, batch=spec.baseline_batch,
+                                           seed=spec.seed, device=device)
+        f = fits[b]
+        rows.append({"method": b + (" (uses condition labels)" if b == "psth_oracle" else ""),
+                     "inputs": "spikes" + (" + condition" if b == "psth_oracle" else ""),
+                     **score(data, f.counts, f.features, f.train_features, spec)})
+        predictions[b] = f.counts
+    result = {"rows": rows, "co_bps_ceiling": ceiling, **extra,
+              "baselines": {k: v.info for k, v in fits.items()},
+              "n_train": int(tr.sum()), "n_test": int(te.sum()), "n_heldout": int(h.sum()), "dataset": data.dataset}
+    result["targets"] = targets(result, name)
+    result["_predictions"] = predictions
+    return result
+
+
+def _train_active(active: np.ndarray, n: int) -> np.ndarray:
+    """The probes of a variant are fit on training trials seen the same way (the first row's pattern
+    for a fixed subset; every modality for random dropout, whose rows differ)."""
+    if (active == active[0]).all():
+        return np.repeat(active[:1], n, axis=0)
+    return np.ones((n, active.shape[1]), bool)
+
+
+def _inputs(mods: list[str], active: np.ndarray | None) -> str:
+    if active is None:
+        return "+".join(mods)
+    if (active == active[0]).all():
+        return "+".join(m for m, a in zip(mods, active[0]) if a)
+    return f"random subsets of {'+'.join(mods)}"
+
+
+def _loss_frac(full: float | None, other: float | None) -> float | None:
+    if full is None or other is None or not np.isfinite(full) or full == 0:
+        return None
+    return float((full - other) / abs(full))
+
+
+def targets(result: dict[str, Any], name: str = "neurofmx") -> dict[str, Any]:
+    """Issue 14's targets for the model's full-input row: {target: {"value", "target", "met"}}."""
+    rows = [r for r in result["rows"] if r["method"].startswith(name + " (") and "only" not in r["method"]]
+    if not rows:
+        return {}
+    full = rows[0]
+    vals = {"rate_r2": full.get("rate_r2"), "latent_r2": full.get("latent_r2"), "co_bps_frac": full.get("co_bps_frac"),
+            "fusion_gain_bps": (result.get("fusion") or {}).get("co_bps_gain_spikes_lfp"),
+            "dropout_loss_frac": (result.get("dropout") or {}).get("rate_r2_loss_frac")}
+    out = {}
+    for k, v in vals.items():
+        goal = TARGETS[k]
+        met = None if v is None else (v <= goal if k == "dropout_loss_frac" else v >= goal)
+        out[k] = {"value": v, "target": goal, "met": met}
+    return out
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "nan" if not np.isfinite(v) else f"{v:.3f}"
+    return str(v)
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The results as markdown: the metrics table, fusion / dropout, targets."""
+    ks = [str(k) for k in next((r["few_shot_latent_r2"] for r in result["rows"] if "few_shot_latent_r2" in r), {})]
+    head = ["method", "inputs", "rate R2 (all)", "rate R2 (held-in)", "co-bps", "co-bps / ceiling", "latent R2"]
+    head += [f"latent R2 K={k}" for k in ks]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in result["rows"]:
+        few = r.get("few_shot_latent_r2", {})
+        cells = [r["method"], r.get("inputs", ""), r.get("rate_r2"), r.get("rate_r2_heldin"), r.get("co_bps"),
+                 r.get("co_bps_frac"), r.get("latent_r2")] + [few.get(k) for k in ks]
+        lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
+    lines.append("")
+    lines.append(f"{result['dataset']}: {result['n_train']} training / {result['n_test']} test trials, "
+                 f"{result['n_heldout']} held-out neurons; co-bps ceiling (true rates) {_fmt(result['co_bps_ceiling'])}.")
+    if result.get("fusion"):
+        f = result["fusion"]
+        lines.append(f"Fusion gain: co-bps(spikes+LFP) - co-bps(spikes) = {_fmt(f['co_bps_gain_spikes_lfp'])} bits/spike; "
+                     f"all modalities: {_fmt(f['co_bps_gain_all'])} bits/spike, rate R2 {_fmt(f['rate_r2_gain_all'])}.")
+    if result.get("dropout"):
+        d = result["dropout"]
+        lines.append(f"Modality dropout p={d['p']:g}: relative loss of rate R2 {_fmt(d['rate_r2_loss_frac'])}, "
+                     f"of co-bps {_fmt(d['co_bps_loss_frac'])}.")
+    if result.get("targets"):
+        lines += ["", "| target | value | goal | met |", "|---|---|---|---|"]
+        for k, t in result["targets"].items():
+            goal = ("<= " if k == "dropout_loss_frac" else ">= ") + f"{t['target']:g}"
+            lines.append(f"| {k} | {_fmt(t['value'])} | {goal} | {'-' if t['met'] is None else ('yes' if t['met'] else 'no')} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,153 @@
+"""Evaluate a trained NeuroFMX checkpoint and the baselines on a jobs.neuro_data directory.
+
+    python -m jobs.neuro_eval --checkpoint runs/train/nfmx_tiny --data runs/neuro/lorenz --out runs/eval/nfmx_tiny
+    python -m jobs.neuro_eval --data runs/neuro/lorenz --out runs/eval/baselines          # baselines only
+        [--set baseline_steps=300 few_shot_k=[1,5] baselines=[smoothing,psth_oracle]]
+
+--checkpoint: a checkpoint directory (ckpt-<step> with meta.json and model.pt) or a run directory
+(its latest checkpoint). Writes OUT/results.json, OUT/results.md (the table with the baselines and the
+targets), OUT/rates.png (true vs predicted rates), OUT/rate_r2.png, OUT/co_bps.png, OUT/few_shot.png,
+all atomically. No Ray: the evaluation runs in this process (about a minute on a CPU for the
+Lorenz set with the default baseline steps). Protocol: actors/neuro/evaluate.py.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from jobs import cli
+
+
+def load_model(path: str | Path) -> tuple[Any, dict[str, Any], Path]:
+    """(model on the CPU in eval mode, checkpoint meta, checkpoint dir) of a run or checkpoint directory."""
+    import torch
+
+    from actors.common.errors import InputError
+    from actors.trainer import build_model
+    from actors.trainer.checkpoint import latest_checkpoint, read_meta
+
+    p = Path(path)
+    if not p.is_dir():
+        raise InputError("--checkpoint", f"no such directory {str(p)!r}", "a run directory or a ckpt-<step> directory")
+    if not (p / "meta.json").is_file():
+        root = p / "checkpoints" if (p / "checkpoints").is_dir() else p
+        latest = latest_checkpoint(root)
+        if latest is None:
+            raise InputError("--checkpoint", f"{p} holds no complete checkpoint", "a run directory of jobs.train")
+        p = latest
+    meta = read_meta(p)
+    if not (p / "model.pt").is_file():
+        raise InputError("--checkpoint", f"{p} has no model.pt (a {meta.get('strategy')} checkpoint); evaluation "
+                         "reads full state dicts (ddp / fsdp2)", "a ddp or fsdp2 checkpoint")
+    name = meta["model"]["name"]
+    if name != "neurofmx":
+        raise InputError("--checkpoint", f"{p} holds model {name!r}, not neurofmx", "a NeuroFMX checkpoint")
+    model = build_model(name, meta["model"]["cfg"])
+    try:
+        model.load_state_dict(torch.load(p / "model.pt", map_location="cpu", weights_only=True))
+    except RuntimeError as exc:
+        raise InputError("--checkpoint", f"{p / 'model.pt'} does not fit model {name!r}: {exc}") from None
+    return model.eval(), meta, p
+
+
+def check_layout(cfg: Any, data: Any, ckpt: Path) -> None:
+    """The model's modality sizes must be the data's (else an InputError naming --checkpoint)."""
+    from actors.common.errors import InputError
+
+    N = data.spikes.shape[-1]
+    problems = []
+    if cfg.spikes.n_neurons != N:
+        problems.append(f"{cfg.spikes.n_neurons} neurons, the data {N}")
+    if cfg.spikes.n_heldout != int(data.heldout.sum()):
+        problems.append(f"{cfg.spikes.n_heldout} held-out neurons, the data {int(data.heldout.sum())}")
+    if abs(cfg.spikes.bin_s - data.bin_s) > 1e-12:
+        problems.append(f"bins of {cfg.spikes.bin_s} s, the data {data.bin_s} s")
+    for m in ("lfp", "eeg"):
+        f = getattr(cfg, m)
+        if f is None:
+            continue
+        if m not in data.fields:
+            problems.append(f"a {m} input the data lacks")
+        elif f.n_channels != data.fields[m].shape[-1] or abs(f.rate_hz - data.field_rate_hz[m]) > 1e-9:
+            problems.append(f"{m} {f.n_channels} ch at {f.rate_hz} Hz, the data {data.fields[m].shape[-1]} ch at "
+                            f"{data.field_rate_hz[m]} Hz")
+    if problems:
+        raise InputError("--checkpoint", f"{ckpt} does not match the data: the model has " + "; ".join(problems),
+                         "a model trained on this dataset's layout")
+
+
+def run(spec: Any, args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from actors.common.storage import atomic_write_json, atomic_write_text
+    from actors.neuro import read_dataset
+    from actors.neuro.evaluate import evaluate, markdown_table, model_predictor
+    from actors.neuro.plots import metric_bars, rate_examples
+
+    torch.set_num_threads(max(1, int(args.threads)))
+    out = Path(args.out)
+    data, data_spec = read_dataset(args.data)
+    predictor, mods, ckpt_info = None, None, None
+    if args.checkpoint:
+        model, meta, ckpt = load_model(args.checkpoint)
+        check_layout(model.cfg, data, ckpt)
+        mods = model.modalities
+        predictor = model_predictor(model, mods, data.spikes.shape[-1])
+        ckpt_info = {"path": str(ckpt), "step": meta["step"], "strategy": meta["strategy"],
+                     "parameters": sum(p.numel() for p in model.parameters())}
+    result = evaluate(data, spec, predictor, mods, log=lambda s: print(s, flush=True))
+    predictions = result.pop("_predictions")
+    result.update({"checkpoint": ckpt_info, "data": str(args.data), "eval": spec.model_dump(mode="json")})
+    atomic_write_json(out / "results.json", result)
+    atomic_write_text(out / "results.md", markdown_table(result))
+    te = data.is_test
+    show = {k: v for k, v in predictions.items() if "dropout" not in k and "only" not in k and "+lfp)" not in k}
+    rate_examples(data.expected_counts[te], show, data.bin_s, out / "rates.png",
+                  neurons=(0, 1, int(data.spikes.shape[-1]) - 1))
+    metric_bars(result["rows"], "rate_r2", out / "rate_r2.png", {"target 0.90": 0.9})
+    metric_bars(result["rows"], "co_bps", out / "co_bps.png")
+    _few_shot_plot(result["rows"], out / "few_shot.png")
+    print(markdown_table(result), flush=True)
+    return {"results": str(out / "results.json"), "targets": result.get("targets")}
+
+
+def _few_shot_plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from actors.common.storage import atomic_write_figure
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for r in rows:
+        few = r.get("few_shot_latent_r2")
+        if few:
+            ks = [int(k) for k in few]
+            ax.plot(ks, [few[k] for k in few], marker="o", label=r["method"])
+    ax.set_xscale("log")
+    ax.set_xlabel("training trials for the probe (K)")
+    ax.set_ylabel("latent R2 (test)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write_figure(path, fig, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = cli.job_parser(__doc__, config_help="evaluation YAML (fields of actors.neuro.EvalSpec; optional)",
+                        config_required=False, set_example="baseline_steps=300", address=False)
+    ap.add_argument("--checkpoint", default=None, help="run or checkpoint directory of a NeuroFMX model (optional)")
+    ap.add_argument("--data", required=True, help="a jobs.neuro_data output directory")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    args = ap.parse_args(argv)
+    from actors.neuro import EvalSpec
+
+    return cli.run_job(lambda: cli.load_spec(EvalSpec, args.config, cli.parse_set(args.set)),
+                       lambda spec: run(spec, args), ray=False, keys=("results", "targets"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""The evaluation's metrics on hand-computed cases (R^2, co-bps of the true rates = the ceiling and of
+the null = 0, a two-bin co-bps by hand), the ridge probe against scikit-learn, the Poisson GLM of the
+smoothing baseline recovering planted weights, the protocol with oracle predictors (fusion gain,
+dropout), and jobs.neuro_data -> a 2-step training -> jobs.neuro_eval end to end with its errors."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from actors.neuro import EvalSpec, NeuroDataSpec, bits_per_spike, fit_ridge, make_dataset, predict_ridge, r2
+from actors.neuro.baselines import _glm, fit_psth_oracle, train_sequence_model
+from actors.neuro.evaluate import evaluate, markdown_table
+from configs import preset
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_r2_by_hand():
+    y = np.array([[1.0, 2.0], [2.0, 4.0], [3.0, 9.0]])
+    assert r2(y, y) == 1.0
+    assert r2(y, np.broadcast_to(y.mean(0), y.shape)) == 0.0
+    p = np.array([[1.5, 2.0], [2.0, 5.0], [2.5, 8.0]])
+    # column 0: SS_res 0.5, SS_tot 2 -> 0.75; column 1 (mean 5): SS_res 2, SS_tot 26 -> 1 - 2/26
+    assert math.isclose(r2(y, p), (0.75 + 1 - 2 / 26) / 2, rel_tol=1e-12)
+    assert r2(np.ones((3, 1)), np.ones((3, 1))) == 1.0 and r2(np.ones((3, 1)), np.zeros((3, 1))) == 0.0
+
+
+def test_co_bps_of_the_true_rates_is_the_ceiling_and_of_the_null_zero():
+    rng = np.random.default_rng(0)
+    lam = np.exp(rng.normal(-1.5, 0.8, size=(40, 20, 5)))
+    y = rng.poisson(lam)
+    null = np.broadcast_to(y.reshape(-1, 5).mean(0), y.shape)
+    assert bits_per_spike(y, null) == 0.0
+    assert bits_per_spike(y, lam) > 0.2                          # real signal: the true rates beat the null
+    assert bits_per_spike(y, 0.5 * lam) < bits_per_spike(y, lam)
+    assert math.isnan(bits_per_spike(np.zeros((2, 3, 1)), np.ones((2, 3, 1))))
+    # by hand: one neuron, bins with counts (1, 0), predicted (0.8, 0.2); null = 0.5 per bin
+    y1, lam1 = np.array([[[1], [0]]]), np.array([[[0.8], [0.2]]])
+    nll_model = (0.8 - math.log(0.8)) + 0.2
+    nll_null = (0.5 - math.log(0.5)) + 0.5
+    assert math.isclose(bits_per_spike(y1, lam1), (nll_null - nll_model) / 1 / math.log(2), rel_tol=1e-12)
+
+
+def test_ridge_probe_matches_scikit_learn():
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 4)) * [1, 10, 0.1, 3] + 5
+    Y = X @ rng.normal(size=(4, 2)) + rng.normal(size=(300, 2))
+    W, b = fit_ridge(X, Y, alpha=0.05)
+    Xs = (X - X.mean(0)) / X.std(0)
+    sk = Ridge(alpha=0.05 * 300).fit(Xs, Y)
+    assert np.allclose(predict_ridge(X, W, b), sk.predict(Xs), atol=1e-9)
+    W0, b0 = fit_ridge(X, X @ [[1.0], [2.0], [0.0], [-1.0]], alpha=0.0)
+    assert np.allclose(W0.ravel(), [1, 2, 0, -1], atol=1e-8)
+
+
+def test_smoothing_glm_recovers_planted_weights():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(20_000, 2))
+    Y = rng.poisson(np.exp(X @ np.array([[0.5], [-0.3]]) - 1.0))
+    W, b = _glm(X, Y, alpha=0.0)
+    assert np.allclose(W.ravel(), [0.5, -0.3], atol=0.04) and abs(b[0] + 1.0) < 0.04
+
+
+def _small_data():
+    spec = NeuroDataSpec.model_validate({"dataset": "lorenz", "seed": 1,
+                                         "lorenz": {"n_conditions": 6, "trials_per_condition": 10, "n_bins": 30,
+                                                    "n_neurons": 8, "burn_in_steps": 300},
+                                         "lfp": {"n_channels": 3, "rate_hz": 200.0}, "eeg": None})
+    return make_dataset(spec)
+
+
+def test_psth_oracle_approaches_the_truth_with_many_repeats():
+    spec = NeuroDataSpec.model_validate({"lorenz": {"n_conditions": 3, "trials_per_condition": 400, "n_bins": 30,
+                                                    "n_neurons": 6, "base_rate_hz": 20.0}, "lfp": None, "eeg": None})
+    d = make_dataset(spec)
+    tr, te = ~d.is_test, d.is_test
+    f = fit_psth_oracle(d.spikes[tr], d.condition[tr], d.condition[te], d.bin_s, [20.0])
+    assert r2(d.expected_counts[te], f.counts) > 0.9
+
+
+def test_protocol_with_oracle_predictors():
+    """A predictor that returns the true rates and latents when it sees the LFP, and the null
+    otherwise: rate and latent R^2 = 1 and co-bps = the ceiling with LFP, fusion gain = the ceiling."""
+    d = _small_data()
+    mods = ["spikes", "lfp"]
+    te_idx, tr_idx = np.flatnonzero(d.is_test), np.flatnonzero(~d.is_test)
+
+    def oracle(fields, active):   # evaluate() passes the test trials, or the training trials, in order
+        idx = te_idx if len(fields["spikes_heldin"]) == len(te_idx) else tr_idx
+        assert np.array_equal(fields["spikes_heldin"], d.spikes[idx][..., :6])
+        counts = d.expected_counts[idx].astype(np.float64)
+        feats = d.latents[idx].astype(np.float64)
+        sees = np.ones(len(idx), bool) if active is None else active[:, 1]
+        counts[~sees] = d.spikes[tr_idx].reshape(-1, 8).mean(0)
+        feats[~sees] = 0.0
+        return counts, feats
+
+    res = evaluate(d, EvalSpec(baselines=["smoothing"], few_shot_k=[2], dropout_p=0.5), oracle, mods)
+    rows = {r["method"]: r for r in res["rows"]}
+    full = rows["neurofmx (spikes+lfp)"]
+    assert full["rate_r2"] == pytest.approx(1.0) and full["latent_r2"] == pytest.approx(1.0, abs=2e-3)   # ridge shrinks
+    assert full["co_bps"] == pytest.approx(res["co_bps_ceiling"]) and full["co_bps_frac"] == pytest.approx(1.0)
+    alone = rows["neurofmx (spikes only)"]
+    null_bps = bits_per_spike(d.spikes[d.is_test][..., 6:], np.broadcast_to(
+        d.spikes[~d.is_test].reshape(-1, 8).mean(0)[6:], (int(d.is_test.sum()), 30, 2)))
+    assert alone["co_bps"] == pytest.approx(null_bps)
+    assert res["fusion"]["co_bps_gain_spikes_lfp"] == pytest.approx(res["co_bps_ceiling"] - null_bps)
+    assert 0 < res["dropout"]["rate_r2_loss_frac"] < 1.5          # some trials lost their LFP
+    assert res["targets"]["rate_r2"]["met"] and res["targets"]["co_bps_frac"]["met"]
+    assert "| neurofmx (spikes+lfp) | spikes+lfp | 1.000 |" in markdown_table(res)
+
+
+def test_sequence_baselines_train_and_predict_shapes():
+    d = _small_data()
+    tr, te = ~d.is_test, d.is_test
+    for kind in ("gru_sae", "ndt"):
+        f = train_sequence_model(kind, d.spikes[tr], 6, d.spikes[te][..., :6], steps=3, hidden=8, batch=8)
+        assert f.counts.shape == (12, 30, 8) and (f.counts > 0).all()
+        assert f.features.shape[:2] == (12, 30) and f.train_features.shape[:2] == (48, 30)
+
+
+def test_data_train_eval_jobs_end_to_end(tmp_path, capsys):
+    from actors.trainer.config import TrainSpec
+    from actors.trainer.engine import train
+    from jobs import neuro_data, neuro_eval
+
+    data_dir = tmp_path / "data"
+    assert neuro_data.main(["--config", str(preset("neuro", "lorenz_ci.yaml")), "--out", str(data_dir)]) == 0
+    summary = json.loads((data_dir / "summary.json").read_text())
+    assert summary["n_train"] == 64 and summary["n_test"] == 16 and (data_dir / "preview.png").stat().st_size > 1000
+    layout = summary["layout"]
+    cfg = {"d_model": 16, "n_layers": 2, "d_state": 4, "headdim": 8, "chunk": 8, "n_latents": 4, "n_heads": 2,
+           "proj_dim": 8, "diffusion_steps": 10, "spikes": {k: layout["spikes"][k] for k in ("n_neurons", "n_heldout")},
+           "lfp": {"n_channels": 4, "rate_hz": 250.0, "patch": 5}, "eeg": {"n_channels": 3, "rate_hz": 200.0, "patch": 4}}
+    spec = TrainSpec.model_validate({"model": {"name": "neurofmx", "cfg": cfg}, "steps": 2, "batch_size": 8,
+                                     "checkpoint": {"every": 2}, "log_every": 1})
+    train(spec, data_dir / "train", tmp_path / "run", device="cpu", log=None)
+    out = tmp_path / "eval"
+    args = ["--checkpoint", str(tmp_path / "run"), "--data", str(data_dir), "--out", str(out),
+            "--set", "baseline_steps=2", "baseline_hidden=8", "few_shot_k=[1,5]"]
+    assert neuro_eval.main(args) == 0
+    res = json.loads((out / "results.json").read_text())
+    methods = [r["method"] for r in res["rows"]]
+    assert methods[:2] == ["true rates (ceiling)", "neurofmx (spikes+lfp+eeg)"]
+    assert {"smoothing", "gru_sae", "ndt", "psth_oracle (uses condition labels)"} <= set(methods)
+    assert set(res["targets"]) == {"rate_r2", "latent_r2", "co_bps_frac", "fusion_gain_bps", "dropout_loss_frac"}
+    for f in ("results.md", "rates.png", "rate_r2.png", "co_bps.png", "few_shot.png"):
+        assert (out / f).stat().st_size > 100
+    assert res["checkpoint"]["step"] == 2
+    # a model of another layout, and a directory without a checkpoint, are refused naming --checkpoint
+    other = tmp_path / "other"
+    assert neuro_data.main(["--config", str(preset("neuro", "lorenz_ci.yaml")), "--out", str(other),
+                            "--set", "lorenz.n_neurons=10"]) == 0
+    capsys.readouterr()
+    assert neuro_eval.main(["--checkpoint", str(tmp_path / "run"), "--data", str(other), "--out", str(tmp_path / "e2")]) == 2
+    assert "--checkpoint" in capsys.readouterr().err
+    assert neuro_eval.main(["--checkpoint", str(tmp_path), "--data", str(data_dir), "--out", str(tmp_path / "e3")]) == 2
+    assert "no complete checkpoint" in capsys.readouterr().err
+    assert neuro_eval.main(["--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "e4")]) == 2
+    assert "data" in capsys.readouterr().err
