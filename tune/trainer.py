@@ -39,18 +39,19 @@ _IDENTITY = ("batch_size", "seed", "shuffle", "steps")   # PBT must keep the dat
 
 
 class Dim(Strict):
-    """One searched value: choice(values), uniform / loguniform(low, high), randint(low, high) (high excluded)."""
+    """One searched value: choice(values) (sampled), grid(values) (every value, times num_samples),
+    uniform / loguniform(low, high), randint(low, high) (high excluded)."""
 
-    type: Literal["choice", "uniform", "loguniform", "randint"]
+    type: Literal["choice", "grid", "uniform", "loguniform", "randint"]
     values: list[Any] | None = None
     low: float | None = None
     high: float | None = None
 
     @model_validator(mode="after")
     def _shape(self) -> Dim:
-        if self.type == "choice":
+        if self.type in ("choice", "grid"):
             if not self.values:
-                raise InputError("values", "a choice needs a non-empty list of values", "values: [a, b, ...]")
+                raise InputError("values", f"a {self.type} needs a non-empty list of values", "values: [a, b, ...]")
         elif self.low is None or self.high is None or not self.low < self.high:
             raise InputError("low", f"{self.type} needs low < high, got {self.low}, {self.high}", "low < high")
         elif self.type == "loguniform" and self.low <= 0:
@@ -59,7 +60,7 @@ class Dim(Strict):
 
     def samples(self) -> list[Any]:
         """Values that must all be valid for the base spec (checked up front)."""
-        if self.type == "choice":
+        if self.type in ("choice", "grid"):
             return list(self.values)
         if self.type == "randint":
             return [int(self.low), int(self.high) - 1]
@@ -70,6 +71,8 @@ class Dim(Strict):
 
         if self.type == "choice":
             return tune.choice(self.values)
+        if self.type == "grid":
+            return tune.grid_search(self.values)
         if self.type == "randint":
             return tune.randint(int(self.low), int(self.high))
         return (tune.loguniform if self.type == "loguniform" else tune.uniform)(self.low, self.high)
@@ -85,7 +88,9 @@ class TrainSearchSpec(Strict):
     mode: Literal["min", "max"] = "min"
     grace_period: int = Field(10, ge=1, le=1_000_000)           # ASHA: reports before the first rung
     reduction_factor: int = Field(3, ge=2, le=100)               # ASHA
-    perturbation_interval: int = Field(10, ge=1, le=1_000_000)  # PBT: reports per round
+    perturbation_interval: int = Field(10, ge=1, le=1_000_000)  # PBT: a round = this many report_every steps
+    quantile_fraction: float = Field(0.25, gt=0, le=0.5)          # PBT: bottom fraction that exploits the top
+    synch: bool = False                                          # PBT: perturb all trials at once (deterministic)
     max_concurrent_trials: int = Field(2, ge=1, le=1024)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     inline: bool = False                                         # train inside the trial process (1 rank)
@@ -121,7 +126,8 @@ def trial_spec(base: dict[str, Any], values: dict[str, Any], *, field: str = "sp
     try:
         return TrainSpec.model_validate(data)
     except ValidationError as exc:
-        raise from_validation(exc, prefix=f"{field}: train.") from None
+        inner = from_validation(exc)
+        raise InputError(field, f"train.{inner.field}: {inner.message}", inner.allowed) from None
 
 
 def driver_fn(config: dict[str, Any], *, search: dict[str, Any], data: str, trial_root: str) -> None:
@@ -169,6 +175,9 @@ def _run_rounds(spec: TrainSpec, s: TrainSearchSpec, data: str, root: Path) -> N
     if restored is not None:
         resume = restored.to_directory(str(root / f"restored-{time.time_ns()}"))
     step = int(ck.read_meta(Path(resume))["step"]) if resume else 0
+    _log_round(root, {"event": "start", "step": step, "restored": resume is not None,
+                      "from": ck.read_meta(Path(resume))["spec"]["optimizer"]["lr"] if resume else None,
+                      "lr": spec.optimizer.lr})
     while step < spec.steps:
         until = min(spec.steps, step + round_steps)
         round_dir = root / f"round-{until:09d}-{time.time_ns()}"
@@ -176,6 +185,13 @@ def _run_rounds(spec: TrainSpec, s: TrainSearchSpec, data: str, root: Path) -> N
         latest = ck.latest_checkpoint(round_dir / "checkpoints")
         tune.report(_metrics(last), checkpoint=tune.Checkpoint.from_directory(str(latest)))
         resume, step = str(latest), until
+
+
+def _log_round(root: Path, row: dict[str, Any]) -> None:
+    """<trial>/rounds.jsonl: each (re)start of the trial — after a PBT exploit `restored` is true and
+    `from` is the learning rate the donor's checkpoint was trained with."""
+    with open(root / "rounds.jsonl", "a") as fh:
+        fh.write(json.dumps({**row, "time": time.time()}) + "\n")
 
 
 def _train_round(spec: TrainSpec, s: TrainSearchSpec, data: str, run_dir: Path, resume: str | None,
@@ -210,9 +226,15 @@ def search(spec: TrainSearchSpec, data: str | Path, out: str | Path) -> dict[str
                                   grace_period=spec.grace_period, reduction_factor=spec.reduction_factor)
         space = {k: d.to_tune() for k, d in spec.space.items()}
     else:
+        if any(d.type == "grid" for d in spec.space.values()):
+            raise InputError("space", "PBT mutates values by resampling; a grid cannot be resampled",
+                             "choice, uniform, loguniform or randint")
         mutations = {k: d.to_tune() for k, d in spec.space.items()}
-        scheduler = PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=spec.perturbation_interval,
-                                            hyperparam_mutations=mutations, synch=False)
+        # one Tune result per round of perturbation_interval * report_every steps: PBT counts global steps
+        scheduler = PopulationBasedTraining(time_attr="step",
+                                            perturbation_interval=spec.perturbation_interval * spec.train.report_every,
+                                            hyperparam_mutations=mutations, quantile_fraction=spec.quantile_fraction,
+                                            synch=spec.synch)
         space = dict(mutations)
     trial_root = out / "trials"
     trainable = tune.with_parameters(driver_fn, search=spec.model_dump(mode="json"), data=data,
@@ -221,8 +243,8 @@ def search(spec: TrainSearchSpec, data: str | Path, out: str | Path) -> dict[str
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": cpus}), param_space=space,
         tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=scheduler, num_samples=spec.num_samples,
-                                    max_concurrent_trials=spec.max_concurrent_trials,
-                                    search_alg=BasicVariantGenerator(random_state=spec.seed)),
+                                    search_alg=BasicVariantGenerator(random_state=spec.seed,
+                                                                     max_concurrent=spec.max_concurrent_trials)),
         run_config=tune.RunConfig(name=spec.name, storage_path=str(out / "tune"), verbose=0))
     t0 = time.perf_counter()
     grid = tuner.fit()
