@@ -1,7 +1,7 @@
 """The shipped YAML presets, importable as package data (`importlib.resources.files("configs.models")`).
 
 One subpackage per kind: models (ODE models: actors/sweep/models.py loads them), sweep, bifurcation,
-continuation, fit, neuro, router, te, validation (job presets: `python -m jobs.X --config configs/X/<name>.yaml`).
+continuation, fit, neuro, router, te, train, validation (job presets: `python -m jobs.X --config configs/X/<name>.yaml`).
 Code finds a preset with `preset(kind, name)`, never through a path relative to its own file.
 """
 from __future__ import annotations
@@ -11,7 +11,8 @@ from pathlib import Path
 
 __all__ = ["KINDS", "preset", "presets"]
 
-KINDS = ("bifurcation", "continuation", "fit", "llm", "models", "neuro", "router", "sweep", "te", "validation")
+KINDS = ("bifurcation", "continuation", "fit", "llm", "models", "neuro", "router", "sweep", "te", "train",
+         "validation")
 
 
 def preset(kind: str, name: str) -> Path:

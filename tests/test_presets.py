@@ -56,6 +56,11 @@ def loader(kind: str, path: Path) -> tuple[type[BaseModel], Callable[[Path], Bas
 
     if kind == "router" and path.name.startswith("search"):
         return RouterSearchSpec, _job(RouterSearchSpec)
+    if kind == "train":
+        from actors.trainer.config import TrainSpec
+        from tune.trainer import TrainSearchSpec, load_search_spec
+
+        return (TrainSearchSpec, load_search_spec) if path.name.startswith("search") else (TrainSpec, _job(TrainSpec))
 
     return {"router": (RouteEvalSpec, _job(RouteEvalSpec)), "sweep": (SweepSpec, _job(SweepSpec)), "te": (TENetworkSpec, _job(TENetworkSpec)),
             "continuation": (ContinuationSpec, _job(ContinuationSpec)),
