@@ -33,7 +33,7 @@ from actors.common.errors import InputError, from_validation
 from actors.common.storage import atomic_write_json
 from actors.trainer.config import TrainSpec
 
-__all__ = ["Dim", "TrainSearchSpec", "driver_fn", "search", "trial_spec"]
+__all__ = ["Dim", "TrainSearchSpec", "driver_fn", "load_search_spec", "search", "trial_spec"]
 
 _IDENTITY = ("batch_size", "seed", "shuffle", "steps")   # PBT must keep the data order and schedule length
 
@@ -106,6 +106,50 @@ class TrainSearchSpec(Strict):
                 raise InputError(f"space.{key}", "PBT copies checkpoints between trials, so it can only mutate "
                                  "optimizer and scheduler values", "optimizer.* or scheduler.* keys")
         return self
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_search_spec(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainSearchSpec:
+    """A search YAML; `train_preset: <name>.yaml` takes the train spec from configs/train/<name>.yaml (or a
+    path), with the YAML's own `train:` mapping merged over it. Dotted `overrides` as jobs.cli.load_spec
+    (e.g. {"num_samples": 8, "train.steps": 100}). Errors are InputErrors naming the field."""
+    from pydantic import ValidationError
+
+    from actors.common.config import load_yaml
+
+    def read(p: Path, field: str) -> dict[str, Any]:
+        if not p.is_file():
+            raise InputError(field, f"no such file {str(p)!r}", "a readable YAML file")
+        raw = load_yaml(p.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise InputError(field, f"{p} holds a {type(raw).__name__}, not a mapping", "a YAML mapping")
+        return raw
+
+    raw = read(Path(path), "--config") if path is not None else {}
+    name = raw.pop("train_preset", None)
+    if name is not None:
+        from configs import preset
+
+        p = Path(name) if Path(name).is_file() else preset("train", str(name))
+        raw["train"] = _merge(read(p, "train_preset"), raw.get("train") or {})
+    for key, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise InputError(key, f"{part!r} is not a mapping in the config", "a dotted path of mappings")
+        node[leaf] = value
+    try:
+        return TrainSearchSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise from_validation(exc) from None
 
 
 def trial_spec(base: dict[str, Any], values: dict[str, Any], *, field: str = "space") -> TrainSpec:

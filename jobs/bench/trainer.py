@@ -1,0 +1,215 @@
+"""Trainer throughput per strategy: tokens/s, MFU and the step-time breakdown of DDP, FSDP2 and ZeRO-3.
+
+    python -m jobs.bench.trainer --out runs/bench_trainer                         # tiny CPU MLP, 1 and 2 ranks
+    python -m jobs.bench.trainer --config configs/train/neurofmx_100m.yaml --data DIR --world-sizes 1 \\
+        --steps 30 --out DIR                                                    # a real model on a GPU machine
+
+Each (strategy, world size) row trains the same spec from the same initial weights on the same shards
+(engine.train in this process for 1 rank, actors.trainer.launch for more: one process per rank on one
+machine, gloo on the CPU, NCCL on GPUs) with `timing` on (the device is synchronised around each
+phase). The first --warmup steps are dropped; the row is the median of the rest:
+- step time and its parts: data (next batch + copy to the device), forward (including the loss),
+  backward, optimizer (clipping, update; ZeRO-3's and FSDP2's communication lands in backward/optimizer);
+- tokens/s: tokens per global step (the model's "tokens" output, else samples) / step time;
+- MFU: achieved FLOP/s / peak FLOP/s. FLOPs per step are counted once by torch.utils.flop_counter on a
+  forward + backward of the plain model on one global batch (ops it does not know, e.g. a fused GRU or an
+  elementwise scan, are not counted: then 6 x parameters x tokens is used and the row says so). Peak: on
+  a GPU the vendor's dense bf16 (or fp32) figure for the device when listed, else a measured matmul; on
+  the CPU a measured fp32 matmul (2048 x 2048, same threads per rank) x ranks — MFU against what this
+  machine's BLAS reaches, not a datasheet number.
+Writes DIR/trainer_bench.md and DIR/trainer_bench.json (date, machine, versions, command).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jobs.bench.lib import gpu_name, md_table, module_versions, utc_stamp
+
+# dense peak FLOP/s per GPU (NVIDIA datasheets, without sparsity): bf16, fp32
+PEAKS = {"H200": (989e12, 67e12), "H100": (989e12, 67e12), "A100": (312e12, 19.5e12)}
+
+DEFAULT_SPEC = {"model": {"name": "mlp_regression", "cfg": {"d_in": 256, "d_out": 256, "hidden": [1024, 1024]}},
+                "steps": 25, "batch_size": 64, "optimizer": {"lr": 1e-3}, "checkpoint": {"every": 100000, "keep": 1},
+                "log_every": 1}
+
+
+def synthetic_data(spec: Any, out: Path, n: int) -> Path:
+    """Shards of random x / y for the toy regression models (mlp_regression, gru_regression)."""
+    from actors.trainer.shards import write_shards
+
+    cfg = spec.model.cfg
+    rng = np.random.default_rng(0)
+    if spec.model.name == "gru_regression":
+        t = int(cfg.get("seq_len", 32))
+        shape_x, shape_y = (t, int(cfg.get("d_in", 4))), (t, int(cfg.get("d_out", 2)))
+    elif spec.model.name == "mlp_regression":
+        shape_x, shape_y = (int(cfg.get("d_in", 8)),), (int(cfg.get("d_out", 1)),)
+    else:
+        raise SystemExit(f"no synthetic data for model {spec.model.name!r}: pass --data DIR")
+    write_shards(({"x": rng.normal(size=shape_x).astype(np.float32), "y": rng.normal(size=shape_y).astype(np.float32)}
+                  for _ in range(n)), out, shard_size=1000)
+    return out
+
+
+def count_flops(spec: Any, data: Path, device: str) -> tuple[float, str]:
+    """(FLOPs of one forward + backward on one global batch, how they were counted)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from actors.trainer.registry import build_model
+    from actors.trainer.shards import ShardDataset
+
+    torch.manual_seed(0)
+    model = build_model(spec.model.name, spec.model.cfg).to(device)
+    batch = next(ShardDataset(data).batches(0, 1, spec.batch_size, 0))
+    batch = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+    counter = FlopCounterMode(display=False)
+    with counter:
+        out = model(batch, 0)
+        out["loss"].backward()
+    flops = float(counter.get_total_flops())
+    tokens = float(out["tokens"]) if "tokens" in out else float(spec.batch_size)
+    estimate = 6.0 * sum(p.numel() for p in model.parameters()) * tokens
+    if flops < 0.5 * estimate:   # ops the counter does not know: the dense-parameter estimate
+        return estimate, "6*params*tokens"
+    return flops, "flop_counter"
+
+
+def peak_flops(device: str, bf16: bool, threads: int) -> tuple[float, str]:
+    import torch
+
+    if device == "cuda":
+        name = gpu_name()
+        for key, (p16, p32) in PEAKS.items():
+            if key in name:
+                return (p16 if bf16 else p32), f"{key} datasheet ({'bf16' if bf16 else 'fp32'} dense)"
+    dtype = torch.bfloat16 if (bf16 and device == "cuda") else torch.float32
+    n = 4096 if device == "cuda" else 2048
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        best = float("inf")
+        for _ in range(5):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            a @ b
+            if device == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(old)
+    return 2 * n ** 3 / best, f"measured {n}^3 {str(dtype).split('.')[-1]} matmul, {threads} thread(s)"
+
+
+def row_from_metrics(rows: list[dict[str, Any]], warmup: int) -> dict[str, float]:
+    timed = [r for r in rows if r["step"] > warmup]
+    med = {k: statistics.median(r[k] for r in timed) for k in
+           ("time_step", "time_data", "time_forward", "time_backward", "time_optimizer", "tokens")}
+    med["loss_last"] = rows[-1]["loss"]
+    med["timed_steps"] = len(timed)
+    return med
+
+
+def run_case(spec: Any, data: Path, out: Path, world: int) -> list[dict[str, Any]]:
+    from actors.trainer.engine import read_metrics, train
+    from actors.trainer.launch import spawn_train
+
+    if world == 1:
+        train(spec, data, out, timing=True, log=None)
+    else:
+        spawn_train(spec, data, out, world_size=world, timing=True)
+    return read_metrics(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--config", help="train YAML (default: a tiny CPU MLP)")
+    ap.add_argument("--data", help="shard directory (default: synthetic shards for the toy models)")
+    ap.add_argument("--strategies", default="ddp,fsdp2,deepspeed_zero3")
+    ap.add_argument("--world-sizes", default="1,2", help="ranks per row, e.g. 1,2")
+    ap.add_argument("--steps", type=int, default=None, help="steps per row (default: the spec's)")
+    ap.add_argument("--warmup", type=int, default=5, help="steps dropped before the median")
+    ap.add_argument("--samples", type=int, default=4096, help="synthetic samples")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from actors.trainer.config import TrainSpec
+    from actors.trainer.engine import resolve_precision
+    from jobs import cli
+
+    raw = cli.read_yaml(args.config) if args.config else json.loads(json.dumps(DEFAULT_SPEC))
+    if args.steps:
+        raw["steps"] = args.steps
+    spec0 = TrainSpec.model_validate(raw)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-trainer-", dir=out))
+    data = Path(args.data) if args.data else synthetic_data(spec0, tmp / "data", args.samples)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    threads = int(os.environ.get("OMP_NUM_THREADS", "1") or 1)
+    torch.set_num_threads(threads)
+    bf16 = resolve_precision(spec0, torch.device(device))
+    flops, flop_method = count_flops(spec0, data, device)
+    peak1, peak_method = peak_flops(device, bf16, threads)
+
+    results = []
+    for world in [int(w) for w in args.world_sizes.split(",")]:
+        for strategy in args.strategies.split(","):
+            spec = spec0.model_copy(update={"strategy": strategy})
+            t0 = time.perf_counter()
+            try:
+                rows = run_case(spec, data, tmp / f"{strategy}-{world}", world)
+            except Exception as exc:   # noqa: BLE001 - a strategy that cannot run here is a row, not a crash
+                results.append({"strategy": strategy, "world_size": world, "error": f"{type(exc).__name__}: {exc}"[:300]})
+                print(f"{strategy} x{world}: {results[-1]['error']}", flush=True)
+                continue
+            med = row_from_metrics(rows, args.warmup)
+            achieved = flops / med["time_step"]
+            r = {"strategy": strategy, "world_size": world, **med, "tokens_per_s": med["tokens"] / med["time_step"],
+                 "achieved_flops": achieved, "mfu": achieved / (peak1 * world), "wall_s": time.perf_counter() - t0}
+            results.append(r)
+            print(f"{strategy} x{world}: {r['tokens_per_s']:.0f} tokens/s, step {1e3 * med['time_step']:.1f} ms, "
+                  f"MFU {100 * r['mfu']:.1f}%", flush=True)
+
+    header = ["strategy", "ranks", "tokens/s", "step ms", "data ms", "fwd ms", "bwd ms", "opt ms", "MFU", "last loss"]
+    table = md_table(header, [
+        [r["strategy"], r["world_size"], "error: " + r["error"], "", "", "", "", "", "", ""] if "error" in r else
+        [r["strategy"], r["world_size"], f"{r['tokens_per_s']:.0f}", f"{1e3 * r['time_step']:.1f}",
+         f"{1e3 * r['time_data']:.2f}", f"{1e3 * r['time_forward']:.1f}", f"{1e3 * r['time_backward']:.1f}",
+         f"{1e3 * r['time_optimizer']:.1f}", f"{100 * r['mfu']:.1f}%", f"{r['loss_last']:.4g}"]
+        for r in results])
+    env = {"date": utc_stamp(), "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
+           "cpus": os.cpu_count(), "gpu": gpu_name(), "threads_per_rank": threads, "device": device, "bf16": bf16,
+           "versions": module_versions(["torch", "ray", "deepspeed", "numpy"]),
+           "command": "python -m jobs.bench.trainer " + " ".join(argv if argv is not None else sys.argv[1:])}
+    doc = {"env": env, "spec": spec0.model_dump(mode="json"), "flops_per_step": flops, "flop_method": flop_method,
+           "peak_flops_per_rank": peak1, "peak_method": peak_method, "rows": results}
+    (out / "trainer_bench.json").write_text(json.dumps(doc, indent=2) + "\n")
+    text = (f"# Trainer benchmark\n\n{env['date']}, {env['machine']}, {env['cpus']} CPUs, GPU {env['gpu']}, "
+            f"{threads} thread(s) per rank, versions {env['versions']}\n\n`{env['command']}`\n\n"
+            f"Model {spec0.model.name} {spec0.model.cfg}, global batch {spec0.batch_size}, {spec0.steps} steps "
+            f"({args.warmup} warm-up dropped, medians). FLOPs/step {flops:.3g} ({flop_method}); peak per rank "
+            f"{peak1:.3g} FLOP/s ({peak_method}).\n\n{table}\n")
+    (out / "trainer_bench.md").write_text(text)
+    print(text, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
