@@ -149,7 +149,7 @@ def rendered(three_nodes, tmp_path_factory):
         "serve.apps": {"sweep": {"module": "serve.sweep", "route_prefix": "/sweep", "args": {"num_cpus": 0.25}}},
         "serve.auth.mount_path": str(token_dir),
         "jobs.sweep.args": ["--config", "configs/sweep/ci_tiny.yaml", "--out", "OUT", "--no-progress", "--set",
-                            "chunk_size=3", "solver.t_span=[0.0, 40.0]", "workers.num_workers=2",
+                            "chunk_size=3", "solver.t_span=[0.0, 20.0]", "workers.num_workers=2",
                             "workers.num_gpus=0", "workers.num_cpus=1"]})
     return render(values)
 
