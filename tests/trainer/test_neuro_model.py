@@ -260,10 +260,10 @@ def test_plan_per_stage_and_seeded_per_sample():
     assert torch.equal(q3.cutoff, p3.cutoff[perm])
 
 
-@pytest.mark.parametrize("fusion_every", [1, 2, 4])
-def test_fusion_frequency_and_prediction_shapes(fusion_every):
-    m = _model(n_layers=4, fusion_every=fusion_every)
-    assert len(m.fusions) == 4 // fusion_every
+@pytest.mark.parametrize(("n_layers", "fusion_every", "blocks"), [(4, 1, 4), (4, 2, 2), (4, 4, 1), (1, 2, 1), (3, 2, 2)])
+def test_fusion_frequency_and_prediction_shapes(n_layers, fusion_every, blocks):
+    m = _model(n_layers=n_layers, fusion_every=fusion_every)
+    assert len(m.fusions) == blocks                                   # every fusion_every layers and after the last
     out = m.predict(_batch(B=2))
     assert out["log_rates"].shape == (2, 40, 6) and out["features"].shape == (2, 40, 16)
     assert out["lfp"].shape == (2, 100, 3) and out["eeg"].shape == (2, 80, 2) and out["latents"].shape == (2, 4, 16)
@@ -316,7 +316,10 @@ def test_predict_with_a_modality_list_and_the_100m_config_size():
 
 def test_bad_config_and_batch_name_the_field():
     with pytest.raises(InputError) as e:
-        build_model("neurofmx", {**CFG, "n_layers": 3, "fusion_every": 2})
+        build_model("neurofmx", {**CFG, "n_heads": 3})
+    assert e.value.field == "model.cfg.n_heads"
+    with pytest.raises(InputError) as e:
+        build_model("neurofmx", {**CFG, "fusion_every": 3})
     assert e.value.field == "model.cfg.fusion_every"
     with pytest.raises(InputError) as e:
         build_model("neurofmx", {**CFG, "spikes": {"n_neurons": 4, "n_heldout": 4}})

@@ -68,7 +68,7 @@ class NeuroFMXConfig(Strict):
     n_latents: int = Field(32, ge=1, le=65_536)
     n_heads: int = Field(4, ge=1, le=256)
     n_self: int = Field(1, ge=0, le=64)                  # latent self-attention layers per fusion block
-    fusion_every: Literal[1, 2, 4] = 1                   # a fusion block after every 1, 2 or 4 Mamba layers
+    fusion_every: Literal[1, 2, 4] = 1                   # a fusion block after every 1, 2 or 4 Mamba layers and the last
     mlp_mult: int = Field(4, ge=1, le=64)                # hidden width of the fusion MLPs / d_model
     dropout: float = Field(0.0, ge=0, lt=1)
     spikes: SpikeModality = Field(default_factory=SpikeModality)
@@ -90,9 +90,6 @@ class NeuroFMXConfig(Strict):
 
     @model_validator(mode="after")
     def _sizes(self) -> NeuroFMXConfig:
-        if self.n_layers % self.fusion_every:
-            raise InputError("fusion_every", f"{self.fusion_every} does not divide n_layers={self.n_layers}",
-                             "a divisor of n_layers (1, 2 or 4)")
         if self.d_model % self.n_heads:
             raise InputError("n_heads", f"{self.n_heads} does not divide d_model={self.d_model}", "a divisor of d_model")
         if self.mixer == "mamba2" and (self.expand * self.d_model) % self.headdim:

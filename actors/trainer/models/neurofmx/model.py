@@ -1,5 +1,5 @@
 """NeuroFMX: modality tokenizers -> shared Mamba layers per stream -> Perceiver-IO fusion every
-`fusion_every` layers -> per-modality heads (Poisson log-rates for spikes, samples for LFP / EEG).
+`fusion_every` layers (and after the last) -> per-modality heads (Poisson log-rates for spikes, samples for LFP / EEG).
 
 Streams: one per modality (spikes, lfp, eeg), each a token sequence on its own time grid; with the
 event tokenizer the spike events are their own input stream and the spikes stream is a grid of bin
@@ -108,7 +108,7 @@ class NeuroFMX(nn.Module):
             self.mixers = nn.ModuleList(MambaBlock(D, cfg.d_state, cfg.expand, cfg.d_conv, scan=cfg.scan)
                                         for _ in range(cfg.n_layers))
         self.fusions = nn.ModuleList(PerceiverFusion(D, cfg.n_heads, cfg.n_self, cfg.dropout, cfg.mlp_mult)
-                                     for _ in range(cfg.n_layers // cfg.fusion_every))
+                                     for _ in range(-(-cfg.n_layers // cfg.fusion_every)))
         self.latents = nn.Parameter(0.02 * torch.randn(cfg.n_latents, D))
         self.final_norm = nn.LayerNorm(D)
         self.spike_head = nn.Linear(D, sp.bins_per_token * sp.n_neurons)
@@ -209,7 +209,7 @@ class NeuroFMX(nn.Module):
         for layer, (norm, mixer) in enumerate(zip(self.norms, self.mixers)):
             for n in names:
                 xs[n] = xs[n] + mixer(norm(xs[n]))
-            if (layer + 1) % cfg.fusion_every == 0:
+            if (layer + 1) % cfg.fusion_every == 0 or layer == cfg.n_layers - 1:
                 if not pre:
                     pre = dict(xs)
                 latents, outs = self.fusions[fusion](latents, [xs[n] for n in names], [keys[n] for n in names])
