@@ -127,11 +127,13 @@ class Strategy:
             set_optimizer_state_dict,
         )
 
-        opts = StateDictOptions(full_state_dict=True)
         msd = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
         osd = torch.load(path / "optim.pt", map_location="cpu", weights_only=True)
-        set_model_state_dict(self.model, msd, options=opts)
-        set_optimizer_state_dict(self.model, self.optimizer, osd, options=opts)
+        set_model_state_dict(self.model, msd, options=StateDictOptions(full_state_dict=True))
+        # parameters that have had no gradient yet (e.g. a head a curriculum stage has not used) have no
+        # AdamW state in the checkpoint, exactly as in the uninterrupted run: load the rest, not strictly
+        set_optimizer_state_dict(self.model, self.optimizer, osd,
+                                 options=StateDictOptions(full_state_dict=True, strict=False))
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """The unsharded weights (on every rank; for evaluation after training)."""

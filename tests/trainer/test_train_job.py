@@ -1,0 +1,42 @@
+"""jobs.train and jobs.tune_neurofmx: bad input is exit 2 with the field named, before Ray starts."""
+from __future__ import annotations
+
+import pytest
+
+from actors.trainer import write_shards
+from jobs import train as train_job
+from jobs import tune_neurofmx
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    import numpy as np
+
+    write_shards(({"x": np.zeros(4, np.float32), "y": np.zeros(1, np.float32)} for _ in range(8)), tmp_path / "data")
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text("model: {name: mlp_regression, cfg: {d_in: 4}}\nsteps: 4\nbatch_size: 4\n")
+    return tmp_path, cfg
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--data", "{tmp}/nowhere"], "data: no such directory"),
+    (["--data", "{tmp}/data", "--set", "strategy=zero2"], "strategy: Input should be"),
+    (["--data", "{tmp}/data", "--set", "batch_size=3", "workers.num_workers=2"], "batch_size: 3 is not divisible"),
+    (["--data", "{tmp}/data", "--set", "stepz=3"], "stepz"),
+])
+def test_train_job_bad_input_exits_2(tiny, capsys, args, message):
+    tmp, cfg = tiny
+    rc = train_job.main(["--config", str(cfg), "--out", str(tmp / "out"), *[a.format(tmp=tmp) for a in args]])
+    assert rc == 2 and message in capsys.readouterr().err
+    assert not (tmp / "out").exists()
+
+
+def test_tune_job_bad_input_exits_2(tiny, capsys):
+    tmp, cfg = tiny
+    search = tmp / "s.yaml"
+    search.write_text(f"train_preset: {cfg}\nspace: {{optimizer.lr: {{type: loguniform, low: 0.0, high: 1.0}}}}\n")
+    assert tune_neurofmx.main(["--config", str(search), "--data", str(tmp / "data"), "--out", str(tmp / "o")]) == 2
+    assert "space.optimizer.lr.low" in capsys.readouterr().err
+    search.write_text(f"train_preset: {cfg}\nscheduler: pbt\nspace: {{model.cfg.d_in: {{type: choice, values: [4]}}}}\n")
+    assert tune_neurofmx.main(["--config", str(search), "--data", str(tmp / "data"), "--out", str(tmp / "o")]) == 2
+    assert "PBT" in capsys.readouterr().err
