@@ -39,6 +39,7 @@ class BatchOptions(Strict):
     temperature: float = Field(0.0, ge=0, le=100)
     top_p: float = Field(1.0, gt=0, le=1)
     seed: int = Field(0, ge=0, le=2**31 - 1)
+    stage_cpus: float = Field(0.2, gt=0, le=64)       # each CPU stage (chat template, tokenize, detokenize, pre/post)
 
 
 def load_prompts(path: Path) -> list[dict[str, Any]]:
@@ -78,7 +79,11 @@ def processor_config(spec: EngineSpec, opts: BatchOptions, chat: bool) -> Any:
     config = vLLMEngineProcessorConfig(
         model_source=spec.source_path(), engine_kwargs=engine_kwargs(spec), batch_size=opts.batch_size,
         concurrency=opts.concurrency, runtime_env={"env_vars": runtime_env_vars(spec)}, log_engine_metrics=spec.log_engine_metrics,
-        chat_template_stage=chat, tokenize_stage=True, detokenize_stage=True, **kw)
+        # small CPU shares for the CPU stages: on a 2-core machine the engine actor and four 1-CPU stage
+        # actors would not all fit, and the pipeline would wait forever for its detokenizer
+        chat_template_stage={"enabled": chat, "num_cpus": opts.stage_cpus},
+        tokenize_stage={"enabled": True, "num_cpus": opts.stage_cpus},
+        detokenize_stage={"enabled": True, "num_cpus": opts.stage_cpus}, **kw)
     return config
 
 
@@ -110,7 +115,9 @@ def run_batch(spec: EngineSpec, rows: list[dict[str, Any]], out: Path, opts: Bat
         items = [{"id": str(r["id"]), "shard": k, "sampling_params": _sampling(r, opts),
                   **({"messages": r["messages"]} if chat else {"prompt": r["prompt"]})}
                  for k in todo for r in shards[k]]
-        processor = build_processor(processor_config(spec, opts, chat), postprocess=lambda row: {
+        small = {"num_cpus": opts.stage_cpus}
+        processor = build_processor(processor_config(spec, opts, chat), preprocess_map_kwargs=small,
+                                    postprocess_map_kwargs=small, postprocess=lambda row: {
             "id": row["id"], "shard": row["shard"], "prompt": row.get("prompt", ""),
             "generated_text": row["generated_text"], "num_input_tokens": row["num_input_tokens"],
             "num_generated_tokens": row["num_generated_tokens"], "time_taken_llm_s": row["time_taken_llm"]})

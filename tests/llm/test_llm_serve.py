@@ -129,16 +129,16 @@ def _filtered_softmax(logits: np.ndarray, prompt_ids: list[int], temperature: fl
     return p
 
 
-@pytest.mark.parametrize("params", [
-    {"temperature": 1.0, "top_k": 12, "top_p": 1.0, "repetition_penalty": 1.0},
-    {"temperature": 1.3, "top_k": -1, "top_p": 0.8, "repetition_penalty": 1.0},
-    {"temperature": 1.0, "top_k": 20, "top_p": 1.0, "repetition_penalty": 1.3},
-    {"temperature": 0.8, "top_k": 30, "top_p": 0.9, "repetition_penalty": 1.2},
+@pytest.mark.parametrize("params, n", [
+    ({"temperature": 1.0, "top_k": 12, "top_p": 1.0, "repetition_penalty": 1.0}, 20_000),
+    ({"temperature": 1.3, "top_k": -1, "top_p": 0.8, "repetition_penalty": 1.0}, 40_000),
+    ({"temperature": 1.0, "top_k": 20, "top_p": 1.0, "repetition_penalty": 1.3}, 20_000),
+    ({"temperature": 0.8, "top_k": 30, "top_p": 0.9, "repetition_penalty": 1.2}, 20_000),
 ], ids=["top_k", "top_p", "repetition_penalty", "all"])
-def test_sampling_matches_the_exact_filtered_softmax(llm_app, hf_tiny, params):
-    """40,000 seeded one-token samples (4 requests of n=10000; vLLM caps n at 16384) against the exact
-    distribution computed from transformers' logits: total variation < 0.02 (the multinomial noise alone
-    is ~0.005-0.010 here). vLLM seeds the n children of a request with seed + index, so the requests' seeds
+def test_sampling_matches_the_exact_filtered_softmax(llm_app, hf_tiny, params, n):
+    """20,000 (40,000 for the 39-token top-p support) seeded one-token samples, requests of n=10000 (vLLM
+    caps n at 16384), against the exact distribution computed from transformers' logits: total variation
+    < 0.02 (the multinomial noise alone: mean 0.004-0.010, 99.9th percentile <= 0.016 at these sizes). vLLM seeds the n children of a request with seed + index, so the requests' seeds
     are n apart (nearby seeds would repeat samples). Deterministic for the fixed seeds. The
     filters matter: the unfiltered softmax is > 0.05 away in total variation."""
     import torch
@@ -151,7 +151,7 @@ def test_sampling_matches_the_exact_filtered_softmax(llm_app, hf_tiny, params):
     exact = _filtered_softmax(logits, ids, **params)
     plain = _filtered_softmax(logits, ids, temperature=1.0, top_k=-1, top_p=1.0, repetition_penalty=1.0)
     assert 0.5 * np.abs(exact - plain).sum() > 0.05
-    n, per = 40_000, 10_000
+    per = 10_000
     drawn = np.array([c["token_ids"][0] for seed in range(1000, 1000 + n, per)
                       for c in _completion(llm_app, prompt=prompt, max_tokens=1, n=per, seed=seed,
                                            return_token_ids=True, ignore_eos=True, **params)["choices"]])
@@ -187,16 +187,18 @@ def test_engine_metrics_are_exported(llm_app, serve_instance):
     port = ray._private.worker.global_worker.node.metrics_export_port
     _completion(llm_app, prompt=PROMPTS[0], max_tokens=4)
     names: set[str] = set()
+    raw: set[str] = set()
     deadline = time.time() + 60
     wanted = {"ray_vllm_time_to_first_token_seconds", "ray_vllm_kv_cache_usage_perc", "ray_vllm_prefix_cache_hits",
               "ray_vllm_generation_tokens"}
     while time.time() < deadline and not wanted <= names:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        raw = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line.startswith("ray_vllm")}
         names = {line.split("{")[0].split(" ")[0].removesuffix("_total").removesuffix("_bucket")
                  .removesuffix("_count").removesuffix("_sum") for line in text.splitlines()
                  if line.startswith("ray_vllm")}
         time.sleep(3)
-    print("vLLM metrics exported:", sorted(names))
+    print("vLLM metrics exported:", sorted(raw))
     assert wanted <= names, sorted(names)
 
 
