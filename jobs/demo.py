@@ -11,6 +11,9 @@ Stage TE: the transfer-entropy network of the five GASLIT-AF variables along one
 (te_stage), on the TEEstimator pool -> runs/<ts>/te/{edges.csv, network.png, ...}.
 Stage validation: half the sweep table against the other half with planted memorised rows (the eight
 calibrated dimensions, row localization, recommendations) -> runs/<ts>/validation/report.{json,html}.
+Stage LLM (llm_stage): a few completions through Ray Data LLM with the serve.llm engine configs — the
+tiny model on CPU (--llm tiny) or the Qwen2.5-0.5B shape on a GPU cluster; skipped, with the reason
+printed, where vLLM is not installed (it lives in .venv-llm) or the cluster has no GPU and --llm is auto.
 Later subsystems append their stage here.
 """
 from __future__ import annotations
@@ -222,6 +225,32 @@ Full report: <code>validation/report.html</code>.</p>
 """
 
 
+def llm_stage(run_dir: Path, mode: str) -> dict | None:
+    """Three greedy completions (actors.llm.raydata.run_batch) into run_dir/llm, or None with a printed reason."""
+    import importlib.util
+
+    import ray
+
+    if mode == "off":
+        return None
+    if importlib.util.find_spec("vllm") is None:
+        print("[attractor] LLM stage: skipped (vLLM is not installed in this venv; it lives in .venv-llm)")
+        return None
+    if mode == "auto" and not ray.cluster_resources().get("GPU"):
+        print("[attractor] LLM stage: skipped (no GPU in the cluster; --llm tiny runs the tiny model on CPU)")
+        return None
+    from actors.llm.config import apply_profile, load_engine_spec
+    from actors.llm.raydata import BatchOptions, run_batch
+    from actors.llm.tiny import build_tiny
+
+    tiny = run_dir / "llm" / "tiny"
+    build_tiny(tiny, gguf=False)
+    spec = (apply_profile(load_engine_spec("tiny.yaml", model_source=str(tiny)), "cpu") if mode == "tiny"
+            else load_engine_spec("qwen2.5-0.5b-dummy.yaml", tokenizer=str(tiny)))
+    rows = [{"id": str(i), "prompt": p} for i, p in enumerate(["The state of a", "A sweep runs", "Information flows"])]
+    return run_batch(spec, rows, run_dir / "llm" / "batch", BatchOptions(max_tokens=16))
+
+
 def write_report(run_dir: Path, sweep: dict, wall: float, te: dict | None = None,
                  validation: dict | None = None) -> Path:
     s = sweep["summary"]
@@ -263,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grid", choices=["auto", "cpu", "gpu"], default="auto",
                     help="sweep preset: auto -> gaslit_demo_gpu.yaml (256 x 256) when the cluster has GPUs")
     ap.add_argument("--address", default=None)
+    ap.add_argument("--llm", choices=["auto", "tiny", "off"], default="auto",
+                    help="LLM stage: auto -> only on a GPU cluster with vLLM installed; tiny -> the tiny model on CPU")
     args = ap.parse_args(argv)
     from cluster import connect
 
@@ -273,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     sweep = sweep_stage(run_dir, args.n, args.grid)
     te = te_stage(run_dir)
     val = validation_stage(run_dir, sweep["png"].parent)
+    llm = llm_stage(run_dir, args.llm)
     report = write_report(run_dir, sweep, time.perf_counter() - t0, te=te, validation=val)
     missing = [p["name"] for p in sweep["points"] if not p["ok"]]
     print(f"[attractor] regime map: {sweep['png'].resolve()} ({sweep['grid']}, "
@@ -282,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[attractor] TE network: {te['summary']['n_edges']} edges -> {(run_dir / 'te' / 'edges.csv').resolve()}")
     print(f"[attractor] validation: collapsed={val['doc']['collapsed']}, {val['hits']}/{val['n_planted']} planted "
           f"rows among {val['n_flagged']} flagged -> {(run_dir / 'validation' / 'report.html').resolve()}")
+    if llm:
+        print(f"[attractor] LLM: {llm['rows']} completions of {llm['model_id']}, {llm['generated_tokens']} tokens "
+              f"-> {(run_dir / 'llm' / 'batch').resolve()}")
     if missing:
         print(f"[attractor] reference points not reproduced: {missing}", file=sys.stderr)
         return 1
