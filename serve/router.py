@@ -15,7 +15,19 @@ Routes (OpenAPI at /docs):
                            Beta posterior in the prompt's domain; an unknown (or already rated) id is 404
     GET  /healthz          models, domains, pending decisions, limits
 
-The OpenAI-compatible pass-through (`model: auto` routed to the LLM app's engines) waits for that app.
+    GET  /v1/models        the upstream LLM app's models plus `auto`
+    POST /v1/chat/completions, /v1/completions
+                           OpenAI-compatible pass-through to `upstream` (the LLM app, serve.llm): with
+                           `model: auto` the router decides on the first user turn (chat) or the prompt
+                           (completions), the body goes upstream with `model` set to the chosen engine
+                           (`engines` maps router model names to the LLM app's model ids), and the
+                           answer (JSON or server-sent events) comes back as it is, with the decision in
+                           the headers x-attractor-request-id / x-attractor-model (feedback takes that
+                           id); any other model name passes through untouched
+
+    serve run serve.llm:build_app model_source=runs/tiny profile=cpu route_prefix=/llm ...   # the engines
+    serve run serve.router:build_app model=runs/re/router upstream=http://127.0.0.1:8000/llm \
+        'engines={gpt-4-1106-preview: tiny, mistralai/Mixtral-8x7B-Instruct-v0.1: tiny}'
 
 The router comes from `model=DIR` (a directory written by jobs.route_eval: DIR/router) or, without
 one, is fitted at start-up on `data=[FILES]` (Parquet in the shared routing schema). Its posteriors
@@ -27,20 +39,26 @@ Errors ({"detail": {field, message, allowed}}, serve.common): an empty prompt, n
 prompt / embedding, an embedding of the wrong length or with non-finite values, an unknown model
 name, an empty candidate list (K = 0), a negative or non-finite temperature, a quality outside
 [0, 1] are 422 naming the field; a prompt over `max_prompt_chars` is 413; feedback for an unknown
-request id is 404.
+request id is 404; a pass-through body that is not a JSON object, lacks `model` or (with `auto`) has no
+text to route is 422 naming the field; an upstream that is not configured or cannot be reached is 503
+naming `upstream`. The upstream's own errors (its 4xx with OpenAI's envelope) are passed back as they are.
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from ray import serve
+from starlette.concurrency import run_in_threadpool
 
 from actors.common.config import Strict
 from actors.common.embeddings import DIM, EmbeddingCache, embed, model
@@ -65,6 +83,15 @@ class RouterServeArgs(ServeArgs):
     seed: int = Field(0, ge=0, le=2**32 - 1)                 # the replica's Boltzmann draws
     embedding_cache_dir: str | None = Field(None, max_length=4096)   # cache of start-up fits (None: default)
     max_concurrent: int = Field(8, ge=1, le=1024)            # decisions are short: more slots than ServeArgs'
+    upstream: str | None = Field(None, max_length=4096, pattern=r"^https?://")   # the LLM app's base URL
+    engines: dict[str, str] = Field(default_factory=dict, max_length=16)   # router model -> upstream model id
+    upstream_timeout_s: float = Field(300.0, gt=0, le=86_400)
+
+
+class UpstreamUnavailable(InputError):
+    """The LLM app behind the pass-through is not configured or cannot be reached (HTTP 503)."""
+
+    status_code = 503
 
 
 class RouteRequest(Strict):
@@ -185,6 +212,109 @@ class RouterState:
                                                "max_pending": self.args.max_pending, "max_models": 16}}
 
 
+def routed_text(body: dict[str, Any], chat: bool) -> str:
+    """The text a pass-through request is routed on: the first user turn (chat; text parts joined), or
+    the prompt (completions; the first of a list). RouteLLM routes a conversation on its first turn."""
+    if chat:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise InputError("messages", "missing or empty", "a non-empty list of {role, content}")
+        for m in messages:
+            if isinstance(m, dict) and m.get("role") == "user":
+                content = m.get("content")
+                if isinstance(content, list):          # OpenAI content parts: the text ones
+                    content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+                if isinstance(content, str) and content.strip():
+                    return content
+        raise InputError("messages", "no user turn with text to route on", "at least one user message with text")
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InputError("prompt", "missing, empty or not text (token-id prompts cannot be routed)",
+                         "a non-empty string or list of strings")
+    return prompt
+
+
+class PassThrough:
+    """Forwards OpenAI-compatible requests to the LLM app, deciding `model: auto` with the router first."""
+
+    def __init__(self, state: RouterState, args: RouterServeArgs):
+        self.state, self.args = state, args
+        self._client = None
+        self._loop = None
+
+    def client(self):
+        """One pooled AsyncClient per event loop (Serve's replica has one; a test client may start several)."""
+        import asyncio
+
+        import httpx
+
+        if self.args.upstream is None:
+            raise UpstreamUnavailable("upstream", "no LLM app configured for the pass-through",
+                                      "upstream=http://HOST:PORT[/prefix] (an OpenAI-compatible server)")
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            self._loop = loop
+            self._client = httpx.AsyncClient(base_url=self.args.upstream.rstrip("/"),
+                                             timeout=self.args.upstream_timeout_s)
+        return self._client
+
+    async def models(self, headers: dict[str, str]) -> dict:
+        r = await self._send("GET", "/v1/models", None, headers)
+        doc = r.json() if r.status_code == 200 else {"object": "list", "data": []}
+        doc.setdefault("data", []).insert(0, {"id": "auto", "object": "model", "owned_by": "attractor-router"})
+        return doc
+
+    async def _send(self, method: str, path: str, body: dict | None, headers: dict[str, str], stream: bool = False):
+        import httpx
+
+        client = self.client()
+        try:
+            req = client.build_request(method, path, json=body, headers=headers)
+            return await client.send(req, stream=stream)
+        except httpx.HTTPError as exc:
+            raise UpstreamUnavailable("upstream", f"{self.args.upstream} cannot be reached: {type(exc).__name__}",
+                                      "a running OpenAI-compatible server") from None
+
+    async def forward(self, request: Request, path: str, chat: bool) -> Response:
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            raise InputError("body", "not valid JSON", "a JSON object") from None
+        if not isinstance(body, dict):
+            raise InputError("body", f"a JSON {type(body).__name__}", "a JSON object")
+        model_name = body.get("model")
+        if not isinstance(model_name, str) or not model_name:
+            raise InputError("model", "missing or not a string", "auto or a model id of the LLM app")
+        decision_headers = {}
+        if model_name == "auto":
+            decision = await run_in_threadpool(self.state.route, RouteRequest(prompt=routed_text(body, chat)))
+            body = {**body, "model": self.args.engines.get(decision["model"], decision["model"])}
+            decision_headers = {"x-attractor-request-id": decision["request_id"],
+                                "x-attractor-model": decision["model"], "x-attractor-engine": body["model"]}
+        headers: dict[str, str] = {}            # the client's Authorization is this app's, not the upstream's
+        if body.get("stream"):
+            r = await self._send("POST", path, body, headers, stream=True)
+
+            async def chunks():
+                try:
+                    async for chunk in r.aiter_raw():
+                        yield chunk
+                finally:
+                    await r.aclose()
+
+            return StreamingResponse(chunks(), status_code=r.status_code, headers=decision_headers,
+                                     media_type=r.headers.get("content-type", "text/event-stream"))
+        r = await self._send("POST", path, body, headers)
+        try:
+            content = r.json()
+        except ValueError:
+            return Response(r.content, status_code=r.status_code, headers=decision_headers,
+                            media_type=r.headers.get("content-type"))
+        return JSONResponse(content, status_code=r.status_code, headers=decision_headers)
+
+
 def load_or_fit(args: RouterServeArgs) -> Router:
     """The router of `args.model`, or one fitted on `args.data` with the default RouteEvalSpec."""
     if args.model:
@@ -206,6 +336,9 @@ def make_fastapi(args: RouterServeArgs | dict | None = None, router: Router | No
     """The FastAPI app for the given limits and router (loaded or fitted from `args` when None)."""
     args = args if isinstance(args, RouterServeArgs) else RouterServeArgs.model_validate(args or {})
     state = RouterState(router if router is not None else load_or_fit(args), args)
+    for name in args.engines:
+        if name not in state.router.names:
+            raise UnknownName("engines", name, state.router.names)
     app = new_app("attractor router", "Thermodynamic LLM router: energies, Boltzmann decisions, Beta-posterior "
                   "feedback.", args=args)
     app.state.router = state
@@ -221,6 +354,20 @@ def make_fastapi(args: RouterServeArgs | dict | None = None, router: Router | No
     @app.post("/route/feedback")
     def post_feedback(req: FeedbackRequest) -> dict:
         return state.feedback(req)
+
+    upstream = PassThrough(state, args)
+
+    @app.get("/v1/models")
+    async def v1_models() -> dict:
+        return await upstream.models({})
+
+    @app.post("/v1/chat/completions")
+    async def v1_chat(request: Request) -> Response:
+        return await upstream.forward(request, "/v1/chat/completions", chat=True)
+
+    @app.post("/v1/completions")
+    async def v1_completions(request: Request) -> Response:
+        return await upstream.forward(request, "/v1/completions", chat=False)
 
     return app
 

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from fastapi import Request
 from fastapi.testclient import TestClient
 from scipy.special import logsumexp, softmax
 
@@ -212,3 +213,136 @@ def test_serve_end_to_end(serve_instance, router, tmp_path_factory):
         for payload, status, field in BAD[:8]:
             r = http.post("/route", json=payload)
             assert r.status_code == status and _field(r).split(".")[0] == field, (payload, r.text)
+
+
+# ---- the OpenAI-compatible pass-through ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    """An OpenAI-shaped server on a free loopback port standing in for serve.llm (the real app is tested with
+    the router in tests/llm, in the vLLM venv): it answers with the model and messages it received, streams
+    two SSE events, and 404s an unknown model in OpenAI's envelope. Yields (base URL, received bodies)."""
+    import threading
+
+    import uvicorn
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse, StreamingResponse
+
+    seen: list[dict] = []
+    app = FastAPI()
+
+    @app.get("/llm/v1/models")
+    def models():
+        return {"object": "list", "data": [{"id": "tiny-a", "object": "model"}, {"id": "tiny-b", "object": "model"}]}
+
+    @app.post("/llm/v1/{kind:path}")
+    async def generate(kind: str, request: Request):
+        body = await request.json()
+        seen.append({"path": kind, **body})
+        if body["model"] not in ("tiny-a", "tiny-b"):
+            return JSONResponse({"error": {"message": f"model {body['model']} does not exist", "type": "NotFoundError",
+                                           "param": "model", "code": 404}}, status_code=404)
+        if body.get("stream"):
+            async def events():
+                yield f"data: {{\"model\": \"{body['model']}\", \"n\": 1}}\n\n".encode()
+                yield b"data: [DONE]\n\n"
+            return StreamingResponse(events(), media_type="text/event-stream")
+        return {"object": kind, "model": body["model"], "echo": body.get("messages") or body.get("prompt")}
+
+    port = _loopback_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/llm", seen
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _loopback_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _passthrough(router, upstream_url, **args):
+    import copy
+
+    r = copy.deepcopy(router)
+    r.energy = r.energy.model_copy(update={"temperature": 0.0})      # argmin: a decision the test can recompute
+    return TestClient(make_fastapi({"upstream": upstream_url, "engines": {"weak": "tiny-a", "strong": "tiny-b"},
+                                    **args}, router=r))
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_auto_is_routed_to_the_argmin_engine_and_passed_through(router, upstream, chat):
+    from actors.common.embeddings import embed
+    from actors.router.features import token_estimate
+
+    url, seen = upstream
+    client = _passthrough(router, url)
+    texts = ["What is the derivative of x squared?", "Name the capital of France.", "Prove that sqrt 2 is irrational."]
+    for text in texts:
+        body = ({"model": "auto", "messages": [{"role": "system", "content": "be brief"},
+                                               {"role": "user", "content": text}], "max_tokens": 4}
+                if chat else {"model": "auto", "prompt": text, "max_tokens": 4})
+        r = client.post("/v1/chat/completions" if chat else "/v1/completions", json=body)
+        assert r.status_code == 200, r.text
+        e = embed([text])[0]
+        want = ["weak", "strong"][int(np.argmin(reference_energies(router, e, float(token_estimate([text])[0]))))]
+        assert r.headers["x-attractor-model"] == want
+        assert r.headers["x-attractor-engine"] == {"weak": "tiny-a", "strong": "tiny-b"}[want]
+        assert seen[-1]["model"] == r.json()["model"] == r.headers["x-attractor-engine"]
+        assert seen[-1]["max_tokens"] == 4 and seen[-1]["path"] == ("chat/completions" if chat else "completions")
+        fb = client.post("/route/feedback", json={"request_id": r.headers["x-attractor-request-id"], "quality": 1.0})
+        assert fb.status_code == 200 and fb.json()["model"] == want
+
+
+def test_named_models_pass_untouched_streams_and_upstream_errors_come_back(router, upstream):
+    url, seen = upstream
+    client = _passthrough(router, url)
+    r = client.post("/v1/chat/completions", json={"model": "tiny-a", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200 and r.json()["model"] == "tiny-a" and "x-attractor-model" not in r.headers, r.text
+    with client.stream("POST", "/v1/chat/completions", json={"model": "auto", "stream": True,
+                                                            "messages": [{"role": "user", "content": "hi"}]}) as s:
+        assert s.status_code == 200 and s.headers["content-type"].startswith("text/event-stream")
+        text = "".join(s.iter_text())
+    assert text.endswith("data: [DONE]\n\n") and f'"model": "{s.headers["x-attractor-engine"]}"' in text
+    r = client.post("/v1/completions", json={"model": "no-such-model", "prompt": "x"})
+    assert r.status_code == 404 and r.json()["error"]["param"] == "model"        # the upstream's own answer
+    models = client.get("/v1/models").json()
+    assert [m["id"] for m in models["data"]] == ["auto", "tiny-a", "tiny-b"]
+
+
+@pytest.mark.parametrize("path,content,status,field", [
+    ("/v1/chat/completions", b"{not json", 422, "body"),
+    ("/v1/chat/completions", b"[1, 2]", 422, "body"),
+    ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "hi"}]}', 422, "model"),
+    ("/v1/chat/completions", b'{"model": "auto", "messages": [{"role": "system", "content": "x"}]}', 422, "messages"),
+    ("/v1/chat/completions", b'{"model": "auto", "messages": []}', 422, "messages"),
+    ("/v1/completions", b'{"model": "auto", "prompt": [1, 2, 3]}', 422, "prompt"),
+    ("/v1/completions", b'{"model": "auto", "prompt": "   "}', 422, "prompt"),
+])
+def test_bad_pass_through_requests_name_the_field(router, upstream, path, content, status, field):
+    client = _passthrough(router, upstream[0])
+    r = client.post(path, content=content, headers={"content-type": "application/json"})
+    assert r.status_code == status and _field(r) == field, r.text
+
+
+def test_missing_or_unreachable_upstream_is_503_and_engines_are_checked(router):
+    import copy
+
+    client = TestClient(make_fastapi({}, router=copy.deepcopy(router)))
+    r = client.post("/v1/completions", json={"model": "auto", "prompt": "hi"})
+    assert r.status_code == 503 and _field(r) == "upstream"
+    client = _passthrough(router, f"http://127.0.0.1:{_loopback_port()}/llm")      # nothing listens there
+    r = client.post("/v1/completions", json={"model": "tiny-a", "prompt": "hi"})
+    assert r.status_code == 503 and _field(r) == "upstream"
+    with pytest.raises(InputError) as e:
+        make_fastapi({"upstream": "http://127.0.0.1:1/llm", "engines": {"gpt-5": "x"}}, router=copy.deepcopy(router))
+    assert e.value.field == "engines"
