@@ -288,7 +288,8 @@ def search(spec: TrainSearchSpec, data: str | Path, out: str | Path) -> dict[str
         tune.with_resources(trainable, {"cpu": cpus}), param_space=space,
         tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=scheduler, num_samples=spec.num_samples,
                                     search_alg=BasicVariantGenerator(random_state=spec.seed,
-                                                                     max_concurrent=spec.max_concurrent_trials)),
+                                                                     max_concurrent=spec.max_concurrent_trials),
+                                    reuse_actors=True),   # PBT restarts and new trials skip a process start
         run_config=tune.RunConfig(name=spec.name, storage_path=str(out / "tune"), verbose=0))
     t0 = time.perf_counter()
     grid = tuner.fit()
