@@ -294,6 +294,22 @@ def test_hidden_and_dropped_data_never_reach_the_outputs(tokenizer):
     assert not torch.allclose(m.decode(m.encode(p, active, hidden), p)["log_rates"], ref["log_rates"], atol=1e-6)
 
 
+def test_predict_hides_each_bin_from_its_own_rate():
+    m = _model(mask_ratio=0.25).eval()
+    batch = _batch(B=2)
+    ref = m.predict(batch)                                            # 4 passes
+    assert ref["log_rates"].shape == (2, 40, 6) and ref["features"].shape == (2, 40, 16)
+    for t in (0, 17, 39):
+        bumped = {k: v.clone() for k, v in batch.items()}
+        bumped["spikes"][:, t, :4] += 4
+        out = m.predict(bumped)
+        assert torch.allclose(out["log_rates"][:, t], ref["log_rates"][:, t], atol=1e-6)   # its own bin: no effect
+        assert not torch.allclose(out["log_rates"], ref["log_rates"], atol=1e-6)           # the others see it
+    one = m.predict(batch, passes=1)
+    bumped["spikes"][:, 39, :4] += 4
+    assert not torch.allclose(m.predict(bumped, passes=1)["log_rates"][:, 39], one["log_rates"][:, 39])
+
+
 def test_predict_with_a_modality_list_and_the_100m_config_size():
     m = _model()
     both = m.predict(_batch(B=2), active=["spikes", "lfp"])

@@ -10,7 +10,8 @@ embedding before the backbone and is not a key of the fusion: its data never rea
 
 The training forward (`model(batch, step)`, the trainer's contract) draws its masks per sample from
 (seed, step, batch["trial"]) — not from the batch composition — and returns {"loss", the five loss
-terms, "stage", "tokens"}. `predict(batch, active=...)` is the evaluation path (nothing hidden).
+terms, "stage", "tokens"}. `predict(batch, active=...)` is the evaluation path (each spike bin's rate
+from a pass that hides it; the other modalities visible).
 """
 from __future__ import annotations
 
@@ -234,12 +235,17 @@ class NeuroFMX(nn.Module):
 
     # -- evaluation -----------------------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, batch: dict[str, Any], active: Tensor | np.ndarray | list[str] | None = None) -> dict[str, Tensor]:
-        """Nothing hidden. active: None (every modality), a list of modality names, or [B, M] bool.
-        Returns log_rates, rates (counts per bin), features (the spikes stream per bin, [B, T, D]),
-        latents and each field's reconstruction."""
+    def predict(self, batch: dict[str, Any], active: Tensor | np.ndarray | list[str] | None = None,
+                passes: int | None = None) -> dict[str, Tensor]:
+        """Rates and features of every bin. active: None (every modality), a list of modality names, or
+        [B, M] bool. With `passes` = K > 1 (default round(1 / mask_ratio), 4 for 25%) the spike tokens are
+        split into K seeded groups and group k is hidden in pass k: each bin's rates and features come
+        from the pass that hid it, as in training, so a bin's own spikes never shape its own rate (a
+        model also trained to reconstruct visible tokens would otherwise copy them). K = 1: one pass,
+        nothing hidden. Returns log_rates, rates (counts per bin), features (the spikes stream per bin,
+        [B, T, D]), latents (of the last pass) and each field's reconstruction (nothing of it hidden)."""
         data = self._inputs(batch)
-        B = data["spikes"].shape[0]
+        B, T_bins = data["spikes"].shape[:2]
         device = data["spikes"].device
         if active is None:
             act = torch.ones(B, len(self.modalities), dtype=torch.bool, device=device)
@@ -250,11 +256,29 @@ class NeuroFMX(nn.Module):
             act = torch.tensor([[m in active for m in self.modalities]] * B, device=device)
         else:
             act = torch.as_tensor(np.asarray(active), device=device).bool()
-        enc = self.encode(data, act)
-        out = self.decode(enc, data)
+        if passes is None:
+            passes = max(1, int(round(1.0 / self.cfg.mask_ratio))) if self.cfg.mask_ratio > 0 else 1
         k = self.cfg.spikes.bins_per_token
-        feats = enc.out["spikes"].repeat_interleave(k, dim=1)[:, :data["spikes"].shape[1]]
-        out.update({"rates": torch.exp(out["log_rates"]), "features": feats, "latents": enc.latents})
+        n_tok = self._n_tokens("spikes", data)
+        passes = max(1, min(int(passes), n_tok))
+        group = np.zeros(n_tok, np.int64)
+        if passes > 1:
+            group[np.random.default_rng([self.cfg.seed, 7]).permutation(n_tok)] = np.arange(n_tok) % passes
+        group_t = torch.as_tensor(group, device=device)
+        out: dict[str, Tensor] = {}
+        for g in range(passes):
+            hide = (group_t == g)[None].expand(B, -1) if passes > 1 else None
+            enc = self.encode(data, act, None if hide is None else {"spikes": hide})
+            dec = self.decode(enc, data)
+            feats = enc.out["spikes"].repeat_interleave(k, dim=1)[:, :T_bins]
+            if g == 0:
+                out = {**dec, "features": feats}
+            else:
+                bins = (group_t == g).repeat_interleave(k)[:T_bins]
+                out["log_rates"][:, bins] = dec["log_rates"][:, bins]
+                out["features"][:, bins] = feats[:, bins]
+            out["latents"] = enc.latents
+        out["rates"] = torch.exp(out["log_rates"])
         return out
 
     # -- training -------------------------------------------------------------------------------
