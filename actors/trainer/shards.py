@@ -142,14 +142,15 @@ def write_shards(samples: Iterable[dict[str, np.ndarray]], out_dir: str | Path, 
 
 
 class ShardDataset:
-    """A shard directory written by `write_shards`, read deterministically and resumably.
+    """A shard directory written by `write_shards`, read deterministically and resumably. Decoded shards
+    are kept in an LRU cache of `cache_bytes` (512 MiB): a data set that fits is read from disk once.
 
     `ds.num_samples`, `ds.fields` ({field: {"shape", "dtype"}}), `ds.meta`, `ds.shards` (names in index
     order), `ds.fingerprint` (identifies the data for checkpoints), `ds.load_all()` (every sample in index
     order, stacked), `ds.batches(...)` (training batches).
     """
 
-    def __init__(self, directory: str | Path, *, cache_shards: int = 2):
+    def __init__(self, directory: str | Path, *, cache_bytes: int = 1 << 29):
         self.directory = Path(directory)
         index_path = self.directory / INDEX
         if not self.directory.is_dir():
@@ -176,7 +177,7 @@ class ShardDataset:
                              f"{len(self._shards)} shards missing: {', '.join(missing[:5])})",
                              "every shard listed in index.json")
         self._cache: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
-        self._cache_size = max(1, int(cache_shards))
+        self._cache_bytes = int(cache_bytes)   # decoded shards kept (LRU); at least the one in use
 
     # -- description ------------------------------------------------------------------------------
     @property
@@ -238,7 +239,7 @@ class ShardDataset:
                 raise InputError("data", f"{path}: sample {first + int(np.argmin(ok))} has no field {field!r} "
                                  f"({int((~ok).sum())} missing)", "every field for every sample")
         self._cache[i] = out
-        while len(self._cache) > self._cache_size:
+        while len(self._cache) > 1 and sum(a.nbytes for sh in self._cache.values() for a in sh.values()) > self._cache_bytes:
             self._cache.popitem(last=False)
         return out
 
