@@ -40,3 +40,18 @@ def test_tune_job_bad_input_exits_2(tiny, capsys):
     search.write_text(f"train_preset: {cfg}\nscheduler: pbt\nspace: {{model.cfg.d_in: {{type: choice, values: [4]}}}}\n")
     assert tune_neurofmx.main(["--config", str(search), "--data", str(tmp / "data"), "--out", str(tmp / "o")]) == 2
     assert "PBT" in capsys.readouterr().err
+
+
+def test_an_input_error_in_a_ray_train_worker_is_unwrapped():
+    """Ray Train 2.60 raises WorkerGroupError(message, {rank: exception}) for a failed worker (seen with
+    precision=bf16 on CPU workers: {0: InputError('precision', ...)}); run_training re-raises the
+    InputError, so the job exits 2 naming the field."""
+    import ray.train
+
+    from actors.common.errors import InputError
+    from actors.trainer.pool import _input_error
+
+    err = InputError("precision", "bf16 mixed precision needs a CUDA device")
+    wrapped = ray.train.WorkerGroupError("training failed", {1: RuntimeError("peer died"), 0: err})
+    assert _input_error(wrapped) is err
+    assert _input_error(ray.train.WorkerGroupError("x", {0: RuntimeError("y")})) is None
