@@ -16,6 +16,8 @@ docs/benchmarks.md. Shared timing, statistics and table helpers live in `jobs.be
                                                              #   /healthz p99 (--tree: another checkout's apps)
     python -m jobs.bench.router --out DIR --model DIR        # router decision overhead, in-process and over HTTP
     python -m jobs.bench.router_ladder --out DIR             # parallel tempering vs annealing vs scipy milp
+    python -m jobs.bench.trainer --out DIR                   # trainer tokens/s, MFU, step-time breakdown:
+                                                             #   ddp / fsdp2 / ZeRO-3 on 1 and 2 ranks
 
 `jobs.bench.validation_baselines` is not run on its own: it holds the adapters to the tools the
 validation benchmark compares against. Every module takes --help.
