@@ -14,8 +14,10 @@ per GPU or per tensor-parallel group, Ray placement groups).
 
 Errors (OpenAI's envelope, {"error": {message, type, param, code}}, from Ray Serve LLM and vLLM): an
 unknown model is 404 naming it; a prompt longer than max_model_len, max_tokens <= 0, temperature < 0,
-top_p outside (0, 1], malformed JSON and wrong types are 400 naming the field. A model directory that
-is missing or corrupt is refused by `build_app` before anything starts (InputError naming the path).
+top_p outside (0, 1], malformed JSON and wrong types are 400 naming the field. The ingress
+(`LLMIngress`, Ray's OpenAiIngress) puts the field's name in `param` for schema errors (Ray's handler
+puts the offending value there). A model directory that is missing or corrupt is refused by
+`build_app` before anything starts (InputError naming the path).
 """
 from __future__ import annotations
 
@@ -91,10 +93,37 @@ def llm_config(spec: EngineSpec) -> Any:
         kw["placement_group_config"] = {"bundle_per_worker": {"GPU": 1, "CPU": spec.cpus_per_worker}, "strategy": "PACK"}
     else:
         kw["accelerator_type"] = spec.accelerator
+    # frontend option of vLLM's OpenAI server: usage.prompt_tokens_details.cached_tokens (prefix-cache hits)
+    frontend = {"enable_prompt_tokens_details": True}
     return LLMConfig(model_loading_config={"model_id": spec.model_id, "model_source": spec.source_path()},
-                     engine_kwargs=engine_kwargs(spec), deployment_config=deployment_settings(spec),
+                     engine_kwargs=engine_kwargs(spec) | frontend, deployment_config=deployment_settings(spec),
                      runtime_env={"env_vars": runtime_env_vars(spec)}, log_engine_metrics=spec.log_engine_metrics,
                      **kw)
+
+
+async def _schema_error(_: Any, exc: Any) -> Any:
+    """A request that fails the OpenAI schema: 400 in OpenAI's envelope, `param` = the dotted field."""
+    from fastapi.responses import JSONResponse
+
+    err = exc.errors()[0] if exc.errors() else {}
+    loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+    param = "body" if err.get("type") == "json_invalid" or not loc else ".".join(loc)
+    return JSONResponse(status_code=400, content={"error": {
+        "message": f"Invalid request: {param}: {err.get('msg', 'invalid value')}",
+        "type": err.get("type", "invalid_request_error"), "param": param, "code": "invalid_parameter"}})
+
+
+def ingress_cls() -> type:
+    """Ray's OpenAI ingress with the schema-error handler above (installed when the replica sets its app)."""
+    from fastapi.exceptions import RequestValidationError
+    from ray.serve.llm.ingress import OpenAiIngress
+
+    class LLMIngress(OpenAiIngress):
+        def _set_asgi_app(self, app: Any) -> None:
+            app.add_exception_handler(RequestValidationError, _schema_error)
+            super()._set_asgi_app(app)   # type: ignore[misc]
+
+    return LLMIngress
 
 
 def build_app(args: dict | None = None) -> Application:
@@ -102,7 +131,8 @@ def build_app(args: dict | None = None) -> Application:
     from ray.serve.llm import build_openai_app
 
     cfg = validated(LLMServeArgs, parse_cli_args(args))
-    return build_openai_app({"llm_configs": [llm_config(s) for s in engine_specs(cfg)]})
+    return build_openai_app({"llm_configs": [llm_config(s) for s in engine_specs(cfg)],
+                             "ingress_cls_config": {"ingress_cls": ingress_cls()}})
 
 
 def __getattr__(name: str) -> Any:
