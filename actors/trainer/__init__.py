@@ -10,8 +10,11 @@
     for batch in ds.batches(rank=0, world_size=1, batch_size=32, epoch=0, cursor=0): ...
 
 Engine modules (no Ray): registry (models by name), shards (WebDataset-style tar shards + index.json,
-deterministic resumable order), toy (tiny registered test models). The model package is
-actors.trainer.models.
+deterministic resumable order), config (TrainSpec), strategies (ddp / fsdp2 / deepspeed_zero3),
+checkpoint (atomic checkpoint directories, RNG streams, compatibility checks), engine (train: the one
+loop), launch (local multi-rank processes without Ray), plots (loss.png), toy (tiny registered test
+models). Ray wrapper, imported by its module path: pool (run_training on Ray Train's TorchTrainer). The
+model package is actors.trainer.models. Docs: docs/trainer.md.
 """
 from actors.common.lazy import lazy_exports
 

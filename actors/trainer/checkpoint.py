@@ -3,7 +3,8 @@
 Layout of `<run>/checkpoints/ckpt-000000100/`:
 
     model.pt, optim.pt     full (unsharded) state dicts, FQN-keyed (ddp and fsdp2; portable between them)
-    deepspeed/             engine.save_checkpoint output (deepspeed_zero3: one shard per rank)
+    deepspeed/             engine.save_checkpoint output (deepspeed_zero3: one shard per rank; its resume
+                           reads these) and model.pt with the gathered full weights (no optim.pt)
     rng-rank<r>.pt         torch / numpy / python / CUDA RNG streams of rank r
     meta.json              written last: format, model (name, cfg, parameter shapes), strategy, world size,
                            global step, per-rank data cursors, schedule state, data fingerprint, and the

@@ -239,7 +239,12 @@ class ZeRO3Strategy(Strategy):
         return sum(getattr(p, "ds_numel", p.numel()) for p in self.raw.parameters())
 
     def save(self, tmp: Path, rank: int) -> None:
+        """DeepSpeed's own per-rank shards (what a resume loads) and, gathered on every rank, the full
+        weights as model.pt on rank 0 (what evaluation reads, as from a ddp / fsdp2 checkpoint)."""
         self.engine.save_checkpoint(str(tmp / "deepspeed"), tag="state", save_latest=False)
+        full = self.full_state_dict()   # a collective: every rank gathers
+        if rank == 0:
+            torch.save(full, tmp / "model.pt")
 
     def load(self, path: Path) -> None:
         load_path, _ = self.engine.load_checkpoint(str(path / "deepspeed"), tag="state", load_optimizer_states=True,

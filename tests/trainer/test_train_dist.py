@@ -1,6 +1,8 @@
-"""Two ranks on gloo: DDP, FSDP2 and DeepSpeed ZeRO-3 against one process, their exact resume, and
+"""Two ranks on gloo: DDP, FSDP2 and DeepSpeed ZeRO-3 against one process, their exact resume;
 Ray Train: a worker killed mid-epoch (SIGKILL of its own PID) is restarted by FailureConfig and the
-resumed loss curve equals the uninterrupted one.
+resumed loss curve equals the uninterrupted one; a tiny Tune run: ASHA (grace 10, reduction 3) stops
+the weaker trials at its first rung, and synchronous PBT exploits through the trainer's exact resume
+(trials train in the trial process, `inline`). One Ray cluster for the module.
 
 Tolerances: the strategies differ from one process only in the order of float32 sums (gradients
 averaged over 2 ranks, ZeRO-3's flat partitions), measured at <= 1e-6 on these losses (~1-10), so
@@ -19,6 +21,7 @@ from actors.trainer import write_shards
 from actors.trainer.config import TrainSpec
 from actors.trainer.engine import read_events, read_metrics, train
 from actors.trainer.launch import spawn_runs
+from tune.trainer import TrainSearchSpec
 
 BASE = {"model": {"name": "mlp_regression", "cfg": {"d_in": 6, "hidden": [8]}}, "steps": 16, "batch_size": 16,
         "checkpoint": {"every": 6, "keep": 3}, "log_every": 1, "report_every": 6,
@@ -79,8 +82,17 @@ def test_two_rank_resume_is_exact(runs, strategy):
     assert len(part) == 16 and np.max(np.abs(part - full)) <= 1e-6
     assert [e["step"] for e in read_events(root / f"{strategy}-part")] == [0, 6]
     if strategy == "deepspeed_zero3":   # ZeRO-3 shards, one per rank, in DeepSpeed's layout
-        files = sorted(p.name for p in (root / strategy / "checkpoints" / "ckpt-000000016" / "deepspeed" / "state").iterdir())
+        ckpt = root / strategy / "checkpoints" / "ckpt-000000016"
+        files = sorted(p.name for p in (ckpt / "deepspeed" / "state").iterdir())
         assert files == [f"zero_pp_rank_{r}_mp_rank_00_{k}_states.pt" for r in (0, 1) for k in ("model", "optim")]
+        # and the gathered full weights, as a ddp checkpoint holds them (evaluation reads model.pt)
+        import torch
+
+        ours = torch.load(ckpt / "model.pt", weights_only=True)
+        ddp = torch.load(root / "ddp" / "checkpoints" / "ckpt-000000016" / "model.pt", weights_only=True)
+        assert sorted(ours) == sorted(ddp)
+        for k in ddp:
+            torch.testing.assert_close(ours[k], ddp[k], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow
@@ -132,3 +144,52 @@ def test_run_names_are_unique_and_resume_is_checked(runs, tmp_path):
         prepare_run(_spec(), data, tmp_path, resume="nope")
     with pytest.raises(InputError, match="holds no run"):
         prepare_run(_spec(), data, tmp_path / "empty", resume=True)
+
+
+TUNE_TRAIN = {"model": {"name": "mlp_regression", "cfg": {"d_in": 4, "hidden": [8]}}, "steps": 30, "batch_size": 16,
+         "report_every": 1, "log_every": 1, "checkpoint": {"every": 30, "keep": 1},
+         "workers": {"num_workers": 1, "num_cpus": 1, "num_gpus": 0}}
+
+
+@pytest.fixture(scope="module")
+def tune_data(tmp_path_factory):
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(64, 4)).astype(np.float32)
+    y = (x @ rng.normal(size=(4, 1))).astype(np.float32)
+    d = tmp_path_factory.mktemp("tune") / "data"
+    write_shards(({"x": x[i], "y": y[i]} for i in range(64)), d)
+    return d
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ray_cluster", [{"num_gpus": 0}], indirect=True)
+def test_tune_asha_and_pbt(ray_cluster, tune_data, tmp_path):
+    from tune.trainer import search
+
+    # ASHA, one trial at a time (deterministic rungs): lr 1e-1, 3e-3, 1e-4 in this order; at rung 10 a trial
+    # continues only if it is in the top 1/3 of those recorded there, so the two slower learners stop at 10
+    asha = TrainSearchSpec.model_validate({
+        "name": "asha", "train": TUNE_TRAIN, "scheduler": "asha", "num_samples": 1, "grace_period": 10, "reduction_factor": 3,
+        "max_concurrent_trials": 1, "inline": True,
+        "space": {"optimizer.lr": {"type": "grid", "values": [1e-1, 3e-3, 1e-4]}}})
+    res = search(asha, tune_data, tmp_path / "asha")
+    iters = {t["config"]["optimizer.lr"]: t["iterations"] for t in res["trials"]}
+    assert res["n_trials"] == 3 and all(t["error"] is None for t in res["trials"])
+    assert res["best"]["config"]["optimizer.lr"] == 1e-1 and res["best"]["iterations"] == 30
+    assert iters == {1e-1: 30, 3e-3: 10, 1e-4: 10}
+    assert json.loads((tmp_path / "asha" / "search.json").read_text())["best"]["step"] == 30
+
+    # synchronous PBT, 2 trials, rounds of 10 steps: at step 10 the worse trial continues from the better
+    # one's checkpoint (the trainer's resume: same model and data order) with a perturbed lr
+    pbt = TrainSearchSpec.model_validate({
+        "name": "pbt", "train": {**TUNE_TRAIN, "steps": 20}, "scheduler": "pbt", "num_samples": 2, "perturbation_interval": 10,
+        "quantile_fraction": 0.5, "synch": True, "max_concurrent_trials": 2, "inline": True,
+        "space": {"optimizer.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1}}})
+    res = search(pbt, tune_data, tmp_path / "pbt")
+    assert res["n_trials"] == 2 and all(t["step"] == 20 and t["error"] is None for t in res["trials"])
+    exploited = []
+    for f in (tmp_path / "pbt" / "trials").glob("*/rounds.jsonl"):
+        starts = [json.loads(line) for line in f.read_text().splitlines()]
+        assert starts[0]["step"] == 0 and not starts[0]["restored"]
+        exploited += [b for a, b in zip(starts, starts[1:]) if b["restored"] and b["from"] != a["lr"]]
+    assert exploited and all(s["step"] in (10, 20) for s in exploited)   # resumed at the donor's step

@@ -3,9 +3,15 @@ from __future__ import annotations
 
 import pytest
 
+from actors.common.config import validated
+from actors.common.errors import InputError
 from actors.trainer import write_shards
 from jobs import train as train_job
 from jobs import tune_neurofmx
+from tune.trainer import TrainSearchSpec
+
+TRAIN = {"model": {"name": "mlp_regression", "cfg": {"d_in": 4, "hidden": [8]}}, "steps": 30, "batch_size": 16,
+         "report_every": 1}
 
 
 @pytest.fixture
@@ -55,3 +61,16 @@ def test_an_input_error_in_a_ray_train_worker_is_unwrapped():
     wrapped = ray.train.WorkerGroupError("training failed", {1: RuntimeError("peer died"), 0: err})
     assert _input_error(wrapped) is err
     assert _input_error(ray.train.WorkerGroupError("x", {0: RuntimeError("y")})) is None
+
+
+def test_search_spec_errors():
+    with pytest.raises(InputError) as e:
+        validated(TrainSearchSpec, {"train": TRAIN, "space": {"optimizer.lrr": {"type": "choice", "values": [0.1]}}})
+    assert e.value.field.startswith("space.optimizer.lrr")
+    with pytest.raises(InputError) as e:
+        validated(TrainSearchSpec, {"train": TRAIN, "scheduler": "pbt",
+                                        "space": {"model.cfg.hidden": {"type": "choice", "values": [[4], [8]]}}})
+    assert e.value.field == "space.model.cfg.hidden" and "PBT" in e.value.message
+    with pytest.raises(InputError) as e:
+        validated(TrainSearchSpec, {"train": TRAIN, "space": {"optimizer.lr": {"type": "loguniform", "low": 0, "high": 1}}})
+    assert e.value.field == "space.optimizer.lr.low"
