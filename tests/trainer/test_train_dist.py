@@ -122,12 +122,13 @@ def test_killed_worker_resumes_with_the_same_loss_curve(runs, ray_cluster, tmp_p
     assert summary["checkpoint"].endswith("ckpt-000000016")
 
 
-def test_run_names_are_unique_and_resume_is_checked(runs, tmp_path):
+def test_run_names_are_unique_and_resume_is_checked(tmp_path):
     """Without Ray: prepare_run names every run anew and resumes only a run of the same model/data/order."""
     from actors.trainer.pool import find_run, prepare_run
 
-    root, _ = runs
-    data = root / "data"
+    data = tmp_path / "data"
+    write_shards(({"x": np.zeros(6, np.float32), "y": np.zeros(1, np.float32)} for _ in range(32)), data)
+    tmp_path = tmp_path / "out"
     _, a, _ = prepare_run(_spec(), data, tmp_path)
     _, b, _ = prepare_run(_spec(), data, tmp_path)
     assert a != b and a.parent == b.parent == tmp_path
