@@ -94,7 +94,7 @@ def run(spec: Any, args: argparse.Namespace) -> dict[str, Any]:
         model, meta, ckpt = load_model(args.checkpoint)
         check_layout(model.cfg, data, ckpt)
         mods = model.modalities
-        predictor = model_predictor(model, mods, data.spikes.shape[-1])
+        predictor = model_predictor(model, mods, data.spikes.shape[-1], samples=spec.mask_samples)
         ckpt_info = {"path": str(ckpt), "step": meta["step"], "strategy": meta["strategy"],
                      "parameters": sum(p.numel() for p in model.parameters())}
     result = evaluate(data, spec, predictor, mods, log=lambda s: print(s, flush=True))

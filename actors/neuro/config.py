@@ -119,4 +119,5 @@ class EvalSpec(Strict):
     few_shot_k: list[int] = Field(default_factory=lambda: [1, 5, 10, 25, 50], max_length=16)
     dropout_p: float = Field(0.5, ge=0, le=1)                # modality dropout robustness test
     ridge_alpha: float = Field(1e-2, ge=0, le=1e6)           # latent / few-shot linear probes
+    mask_samples: int = Field(4, ge=1, le=1000)              # NeuroFMX: masked-inference partitions averaged
     device: Literal["cpu", "cuda", "auto"] = "auto"

@@ -69,9 +69,9 @@ def _fields(data: NeuroData, which: np.ndarray, n_in: int) -> dict[str, np.ndarr
 
 
 def model_predictor(model: Any, modalities: list[str], n_neurons: int, batch_size: int = 64,
-                    device: str = "cpu") -> Predictor:
-    """A Predictor around a model with `predict(batch, active) -> {"rates", "features"}` (NeuroFMX).
-    The held-out neurons' columns are zeroed before the model sees them (it never reads them)."""
+                    device: str = "cpu", **predict_kwargs: Any) -> Predictor:
+    """A Predictor around a model with `predict(batch, active, **predict_kwargs) -> {"rates", "features"}`
+    (NeuroFMX). The held-out neurons' columns are zeroed before the model sees them (it never reads them)."""
     import torch
 
     def predict(fields: dict[str, np.ndarray], active: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -85,7 +85,7 @@ def model_predictor(model: Any, modalities: list[str], n_neurons: int, batch_siz
             for m in modalities[1:]:
                 batch[m] = torch.as_tensor(fields[m][sl], device=device)
             act = None if active is None else active[sl]
-            out = model.predict(batch, act)
+            out = model.predict(batch, act, **predict_kwargs)
             counts.append(out["rates"].double().cpu().numpy())
             feats.append(out["features"].double().cpu().numpy())
         return np.concatenate(counts), np.concatenate(feats)

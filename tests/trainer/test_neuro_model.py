@@ -299,12 +299,15 @@ def test_predict_hides_each_bin_from_its_own_rate():
     batch = _batch(B=2)
     ref = m.predict(batch)                                            # 4 passes
     assert ref["log_rates"].shape == (2, 40, 6) and ref["features"].shape == (2, 40, 16)
+    ens = m.predict(batch, samples=3)                                 # 3 partitions x 4 passes, averaged
+    assert torch.allclose(ens["rates"], torch.exp(ens["log_rates"])) and not torch.allclose(ens["rates"], ref["rates"])
     for t in (0, 17, 39):
         bumped = {k: v.clone() for k, v in batch.items()}
         bumped["spikes"][:, t, :4] += 4
         out = m.predict(bumped)
         assert torch.allclose(out["log_rates"][:, t], ref["log_rates"][:, t], atol=1e-6)   # its own bin: no effect
         assert not torch.allclose(out["log_rates"], ref["log_rates"], atol=1e-6)           # the others see it
+        assert torch.allclose(m.predict(bumped, samples=3)["rates"][:, t], ens["rates"][:, t], atol=1e-6)
     one = m.predict(batch, passes=1)
     bumped["spikes"][:, 39, :4] += 4
     assert not torch.allclose(m.predict(bumped, passes=1)["log_rates"][:, 39], one["log_rates"][:, 39])

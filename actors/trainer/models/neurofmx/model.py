@@ -236,14 +236,16 @@ class NeuroFMX(nn.Module):
     # -- evaluation -----------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, batch: dict[str, Any], active: Tensor | np.ndarray | list[str] | None = None,
-                passes: int | None = None) -> dict[str, Tensor]:
+                passes: int | None = None, samples: int = 1) -> dict[str, Tensor]:
         """Rates and features of every bin. active: None (every modality), a list of modality names, or
         [B, M] bool. With `passes` = K > 1 (default round(1 / mask_ratio), 4 for 25%) the spike tokens are
         split into K seeded groups and group k is hidden in pass k: each bin's rates and features come
         from the pass that hid it, as in training, so a bin's own spikes never shape its own rate (a
-        model also trained to reconstruct visible tokens would otherwise copy them). K = 1: one pass,
-        nothing hidden. Returns log_rates, rates (counts per bin), features (the spikes stream per bin,
-        [B, T, D]), latents (of the last pass) and each field's reconstruction (nothing of it hidden)."""
+        model also trained to reconstruct visible tokens would otherwise copy them). `samples` = S
+        repeats this with S different seeded partitions and averages each bin's rates (and features)
+        over them. K = 1: one pass, nothing hidden. Returns log_rates, rates (counts per bin), features
+        (the spikes stream per bin, [B, T, D]), latents (of the last pass) and each field's
+        reconstruction (of the last pass; fields are never hidden here)."""
         data = self._inputs(batch)
         B, T_bins = data["spikes"].shape[:2]
         device = data["spikes"].device
@@ -261,24 +263,27 @@ class NeuroFMX(nn.Module):
         k = self.cfg.spikes.bins_per_token
         n_tok = self._n_tokens("spikes", data)
         passes = max(1, min(int(passes), n_tok))
-        group = np.zeros(n_tok, np.int64)
-        if passes > 1:
-            group[np.random.default_rng([self.cfg.seed, 7]).permutation(n_tok)] = np.arange(n_tok) % passes
-        group_t = torch.as_tensor(group, device=device)
+        samples = max(1, int(samples)) if passes > 1 else 1
+        rates = feats = None
         out: dict[str, Tensor] = {}
-        for g in range(passes):
-            hide = (group_t == g)[None].expand(B, -1) if passes > 1 else None
-            enc = self.encode(data, act, None if hide is None else {"spikes": hide})
-            dec = self.decode(enc, data)
-            feats = enc.out["spikes"].repeat_interleave(k, dim=1)[:, :T_bins]
-            if g == 0:
-                out = {**dec, "features": feats}
-            else:
-                bins = (group_t == g).repeat_interleave(k)[:T_bins]
-                out["log_rates"][:, bins] = dec["log_rates"][:, bins]
-                out["features"][:, bins] = feats[:, bins]
-            out["latents"] = enc.latents
-        out["rates"] = torch.exp(out["log_rates"])
+        for s in range(samples):
+            group = np.zeros(n_tok, np.int64)
+            if passes > 1:
+                group[np.random.default_rng([self.cfg.seed, 7, s]).permutation(n_tok)] = np.arange(n_tok) % passes
+            bin_group = torch.as_tensor(group, device=device).repeat_interleave(k)[:T_bins]
+            for g in range(passes):
+                hide = torch.as_tensor(group == g, device=device)[None].expand(B, -1) if passes > 1 else None
+                enc = self.encode(data, act, None if hide is None else {"spikes": hide})
+                dec = self.decode(enc, data)
+                f = enc.out["spikes"].repeat_interleave(k, dim=1)[:, :T_bins]
+                r = torch.exp(dec["log_rates"])
+                if rates is None:
+                    rates, feats = torch.zeros_like(r), torch.zeros_like(f)
+                bins = bin_group == g
+                rates[:, bins] += r[:, bins] / samples
+                feats[:, bins] += f[:, bins] / samples
+                out = {**dec, "latents": enc.latents}
+        out.update({"rates": rates, "log_rates": torch.log(rates), "features": feats})
         return out
 
     # -- training -------------------------------------------------------------------------------
