@@ -5,7 +5,9 @@ prompts in shards, each finished shard written atomically as it completes (a rer
     summary = run_batch(spec, rows, Path("runs/batch"), shard_size=64)
 
 Rows are {"id", "prompt"} or {"id", "messages"} (chat, the model's chat template applied), with optional
-per-row "max_tokens", "temperature", "top_p", "top_k", "seed". One pipeline runs every missing shard
+per-row "max_tokens", "temperature", "top_p", "top_k", "seed". The vLLM engine tokenizes and
+detokenizes itself unless `tokenizer_stages` (separate Ray Data stages: two more actor pools, which
+cost start-up time on a small machine). One pipeline runs every missing shard
 (order preserved), so the engine starts once per run; a shard is written when its last row arrives.
 Output: DIR/shards/shard-NNNNNN.parquet (id, prompt, generated_text, num_input_tokens,
 num_generated_tokens, time_taken_llm_s, shard), DIR/spec.json (what the directory holds), DIR/summary.json.
@@ -40,6 +42,7 @@ class BatchOptions(Strict):
     top_p: float = Field(1.0, gt=0, le=1)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     stage_cpus: float = Field(0.2, gt=0, le=64)       # each CPU stage (chat template, tokenize, detokenize, pre/post)
+    tokenizer_stages: bool = False    # tokenize / detokenize in Ray Data stages (else inside the vLLM engine)
 
 
 def load_prompts(path: Path) -> list[dict[str, Any]]:
@@ -82,8 +85,8 @@ def processor_config(spec: EngineSpec, opts: BatchOptions, chat: bool) -> Any:
         # small CPU shares for the CPU stages: on a 2-core machine the engine actor and four 1-CPU stage
         # actors would not all fit, and the pipeline would wait forever for its detokenizer
         chat_template_stage={"enabled": chat, "num_cpus": opts.stage_cpus},
-        tokenize_stage={"enabled": True, "num_cpus": opts.stage_cpus},
-        detokenize_stage={"enabled": True, "num_cpus": opts.stage_cpus}, **kw)
+        tokenize_stage={"enabled": opts.tokenizer_stages, "num_cpus": opts.stage_cpus},
+        detokenize_stage={"enabled": opts.tokenizer_stages, "num_cpus": opts.stage_cpus}, **kw)
     return config
 
 
@@ -91,7 +94,7 @@ def _sampling(row: dict[str, Any], opts: BatchOptions) -> dict[str, Any]:
     return {"max_tokens": int(row.get("max_tokens", opts.max_tokens)),
             "temperature": float(row.get("temperature", opts.temperature)),
             "top_p": float(row.get("top_p", opts.top_p)), "top_k": int(row.get("top_k", -1)),
-            "seed": int(row.get("seed", opts.seed)), "detokenize": False}
+            "seed": int(row.get("seed", opts.seed)), "detokenize": not opts.tokenizer_stages}
 
 
 def run_batch(spec: EngineSpec, rows: list[dict[str, Any]], out: Path, opts: BatchOptions | None = None,
