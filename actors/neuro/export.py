@@ -1,7 +1,7 @@
 """A generated dataset on disk: trainer shards + ground truth.
 
-    OUT/train/          shard directory of the training trials (actors.trainer.write_shards): per
-                        sample "spikes" [T, N] float32 (every neuron), "lfp" [S, C], "eeg" [S', C'],
+    OUT/train/          shard directory of the training trials (actors.trainer.write_shards), in a
+                        seeded random order (a shard mixes conditions); per sample "spikes" [T, N] float32 (every neuron), "lfp" [S, C], "eeg" [S', C'],
                         "trial", "condition" (int64); index meta = the spec and the modality layout
     OUT/test/           the held-out trials, same fields
     OUT/ground_truth.npz  NeuroData.arrays(): spikes, rates_hz, latents, condition, is_test, heldout,
@@ -65,8 +65,11 @@ def write_dataset(spec: NeuroDataSpec, out: str | Path, *, preview: bool = True)
     claim_out_dir(out, {"neuro_data": spec.model_dump(mode="json")}, "neuro dataset")
     data = make_dataset(spec)
     meta = {"neuro": spec.model_dump(mode="json"), "layout": model_layout(spec)}
+    order_rng = np.random.default_rng([spec.seed, 2])
     for split, which in (("train", ~data.is_test), ("test", data.is_test)):
-        idx = np.flatnonzero(which)
+        # trials in a seeded random order: a shard (and so a batch of the trainer's shard-then-sample
+        # shuffle) mixes conditions instead of holding the last few conditions only
+        idx = order_rng.permutation(np.flatnonzero(which))
         if len(idx):
             write_shards(trial_samples(data, idx), out / split, shard_size=spec.shard_size,
                          meta={**meta, "split": split}, overwrite=True)

@@ -141,6 +141,12 @@ def test_data_train_eval_jobs_end_to_end(tmp_path, capsys):
     summary = json.loads((data_dir / "summary.json").read_text())
     assert summary["n_train"] == 64 and summary["n_test"] == 16 and (data_dir / "preview.png").stat().st_size > 1000
     layout = summary["layout"]
+    from actors.trainer import ShardDataset
+
+    first = ShardDataset(data_dir / "train")._read_shard(0)                 # 32 of the 64 training trials
+    assert len(np.unique(first["condition"])) >= 6                         # shuffled: not 4 conditions in order
+    assert sorted(ShardDataset(data_dir / "train").load_all()["trial"].tolist()) == np.flatnonzero(
+        ~np.load(data_dir / "ground_truth.npz")["is_test"]).tolist()
     cfg = {"d_model": 16, "n_layers": 2, "d_state": 4, "headdim": 8, "chunk": 8, "n_latents": 4, "n_heads": 2,
            "proj_dim": 8, "diffusion_steps": 10, "spikes": {k: layout["spikes"][k] for k in ("n_neurons", "n_heldout")},
            "lfp": {"n_channels": 4, "rate_hz": 250.0, "patch": 5}, "eeg": {"n_channels": 3, "rate_hz": 200.0, "patch": 4}}
