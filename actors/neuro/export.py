@@ -1,8 +1,9 @@
 """A generated dataset on disk: trainer shards + ground truth.
 
     OUT/train/          shard directory of the training trials (actors.trainer.write_shards), in a
-                        seeded random order (a shard mixes conditions); per sample "spikes" [T, N] float32 (every neuron), "lfp" [S, C], "eeg" [S', C'],
-                        "trial", "condition" (int64); index meta = the spec and the modality layout
+                        seeded random order (a shard mixes conditions); per sample "spikes" [T, N]
+                        float32 (every neuron), "lfp" [S, C], "eeg" [S', C'], "trial", "condition"
+                        (int64); index meta = the spec and the modality layout
     OUT/test/           the held-out trials, same fields
     OUT/ground_truth.npz  NeuroData.arrays(): spikes, rates_hz, latents, condition, is_test, heldout,
                         field recordings and clean signals, the Lorenz readout
