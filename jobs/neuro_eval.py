@@ -7,8 +7,10 @@
 --checkpoint: a checkpoint directory (ckpt-<step> with meta.json and model.pt) or a run directory
 (its latest checkpoint). Writes OUT/results.json, OUT/results.md (the table with the baselines and the
 targets), OUT/rates.png (true vs predicted rates), OUT/rate_r2.png, OUT/co_bps.png, OUT/few_shot.png,
-all atomically. No Ray: the evaluation runs in this process (about a minute on a CPU for the
-Lorenz set with the default baseline steps). Protocol: actors/neuro/evaluate.py.
+all atomically. No Ray: the evaluation runs in this process. On the shared 2-core CPU machine the
+Lorenz set with the default 1,500-step GRU and NDT baselines took 22 min wall (13 min CPU), almost all
+of it training those two; `--set baselines=[smoothing,psth_oracle]` takes about a minute.
+Protocol: actors/neuro/evaluate.py.
 """
 from __future__ import annotations
 
