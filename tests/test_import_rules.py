@@ -132,7 +132,7 @@ def test_engine_modules_do_not_load_ray_when_imported():
     assert out.stdout.strip().splitlines()[-1] == "0", out.stdout
 
 
-@pytest.mark.parametrize("package", ["actors.common", "actors.llm", "actors.router", "actors.sweep", "actors.te",
+@pytest.mark.parametrize("package", ["actors.common", "actors.llm", "actors.neuro", "actors.router", "actors.sweep", "actors.te",
                                      "actors.trainer", "actors.validation"])
 def test_every_subsystem_has_a_public_api(package):
     subsystem = package.split(".")[1]
