@@ -168,15 +168,28 @@ def test_sampling_matches_the_exact_filtered_softmax(llm_app, hf_tiny, params, n
 
 def test_prefix_cache_reports_cached_tokens(llm_app):
     """Two prompts sharing a 200-token prefix (token ids, a seeded permutation no other test sends): the
-    second reports cached prompt tokens (whole KV blocks of the shared prefix), the first none."""
+    second reports cached prompt tokens (whole KV blocks of the shared prefix), the first none. A fresh-clone
+    CI run (2026-12-02, loaded machine) once saw 0 cached tokens on the very next request: up to two more
+    requests with the same prefix (new suffixes) follow, 0.5 s apart, and one of them must report the hit."""
+    import time
+
     rng = np.random.default_rng(7)
     prefix = [0, *rng.integers(7, 512, size=199).tolist()]
+
+    def cached_tokens(u: dict) -> int:
+        return (u["usage"].get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+
     first = _completion(llm_app, prompt=prefix + [300, 301, 302], max_tokens=2)
-    second = _completion(llm_app, prompt=prefix + [400, 401, 402], max_tokens=2)
-    cached = [(u["usage"].get("prompt_tokens_details") or {}).get("cached_tokens") or 0 for u in (first, second)]
-    print(f"prefix cache: cached tokens {cached} of {second['usage']['prompt_tokens']} prompt tokens")
-    assert cached[0] == 0
-    assert 0 < cached[1] <= 200
+    later = []
+    for attempt in range(3):
+        second = _completion(llm_app, prompt=prefix + [400 + attempt, 401, 402], max_tokens=2)
+        later.append(cached_tokens(second))
+        if later[-1] > 0:
+            break
+        time.sleep(0.5)
+    print(f"prefix cache: cached tokens {cached_tokens(first)} then {later} of {second['usage']['prompt_tokens']}")
+    assert cached_tokens(first) == 0
+    assert 0 < max(later) <= 200
 
 
 def test_engine_metrics_are_exported(llm_app, serve_instance):
