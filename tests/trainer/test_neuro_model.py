@@ -229,12 +229,18 @@ def test_neurofmx_is_registered_and_trains_in_every_stage():
     assert "neurofmx" in registered_models()
     m = _model()
     batch = _batch()
+    keys = None
     for step, stage in ((0, 1), (10, 2), (25, 3)):
         out = m(batch, step)
+        assert keys is None or set(out) == keys                         # one key set (ranks all-reduce them)
+        keys = set(out)
         assert out["stage"] == stage and out["loss"].dim() == 0 and torch.isfinite(out["loss"])
         out["loss"].backward()
-        assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
-        m.zero_grad()
+        # every parameter gets a gradient in every stage (zero for unused heads): DDP's precondition
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
+        if stage == 1:
+            assert all((p.grad == 0).all() for p in m.denoisers.parameters())
+        m.zero_grad(set_to_none=True)
         if stage == 3:
             assert float(out["forecast"]) > 0 and float(out["diffusion"]) > 0 and float(out["contrastive"]) > 0
     assert len(m.fsdp_units()) == 4                                     # 2 Mamba layers + 2 fusion blocks

@@ -377,12 +377,28 @@ class NeuroFMX(nn.Module):
             losses["forecast"], per_h = zero, {}
         losses["diffusion"] = self._diffusion(enc, plan, data, hid_bins, field_hidden) if weights["diffusion"] else zero
         loss = sum(weights[name] * value for name, value in losses.items())
+        loss = loss + 0.0 * self._touch_heads(enc)
         out = {"loss": loss}
         out.update({name: value.detach() for name, value in losses.items()})
-        out.update({f"forecast_h{h}": v.detach() for h, v in per_h.items()})
+        # the same keys at every step and on every rank (the trainer all-reduces them as one vector): a
+        # horizon without a scored sample here reports 0
+        out.update({f"forecast_h{h}": per_h[h].detach() if h in per_h else zero.detach() for h in cfg.forecast_horizons})
         out["stage"] = torch.tensor(float(plan.stage), device=device)
         out["tokens"] = torch.tensor(float(sum(t.mask.sum().item() for t in enc.tokens.values())), device=device)
         return out
+
+    def _touch_heads(self, enc: Encoded) -> Tensor:
+        """A sum through the projection and denoiser heads, which some stages do not use: added with weight
+        0, every parameter is in the graph at every step (zero gradients), as DDP over several ranks
+        requires (and the optimizer state exists from the first step). Only heads of the root module:
+        the FSDP2 units' parameters are sharded outside their own forward."""
+        h = enc.latents[:, 0]
+        total = sum(self.proj[m](h).sum() for m in self.modalities)
+        t_emb = torch.zeros_like(h)
+        for den in self.denoisers.values():
+            dim = den.net[-1].out_features
+            total = total + den(h, h.new_zeros(h.shape[0], dim), t_emb).sum()
+        return total
 
     def _contrastive(self, enc: Encoded, plan: Plan, trial_s: float) -> Tensor:
         """InfoNCE between the unimodal (pre-fusion) encodings of two active modalities, pooled over
