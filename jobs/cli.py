@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from actors.common.config import load_yaml
+from actors.common.config import apply_overrides, load_yaml
 from actors.common.errors import InputError, from_validation
 
 Spec = TypeVar("Spec")
@@ -53,19 +53,6 @@ def read_yaml(path: str | Path | None) -> dict:
         raise InputError("--config", f"{p} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise InputError("--config", f"{p} holds a {type(raw).__name__}, not a mapping", "a YAML mapping")
-    return raw
-
-
-def apply_overrides(raw: dict, overrides: dict | None) -> dict:
-    """Set dotted keys like {"solver.backend": "scipy"}, creating the nested mappings they need."""
-    for key, value in (overrides or {}).items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise InputError(key, f"{p!r} is not a mapping in the config", "a dotted path of mappings")
-        node[leaf] = value
     return raw
 
 

@@ -196,14 +196,19 @@ def _ray_head(num_cpus: int = 2, timeout: float = 120.0) -> Iterator[str]:
         _wait_for_job_server(proc, url, log_path, timeout)
         yield url
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc, timeout=60)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def terminate(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM a process this test session started (by PID), SIGKILL it if it outlives `timeout`."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _wait_for_job_server(proc: subprocess.Popen, url: str, log_path: Path, timeout: float) -> None:

@@ -33,7 +33,7 @@ import pandas as pd
 import psutil
 import pytest
 import yaml
-from conftest import _wait_for_job_server, _with_project_path, free_ports
+from conftest import _wait_for_job_server, _with_project_path, free_ports, terminate
 
 from cluster.kuberay import load_values, render
 
@@ -68,13 +68,7 @@ def _stop(proc: subprocess.Popen) -> None:
         children = psutil.Process(proc.pid).children(recursive=True)
     except psutil.NoSuchProcess:
         children = []
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    terminate(proc, timeout=30)
     for child in children:
         with contextlib.suppress(psutil.NoSuchProcess):
             child.kill()

@@ -51,7 +51,7 @@ from actors.router.evaluate import (
 )
 from actors.router.metrics import bootstrap
 
-__all__ = ["RouterSearchSpec", "SearchSpace", "search", "split", "trial_spec", "trainable"]
+__all__ = ["RouterSearchSpec", "SearchSpace", "inner_fold_apgr", "search", "split", "trainable", "trial_spec"]
 
 
 class SearchSpace(Strict):
@@ -125,6 +125,12 @@ def split(prep: Prepared, spec: RouterSearchSpec) -> tuple[Prepared, Prepared]:
     return inner, test
 
 
+def inner_fold_apgr(inner: Prepared, fold: int, spec: RouteEvalSpec) -> tuple[float, dict[str, float]]:
+    """Fit on the other inner folds, score `fold`: (mean APGR over the benchmarks, APGR per benchmark)."""
+    per_bench = fold_apgr(inner, run_fold(inner, fold, spec), spec)
+    return (float(np.mean(list(per_bench.values()))) if per_bench else float("nan")), per_bench
+
+
 def trainable(config: dict[str, Any], inner: Prepared, base: RouteEvalSpec, inner_folds: int) -> None:
     """Tune function trainable: iteration k fits on the other inner folds and scores inner fold k."""
     from ray import tune
@@ -132,9 +138,7 @@ def trainable(config: dict[str, Any], inner: Prepared, base: RouteEvalSpec, inne
     spec = trial_spec(base, config)
     done: list[float] = []
     for k in range(inner_folds):
-        res = run_fold(inner, k, spec)
-        per_bench = fold_apgr(inner, res, spec)
-        value = float(np.mean(list(per_bench.values()))) if per_bench else float("nan")
+        value, per_bench = inner_fold_apgr(inner, k, spec)
         done.append(value)
         tune.report({"apgr": float(np.nanmean(done)), "fold_apgr": value, "folds_done": k + 1,
                      **{f"apgr_{b}": v for b, v in per_bench.items()}})
@@ -190,8 +194,9 @@ def _test_metrics(inner: Prepared, test: Prepared, tuned: RouteEvalSpec, base: R
     kinds = dict(test.fold_kind or {})           # fit_and_score relabels the test split's folds
     scored = {}
     for name, s in (("tuned", tuned), ("base", base)):
-        frame, results = fit_and_score(inner, test, s.model_copy(update={"ablations": ("random",)}))
-        scored[name] = (frame, summarize(test, frame, s.model_copy(update={"ablations": ("random",)}), results))
+        s = s.model_copy(update={"ablations": ("random",)})
+        frame, results = fit_and_score(inner, test, s)
+        scored[name] = (frame, summarize(test, frame, s, results))
     ev = base.eval
     out: dict[str, Any] = {}
     for b, o in test.outcomes.items():
@@ -234,11 +239,7 @@ def search(prep: Prepared, spec: RouterSearchSpec, out_dir: Path) -> dict:
 def _base_inner_apgr(inner: Prepared, spec: RouterSearchSpec) -> float:
     """The base spec's inner CV APGR (the same folds and statistic as every trial's `apgr`)."""
     base = trial_spec(spec.base, {})
-    vals = []
-    for k in range(spec.inner_folds):
-        per = fold_apgr(inner, run_fold(inner, k, base), base)
-        vals.append(float(np.mean(list(per.values()))) if per else float("nan"))
-    return float(np.nanmean(vals))
+    return float(np.nanmean([inner_fold_apgr(inner, k, base)[0] for k in range(spec.inner_folds)]))
 
 
 def report_md(result: dict) -> str:

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from actors.common.config import Strict
+from actors.common.config import Strict, apply_overrides
 from actors.common.errors import InputError, from_validation
 from actors.common.storage import atomic_write_json
 from actors.trainer.config import TrainSpec
@@ -138,14 +138,7 @@ def load_search_spec(path: str | Path | None, overrides: dict[str, Any] | None =
 
         p = Path(name) if Path(name).is_file() else preset("train", str(name))
         raw["train"] = _merge(read(p, "train_preset"), raw.get("train") or {})
-    for key, value in (overrides or {}).items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise InputError(key, f"{part!r} is not a mapping in the config", "a dotted path of mappings")
-        node[leaf] = value
+    apply_overrides(raw, overrides)
     try:
         return TrainSearchSpec.model_validate(raw)
     except ValidationError as exc:

@@ -16,9 +16,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from actors.common.errors import from_validation
+from actors.common.errors import InputError, from_validation
 
-__all__ = ["Auto", "Strict", "WorkerConfig", "load_yaml", "validated"]
+__all__ = ["Auto", "Strict", "WorkerConfig", "apply_overrides", "load_yaml", "validated"]
 
 M = TypeVar("M", bound=BaseModel)
 Auto = Literal["auto"]
@@ -141,3 +141,16 @@ def validated(cls: type[M], value: M | dict[str, Any] | None = None, /, *, prefi
         return cls.model_validate(data)
     except ValidationError as exc:
         raise from_validation(exc, prefix) from None
+
+
+def apply_overrides(raw: dict, overrides: dict | None) -> dict:
+    """Set dotted keys like {"solver.backend": "scipy"}, creating the nested mappings they need."""
+    for key, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise InputError(key, f"{p!r} is not a mapping in the config", "a dotted path of mappings")
+        node[leaf] = value
+    return raw

@@ -144,7 +144,7 @@ class Values(Strict):
 
 def load_values(path: str | Path | None = None, overrides: dict | None = None) -> Values:
     """Values from `path` (default cluster/kuberay/values.yaml) with dotted overrides; errors name the field."""
-    from jobs.cli import apply_overrides
+    from actors.common.config import apply_overrides
 
     p = Path(path) if path is not None else DEFAULT_VALUES
     if not p.is_file():

@@ -9,20 +9,13 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from actors.neuro import EvalSpec, NeuroDataSpec, bits_per_spike, fit_ridge, make_dataset, predict_ridge, r2
 from actors.neuro.baselines import _glm, fit_psth_oracle, train_sequence_model
 from actors.neuro.evaluate import evaluate, markdown_table
 from configs import preset
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # tests/trainer/conftest.py
 
 
 def test_r2_by_hand():

@@ -21,13 +21,7 @@ from actors.trainer.models.neurofmx.losses import (
     poisson_nll,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # tests/trainer/conftest.py
 
 
 def test_poisson_nll_matches_scipy_and_weights_broadcast():

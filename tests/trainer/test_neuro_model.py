@@ -31,13 +31,7 @@ from actors.trainer.models.neurofmx.tokenizers import (
     PatchTokenizer,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # tests/trainer/conftest.py
 
 
 def _g(seed=0):
