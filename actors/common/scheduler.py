@@ -10,7 +10,7 @@ A worker that cannot come back (its node is gone and its restart fits nowhere) w
 tasks forever: Ray retries them only on that actor. When no result has arrived for `stall_timeout_s`,
 the workers holding tasks are looked up in the GCS actor table; the tasks of any that is not ALIVE go
 to the live workers, and that worker gets no more. Should it come back after all, its late results
-are ignored (the first result of a task wins). With no live worker left the run fails with the states.
+are never read (their tasks left `pending` when they moved). With no live worker left the run fails with the states.
 """
 from __future__ import annotations
 
@@ -79,8 +79,7 @@ def run_tasks(pool: Sequence[ActorHandle] | Callable[[], Sequence[ActorHandle]],
     queue = list(todo)
     pending: dict[ray.ObjectRef, tuple[int, int]] = {}
 
-    lost: set[int] = set()                 # workers whose tasks were moved away
-    done: set[int] = set()
+    lost: set[int] = set()                 # workers whose tasks were moved away (their late results are dropped)
 
     def give(w: int) -> None:
         i = queue.pop(0)
@@ -100,7 +99,7 @@ def run_tasks(pool: Sequence[ActorHandle] | Callable[[], Sequence[ActorHandle]],
         moved = [(ref, i) for ref, (i, w) in pending.items() if w in gone]
         for ref, _ in moved:
             del pending[ref]
-        queue[:0] = sorted({i for _, i in moved} - done)
+        queue[:0] = sorted(i for _, i in moved)
         run.reassigned += len(moved)
         log.warning("tasks %s moved off workers %s (%s) to workers %s", [i for _, i in moved], sorted(gone),
                     [states[w] for w in sorted(gone)], alive)
@@ -119,10 +118,7 @@ def run_tasks(pool: Sequence[ActorHandle] | Callable[[], Sequence[ActorHandle]],
             reassign_from_lost_workers()
             continue
         i, w = pending.pop(ready[0])
-        if i in done:
-            continue
         result = ray.get(ready[0])
-        done.add(i)
         if store is not None:
             store.save(i, result)
         if keep:
