@@ -1,0 +1,271 @@
+"""Wide-layer settling (state layers 512-2048): one fused Triton kernel per layer update, the step loop
+captured in a CUDA graph.
+
+Layer k's update is one tiled matmul pair with the whole epilogue fused (no intermediate in memory):
+
+    out = act(base + A1 @ B1 [+ A1] + A2 @ B2 [+ A2] - beta * nudge(own, t))
+          base = drive (k = 0) or bias b_k;  A1 @ B1 = s_{k-1} W_k^T;  A2 @ B2 = s_{k+1} W_{k+1}
+          nudge (output layer): softmax(own) - t ("ce", in the epilogue when one column tile holds the
+          whole row, else computed by torch just before) or own - t ("mse")
+
+W_k^T is read through strides (no transposed copy). Precision "bf16" feeds bf16 operands to the tensor
+cores (weights converted once per phase, states cast on load), "tf32" fp32 operands on tf32 cores,
+"fp32" exact IEEE; accumulation is fp32 in all. "sync" ping-pongs two state sets; "evenodd" updates in
+place (layers 0, 2, ... then 1, 3, ...). On CUDA the `steps` sweeps (and the weight conversion) are
+captured once per (weights, shapes, steps, beta, cost, update, precision) in a torch.cuda.CUDAGraph and
+replayed, so a phase costs one graph launch; under TRITON_INTERPRET=1 (CPU) the same kernels run in a
+plain loop.
+"""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from typing import Any
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.eqprop.persistent import ACT_CODE, PREC_CODE, _act
+
+__all__ = ["FusedSettler", "clear_graphs", "fused_settle", "layer_update"]
+
+NUDGE_NONE, NUDGE_CE, NUDGE_MSE, NUDGE_PRE = 0, 1, 2, 3
+CE_MAX_TILE = 256
+GRAPH_CACHE = 8
+
+
+@triton.jit
+def _dot(a, b, PREC: tl.constexpr):
+    if PREC == 2:
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), out_dtype=tl.float32)
+    elif PREC == 1:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="tf32")
+    else:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+
+
+@triton.jit
+def _fused_layer(out_ptr, base_ptr, bias_ptr, a1_ptr, b1_ptr, a2_ptr, b2_ptr, own_ptr, t_ptr, g_ptr,
+                 M, N, K1, K2, s_a1, s_b1k, s_b1n, s_a2, s_b2k, s_b2n, beta,
+                 HAS_BASE: tl.constexpr, HAS_A1: tl.constexpr, SKIP1: tl.constexpr, HAS_A2: tl.constexpr,
+                 SKIP2: tl.constexpr, NUDGE: tl.constexpr, ACT: tl.constexpr, PREC: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    mm = rm < M
+    mn = rn < N
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    if HAS_A1:
+        for k0 in range(0, K1, BLOCK_K):
+            kk = k0 + rk
+            a = tl.load(a1_ptr + rm[:, None] * s_a1 + kk[None, :], mask=mm[:, None] & (kk[None, :] < K1), other=0.0)
+            b = tl.load(b1_ptr + kk[:, None] * s_b1k + rn[None, :] * s_b1n, mask=(kk[:, None] < K1) & mn[None, :],
+                        other=0.0)
+            acc += _dot(a, b, PREC)
+    if HAS_A2:
+        for k0 in range(0, K2, BLOCK_K):
+            kk = k0 + rk
+            a = tl.load(a2_ptr + rm[:, None] * s_a2 + kk[None, :], mask=mm[:, None] & (kk[None, :] < K2), other=0.0)
+            b = tl.load(b2_ptr + kk[:, None] * s_b2k + rn[None, :] * s_b2n, mask=(kk[:, None] < K2) & mn[None, :],
+                        other=0.0)
+            acc += _dot(a, b, PREC)
+    m2 = mm[:, None] & mn[None, :]
+    off = rm[:, None] * N + rn[None, :]
+    if HAS_BASE:
+        acc += tl.load(base_ptr + off, mask=m2, other=0.0)
+    else:
+        acc += tl.load(bias_ptr + rn, mask=mn, other=0.0)[None, :]
+    if SKIP1:
+        acc += tl.load(a1_ptr + rm[:, None] * s_a1 + rn[None, :], mask=m2, other=0.0)
+    if SKIP2:
+        acc += tl.load(a2_ptr + rm[:, None] * s_a2 + rn[None, :], mask=m2, other=0.0)
+    if NUDGE == 1:
+        own = tl.load(own_ptr + off, mask=m2, other=-1e30)
+        z = own - tl.max(own, axis=1)[:, None]
+        e = tl.where(m2, tl.exp(z), 0.0)
+        t = tl.load(t_ptr + off, mask=m2, other=0.0)
+        acc -= beta * (e / tl.sum(e, axis=1)[:, None] - t)
+    elif NUDGE == 2:
+        own = tl.load(own_ptr + off, mask=m2, other=0.0)
+        t = tl.load(t_ptr + off, mask=m2, other=0.0)
+        acc -= beta * (own - t)
+    elif NUDGE == 3:
+        acc -= beta * tl.load(g_ptr + off, mask=m2, other=0.0)
+    tl.store(out_ptr + off, _act(acc, ACT), mask=m2)
+
+
+def _blocks(n: int, ce_last: bool) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps): H100/H200-sized tiles; one column tile for an in-epilogue
+    softmax. Smaller under the interpreter (fewer numpy ops per program do not matter there, the
+    tile sizes only have to be valid)."""
+    if ce_last:
+        bn = max(16, triton.next_power_of_2(n))
+        return (64 if bn <= 128 else 32), bn, 32, 4
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return 32, 32, 32, 4
+    return 128, 128, 64, 8
+
+
+def layer_update(out: torch.Tensor, base: torch.Tensor | None, bias: torch.Tensor, a1: torch.Tensor | None,
+                 w1: torch.Tensor | None, a2: torch.Tensor | None, w2: torch.Tensor | None, skip1: bool, skip2: bool,
+                 nudge: int, own: torch.Tensor | None, target: torch.Tensor | None, g: torch.Tensor | None,
+                 beta: float, activation: str, precision: str) -> None:
+    """out = act(base|bias + a1 @ w1^T (+ a1) + a2 @ w2 (+ a2) - beta nudge) in one launch; `w1` is
+    W_k (n_k, n_{k-1}) read transposed, `w2` is W_{k+1} (n_{k+1}, n_k)."""
+    M, N = out.shape
+    ce_last = nudge == NUDGE_CE
+    bm, bn, bk, warps = _blocks(N, ce_last)
+    dummy = out
+    K1 = a1.shape[1] if a1 is not None else 0
+    K2 = a2.shape[1] if a2 is not None else 0
+    grid = (triton.cdiv(M, bm), triton.cdiv(N, bn))
+    _fused_layer[grid](
+        out, base if base is not None else dummy, bias, a1 if a1 is not None else dummy,
+        w1 if w1 is not None else dummy, a2 if a2 is not None else dummy, w2 if w2 is not None else dummy,
+        own if own is not None else dummy, target if target is not None else dummy, g if g is not None else dummy,
+        M, N, K1, K2,
+        a1.stride(0) if a1 is not None else 0, w1.stride(1) if w1 is not None else 0,
+        w1.stride(0) if w1 is not None else 0,
+        a2.stride(0) if a2 is not None else 0, w2.stride(0) if w2 is not None else 0,
+        w2.stride(1) if w2 is not None else 0, float(beta),
+        HAS_BASE=base is not None, HAS_A1=a1 is not None, SKIP1=skip1, HAS_A2=a2 is not None, SKIP2=skip2,
+        NUDGE=nudge, ACT=ACT_CODE[activation], PREC=PREC_CODE[precision],
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps)
+
+
+class FusedSettler:
+    """Static buffers and (on CUDA) the captured graph of one phase configuration."""
+
+    def __init__(self, drive: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor],
+                 skips: list[bool], widths: list[int], beta: float, cost: str, has_target: bool, steps: int,
+                 update: str, activation: str, precision: str, graph: bool):
+        dev = drive.device
+        B = drive.shape[0]
+        self.src_w = weights
+        self.wdtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        self.w = [w if w.dtype == self.wdtype and w.is_contiguous() else torch.empty(w.shape, device=dev, dtype=self.wdtype)
+                  for w in weights]
+        self.src_b = biases
+        self.biases = [b if b.dtype == torch.float32 and b.is_contiguous() else torch.empty(b.shape, device=dev)
+                       for b in biases]
+        self.drive = torch.empty_like(drive, dtype=torch.float32)
+        self.target = torch.zeros(B, widths[-1], device=dev, dtype=torch.float32) if has_target else None
+        n_sets = 2
+        self.sets = [[torch.zeros(B, n, device=dev, dtype=torch.float32) for n in widths] for _ in range(n_sets)]
+        self.g = torch.empty(B, widths[-1], device=dev, dtype=torch.float32)
+        self.skips, self.widths, self.beta, self.cost = skips, widths, beta, cost
+        self.steps, self.update, self.activation, self.precision = steps, update, activation, precision
+        self.nudge = NUDGE_NONE
+        if beta != 0:
+            self.nudge = NUDGE_MSE if cost == "mse" else (NUDGE_CE if widths[-1] <= CE_MAX_TILE else NUDGE_PRE)
+        self.graph: Any = None
+        if graph:
+            self._warm_and_capture()
+
+    def _convert(self) -> None:
+        for dst, src in [*zip(self.w, self.src_w), *zip(self.biases, self.src_b)]:
+            if dst is not src:
+                dst.copy_(src)   # inside the graph: the current parameters, converted at every replay
+
+    def _layer(self, k: int, src: list[torch.Tensor], dst: torch.Tensor) -> None:
+        L = len(self.widths)
+        last = k == L - 1
+        nudge = self.nudge if last else NUDGE_NONE
+        if nudge == NUDGE_PRE:
+            z = torch.softmax(src[k], dim=1)
+            torch.sub(z, self.target, out=self.g)
+        layer_update(dst, self.drive if k == 0 else None, self.biases[k - 1] if k > 0 else self.drive,
+                     src[k - 1] if k > 0 else None, self.w[k - 1] if k > 0 else None,
+                     src[k + 1] if not last else None, self.w[k] if not last else None,
+                     k > 0 and self.skips[k - 1], (not last) and self.skips[k], nudge, src[k] if last else None,
+                     self.target, self.g, self.beta, self.activation, self.precision)
+
+    def _sweep(self, cur: list[torch.Tensor], nxt: list[torch.Tensor]) -> None:
+        L = len(self.widths)
+        if self.update == "sync":
+            for k in range(L):
+                self._layer(k, cur, nxt[k])
+        else:   # in place, layers 0, 2, ... then 1, 3, ...; a layer's output cannot alias its own input
+            for parity in (0, 1):
+                for k in range(parity, L, 2):
+                    self._layer(k, cur, nxt[k])
+                    cur[k].copy_(nxt[k])
+
+    def _warm_and_capture(self) -> None:
+        self._scratch = [torch.empty_like(s) for s in self.sets[0]]
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            self._run_graphable()   # compiles the kernels outside the capture
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self._run_graphable()
+
+    def _run_graphable(self) -> None:
+        self._convert()
+        if self.update == "sync":
+            for t in range(self.steps):
+                self._sweep(self.sets[t % 2], self.sets[(t + 1) % 2])
+        else:
+            a, b = self.sets
+            for t in range(self.steps):
+                if t == self.steps - 1:
+                    for p, q in zip(b, a):
+                        p.copy_(q)
+                self._sweep(a, self._scratch)
+
+    def __call__(self, drive: torch.Tensor, states: list[torch.Tensor],
+                 target: torch.Tensor | None) -> tuple[list[torch.Tensor], float]:
+        self.drive.copy_(drive)
+        if self.target is not None and target is not None:
+            self.target.copy_(target)
+        for dst, src in zip(self.sets[0], states):
+            dst.copy_(src)
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self._scratch = [torch.empty_like(s) for s in self.sets[0]]
+            self._run_graphable()
+        if self.update == "sync":
+            new, old = self.sets[self.steps % 2], self.sets[(self.steps - 1) % 2]
+        else:
+            new, old = self.sets
+        res = max(float((a - b).abs().max()) for a, b in zip(new, old))
+        return [s.clone() for s in new], res
+
+
+_GRAPHS: OrderedDict[tuple, FusedSettler] = OrderedDict()
+
+
+def clear_graphs() -> None:
+    """Drop the captured graphs (and their static buffers)."""
+    _GRAPHS.clear()
+
+
+def fused_settle(drive: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor], skips: list[bool],
+                 states: list[torch.Tensor], beta: float, cost: str, target: torch.Tensor | None, steps: int,
+                 update: str, activation: str, precision: str = "fp32",
+                 graph: bool | None = None) -> tuple[list[torch.Tensor], float]:
+    """One phase with the fused per-layer kernel; on CUDA (graph None/True) replayed from a captured
+    CUDA graph cached per configuration (at most GRAPH_CACHE kept). Returns (fp32 states, residual)."""
+    widths = [s.shape[1] for s in states]
+    use_graph = drive.is_cuda if graph is None else graph
+    key = (str(drive.device), drive.shape[0], tuple(widths), tuple((w.data_ptr(), tuple(w.shape), w.dtype) for w in weights),
+           tuple(b.data_ptr() for b in biases), tuple(skips), float(beta), cost, target is not None, steps, update,
+           activation, precision, use_graph)
+    settler = _GRAPHS.get(key) if use_graph else None
+    if settler is None:
+        settler = FusedSettler(drive, weights, biases, skips, widths, beta, cost, target is not None, steps, update,
+                               activation, precision, graph=use_graph)
+        if use_graph:
+            _GRAPHS[key] = settler
+            while len(_GRAPHS) > GRAPH_CACHE:
+                _GRAPHS.popitem(last=False)
+    else:
+        _GRAPHS.move_to_end(key)
+    return settler(drive, states, target)
