@@ -4,7 +4,10 @@
     serve build serve.te:app -o serve_te.yaml
 
 Routes (OpenAPI at /docs):
-    POST /te                 TE(source -> target) in nats, p-value when surrogates > 0, n_obs
+    POST /te                 TE(source -> target) in nats, p-value when surrogates > 0, n_obs; conditional TE
+                             (`conditionals`), Ragwitz auto-embedding (`embedding`), local values (`local`)
+    POST /mi                 KSG mutual information I(X; Y) of [T] or [T, d] samples (algorithm 1 or 2, Theiler)
+    POST /cmi                KSG conditional mutual information I(X; Y | Z)
     POST /te/network         small N: the network inline; large N (or background=true): 202 + a job id
     GET  /te/network/{id}    a background job's status, and its network when done
     GET  /causal/path        ?from=A&to=B: directed paths in the latest network, by total TE
@@ -40,7 +43,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import networkx as nx
 import numpy as np
@@ -54,7 +57,7 @@ from actors.common.config import Auto, Strict, WorkerConfig
 from actors.common.errors import InputError, NotFound, TooLarge
 from actors.te.config import Algorithm, Correction, Mode, NetworkConfig, SurrogateMethod, TENetworkSpec
 from actors.te.embedding import as_series
-from actors.te.engine import te_significance, transfer_entropy
+from actors.te.engine import conditional_mutual_information, te_significance, transfer_entropy
 from actors.te.network import TENetwork, te_network
 from serve.common import AppIngress, ServeArgs, builder, new_app
 
@@ -68,6 +71,8 @@ class TEServeArgs(ServeArgs):
     max_samples: int = Field(100_000, ge=10)      # most samples per series
     max_surrogates: int = Field(1_000, ge=1)      # most surrogates per request
     max_vars: int = Field(1_000, ge=2)            # most variables in one /te/network request
+    max_conditionals: int = Field(8, ge=1)        # most conditional series in one /te request
+    max_dims: int = Field(32, ge=1)               # most columns of one /mi or /cmi variable
     inline_max_vars: int = Field(6, ge=2)         # networks with more variables run as background jobs
     max_jobs: int = Field(32, ge=1)               # finished jobs kept in memory (oldest dropped first)
     path_cutoff: int = Field(6, ge=1, le=20)      # longest path (edges) /causal/path may ask for
@@ -101,11 +106,39 @@ class _Estimator(Strict):
                 **extra}
 
 
+class EmbeddingRequest(Strict):
+    """Auto-embedding (JIDT AUTO_EMBED_METHOD): the Ragwitz criterion over histories 1..k_max and delays
+    1..tau_max, for the target (JIDT RAGWITZ_DEST_ONLY) or, with source = true, each series on its own
+    (RAGWITZ). The chosen values replace history / tau (and source_history / source_tau)."""
+
+    method: Literal["ragwitz"] = "ragwitz"
+    k_max: int = Field(5, ge=1, le=32)              # longest history searched
+    tau_max: int = Field(3, ge=1, le=32)            # longest embedding delay searched
+    source: bool = Field(False, strict=True)        # also embed the source by its own search
+    neighbours: int | None = Field(None, ge=1, le=1_000)   # K of the forecast; null -> k
+
+    def config(self) -> dict:
+        return {"k_range": (1, self.k_max), "tau_range": (1, self.tau_max), "source": self.source,
+                "n_neighbours": self.neighbours}
+
+
 class TERequest(_Estimator):
     source: list[float]
     target: list[float]
     delay: int = Field(1, ge=1, le=10_000)          # source-destination delay u: source[t+1-u] -> target[t+1]
+    tau: int = Field(1, ge=1, le=10_000)            # destination embedding delay (k_tau)
+    source_tau: int = Field(1, ge=1, le=10_000)     # source embedding delay (l_tau)
+    conditionals: list[list[float]] = Field(default_factory=list)   # other series conditioned on: conditional TE
+    conditional_history: int = Field(1, ge=1, le=256)   # history length of every conditional series
+    conditional_tau: int = Field(1, ge=1, le=10_000)    # its embedding delay
+    conditional_delay: int = Field(1, ge=1, le=10_000)  # its delay to the target (as `delay` for the source)
+    embedding: EmbeddingRequest | None = None       # auto-embedding; null -> history / tau as given
     surrogates: int = Field(0, ge=0)                # 0 -> no significance test, p_value null
+    local: bool = Field(False, strict=True)         # also return the local (pointwise) TE values
+
+    def te_params(self) -> dict:
+        return self.params(delay=self.delay, k_tau=self.tau, l_tau=self.source_tau, cond_hist=self.conditional_history,
+                           cond_tau=self.conditional_tau, cond_delay=self.conditional_delay)
 
 
 class TEResponse(BaseModel):
@@ -114,6 +147,44 @@ class TEResponse(BaseModel):
     n_obs: int                    # embedded observations the estimate averages over
     delay: int
     units: str = "nats"
+    conditionals: int = 0         # conditional series the TE is conditioned on
+    embedding: dict | None = None   # the auto-embedding chosen: k_hist, k_tau, l_hist, l_tau (JIDT names)
+    local: list[float] | None = None  # local TE per observation (local = true); te is their mean
+    times: list[int] | None = None    # index of the target sample each local value predicts
+
+
+class _KSGRequest(Strict):
+    """Settings of /mi and /cmi. A variable is a list of series (its columns), each of T samples:
+    [[x_1, ..., x_T]] for a univariate one, [[a_1, ..., a_T], [b_1, ..., b_T]] for two columns."""
+
+    x: list[list[float]]
+    y: list[list[float]]
+    k: int = Field(4, ge=1, le=1_000)               # nearest neighbours in the joint space
+    algorithm: Algorithm = 1                        # KSG algorithm (JIDT ...Kraskov1 / ...Kraskov2)
+    noise: float = Field(0.0, ge=0, le=1)           # Gaussian noise in standard deviations (JIDT: 1e-8)
+    normalise: bool = True                          # z-score each column
+    theiler: int = Field(0, ge=0, le=100_000)       # exclude neighbours with |i - j| <= theiler
+    seed: int = Field(0, ge=0)                      # seeds the noise
+    local: bool = Field(False, strict=True)         # also return the local (pointwise) values
+
+    def params(self) -> dict:
+        return {"k": self.k, "algorithm": self.algorithm, "noise": self.noise, "normalise": self.normalise,
+                "theiler": self.theiler, "seed": self.seed}
+
+
+class MIRequest(_KSGRequest):
+    pass
+
+
+class CMIRequest(_KSGRequest):
+    z: list[list[float]]                            # the conditioning variable, as x and y
+
+
+class MIResponse(BaseModel):
+    value: float                  # nats
+    n_obs: int
+    units: str = "nats"
+    local: list[float] | None = None
 
 
 class NetworkRequest(_Estimator):
@@ -128,15 +199,22 @@ class NetworkRequest(_Estimator):
 
 # ---- request logic (no Ray, no HTTP) ---------------------------------------------------------------
 _FIELD_NAMES = {"k_hist": "history", "l_hist": "source_history", "significance.n_surrogates": "surrogates",
-                "significance.min_shift": "surrogates"}
+                "significance.min_shift": "surrogates", "k_tau": "tau", "l_tau": "source_tau",
+                "cond_hist": "conditional_history", "cond_tau": "conditional_tau", "cond_delay": "conditional_delay",
+                "embedding.k_range": "embedding.k_max", "embedding.tau_range": "embedding.tau_max",
+                "embedding.n_neighbours": "embedding.neighbours"}
 
 
 _COLUMN = re.compile(r"data\[:, (\d+)\]")
+_CONDITIONAL = re.compile(r"conditionals\[(\d+)\]")
 
 
 def _renamed(exc: InputError, prefix: str = "", names: list[str] | None = None) -> InputError:
     """The engine's error with the request's field name (k_hist -> history, data[:, 2] -> data.<name>, ...)."""
     field = _FIELD_NAMES.get(exc.field, exc.field)
+    cond = _CONDITIONAL.fullmatch(field)
+    if cond is not None:
+        field = f"conditionals.{cond.group(1)}"
     column = _COLUMN.fullmatch(field)
     if names is not None and column is not None and int(column.group(1)) < len(names):
         field = f"data.{names[int(column.group(1))]}"
@@ -164,18 +242,53 @@ def run_te(req: TERequest | dict, args: TEServeArgs | dict | None = None) -> dic
     _check_size("source", len(req.source), args.max_samples, "samples")
     _check_size("target", len(req.target), args.max_samples, "samples")
     _check_size("surrogates", req.surrogates, args.max_surrogates, "surrogates")
-    params = req.params(delay=req.delay)
+    _check_size("conditionals", len(req.conditionals), args.max_conditionals, "conditional series")
+    for i, c in enumerate(req.conditionals):
+        _check_size(f"conditionals.{i}", len(c), args.max_samples, "samples")
+    params = req.te_params()
+    embedding = req.embedding.config() if req.embedding is not None else None
+    local = times = None
     try:
-        if req.surrogates == 0:
-            res = transfer_entropy(req.source, req.target, params=params)
-            te, p, n_obs = res.te, None, res.n_obs
-        else:
+        if req.surrogates == 0 or req.local:
+            res = transfer_entropy(req.source, req.target, conditionals=req.conditionals, params=params,
+                                   embedding=embedding)
+            te, p, n_obs, emb = res.te, None, res.n_obs, res.embedding
+            if req.local:
+                local, times = res.local.tolist(), res.times.tolist()
+        if req.surrogates > 0:
             sig = {"n_surrogates": req.surrogates, "method": req.surrogate_method, "seed": req.seed}
-            res = te_significance(req.source, req.target, params=params, significance=sig)
-            te, p, n_obs = res.te, res.p_value, res.n_obs
+            sres = te_significance(req.source, req.target, conditionals=req.conditionals, params=params,
+                                   significance=sig, embedding=embedding)
+            te, p, n_obs, emb = sres.te, sres.p_value, sres.n_obs, sres.embedding
     except InputError as exc:
         raise _renamed(exc) from None
-    return TEResponse(te=te, p_value=p, n_obs=n_obs, delay=req.delay).model_dump()
+    return TEResponse(te=te, p_value=p, n_obs=n_obs, delay=req.delay, conditionals=len(req.conditionals),
+                      embedding=emb, local=local, times=times).model_dump()
+
+
+def _variable(columns: list[list[float]], name: str, args: TEServeArgs) -> np.ndarray:
+    """[T, d] samples of one /mi or /cmi variable from its columns; errors name `name` or `name.<i>`."""
+    if not columns:
+        raise InputError(name, "has no columns", "a list of 1 or more series")
+    _check_size(name, len(columns), args.max_dims, "columns")
+    for i, col in enumerate(columns):
+        _check_size(f"{name}.{i}", len(col), args.max_samples, "samples")
+        if len(col) != len(columns[0]):
+            raise InputError(f"{name}.{i}", f"has length {len(col)} but {name}.0 has length {len(columns[0])}",
+                             f"exactly {len(columns[0])} samples (every column of {name} the same length)")
+    return np.asarray(columns, dtype=np.float64).T
+
+
+def run_cmi(req: CMIRequest | MIRequest | dict, args: TEServeArgs | dict | None = None) -> dict:
+    """KSG I(x; y) (an MIRequest) or I(x; y | z) (a CMIRequest) in nats, with local values on request."""
+    if isinstance(req, dict):
+        req = CMIRequest.model_validate(req) if "z" in req else MIRequest.model_validate(req)
+    args = args if isinstance(args, TEServeArgs) else TEServeArgs.model_validate(args or {})
+    x, y = _variable(req.x, "x", args), _variable(req.y, "y", args)
+    z = _variable(req.z, "z", args) if isinstance(req, CMIRequest) else None
+    res = conditional_mutual_information(x, y, z, params=req.params())
+    return MIResponse(value=res.value, n_obs=int(res.local.size),
+                      local=res.local.tolist() if req.local else None).model_dump()
 
 
 def network_config(req: NetworkRequest) -> NetworkConfig:
@@ -358,7 +471,8 @@ class TEState:
 
 def health(args: TEServeArgs) -> dict:
     return {"status": "ok", "limits": {"max_samples": args.max_samples, "max_surrogates": args.max_surrogates,
-                                       "max_vars": args.max_vars, "inline_max_vars": args.inline_max_vars}}
+                                       "max_vars": args.max_vars, "inline_max_vars": args.inline_max_vars,
+                                       "max_conditionals": args.max_conditionals, "max_dims": args.max_dims}}
 
 
 # ---- HTTP -----------------------------------------------------------------------------------------
@@ -377,6 +491,14 @@ def make_fastapi(args: TEServeArgs | dict | None = None, runner: Runner | None =
     @app.post("/te", response_model=TEResponse)
     def post_te(req: TERequest) -> dict:  # sync: FastAPI runs it in its threadpool
         return run_te(req, args)
+
+    @app.post("/mi", response_model=MIResponse)
+    def post_mi(req: MIRequest) -> dict:
+        return run_cmi(req, args)
+
+    @app.post("/cmi", response_model=MIResponse)
+    def post_cmi(req: CMIRequest) -> dict:
+        return run_cmi(req, args)
 
     @app.post("/te/network", responses={202: {"description": "background job started: poll href"}})
     def post_network(req: NetworkRequest) -> JSONResponse:

@@ -1,4 +1,5 @@
-"""serve.te: /te, /te/network, /te/network/{id}, /causal/path.
+"""serve.te: /te (plain, conditional, auto-embedded, local values), /mi, /cmi, /te/network, /te/network/{id},
+/causal/path.
 
 References: the engine on the same data (actors.te.transfer_entropy / te_significance / te_network,
 themselves tested against the brute-force oracle), the analytic TE of a linear Gaussian pair
@@ -16,12 +17,20 @@ import pytest
 from fastapi.testclient import TestClient
 
 from actors.common.config import WorkerConfig
-from actors.te.engine import te_significance, transfer_entropy
+from actors.te.config import RagwitzConfig
+from actors.te.engine import (
+    conditional_mutual_information,
+    mutual_information,
+    te_significance,
+    transfer_entropy,
+)
 from actors.te.network import te_network
+from actors.te.ragwitz import ragwitz
 from serve.common import parse_cli_args
 from serve.te import NetworkRequest, TEServeArgs, build_app, make_fastapi, network_config
 
-ARGS = {"max_samples": 5000, "max_surrogates": 50, "inline_max_vars": 3, "max_vars": 8}
+ARGS = {"max_samples": 5000, "max_surrogates": 50, "inline_max_vars": 3, "max_vars": 8, "max_conditionals": 2,
+        "max_dims": 3}
 
 
 def coupled_ar(T: int, *, a: float = 0.5, c: float = 0.5, sigma: float = 1.0, seed: int = 0):
@@ -134,6 +143,131 @@ def test_too_short_message_says_embedding(client):
     assert "too short for the embedding" in detail["message"] and detail["allowed"]
 
 
+def ar2_chain(T: int, seed: int = 0) -> np.ndarray:
+    """X AR(2) -> Y (lag 1) -> Z (lag 1): [T, 3]; TE(X -> Z | Y) is ~0, TE(X -> Z) is not."""
+    rng = np.random.default_rng(seed)
+    e = rng.standard_normal((T, 3))
+    d = np.zeros((T, 3))
+    for t in range(2, T - 1):
+        d[t + 1, 0] = 0.6 * d[t, 0] + 0.25 * d[t - 1, 0] + e[t + 1, 0]
+        d[t + 1, 1] = 0.3 * d[t, 1] + 0.8 * d[t, 0] + 0.5 * e[t + 1, 1]
+        d[t + 1, 2] = 0.3 * d[t, 2] + 0.8 * d[t, 1] + 0.5 * e[t + 1, 2]
+    return d
+
+
+def test_te_auto_embedding_equals_engine(client):
+    d = ar2_chain(600)
+    x, y = d[:, 0].tolist(), d[:, 1].tolist()
+    req = {"source": x, "target": y, "embedding": {"k_max": 3, "tau_max": 2, "source": True, "neighbours": 5}}
+    r = client.post("/te", json=req)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    cfg = RagwitzConfig(k_range=(1, 3), tau_range=(1, 2), source=True, n_neighbours=5)
+    ref = transfer_entropy(x, y, embedding=cfg, noise=0.0)
+    dest, src = ragwitz(y, cfg), ragwitz(x, cfg)
+    assert body["te"] == ref.te and body["n_obs"] == ref.n_obs
+    emb = body["embedding"]
+    assert (emb["k_hist"], emb["k_tau"], emb["l_hist"], emb["l_tau"]) == (dest.hist, dest.tau, src.hist, src.tau)
+    assert (src.hist, src.tau) != (1, 1)   # the AR(2) source needs two past values: the search did something
+    assert emb["method"] == "ragwitz" and emb["neighbours"] == 5
+    assert ref.te == transfer_entropy(x, y, k_hist=dest.hist, k_tau=dest.tau, l_hist=src.hist, l_tau=src.tau,
+                                      noise=0.0).te
+    dest_only = client.post("/te", json={**req, "embedding": {"k_max": 3, "tau_max": 2}}).json()["embedding"]
+    assert (dest_only["k_hist"], dest_only["l_hist"], dest_only["l_tau"]) == (dest.hist, 1, 1)
+    sig = client.post("/te", json={**req, "surrogates": 9}).json()
+    assert sig["te"] == body["te"] and sig["embedding"] == emb and sig["p_value"] == pytest.approx(0.1)
+
+
+def test_conditional_te_and_local_values_equal_engine(client):
+    d = ar2_chain(800, seed=1)
+    x, y, z = (d[:, j].tolist() for j in range(3))
+    req = {"source": x, "target": z, "conditionals": [y], "conditional_history": 2, "conditional_delay": 1,
+           "local": True, "history": 2, "tau": 1, "delay": 2}
+    r = client.post("/te", json=req)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    ref = transfer_entropy(x, z, conditionals=[y], k_hist=2, cond_hist=2, delay=2, noise=0.0)
+    assert body["te"] == ref.te and body["conditionals"] == 1 and body["embedding"] is None
+    np.testing.assert_array_equal(body["local"], ref.local)
+    np.testing.assert_array_equal(body["times"], ref.times)
+    assert np.mean(body["local"]) == pytest.approx(body["te"], abs=1e-12)
+    plain = client.post("/te", json={"source": x, "target": z, "history": 2, "delay": 2}).json()["te"]
+    assert plain > 0.1 and abs(body["te"]) < 0.03   # X -> Z only through Y: conditioning on Y removes it
+
+
+def test_mi_and_cmi_equal_engine(client):
+    rng = np.random.default_rng(4)
+    n, rho = 1500, 0.8
+    a = rng.standard_normal(n)
+    b = rho * a + np.sqrt(1 - rho**2) * rng.standard_normal(n)
+    c = rng.standard_normal(n)
+    r = client.post("/mi", json={"x": [a.tolist()], "y": [b.tolist()]})
+    assert r.status_code == 200, r.text
+    assert r.json()["value"] == mutual_information(a, b, noise=0.0).value
+    assert r.json()["value"] == pytest.approx(-0.5 * np.log(1 - rho**2), abs=0.05)   # Gaussian closed form
+    xy = np.column_stack([a, c])
+    req = {"x": [a.tolist(), c.tolist()], "y": [b.tolist()], "algorithm": 2, "theiler": 3, "k": 6, "local": True}
+    body = client.post("/mi", json=req).json()
+    ref = mutual_information(xy, b, algorithm=2, theiler=3, k=6, noise=0.0)
+    assert body["value"] == ref.value and body["n_obs"] == n
+    np.testing.assert_array_equal(body["local"], ref.local)
+    # I(a ; b | c) = I(a ; b) for an independent c; multivariate z
+    zz = np.column_stack([c, rng.standard_normal(n)])
+    body = client.post("/cmi", json={"x": [a.tolist()], "y": [b.tolist()], "z": zz.T.tolist(), "noise": 1e-8,
+                                     "seed": 3}).json()
+    ref = conditional_mutual_information(a, b, zz, noise=1e-8, seed=3)
+    assert body["value"] == ref.value and body["local"] is None
+    assert body["value"] == pytest.approx(-0.5 * np.log(1 - rho**2), abs=0.1)
+
+
+def _bad_new_cases() -> list[tuple[str, dict | str, int, str]]:
+    """(route, body, status, field) for the conditional / embedding / MI / CMI inputs."""
+    x, y = _series()
+    return [
+        ("/te", {"source": x, "target": y, "embedding": {"k_max": 0}}, 422, "embedding.k_max"),
+        ("/te", {"source": x, "target": y, "embedding": {"method": "cao"}}, 422, "embedding.method"),
+        ("/te", {"source": x, "target": y, "embedding": {"k_max": 2, "extra": 1}}, 422, "embedding.extra"),
+        ("/te", {"source": x[:12], "target": y[:12], "embedding": {"k_max": 5, "tau_max": 3}}, 422, "target"),
+        ("/te", {"source": x, "target": y, "conditionals": [y[:-3]]}, 422, "conditionals.0"),
+        ("/te", {"source": x, "target": y, "conditionals": [[1.0] * 200]}, 422, "conditionals.0"),
+        ("/te", {"source": x, "target": y, "conditionals": [x, y, x]}, 413, "conditionals"),
+        ("/te", {"source": x, "target": y, "conditionals": [x[:10] + ["3"] + x[11:]]}, 422, "conditionals.0.10"),
+        ("/te", {"source": x, "target": y, "conditional_history": 0}, 422, "conditional_history"),
+        ("/te", {"source": x[:30], "target": y[:30], "conditionals": [x[:30]], "conditional_delay": 40}, 422,
+         "source"),
+        ("/te", {"source": x, "target": y, "local": "yes"}, 422, "local"),
+        ("/mi", {"x": [x], "y": [y[:-1]]}, 422, "y"),
+        ("/mi", {"x": [x, x[:-1]], "y": [y]}, 422, "x.1"),
+        ("/mi", {"x": [x[:3] + [True] + x[4:]], "y": [y]}, 422, "x.0.3"),
+        ("/mi", {"x": [x], "y": [y[:9] + ["1"] + y[10:]]}, 422, "y.0.9"),
+        ("/mi", {"x": x, "y": [y]}, 422, "x.0"),
+        ("/mi", {"x": [x[:10]], "y": [y[:10]], "k": 10}, 422, "k"),
+        ("/mi", {"x": [x], "y": [y], "algorithm": 3}, 422, "algorithm"),
+        ("/mi", {"x": [x] * 4, "y": [y]}, 413, "x"),
+        ("/mi", {"x": [[0.0] * 5001], "y": [[0.0] * 5001]}, 413, "x.0"),
+        ("/mi", {"x": [], "y": [y]}, 422, "x"),
+        ("/mi", {"x": [[]], "y": [y]}, 422, "x"),
+        ("/mi", {"x": [x], "y": [y], "z": [x]}, 422, "z"),
+        ("/cmi", {"x": [x], "y": [y]}, 422, "z"),
+        ("/cmi", {"x": [x], "y": [y], "z": [[2.0] * 200]}, 422, "z"),
+        ("/cmi", {"x": [x], "y": [y], "z": [x[:3]]}, 422, "z"),
+    ]
+
+
+@pytest.mark.parametrize("case", _bad_new_cases(), ids=lambda c: f"{c[0]} {c[3]}")
+def test_new_inputs_bad_names_field(client, case):
+    route, body, status, field = case
+    r = client.post(route, json=body)
+    assert (r.status_code, _field(r)) == (status, field), r.text
+
+
+def test_mi_nan_element_named(client):
+    x, y = _series()
+    raw = json.dumps({"x": [x], "y": [y]}).replace(str(y[7]), "NaN", 1)
+    r = client.post("/mi", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and _field(r) == "y.0.7", r.text
+
+
 # ---- /te/network and /causal/path ------------------------------------------------------------------
 def test_network_inline_equals_engine_and_paths(client):
     r = client.get("/causal/path", params={"from": "v0", "to": "v2"})
@@ -220,7 +354,7 @@ def test_network_bad_input_names_field(client):
 def test_openapi_and_args():
     app = make_fastapi(ARGS)
     paths = TestClient(app).get("/openapi.json").json()["paths"]
-    assert {"/te", "/te/network", "/te/network/{net_id}", "/causal/path", "/healthz"} <= set(paths)
+    assert {"/te", "/mi", "/cmi", "/te/network", "/te/network/{net_id}", "/causal/path", "/healthz"} <= set(paths)
     with pytest.raises(ValueError):
         TEServeArgs.model_validate({"max_samples": 1})
     with pytest.raises(ValueError):   # requests and configs: a string is not a number

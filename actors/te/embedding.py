@@ -47,6 +47,8 @@ def as_series(values, field: str, *, length: int | None = None, allow_2d: bool =
         raise InputError(field, f"has shape {arr.shape}", shape)
     if arr.shape[0] < 2:
         raise InputError(field, f"has {arr.shape[0]} samples", ">= 2 samples")
+    if arr.ndim == 2 and arr.shape[1] == 0:
+        raise InputError(field, "has samples with no columns", "[T, d] samples with d >= 1")
     if length is not None and arr.shape[0] != length:
         raise InputError(field, f"has length {arr.shape[0]} but the source has length {length}",
                          f"exactly {length} samples (the same length as the source)")

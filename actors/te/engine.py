@@ -21,9 +21,10 @@ from actors.common.budget import checkpoint
 from actors.common.config import validated
 from actors.common.errors import InputError
 from actors.te.batched import ksg_values_device, resolve_backend
-from actors.te.config import SignificanceConfig, TEParams
+from actors.te.config import RagwitzConfig, SignificanceConfig, TEParams
 from actors.te.embedding import Embedded, as_series, prepare, start_time, te_embedding
 from actors.te.ksg import KSGResult, ksg_cmi
+from actors.te.ragwitz import ragwitz
 from actors.te.significance import p_value, surrogate_orders
 
 
@@ -37,6 +38,7 @@ class TEResult:
     ksg: KSGResult           # counts n_xz (source+dest past), n_yz (dest next+past), n_z (dest past)
     params: TEParams
     delay: int
+    embedding: dict | None = None   # the auto-embedding chosen (k_hist, k_tau, l_hist, l_tau), when asked for
 
     @property
     def n_obs(self) -> int:
@@ -63,6 +65,8 @@ class TESignificance:
     surrogates: np.ndarray              # [S] surrogate statistic (max over delays when several)
     te_by_lag: dict[int, float] = field(default_factory=dict)
     n_obs: int = 0
+    embedding: dict | None = None       # the auto-embedding chosen, when asked for
+    params: TEParams | None = None      # the settings used (after auto-embedding)
 
     def significant(self, alpha: float = 0.05) -> bool:
         return self.p_value <= alpha
@@ -122,14 +126,45 @@ def prepare_te(source: np.ndarray, target: np.ndarray, conditionals: Sequence[np
     return PreparedTE(x=x, y=y, z=z, times=first.times, params=params)
 
 
+def auto_embed(source: np.ndarray, target: np.ndarray, embedding: RagwitzConfig | dict[str, Any] | None,
+               p: TEParams) -> tuple[TEParams, dict | None]:
+    """The params with the destination's (and, with embedding.source, the source's) history length and
+    delay chosen by the Ragwitz criterion, as JIDT's AUTO_EMBED_METHOD RAGWITZ_DEST_ONLY (RAGWITZ); each
+    series is searched on its own. Returns (params, {"k_hist", "k_tau", "l_hist", "l_tau", ...}) or
+    (params, None) without an embedding request."""
+    if embedding is None:
+        return p, None
+    cfg = validated(RagwitzConfig, embedding, prefix="embedding.")
+    found = {}
+    for role, series in (("target", target), ("source", source)):
+        if role == "source" and not cfg.source:
+            continue
+        try:
+            found[role] = ragwitz(series, cfg, k=p.k, theiler=p.theiler, workers=p.workers)
+        except InputError as exc:
+            if exc.field != "series":
+                raise
+            raise InputError(role, exc.message, exc.allowed) from None
+    update = {"k_hist": found["target"].hist, "k_tau": found["target"].tau}
+    if "source" in found:
+        update |= {"l_hist": found["source"].hist, "l_tau": found["source"].tau}
+    p = validated(TEParams, p, **update)
+    info = {"method": "ragwitz", "source": cfg.source, "k_hist": p.k_hist, "k_tau": p.k_tau, "l_hist": p.l_hist,
+            "l_tau": p.l_tau, "neighbours": cfg.n_neighbours or p.k}
+    return p, info
+
+
 def transfer_entropy(source, target, *, conditionals: Sequence = (),
-                     params: TEParams | dict[str, Any] | None = None, **overrides: Any) -> TEResult:
-    """TE(source -> target) in nats with local values; conditionals make it conditional TE."""
+                     params: TEParams | dict[str, Any] | None = None,
+                     embedding: RagwitzConfig | dict[str, Any] | None = None, **overrides: Any) -> TEResult:
+    """TE(source -> target) in nats with local values; conditionals make it conditional TE; `embedding`
+    (a RagwitzConfig) chooses the destination's (and the source's) history and delay first."""
     p = resolve_params(params, **overrides)
     src, tgt, conds = check_inputs(source, target, conditionals)
+    p, emb = auto_embed(src, tgt, embedding, p)
     prep = prepare_te(src, tgt, conds, p, [p.delay])
     res = prep.estimate(p.delay)
-    return TEResult(te=res.value, local=res.local, times=prep.times, ksg=res, params=p, delay=p.delay)
+    return TEResult(te=res.value, local=res.local, times=prep.times, ksg=res, params=p, delay=p.delay, embedding=emb)
 
 
 def conditional_mutual_information(x, y, z=None, *, params: TEParams | dict[str, Any] | None = None,
@@ -181,7 +216,8 @@ def surrogate_statistics(prep: PreparedTE, delays: Sequence[int], orders: np.nda
 def te_significance(source, target, *, conditionals: Sequence = (),
                     params: TEParams | dict[str, Any] | None = None,
                     significance: SignificanceConfig | dict[str, Any] | None = None,
-                    lags: Sequence[int] | None = None, **overrides: Any) -> TESignificance:
+                    lags: Sequence[int] | None = None, embedding: RagwitzConfig | dict[str, Any] | None = None,
+                    **overrides: Any) -> TESignificance:
     """Observed TE (best delay in `lags`, else params.delay) and its surrogate p-value.
 
     With several delays the surrogate statistic is also the maximum over delays, so the test
@@ -191,13 +227,14 @@ def te_significance(source, target, *, conditionals: Sequence = (),
     sig = validated(SignificanceConfig, significance, prefix="significance.")
     delays = _check_lags(lags, p)
     src, tgt, conds = check_inputs(source, target, conditionals)
+    p, emb = auto_embed(src, tgt, embedding, p)
     prep = prepare_te(src, tgt, conds, p, delays)
     by_lag = {u: prep.estimate(u).value for u in delays}
     best = max(delays, key=lambda u: by_lag[u])
     orders = surrogate_orders(prep.n, sig, np.random.default_rng(sig.seed))
     surr = surrogate_statistics(prep, delays, orders)
     return TESignificance(te=by_lag[best], p_value=p_value(by_lag[best], surr), lag=best, surrogates=surr,
-                          te_by_lag=by_lag, n_obs=prep.n)
+                          te_by_lag=by_lag, n_obs=prep.n, embedding=emb, params=p)
 
 
 def _check_lags(lags: Sequence[int] | None, p: TEParams) -> list[int]:
