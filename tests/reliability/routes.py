@@ -190,6 +190,11 @@ VALID: dict[tuple[str, str, str], RouteCase] = {
     ("te", "POST", "/te"): RouteCase(
         lambda c: Request("POST", "/te", body={"source": _series()["x"], "target": _series()["y"], "surrogates": 9}),
         _te_found),
+    ("te", "POST", "/mi"): RouteCase(
+        lambda c: Request("POST", "/mi", body={"x": [_series()["x"]], "y": [_series()["y"]]}), examples=30),
+    ("te", "POST", "/cmi"): RouteCase(
+        lambda c: Request("POST", "/cmi", body={"x": [_series()["x"]], "y": [_series()["y"]],
+                                                "z": [_series()["z"]]}), examples=30),
     ("te", "POST", "/te/network"): RouteCase(lambda c: Request("POST", "/te/network", body=NETWORK), _edge_found,
                                              examples=30),
     ("te", "GET", "/te/network/{net_id}"): RouteCase(
