@@ -24,7 +24,7 @@ from actors.te.config import TENetworkSpec
 from jobs import cli
 
 SUMMARY_KEYS = ("out_dir", "n_samples", "variables", "n_edges", "n_pairs", "tasks_computed", "tasks_skipped",
-                "wall_seconds")
+                "wall_seconds", "warnings")
 
 
 def load_input(path: str | Path, columns: list[str] | None = None,
@@ -71,6 +71,17 @@ def write_outputs(network, out_dir: Path, summary: dict) -> None:
     atomic_write_json(out_dir / "summary.json", summary)
 
 
+def warn_significance(spec: TENetworkSpec, n_vars: int, *, echo: bool = True) -> list[str]:
+    """The warnings of actors.te.network.network_warnings (a surrogate count whose p-value floor 1/(S+1)
+    keeps the requested correction from declaring any, or any sparse, network), printed to stderr."""
+    from actors.te.network import network_warnings
+
+    found = network_warnings(spec.network, n_vars)
+    for line in found if echo else ():
+        print(f"WARNING (te_network): {line}", file=sys.stderr, flush=True)
+    return found
+
+
 def run(spec: TENetworkSpec, input_path: str | Path, out_dir: str | Path, *, progress: bool = True,
         table: tuple[np.ndarray, list[str]] | None = None) -> dict:
     """Load the input (unless `table` holds it already), compute the network on Ray, write every output;
@@ -79,10 +90,12 @@ def run(spec: TENetworkSpec, input_path: str | Path, out_dir: str | Path, *, pro
 
     out_dir = Path(out_dir)
     data, names = table if table is not None else load_input(input_path, spec.columns, spec.max_samples)
+    warnings = warn_significance(spec, len(names), echo=table is None)   # main() printed them before Ray
     network, stats = compute_network(data, names, spec, out_dir, progress=progress)
     summary = {"name": spec.name, "input": str(input_path), "out_dir": str(out_dir), "n_samples": len(data),
                "variables": names, "n_edges": network.graph.number_of_edges(),
-               "correction": spec.network.correction, "alpha": spec.network.significance.alpha, **stats}
+               "correction": spec.network.correction, "alpha": spec.network.significance.alpha,
+               "warnings": warnings, **stats}
     write_outputs(network, out_dir, summary)
     return summary
 
@@ -102,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
 
         overrides = cli.parse_set(args.set) | ({"network.mode": args.mode} if args.mode else {})
         spec = cli.load_spec(TENetworkSpec, args.config, overrides)
-        return spec, check_data(*load_input(args.input, spec.columns, spec.max_samples))
+        table = check_data(*load_input(args.input, spec.columns, spec.max_samples))
+        warn_significance(spec, len(table[1]))
+        return spec, table
 
     return cli.run_job(load, lambda loaded: run(loaded[0], args.input, args.out, progress=not args.no_progress,
                                                 table=loaded[1]),

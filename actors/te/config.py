@@ -12,7 +12,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from actors.common.config import Strict, WorkerConfig, validated
+from actors.common.config import Auto, Strict, WorkerConfig, validated
+from actors.common.errors import InputError
 
 __all__ = ["Algorithm", "Backend", "Correction", "Mode", "NetworkConfig", "RagwitzConfig", "SignificanceConfig", "SurrogateMethod",
            "TENetworkSpec", "TEParams", "WorkerConfig", "validated"]
@@ -107,5 +108,13 @@ class TENetworkSpec(Strict):
     # common's defaults (num_gpus "auto"): one GPU-pinned TEEstimator per GPU running the Triton kernel
     # on a GPU cluster, as README and docs/te.md promise; CPU estimators (one per num_cpus) elsewhere
     workers: WorkerConfig = Field(default_factory=WorkerConfig)
-    pairs_per_task: int = Field(8, ge=1, le=100_000)
+    # "auto": chosen from the problem (actors.te.pool.resolve_pairs_per_task): whole targets per task on a
+    # device, each task about one full kernel launch; on the CPU about 1e7 neighbour-search row-visits
+    pairs_per_task: int | Auto = Field("auto", union_mode="left_to_right")
+
+    @model_validator(mode="after")
+    def _pairs_per_task(self) -> TENetworkSpec:
+        if isinstance(self.pairs_per_task, int) and not 1 <= self.pairs_per_task <= 100_000:
+            raise InputError("pairs_per_task", f"{self.pairs_per_task} is out of range", "'auto' or 1..100000")
+        return self
 

@@ -22,7 +22,11 @@ from actors.te.config import NetworkConfig, TEParams
 from actors.te.embedding import as_series
 from actors.te.engine import check_inputs, prepare_te, surrogate_statistics
 from actors.te.ragwitz import ragwitz
-from actors.te.significance import fdr_bh, max_statistic, p_value, surrogate_orders
+from actors.te.significance import fdr_bh, max_statistic, p_value, significance_warnings, surrogate_orders
+
+# per-task work that auto batch sizes aim at (resolve_pairs_per_task)
+DEVICE_ITEMS_PER_TASK = 1 << 22        # KSG estimates (pair x delay x row order) per device task: one full launch
+CPU_ROWS_PER_TASK = 1_000_000          # embedded rows x estimates per CPU task (a few seconds of cKDTree)
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,32 @@ def pair_te(data: np.ndarray, source: int, target: int, cfg: NetworkConfig,
     surr = surrogate_statistics(prep, delays, surrogate_orders(prep.n, cfg.significance, rng))
     return PairResult(source=source, target=target, te=by_lag[best], lag=best,
                       p_raw=p_value(by_lag[best], surr), surrogates=surr, te_by_lag=by_lag, n_obs=prep.n)
+
+
+def network_warnings(cfg: NetworkConfig, n_vars: int) -> list[str]:
+    """significance_warnings for this network: n_vars (n_vars - 1) pair tests (bivariate), or per target
+    the (n_vars - 1) x lags candidates of the max-statistic inclusion test (multivariate)."""
+    sig = cfg.significance
+    n_tests = n_vars * (n_vars - 1) if cfg.mode == "bivariate" else (n_vars - 1) * len(cfg.lag_values())
+    return significance_warnings(cfg.correction, sig.alpha, sig.n_surrogates, n_tests, n_vars, mode=cfg.mode)
+
+
+def resolve_pairs_per_task(requested: int | str, cfg: NetworkConfig, n_vars: int, n_samples: int, *,
+                           device: bool) -> int:
+    """pairs_per_task, "auto" chosen from the problem. On a device whole targets go to a task (pairs are cut
+    target-major, so a target's destination blocks serve all its sources in one launch), as many as fill
+    about one launch of DEVICE_ITEMS_PER_TASK estimates, and at least 4 tasks when there are 4 targets
+    (resume granularity, several GPUs). On the CPU about CPU_ROWS_PER_TASK rows x estimates per task."""
+    if requested != "auto":
+        return int(requested)
+    n_pairs = max(1, n_vars * (n_vars - 1))
+    per_pair = len(cfg.lag_values()) * (cfg.significance.n_surrogates + 1)
+    if device:
+        per_target = max(1, (n_vars - 1) * per_pair)
+        targets = max(1, min(DEVICE_ITEMS_PER_TASK // per_target, -(-n_vars // 4)))
+        return max(1, min(targets * (n_vars - 1), n_pairs))
+    pairs = CPU_ROWS_PER_TASK // max(1, n_samples * per_pair)
+    return int(max(1, min(pairs, 256, -(-n_pairs // 4))))
 
 
 def all_pairs(n_vars: int) -> list[tuple[int, int]]:

@@ -43,7 +43,15 @@ from actors.te.actor import TEEstimator
 from actors.te.batched import pair_results
 from actors.te.config import NetworkConfig, TENetworkSpec
 from actors.te.multivariate import TargetResult, assemble_multivariate, multivariate_config, select_sources
-from actors.te.network import PairResult, TENetwork, all_pairs, assemble_network, auto_embeddings, check_data
+from actors.te.network import (
+    PairResult,
+    TENetwork,
+    all_pairs,
+    assemble_network,
+    auto_embeddings,
+    check_data,
+    resolve_pairs_per_task,
+)
 
 __all__ = ["ESTIMATOR_PREFIX", "TASK_ORDER", "compute_network", "estimators", "pair_store", "run_multivariate",
            "run_network"]
@@ -56,6 +64,18 @@ def estimators(cfg: WorkerConfig, *, limit: int | None = None) -> list[ActorHand
     """Named TEEstimators `te-estimator-<cpu|gpu>-<i>` in the current namespace, created when missing;
     `limit` caps an `auto` count (no more estimators than tasks)."""
     return named_actors(TEEstimator, cfg, ESTIMATOR_PREFIX, limit=limit)
+
+
+def device_pool(spec: TENetworkSpec) -> bool:
+    """Whether the estimators will run a device backend: an explicit torch/triton backend, GPUs asked
+    for, or num_gpus "auto" on a cluster that has GPUs (WorkerConfig's meaning)."""
+    backend = spec.network.params.backend
+    if backend != "auto":
+        return backend != "cpu"
+    gpus = spec.workers.num_gpus
+    if gpus == "auto":
+        return ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
+    return gpus > 0
 
 
 def _fingerprint(data: np.ndarray, names: list[str]) -> str:
@@ -103,10 +123,12 @@ def run_network(data, names: list[str] | None, spec: TENetworkSpec, out_dir: str
     cfg = spec.network
     lags = cfg.lag_values()
     pairs = sorted(all_pairs(arr.shape[1]), key=lambda p: (p[1], p[0]))   # TASK_ORDER
-    tasks = [pairs[i:i + spec.pairs_per_task] for i in range(0, len(pairs), spec.pairs_per_task)]
+    per_task = resolve_pairs_per_task(spec.pairs_per_task, cfg, arr.shape[1], arr.shape[0],
+                                      device=device_pool(spec))
+    tasks = [pairs[i:i + per_task] for i in range(0, len(pairs), per_task)]
     store = None
     if out_dir is not None:
-        claim_out_dir(Path(out_dir), {"spec": json.loads(spec.model_dump_json()),
+        claim_out_dir(Path(out_dir), {"spec": json.loads(spec.model_dump_json()), "pairs_per_task": per_task,
                                       "data_sha256": _fingerprint(arr, names), "task_order": TASK_ORDER},
                       "TE network")
         store = pair_store(Path(out_dir), lags)
@@ -143,7 +165,7 @@ def run_network(data, names: list[str] | None, spec: TENetworkSpec, out_dir: str
     bar.close()
     results = [r for i in sorted(run.results) for r in _as_pair_results(run.results[i], lags)]
     network = assemble_network(results, names, cfg)
-    stats = {"n_pairs": len(pairs), "n_tasks": len(tasks), "tasks_computed": run.computed,
+    stats = {"n_pairs": len(pairs), "n_tasks": len(tasks), "pairs_per_task": per_task, "tasks_computed": run.computed,
              "tasks_skipped": run.skipped, "wall_seconds": round(time.perf_counter() - t0, 3),
              "transport": "arrays" if state["arrays"] else "pair results",
              "workers": state["infos"], "embeddings": {names[j]: list(v) for j, v in embeddings.items()}}

@@ -68,3 +68,50 @@ def fdr_bh(p_values: np.ndarray, alpha: float = 0.05) -> tuple[np.ndarray, np.nd
     if below.size:
         reject[order[: below[-1] + 1]] = True
     return reject, adjusted
+
+
+def surrogates_needed(correction: str, alpha: float, n_tests: int, n_edges: int | None = None) -> int:
+    """The fewest surrogates S whose p-value floor 1/(S+1) lets `correction` declare anything significant.
+
+    max-statistic and none: 1/(S+1) <= alpha. Benjamini-Hochberg over n_tests tests: the k-th smallest
+    p-value is compared with alpha k / n_tests, so with `n_edges` true edges (p at the floor, the best
+    case) BH rejects only when 1/(S+1) <= alpha n_edges / n_tests; n_edges None -> n_tests (any edge).
+    """
+    if correction == "fdr":
+        k = n_tests if n_edges is None else max(1, min(n_edges, n_tests))
+        bound = alpha * k / max(n_tests, 1)
+    else:
+        bound = alpha
+    return max(1, int(np.ceil(1.0 / bound - 1.0 - 1e-9)))
+
+
+def significance_warnings(correction: str, alpha: float, n_surrogates: int, n_tests: int, n_vars: int,
+                          mode: str = "bivariate") -> list[str]:
+    """Plain-language warnings when the surrogate count cannot (or can hardly) reach significance.
+
+    A sparse network has about one edge per variable: BH then needs 1/(S+1) <= alpha * n_vars / n_tests.
+    """
+    floor = 1.0 / (n_surrogates + 1)
+    out = []
+    kind = "max-statistic" if mode == "bivariate" else "multivariate max/min-statistic"
+    if mode == "multivariate" or correction in ("max", "none"):
+        if floor > alpha:
+            need = surrogates_needed("max", alpha, n_tests)
+            name = kind if (mode == "multivariate" or correction == "max") else "uncorrected"
+            out.append(f"no edge can be significant: with {n_surrogates} surrogates the smallest p-value is "
+                       f"1/(S+1) = {floor:.3g} > alpha = {alpha} ({name} test); use n_surrogates >= {need}")
+        return out
+    if correction == "fdr":
+        if floor > alpha:
+            out.append(f"no edge can be significant: with {n_surrogates} surrogates the smallest p-value is "
+                       f"1/(S+1) = {floor:.3g} > alpha = {alpha} (Benjamini-Hochberg); "
+                       f"use n_surrogates >= {surrogates_needed('fdr', alpha, n_tests, n_tests)}")
+            return out
+        min_edges = int(np.ceil(floor * n_tests / alpha - 1e-9))
+        if min_edges > n_vars:
+            need = surrogates_needed("fdr", alpha, n_tests, n_vars)
+            out.append(f"Benjamini-Hochberg over {n_tests} pairs with {n_surrogates} surrogates rejects nothing "
+                       f"unless at least {min_edges} pairs ({100 * min_edges / n_tests:.1f}%) reach the p-value floor "
+                       f"1/(S+1) = {floor:.3g}: a sparse network (about one edge per variable) comes out empty; "
+                       f"use n_surrogates >= {need} (or correction: max)")
+    return out
