@@ -63,7 +63,8 @@ def find_cuda_path(facts: CudaFacts, isdir: Callable[[str], bool] = os.path.isdi
     for source, path in candidates:
         if path and isdir(path):
             return path, source
-    looked = ", ".join(f"{s}={p!r}" for s, p in candidates)
+    looked = ", ".join(f"{s}={p!r}" for s, p in candidates if s != "nvidia pip package")
+    looked += f", nvidia pip packages={list(facts.pip_dirs)!r}"
     raise CudaNotFound(f"no CUDA toolkit found for CuPy (looked at: {looked}); set CUDA_PATH to the toolkit "
                        "root, or install the nvidia-cuda-nvrtc wheel")
 

@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.eqprop.persistent import ACT_CODE, PREC_CODE, _act
+from kernels.eqprop.persistent import ACT_CODE, _act, prec_code
 
 __all__ = ["FusedSettler", "clear_graphs", "fused_settle", "layer_update"]
 
@@ -37,7 +37,9 @@ GRAPH_CACHE = 8
 
 @triton.jit
 def _dot(a, b, PREC: tl.constexpr):
-    if PREC == 2:
+    if PREC == 3:
+        return tl.dot(a.to(tl.bfloat16).to(tl.float32), b.to(tl.bfloat16).to(tl.float32), input_precision="ieee")
+    elif PREC == 2:
         return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), out_dtype=tl.float32)
     elif PREC == 1:
         return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="tf32")
@@ -88,7 +90,7 @@ def _fused_layer(out_ptr, base_ptr, bias_ptr, a1_ptr, b1_ptr, a2_ptr, b2_ptr, ow
         z = own - tl.max(own, axis=1)[:, None]
         e = tl.where(m2, tl.exp(z), 0.0)
         t = tl.load(t_ptr + off, mask=m2, other=0.0)
-        acc -= beta * (e / tl.sum(e, axis=1)[:, None] - t)
+        acc -= beta * (e / tl.maximum(tl.sum(e, axis=1), 1e-30)[:, None] - t)   # rows past M: 0, not 0/0
     elif NUDGE == 2:
         own = tl.load(own_ptr + off, mask=m2, other=0.0)
         t = tl.load(t_ptr + off, mask=m2, other=0.0)
@@ -133,7 +135,7 @@ def layer_update(out: torch.Tensor, base: torch.Tensor | None, bias: torch.Tenso
         a2.stride(0) if a2 is not None else 0, w2.stride(0) if w2 is not None else 0,
         w2.stride(1) if w2 is not None else 0, float(beta),
         HAS_BASE=base is not None, HAS_A1=a1 is not None, SKIP1=skip1, HAS_A2=a2 is not None, SKIP2=skip2,
-        NUDGE=nudge, ACT=ACT_CODE[activation], PREC=PREC_CODE[precision],
+        NUDGE=nudge, ACT=ACT_CODE[activation], PREC=prec_code(precision),
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps)
 
 

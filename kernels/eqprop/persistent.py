@@ -18,6 +18,8 @@ TRITON_INTERPRET=1 (slowly; the tests compare it with the torch settle there).
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -30,6 +32,14 @@ WREG_LIMIT = 128 * 128
 ACT_CODE = {"hardsigmoid": 0, "sigmoid": 1, "tanh": 2}
 COST_CODE = {"ce": 0, "mse": 1}
 PREC_CODE = {"fp32": 0, "tf32": 1, "bf16": 2}
+
+
+def prec_code(precision: str) -> int:
+    """The kernels' PREC constexpr: bf16 is emulated exactly (bf16-rounded operands, fp32 dot) under
+    TRITON_INTERPRET=1, whose bf16 tl.dot returns garbage (triton 3.9)."""
+    if precision == "bf16" and os.environ.get("TRITON_INTERPRET") == "1":
+        return 3
+    return PREC_CODE[precision]
 
 
 def fits(widths: list[int]) -> bool:
@@ -49,7 +59,9 @@ def _act(z, ACT: tl.constexpr):
 
 @triton.jit
 def _mm(a, w, PREC: tl.constexpr):
-    if PREC == 2:
+    if PREC == 3:   # bf16 operands, fp32 products and sums, as an IEEE fp32 dot (the interpreter's bf16 dot is broken)
+        return tl.dot(a.to(tl.bfloat16).to(tl.float32), w.to(tl.bfloat16).to(tl.float32), input_precision="ieee")
+    elif PREC == 2:
         return tl.dot(a.to(tl.bfloat16), w.to(tl.bfloat16), out_dtype=tl.float32)
     elif PREC == 1:
         return tl.dot(a, w.to(tl.float32), input_precision="tf32")
@@ -206,7 +218,7 @@ def persistent_settle(drive: torch.Tensor, weights: list[torch.Tensor], biases: 
     B = drive.shape[0]
     P = _pad_width(widths)
     dev = drive.device
-    wdtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    wdtype = torch.float32   # cast to bf16 in registers (PREC 2): one weight buffer for all precisions
     S = torch.zeros(L, B, P, device=dev, dtype=torch.float32)
     for k, s in enumerate(states):
         S[k, :, : widths[k]] = s.float()
@@ -228,5 +240,5 @@ def persistent_settle(drive: torch.Tensor, weights: list[torch.Tensor], biases: 
     _settle_kernel[grid](S, D, T, W, Bs, res, B, steps, float(beta), n[0], n[1], n[2], n[3],
                          P=P, BLOCK_B=block_b, L=L, SYNC=update == "sync", SK0=sk[0], SK1=sk[1], SK2=sk[2],
                          NUDGE=beta != 0, COST=COST_CODE[cost], ACT=ACT_CODE[activation],
-                         PREC=PREC_CODE[precision], WREG=(L - 1) * P * P <= WREG_LIMIT, num_warps=num_warps)
+                         PREC=prec_code(precision), WREG=(L - 1) * P * P <= WREG_LIMIT, num_warps=num_warps)
     return [S[k, :, : widths[k]] for k in range(L)], float(res.max())

@@ -34,6 +34,7 @@ __all__ = ["BACKENDS", "UPDATES", "NotConverged", "Couplings", "resolve_backend"
 
 BACKENDS: tuple[str, ...] = ("auto", "torch", "triton", "cupy")
 UPDATES: tuple[str, ...] = ("sync", "evenodd")
+PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "bf16")
 MAX_STEPS = 1_000_000
 MAX_BETA = 10.0
 
@@ -165,14 +166,14 @@ def settle_residual(net: EqPropNet, x: Tensor, *, y: Tensor | None = None, beta:
                     cost: str = "ce", steps: int = 30, state: Sequence[Tensor] | None = None,
                     backend: str = "auto", tol: float | None = None, update: str = "sync",
                     precision: str = "fp32") -> tuple[list[Tensor], float]:
-    """settle() and the residual of its last sweep (a float). `precision` ("fp32" | "bf16") selects the
-    matmul input type of the triton / cupy kernels (fp32 accumulation either way); torch uses the
-    parameters' dtype."""
+    """settle() and the residual of its last sweep (a float). `precision` selects the matmul operands of
+    the triton kernels: "fp32" exact IEEE, "tf32" tensor-core tf32, "bf16" bf16 (fp32 accumulation in
+    all); torch uses the parameters' dtype and the cupy twin fp32."""
     check_steps(steps)
     check_update(update)
     beta = check_beta(beta, nudged=False)
-    if precision not in ("fp32", "bf16"):
-        raise UnknownName("precision", precision, ["bf16", "fp32"])
+    if precision not in PRECISIONS:
+        raise UnknownName("precision", precision, list(PRECISIONS))
     if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol > 0):
         raise InputError("tol", f"{tol!r}", "a number > 0 or None")
     x = net.check_input(x)
