@@ -156,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     raw = cli.read_yaml(args.config) if args.config else json.loads(json.dumps(DEFAULT_SPEC))
     if args.steps:
         raw["steps"] = args.steps
+        # a throughput row needs no learning-rate schedule: a warm-up longer than the row is cut to fit
+        sched = raw.get("scheduler") or {}
+        if int(sched.get("warmup_steps", 0)) > args.steps:
+            raw["scheduler"] = {**sched, "warmup_steps": args.steps}
     spec0 = TrainSpec.model_validate(raw)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
