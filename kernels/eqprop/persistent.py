@@ -100,13 +100,15 @@ def _layer(base, lower, wt, upper, w, own, t, beta, m, HAS_LOWER: tl.constexpr, 
 
 
 @triton.jit
-def _sweep(s0, s1, s2, s3, d, t, b1, b2, b3, w1, w1t, w2, w2t, w3, w3t, beta, m0, m1, m2, m3,
+def _sweep(s0, s1, s2, s3, d, t, b1, b2, b3, w1, w2, w3, beta, m0, m1, m2, m3,
            L: tl.constexpr, SYNC: tl.constexpr, SK0: tl.constexpr, SK1: tl.constexpr, SK2: tl.constexpr,
            NUDGE: tl.constexpr, COST: tl.constexpr, ACT: tl.constexpr, PREC: tl.constexpr):
-    n0 = _layer(d, s0, w1t, s1, w1, s0, t, beta, m0, False, False, L > 1, SK0, L == 1, NUDGE, COST, ACT, PREC)
+    """One sweep; W_k^T is tl.trans(W_k) (a layout change on chip, no second load)."""
+    n0 = _layer(d, s0, w1, s1, w1, s0, t, beta, m0, False, False, L > 1, SK0, L == 1, NUDGE, COST, ACT, PREC)
     n2 = s2
     if L > 2:
-        n2 = _layer(b2, s1, w2t, s3, w3, s2, t, beta, m2, True, SK1, L > 3, SK2, L == 3, NUDGE, COST, ACT, PREC)
+        n2 = _layer(b2, s1, tl.trans(w2), s3, w3, s2, t, beta, m2, True, SK1, L > 3, SK2, L == 3, NUDGE, COST,
+                    ACT, PREC)
     q0 = n0
     q2 = n2
     if SYNC:
@@ -114,131 +116,144 @@ def _sweep(s0, s1, s2, s3, d, t, b1, b2, b3, w1, w1t, w2, w2t, w3, w3t, beta, m0
         q2 = s2
     n1 = s1
     if L > 1:
-        n1 = _layer(b1, q0, w1t, q2, w2, s1, t, beta, m1, True, SK0, L > 2, SK1, L == 2, NUDGE, COST, ACT, PREC)
+        n1 = _layer(b1, q0, tl.trans(w1), q2, w2, s1, t, beta, m1, True, SK0, L > 2, SK1, L == 2, NUDGE, COST,
+                    ACT, PREC)
     n3 = s3
     if L > 3:
-        n3 = _layer(b3, q2, w3t, s3, w3, s3, t, beta, m3, True, SK2, False, False, True, NUDGE, COST, ACT, PREC)
+        n3 = _layer(b3, q2, tl.trans(w3), s3, w3, s3, t, beta, m3, True, SK2, False, False, True, NUDGE, COST,
+                    ACT, PREC)
     return n0, n1, n2, n3
 
 
 @triton.jit
-def _load_w(wp, k: tl.constexpr, P: tl.constexpr, L: tl.constexpr):
-    """(W_k, W_k^T) of the stacked padded weights (zeros when the layer does not exist)."""
-    r = tl.arange(0, P)
+def _load_w(wp, k: tl.constexpr, PO: tl.constexpr, PI: tl.constexpr, L: tl.constexpr):
+    """W_k padded to (P_k, P_{k-1}) (a 16 x 16 zero tile when the layer does not exist)."""
     if k < L:
-        base = wp + (k - 1) * P * P
-        w = tl.load(base + r[:, None] * P + r[None, :])
-        wt = tl.load(base + r[None, :] * P + r[:, None])
+        w = tl.load(wp + tl.arange(0, PO)[:, None] * PI + tl.arange(0, PI)[None, :])
     else:
-        w = tl.zeros((P, P), dtype=tl.float32)
-        wt = tl.zeros((P, P), dtype=tl.float32)
-    return w, wt
+        w = tl.zeros((16, 16), dtype=tl.float32)
+    return w
 
 
 @triton.jit
-def _settle_kernel(s_ptr, d_ptr, t_ptr, w_ptr, b_ptr, res_ptr, B, steps, beta, n0, n1, n2, n3,
-                   P: tl.constexpr, BLOCK_B: tl.constexpr, L: tl.constexpr, SYNC: tl.constexpr,
+def _load_s(sp, rows, rmask, P: tl.constexpr, k: tl.constexpr, L: tl.constexpr, BLOCK_B: tl.constexpr):
+    if k < L:
+        cols = tl.arange(0, P)
+        s = tl.load(sp + rows[:, None] * P + cols[None, :], mask=rmask[:, None] & (cols[None, :] < P), other=0.0)
+    else:
+        s = tl.zeros((BLOCK_B, 16), dtype=tl.float32)
+    return s
+
+
+@triton.jit
+def _mask(n, P: tl.constexpr):
+    return (tl.arange(0, P) < n).to(tl.float32)[None, :]
+
+
+@triton.jit
+def _store_s(sp, rows, rmask, new, old, r, P: tl.constexpr, k: tl.constexpr, L: tl.constexpr):
+    """Store layer k's final state; fold its largest change (valid rows) into the residual r."""
+    if k < L:
+        cols = tl.arange(0, P)
+        tl.store(sp + rows[:, None] * P + cols[None, :], new, mask=rmask[:, None] & (cols[None, :] < P))
+        ch = tl.abs(new - old) * rmask[:, None].to(tl.float32)
+        r = tl.maximum(r, tl.max(tl.max(ch, axis=1), axis=0))
+    return r
+
+
+@triton.jit
+def _settle_kernel(s0p, s1p, s2p, s3p, d_ptr, t_ptr, w1p, w2p, w3p, b1p, b2p, b3p, res_ptr, B, steps, beta,
+                   n0, n1, n2, n3, P0: tl.constexpr, P1: tl.constexpr, P2: tl.constexpr, P3: tl.constexpr,
+                   PL: tl.constexpr, BLOCK_B: tl.constexpr, L: tl.constexpr, SYNC: tl.constexpr,
                    SK0: tl.constexpr, SK1: tl.constexpr, SK2: tl.constexpr, NUDGE: tl.constexpr,
                    COST: tl.constexpr, ACT: tl.constexpr, PREC: tl.constexpr, WREG: tl.constexpr):
     pid = tl.program_id(0)
     rows = pid * BLOCK_B + tl.arange(0, BLOCK_B)
-    cols = tl.arange(0, P)
     rmask = rows < B
-    off = rows[:, None] * P + cols[None, :]
-    lmask = rmask[:, None] & (cols[None, :] < P)
-    layer = B * P
-    m0 = (cols < n0).to(tl.float32)[None, :]
-    m1 = (cols < n1).to(tl.float32)[None, :]
-    m2 = (cols < n2).to(tl.float32)[None, :]
-    m3 = (cols < n3).to(tl.float32)[None, :]
-    d = tl.load(d_ptr + off, mask=lmask, other=0.0)
-    t = tl.load(t_ptr + off, mask=lmask, other=0.0)
-    b1 = tl.load(b_ptr + 1 * P + cols)[None, :]
-    b2 = tl.load(b_ptr + 2 * P + cols)[None, :]
-    b3 = tl.load(b_ptr + 3 * P + cols)[None, :]
-    s0 = tl.load(s_ptr + off, mask=lmask, other=0.0)
-    s1 = tl.zeros((BLOCK_B, P), dtype=tl.float32)
-    s2 = tl.zeros((BLOCK_B, P), dtype=tl.float32)
-    s3 = tl.zeros((BLOCK_B, P), dtype=tl.float32)
-    if L > 1:
-        s1 = tl.load(s_ptr + layer + off, mask=lmask, other=0.0)
-    if L > 2:
-        s2 = tl.load(s_ptr + 2 * layer + off, mask=lmask, other=0.0)
-    if L > 3:
-        s3 = tl.load(s_ptr + 3 * layer + off, mask=lmask, other=0.0)
+    m0 = _mask(n0, P0)
+    m1 = _mask(n1, P1)
+    m2 = _mask(n2, P2)
+    m3 = _mask(n3, P3)
+    d = _load_s(d_ptr, rows, rmask, P0, 0, L, BLOCK_B)
+    t = _load_s(t_ptr, rows, rmask, PL, 0, L, BLOCK_B)
+    b1 = tl.load(b1p + tl.arange(0, P1))[None, :]
+    b2 = tl.load(b2p + tl.arange(0, P2))[None, :]
+    b3 = tl.load(b3p + tl.arange(0, P3))[None, :]
+    s0 = _load_s(s0p, rows, rmask, P0, 0, L, BLOCK_B)
+    s1 = _load_s(s1p, rows, rmask, P1, 1, L, BLOCK_B)
+    s2 = _load_s(s2p, rows, rmask, P2, 2, L, BLOCK_B)
+    s3 = _load_s(s3p, rows, rmask, P3, 3, L, BLOCK_B)
     if WREG:
-        w1, w1t = _load_w(w_ptr, 1, P, L)
-        w2, w2t = _load_w(w_ptr, 2, P, L)
-        w3, w3t = _load_w(w_ptr, 3, P, L)
+        w1 = _load_w(w1p, 1, P1, P0, L)
+        w2 = _load_w(w2p, 2, P2, P1, L)
+        w3 = _load_w(w3p, 3, P3, P2, L)
     for _ in range(steps - 1):
-        if not WREG:
-            w1, w1t = _load_w(w_ptr, 1, P, L)
-            w2, w2t = _load_w(w_ptr, 2, P, L)
-            w3, w3t = _load_w(w_ptr, 3, P, L)
-        s0, s1, s2, s3 = _sweep(s0, s1, s2, s3, d, t, b1, b2, b3, w1, w1t, w2, w2t, w3, w3t, beta,
+        if not WREG:   # re-read from L2 at every step (too large to keep on chip)
+            w1 = _load_w(w1p, 1, P1, P0, L)
+            w2 = _load_w(w2p, 2, P2, P1, L)
+            w3 = _load_w(w3p, 3, P3, P2, L)
+        s0, s1, s2, s3 = _sweep(s0, s1, s2, s3, d, t, b1, b2, b3, w1, w2, w3, beta,
                                 m0, m1, m2, m3, L, SYNC, SK0, SK1, SK2, NUDGE, COST, ACT, PREC)
     if not WREG:
-        w1, w1t = _load_w(w_ptr, 1, P, L)
-        w2, w2t = _load_w(w_ptr, 2, P, L)
-        w3, w3t = _load_w(w_ptr, 3, P, L)
-    n0, n1, n2, n3 = _sweep(s0, s1, s2, s3, d, t, b1, b2, b3, w1, w1t, w2, w2t, w3, w3t, beta,
-                            m0, m1, m2, m3, L, SYNC, SK0, SK1, SK2, NUDGE, COST, ACT, PREC)
-    rm = rmask[:, None].to(tl.float32)
-    r = tl.max(tl.max(tl.abs(n0 - s0) * rm, axis=1), axis=0)
-    tl.store(s_ptr + off, n0, mask=lmask)
-    if L > 1:
-        r = tl.maximum(r, tl.max(tl.max(tl.abs(n1 - s1) * rm, axis=1), axis=0))
-        tl.store(s_ptr + layer + off, n1, mask=lmask)
-    if L > 2:
-        r = tl.maximum(r, tl.max(tl.max(tl.abs(n2 - s2) * rm, axis=1), axis=0))
-        tl.store(s_ptr + 2 * layer + off, n2, mask=lmask)
-    if L > 3:
-        r = tl.maximum(r, tl.max(tl.max(tl.abs(n3 - s3) * rm, axis=1), axis=0))
-        tl.store(s_ptr + 3 * layer + off, n3, mask=lmask)
+        w1 = _load_w(w1p, 1, P1, P0, L)
+        w2 = _load_w(w2p, 2, P2, P1, L)
+        w3 = _load_w(w3p, 3, P3, P2, L)
+    n0_, n1_, n2_, n3_ = _sweep(s0, s1, s2, s3, d, t, b1, b2, b3, w1, w2, w3, beta,
+                                m0, m1, m2, m3, L, SYNC, SK0, SK1, SK2, NUDGE, COST, ACT, PREC)
+    r = tl.max(tl.max(tl.zeros((BLOCK_B, 16), dtype=tl.float32), axis=1), axis=0)
+    r = _store_s(s0p, rows, rmask, n0_, s0, r, P0, 0, L)
+    r = _store_s(s1p, rows, rmask, n1_, s1, r, P1, 1, L)
+    r = _store_s(s2p, rows, rmask, n2_, s2, r, P2, 2, L)
+    r = _store_s(s3p, rows, rmask, n3_, s3, r, P3, 3, L)
     tl.store(res_ptr + pid, r)
 
 
-def _pad_width(widths: list[int]) -> int:
-    return max(16, triton.next_power_of_2(max(widths)))
+def _pad(n: int) -> int:
+    return max(16, triton.next_power_of_2(n))
 
 
 def persistent_settle(drive: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor],
                       skips: list[bool], states: list[torch.Tensor], beta: float, cost: str,
                       target: torch.Tensor | None, steps: int, update: str, activation: str,
-                      precision: str = "fp32", block_b: int = 16,
-                      num_warps: int = 4) -> tuple[list[torch.Tensor], float]:
+                      precision: str = "fp32", block_b: int | None = None,
+                      num_warps: int | None = None) -> tuple[list[torch.Tensor], float]:
     """One phase in one launch. `drive` = W_0 x + b_0 (batch, n_1); `weights`/`biases` = W_1.. / b_1..
-    of the state-to-state layers (W_k: (n_{k+1}, n_k)); `states` the start (fp32). Returns the states
-    (fp32, unpadded) and the residual of the last sweep."""
+    of the state-to-state layers (W_k: (n_{k+1}, n_k)); `states` the start (fp32). Each state layer is
+    padded to its own power of two >= 16. Returns the states (fp32, unpadded) and the residual of the
+    last sweep."""
     widths = [s.shape[1] for s in states]
     if not fits(widths):
         raise ValueError(f"persistent kernel: {len(widths)} state layers of widths {widths}; "
                          f"allowed 1..{MAX_LAYERS} layers <= {MAX_WIDTH} wide")
     L = len(widths)
     B = drive.shape[0]
-    P = _pad_width(widths)
+    P = [_pad(n) for n in widths] + [16] * (MAX_LAYERS - L)
     dev = drive.device
-    wdtype = torch.float32   # cast to bf16 in registers (PREC 2): one weight buffer for all precisions
-    S = torch.zeros(L, B, P, device=dev, dtype=torch.float32)
-    for k, s in enumerate(states):
-        S[k, :, : widths[k]] = s.float()
-    D = torch.zeros(B, P, device=dev, dtype=torch.float32)
-    D[:, : widths[0]] = drive.float()
-    T = torch.zeros(B, P, device=dev, dtype=torch.float32)
-    if target is not None:
-        T[:, : widths[-1]] = target.float()
-    W = torch.zeros(max(L - 1, 1), P, P, device=dev, dtype=wdtype)
-    for k, w in enumerate(weights):
-        W[k, : w.shape[0], : w.shape[1]] = w.to(wdtype)
-    Bs = torch.zeros(MAX_LAYERS, P, device=dev, dtype=torch.float32)
-    for k, b in enumerate(biases, start=1):
-        Bs[k, : b.shape[0]] = b.float()
+    f32 = torch.float32
+
+    def padded(t: torch.Tensor | None, rows: int, cols: int) -> torch.Tensor:
+        out = torch.zeros(rows, cols, device=dev, dtype=f32)
+        if t is not None:
+            out[: t.shape[0], : t.shape[1]] = t
+        return out
+
+    S = [padded(states[k] if k < L else None, B if k < L else 1, P[k]) for k in range(MAX_LAYERS)]
+    D = padded(drive, B, P[0])
+    T = padded(target, B, P[L - 1])
+    W = [padded(weights[k - 1] if k < L else None, P[k], P[k - 1]) for k in range(1, MAX_LAYERS)]
+    Bs = [padded(biases[k - 1][None, :] if k < L else None, 1, P[k]) for k in range(1, MAX_LAYERS)]
+    wsize = sum(P[k] * P[k - 1] for k in range(1, L))
+    if block_b is None:
+        block_b = 16 if max(P) >= 128 or B <= 4096 else 32
+    if num_warps is None:
+        num_warps = 8 if max(P) >= 256 else 4
     grid = (triton.cdiv(B, block_b),)
-    res = torch.zeros(grid[0], device=dev, dtype=torch.float32)
+    res = torch.zeros(grid[0], device=dev, dtype=f32)
     sk = list(skips) + [False] * MAX_LAYERS
     n = widths + [0] * (MAX_LAYERS - L)
-    _settle_kernel[grid](S, D, T, W, Bs, res, B, steps, float(beta), n[0], n[1], n[2], n[3],
-                         P=P, BLOCK_B=block_b, L=L, SYNC=update == "sync", SK0=sk[0], SK1=sk[1], SK2=sk[2],
+    _settle_kernel[grid](S[0], S[1], S[2], S[3], D, T, W[0], W[1], W[2], Bs[0], Bs[1], Bs[2], res, B, steps,
+                         float(beta), n[0], n[1], n[2], n[3], P0=P[0], P1=P[1], P2=P[2], P3=P[3], PL=P[L - 1],
+                         BLOCK_B=block_b, L=L, SYNC=update == "sync", SK0=sk[0], SK1=sk[1], SK2=sk[2],
                          NUDGE=beta != 0, COST=COST_CODE[cost], ACT=ACT_CODE[activation],
-                         PREC=prec_code(precision), WREG=(L - 1) * P * P <= WREG_LIMIT, num_warps=num_warps)
-    return [S[k, :, : widths[k]] for k in range(L)], float(res.max())
+                         PREC=prec_code(precision), WREG=wsize <= WREG_LIMIT, num_warps=num_warps)
+    return [S[k][:, : widths[k]] for k in range(L)], float(res.max())
