@@ -82,3 +82,25 @@ def test_3_huge_values_and_wrong_types_are_4xx_naming_the_field(module, route, b
     assert r.status_code != 504, r.text
     if field is not None:
         assert 400 <= r.status_code < 500 and r.json()["detail"]["field"].startswith(field), r.text
+
+
+# ---- the suite's own findings (docs/reliability.md) -------------------------------------------------
+@pytest.mark.parametrize("module, route", [("serve.sweep", "/sweep/simulate"), ("serve.te", "/te"),
+                                           ("serve.validation", "/validation/prescreen")])
+@pytest.mark.parametrize("raw, status", [(b"{junk", 422), (b'{"a": "\xff\xfe"}', 422), (b"[" * 5000, 422)])
+def test_suite_finding_3_an_unreadable_body_is_named_body(module, route, raw, status, tmp_path):
+    """Malformed JSON was labelled with a character offset ("1"), invalid UTF-8 / deep nesting as "path"."""
+    args = {"signature_dir": str(tmp_path / "s"), "model_dir": str(tmp_path / "m")} if "validation" in module else {}
+    r = _client(module, **args).post(route, content=raw, headers={"content-type": "application/json"})
+    check_contract(f"{route} {raw[:20]!r}", r)
+    assert r.status_code in (400, status) and r.json()["detail"]["field"] == "body", r.text
+
+
+@pytest.mark.parametrize("module", ["serve.sweep", "serve.te", "serve.validation"])
+def test_suite_finding_5_replicas_are_health_checked_often(module, tmp_path):
+    """Serve's default health_check_period_s (10 s) left ~11 s of 500s after a replica was killed."""
+    import importlib
+
+    args = {"signature_dir": str(tmp_path / "s"), "model_dir": str(tmp_path / "m")} if "validation" in module else {}
+    app = importlib.import_module(module).build_app(args)
+    assert app._bound_deployment._deployment_config.health_check_period_s == 2.0
