@@ -19,12 +19,13 @@ TRITON_INTERPRET=1 (slowly; the tests compare it with the torch settle there).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import torch
 import triton
 import triton.language as tl
 
-__all__ = ["MAX_LAYERS", "MAX_WIDTH", "fits", "persistent_settle"]
+__all__ = ["MAX_LAYERS", "MAX_WIDTH", "fits", "persistent_settle", "prepare"]
 
 MAX_WIDTH = 256
 MAX_LAYERS = 4
@@ -221,6 +222,19 @@ def persistent_settle(drive: torch.Tensor, weights: list[torch.Tensor], biases: 
     of the state-to-state layers (W_k: (n_{k+1}, n_k)); `states` the start (fp32). Each state layer is
     padded to its own power of two >= 16. Returns the states (fp32, unpadded) and the residual of the
     last sweep."""
+    launch, collect = prepare(drive, weights, biases, skips, states, beta, cost, target, steps, update, activation,
+                              precision, block_b, num_warps)
+    launch()
+    return collect()
+
+
+def prepare(drive: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor], skips: list[bool],
+            states: list[torch.Tensor], beta: float, cost: str, target: torch.Tensor | None, steps: int, update: str,
+            activation: str, precision: str = "fp32", block_b: int | None = None,
+            num_warps: int | None = None) -> tuple[Callable[[], None], Callable[[], tuple[list[torch.Tensor], float]]]:
+    """(launch, collect): the padded buffers made once; launch() runs the kernel on them (what the
+    benchmark times as kernel time; it overwrites the states, so a second launch continues from the
+    first one's end), collect() returns (states, residual)."""
     widths = [s.shape[1] for s in states]
     if not fits(widths):
         raise ValueError(f"persistent kernel: {len(widths)} state layers of widths {widths}; "
@@ -251,9 +265,14 @@ def persistent_settle(drive: torch.Tensor, weights: list[torch.Tensor], biases: 
     res = torch.zeros(grid[0], device=dev, dtype=f32)
     sk = list(skips) + [False] * MAX_LAYERS
     n = widths + [0] * (MAX_LAYERS - L)
-    _settle_kernel[grid](S[0], S[1], S[2], S[3], D, T, W[0], W[1], W[2], Bs[0], Bs[1], Bs[2], res, B, steps,
-                         float(beta), n[0], n[1], n[2], n[3], P0=P[0], P1=P[1], P2=P[2], P3=P[3], PL=P[L - 1],
-                         BLOCK_B=block_b, L=L, SYNC=update == "sync", SK0=sk[0], SK1=sk[1], SK2=sk[2],
-                         NUDGE=beta != 0, COST=COST_CODE[cost], ACT=ACT_CODE[activation],
-                         PREC=prec_code(precision), WREG=wsize <= WREG_LIMIT, num_warps=num_warps)
-    return [S[k][:, : widths[k]] for k in range(L)], float(res.max())
+    def launch() -> None:
+        _settle_kernel[grid](S[0], S[1], S[2], S[3], D, T, W[0], W[1], W[2], Bs[0], Bs[1], Bs[2], res, B, steps,
+                             float(beta), n[0], n[1], n[2], n[3], P0=P[0], P1=P[1], P2=P[2], P3=P[3], PL=P[L - 1],
+                             BLOCK_B=block_b, L=L, SYNC=update == "sync", SK0=sk[0], SK1=sk[1], SK2=sk[2],
+                             NUDGE=beta != 0, COST=COST_CODE[cost], ACT=ACT_CODE[activation],
+                             PREC=prec_code(precision), WREG=wsize <= WREG_LIMIT, num_warps=num_warps)
+
+    def collect() -> tuple[list[torch.Tensor], float]:
+        return [S[k][:, : widths[k]] for k in range(L)], float(res.max())
+
+    return launch, collect

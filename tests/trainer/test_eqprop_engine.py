@@ -261,3 +261,17 @@ def test_gpu_memory_flat_in_steps_and_far_below_bptt():
     assert ep[1000] <= 1.2 * ep[10], ep
     assert tri[1000] <= 1.2 * tri[10], tri
     assert bp >= 100 * ep[1000], (bp, ep)
+
+
+def test_bench_cpu_smoke_writes_its_tables(tmp_path):
+    from jobs.bench import eqprop as bench
+
+    assert bench.main(["--cpu-smoke", "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "eqprop_bench.md").read_text()
+    assert "Peak memory vs settling steps" in md and "--cpu-smoke" in md
+    import json
+
+    data = json.loads((tmp_path / "eqprop_bench.json").read_text())
+    mem = {m["steps"]: m for m in data["memory"]}
+    assert mem[100]["ep_torch_mb"] == mem[10]["ep_torch_mb"] and mem[100]["bptt_mb"] > 5 * mem[10]["bptt_mb"]
+    assert data["small"][0]["rel_err_fp64"] < 1e-5

@@ -263,7 +263,7 @@ def test_gpu_ep_gradients_triton_vs_float64_bptt():
     sizes = [784, 128, 128, 10]
     net, ref_net, x, y = _gpu_case(sizes, seed=3, batch=512)
     ref = bptt_gradients(ref_net, x.double(), y, steps=100)
-    for precision, cos_min in (("fp32", 0.999), ("tf32", 0.99)):
+    for precision, cos_min in (("fp32", 0.999),):   # tf32 / bf16 gradient quality: jobs.bench.eqprop's table
         g, stats = ep_gradients(net, x, y, beta=0.05, mode="symmetric", steps_free=100, steps_nudged=60,
                                 backend="triton", precision=precision)
         for k in ref:

@@ -1,0 +1,376 @@
+"""EqProp settling kernels and memory: every ratio against a baseline measured in the same run.
+
+    python -m jobs.bench.eqprop --out runs/eqprop_bench            # CUDA: the whole table (< 4 min on an H200)
+    python -m jobs.bench.eqprop --cpu-smoke --out DIR               # tiny, CPU, torch backend only (for the tests)
+    python -m jobs.bench.eqprop --no-compile --out DIR              # skip the torch.compile baseline
+
+One free phase of `--steps` (30) sweeps at batch 1024 of an EqPropNet [784, H, H, 10] (hardsigmoid,
+synchronous updates) from zero states; each path starts from the same states and weights.
+
+- H = 64, 128, 256: the persistent Triton kernel (all steps in one launch; bf16 and tf32 operands;
+  its BLOCK_B picked among 16/32/64 in this run) vs the eager torch loop (fp32), torch.compile of
+  one sweep (fp32, the loop in Python), the torch loop captured in a CUDA graph (cuBLAS matmuls +
+  separate activation kernels; fp32 and bf16), and the CuPy RawKernel twin (fp32).
+- H = 512, 1024, 2048: the fused matmul + activation + nudge Triton kernel with the step loop in a
+  CUDA graph (bf16, tf32) vs the eager loop and the graph-captured cuBLAS + separate activation loop.
+
+"kernel" times are the device time of the phase on prepared buffers (median of CUDA-event timings
+after a warm-up; for the graphs one replay), "call" times the user-facing call (padding / copies,
+launch, residual). Relative error: max over layers of ||s - s_fp64|| / ||s_fp64|| against the torch
+settle in float64 of the same net. Memory: peak torch.cuda.max_memory_allocated above the baseline
+for ep_gradients (symmetric, steps free = nudged = n) and bptt_gradients (n unrolled sweeps) at
+n = 10, 100, 1000 (batch 1024, H = 256). --cpu-smoke runs a tiny net on the CPU (torch backend, time
+by perf_counter, memory counted by actors.trainer.eqprop.memory). Writes DIR/eqprop_bench.md and
+DIR/eqprop_bench.json with the date, device, versions and command.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from jobs.bench.lib import event_ms, gpu_name, md_table, module_versions, utc_stamp
+
+SMALL = (64, 128, 256)
+WIDE = (512, 1024, 2048)
+MEM_STEPS = (10, 100, 1000)
+
+
+def _case(sizes: list[int], batch: int, dev: torch.device, seed: int = 0) -> tuple[Any, Any, torch.Tensor, torch.Tensor]:
+    from actors.trainer.eqprop import EqPropNet
+
+    net = EqPropNet(sizes, seed=seed).to(dev)
+    net64 = EqPropNet(sizes, seed=seed).double().to(dev)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(batch, sizes[0], generator=g).to(dev)
+    y = torch.randint(0, sizes[-1], (batch,), generator=g).to(dev)
+    return net, net64, x, y
+
+
+def _rel(out: list[torch.Tensor], ref: list[torch.Tensor]) -> float:
+    return max(float((a.double() - b).norm() / b.norm()) for a, b in zip(out, ref))
+
+
+def _graph(fn: Callable[[], Any]) -> tuple[torch.cuda.CUDAGraph, Any]:
+    """fn captured in a CUDA graph (after a warm-up on a side stream); (graph, its static output)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        out = fn()
+    return g, out
+
+
+def _torch_loop(net: Any, x: torch.Tensor, steps: int, dtype: torch.dtype) -> Callable[[], list[torch.Tensor]]:
+    from actors.trainer.eqprop.settle import Couplings, torch_settle
+
+    c = Couplings(net, x, dtype)
+    zeros = net.zero_states(x.shape[0], dtype)
+    return lambda: torch_settle(c, zeros, 0.0, "ce", None, steps, "sync")[0]
+
+
+def _compiled_loop(net: Any, x: torch.Tensor, steps: int) -> Callable[[], list[torch.Tensor]]:
+    from actors.trainer.eqprop.settle import Couplings, sweep
+
+    c = Couplings(net, x)
+    zeros = net.zero_states(x.shape[0])
+    step = torch.compile(lambda s: sweep(c, s, 0.0, "ce", None, "sync"), dynamic=False)
+
+    def run() -> list[torch.Tensor]:
+        s = zeros
+        for _ in range(steps):
+            s = step(s)
+        return s
+    return run
+
+
+def _kernel_args(net: Any, x: torch.Tensor) -> tuple[torch.Tensor, list, list, list, list]:
+    drive = torch.nn.functional.linear(x, net.layers[0].weight.detach(), net.layers[0].bias.detach())
+    w = [lin.weight.detach() for lin in net.layers[1:]]
+    b = [lin.bias.detach() for lin in net.layers[1:]]
+    skips = [net.skip(k) for k in range(net.n_states)]
+    return drive, w, b, skips, net.zero_states(x.shape[0])
+
+
+def _engine_call(kind: str, net: Any, x: torch.Tensor, steps: int, precision: str) -> None:
+    """The user-facing settle (engine checks, drive matmul, padding / graph cache lookup, launch, residual)."""
+    from actors.trainer.eqprop import settle
+
+    settle(net, x, steps=steps, backend=kind, precision=precision)
+
+
+def _row(rows: list[dict], hidden: int, path: str, kernel_ms: float | None, call_ms: float | None, rel: float | None,
+         base: dict[str, float], note: str = "") -> None:
+    rows.append({"hidden": hidden, "path": path, "kernel_ms": kernel_ms, "call_ms": call_ms, "rel_err_fp64": rel,
+                 "x_eager": (base["eager"] / kernel_ms) if kernel_ms else None,
+                 "x_graph": (base["graph"] / kernel_ms) if kernel_ms and base.get("graph") else None, "note": note})
+
+
+def bench_small(steps: int, batch: int, reps: int, compile_: bool, log: Callable[[str], None]) -> list[dict]:
+    from actors.trainer.eqprop import settle
+    from kernels.eqprop.persistent import prepare
+
+    dev = torch.device("cuda")
+    rows: list[dict] = []
+    for hidden in SMALL:
+        net, net64, x, y = _case([784, hidden, hidden, 10], batch, dev)
+        ref = settle(net64, x.double(), steps=steps, backend="torch")
+        eager = _torch_loop(net, x, steps, torch.float32)
+        base = {"eager": event_ms(eager, reps)}
+        g32, out32 = _graph(eager)
+        base["graph"] = event_ms(g32.replay, reps)
+        net16 = type(net)(net.sizes, seed=0).to(dev).to(torch.bfloat16)
+        g16, out16 = _graph(_torch_loop(net16, x.to(torch.bfloat16), steps, torch.bfloat16))
+        graph16 = event_ms(g16.replay, reps)
+        _row(rows, hidden, "eager torch loop (fp32)", base["eager"], base["eager"], _rel(eager(), ref), base)
+        _row(rows, hidden, "CUDA graph: cuBLAS + separate activation (fp32)", base["graph"], None, _rel(out32, ref), base)
+        _row(rows, hidden, "CUDA graph: cuBLAS + separate activation (bf16)", graph16, None, _rel(out16, ref), base)
+        if compile_:
+            try:
+                comp = _compiled_loop(net, x, steps)
+                comp()
+                _row(rows, hidden, "torch.compile sweep, Python loop (fp32)", event_ms(comp, reps), None,
+                     _rel(comp(), ref), base)
+            except Exception as exc:  # noqa: BLE001 - a compile failure is a row, not the end of the run
+                _row(rows, hidden, "torch.compile sweep, Python loop (fp32)", None, None, None, base,
+                     f"failed: {type(exc).__name__}: {str(exc)[:120]}")
+        for precision in ("bf16", "tf32"):
+            best = None
+            for block_b in (16, 32, 64):
+                drive, w, b, skips, zeros = _kernel_args(net, x)
+                launch, collect = prepare(drive, w, b, skips, zeros, 0.0, "ce", None, steps, "sync", "hardsigmoid",
+                                          precision, block_b=block_b)
+                ms = event_ms(launch, reps)
+                if best is None or ms < best[0]:
+                    best = (ms, block_b)
+            drive, w, b, skips, zeros = _kernel_args(net, x)
+            launch, collect = prepare(drive, w, b, skips, zeros, 0.0, "ce", None, steps, "sync", "hardsigmoid",
+                                      precision, block_b=best[1])
+            launch()
+            out, _ = collect()
+            call = partial(_engine_call, "triton", net, x, steps, precision)
+            _row(rows, hidden, f"persistent Triton, one launch ({precision})", best[0], event_ms(call, reps),
+                 _rel(out, ref), base, f"kernel BLOCK_B={best[1]} (best of 16/32/64); call: default BLOCK_B")
+        _cupy_row(rows, hidden, net, x, ref, steps, reps, base)
+        log(f"hidden {hidden}: " + ", ".join(f"{r['path']} {r['kernel_ms']}" for r in rows if r["hidden"] == hidden))
+    return rows
+
+
+def _cupy_row(rows: list[dict], hidden: int, net: Any, x: torch.Tensor, ref: list[torch.Tensor], steps: int, reps: int,
+              base: dict[str, float]) -> None:
+    from kernels.eqprop.dispatch import settle_kernel
+
+    try:
+        def call() -> tuple:
+            return settle_kernel("cupy", x, [lin.weight.detach() for lin in net.layers],
+                                 [lin.bias.detach() for lin in net.layers], [net.skip(k) for k in range(net.n_states)],
+                                 net.zero_states(x.shape[0]), 0.0, "ce", None, steps, "sync", net.activation)
+        out, _ = call()
+        ms = event_ms(call, max(3, reps // 4))
+        _row(rows, hidden, "CuPy RawKernel twin, Python loop (fp32)", ms, ms, _rel(out, ref), base)
+    except Exception as exc:  # noqa: BLE001 - cupy may be missing on the machine: a row says so
+        _row(rows, hidden, "CuPy RawKernel twin, Python loop (fp32)", None, None, None, base,
+             f"not run: {type(exc).__name__}: {str(exc)[:120]}")
+
+
+def bench_wide(steps: int, batch: int, reps: int, log: Callable[[str], None]) -> list[dict]:
+    from actors.trainer.eqprop import settle
+    from kernels.eqprop.fused import FusedSettler
+
+    dev = torch.device("cuda")
+    rows: list[dict] = []
+    for hidden in WIDE:
+        net, net64, x, y = _case([784, hidden, hidden, 10], batch, dev)
+        ref = settle(net64, x.double(), steps=steps, backend="torch")
+        eager = _torch_loop(net, x, steps, torch.float32)
+        base = {"eager": event_ms(eager, reps)}
+        g32, out32 = _graph(eager)
+        base["graph"] = event_ms(g32.replay, reps)
+        net16 = type(net)(net.sizes, seed=0).to(dev).to(torch.bfloat16)
+        g16, out16 = _graph(_torch_loop(net16, x.to(torch.bfloat16), steps, torch.bfloat16))
+        graph16 = event_ms(g16.replay, reps)
+        _row(rows, hidden, "eager torch loop (fp32)", base["eager"], base["eager"], _rel(eager(), ref), base)
+        _row(rows, hidden, "CUDA graph: cuBLAS + separate activation (fp32)", base["graph"], None, _rel(out32, ref), base)
+        _row(rows, hidden, "CUDA graph: cuBLAS + separate activation (bf16)", graph16, None, _rel(out16, ref), base)
+        for precision in ("bf16", "tf32"):
+            drive, w, b, skips, zeros = _kernel_args(net, x)
+            st = FusedSettler(drive, w, b, skips, [s.shape[1] for s in zeros], 0.0, "ce", False, steps, "sync",
+                              "hardsigmoid", precision, graph=True)
+            out, _ = st(drive, zeros, None)
+            call = partial(_engine_call, "triton", net, x, steps, precision)
+            _row(rows, hidden, f"fused Triton layer kernel + CUDA graph ({precision})", event_ms(st.graph.replay, reps),
+                 event_ms(call, reps), _rel(out, ref), base)
+        log(f"hidden {hidden}: " + ", ".join(f"{r['path']} {r['kernel_ms']}" for r in rows if r["hidden"] == hidden))
+    return rows
+
+
+def bench_memory(batch: int, log: Callable[[str], None]) -> list[dict]:
+    from actors.trainer.eqprop import bptt_gradients, ep_gradients
+
+    dev = torch.device("cuda")
+    net, _, x, y = _case([784, 256, 256, 10], batch, dev)
+
+    def peak(fn: Callable[[], Any]) -> int:
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+
+    rows = []
+    for n in MEM_STEPS:
+        ep_t = peak(lambda n=n: ep_gradients(net, x, y, steps_free=n, steps_nudged=n, backend="torch"))
+        ep_k = peak(lambda n=n: ep_gradients(net, x, y, steps_free=n, steps_nudged=n, backend="triton"))
+        bp = peak(lambda n=n: bptt_gradients(net, x, y, steps=n))
+        rows.append({"steps": n, "ep_torch_mb": ep_t / 2**20, "ep_triton_mb": ep_k / 2**20, "bptt_mb": bp / 2**20,
+                     "bptt_over_ep": bp / max(ep_t, 1)})
+        log(f"memory steps {n}: ep torch {ep_t / 2**20:.1f} MB, ep triton {ep_k / 2**20:.1f} MB, bptt {bp / 2**20:.1f} MB")
+    return rows
+
+
+def bench_gradients(batch: int, log: Callable[[str], None]) -> list[dict]:
+    """EP gradients (symmetric, beta 0.05 and 0.2) from each kernel precision against float64 BPTT:
+    the smallest cosine over the weight matrices and the largest relative error."""
+    from actors.trainer.eqprop import bptt_gradients, ep_gradients
+
+    dev = torch.device("cuda")
+    net, net64, x, y = _case([784, 128, 128, 10], batch, dev, seed=3)
+    ref = bptt_gradients(net64, x.double(), y, steps=100)
+    rows = []
+    for beta in (0.05, 0.2):
+        for backend, precision in (("torch", "fp32"), ("triton", "fp32"), ("triton", "tf32"), ("triton", "bf16")):
+            g, _ = ep_gradients(net, x, y, beta=beta, mode="symmetric", steps_free=100, steps_nudged=60, backend=backend,
+                                precision=precision)
+            cos = min(float(torch.nn.functional.cosine_similarity(g[k].double().flatten(), ref[k].flatten(), dim=0))
+                      for k in ref if k.endswith("weight"))
+            rel = max(float((g[k].double() - ref[k]).norm() / ref[k].norm()) for k in ref)
+            rows.append({"beta": beta, "backend": backend, "precision": precision, "min_cos": cos, "max_rel": rel})
+            log(f"gradient beta {beta} {backend} {precision}: min cos {cos:.5f}, max rel {rel:.3g}")
+    return rows
+
+
+def cpu_smoke(log: Callable[[str], None]) -> tuple[list[dict], list[dict]]:
+    from actors.trainer.eqprop import bptt_gradients, ep_gradients, settle
+    from actors.trainer.eqprop.memory import peak_tensor_bytes
+
+    dev = torch.device("cpu")
+    net, net64, x, y = _case([16, 32, 32, 4], 64, dev)
+    ref = settle(net64, x.double(), steps=10, backend="torch")
+    eager = _torch_loop(net, x, 10, torch.float32)
+    best = min(_wall(eager) for _ in range(3))
+    rows: list[dict] = []
+    _row(rows, 32, "eager torch loop (fp32, CPU)", best, best, _rel(eager(), ref), {"eager": best})
+    mem = []
+    for n in (10, 100):
+        ep = peak_tensor_bytes(lambda n=n: ep_gradients(net, x, y, steps_free=n, steps_nudged=n, backend="torch"))[0]
+        bp = peak_tensor_bytes(lambda n=n: bptt_gradients(net, x, y, steps=n))[0]
+        mem.append({"steps": n, "ep_torch_mb": ep / 2**20, "ep_triton_mb": None, "bptt_mb": bp / 2**20,
+                    "bptt_over_ep": bp / max(ep, 1)})
+    log(f"cpu smoke: eager {best:.3f} ms, memory {mem}")
+    return rows, mem
+
+
+def _wall(fn: Callable[[], Any]) -> float:
+    t = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t) * 1e3
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def render(env: dict, small: list[dict], wide: list[dict], mem: list[dict], grads: list[dict] | None = None) -> str:
+    head = ["hidden", "path", "kernel ms", "call ms", "x eager", "x graph fp32", "rel err vs fp64", "note"]
+
+    def table(rows: list[dict]) -> str:
+        return md_table(head, [[r["hidden"], r["path"], _fmt(r["kernel_ms"]), _fmt(r["call_ms"]), _fmt(r["x_eager"]),
+                                _fmt(r["x_graph"]), _fmt(r["rel_err_fp64"], 2), r["note"]] for r in rows])
+    parts = [f"# EqProp settling benchmark\n\n{env['date']} · {env['device']} · "
+             + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+             + f"\n\nCommand: `{env['command']}` ({env['wall_s']:.0f} s). One free phase of {env['steps']} sweeps, "
+             f"batch {env['batch']}, sizes {env['sizes']} (hardsigmoid, sync). x eager / x graph fp32: the eager "
+             "loop's / the fp32 graph-captured cuBLAS loop's kernel ms over this row's kernel ms (same run).\n"]
+    if small:
+        parts.append("## Hidden <= 256: persistent kernel\n\n" + table(small) + "\n")
+    if wide:
+        parts.append("## Hidden 512-2048: fused epilogue + CUDA graph\n\n" + table(wide) + "\n")
+    if mem:
+        parts.append("## Peak memory vs settling steps (EP vs BPTT)\n\n" + md_table(
+            ["steps", "EP torch MB", "EP triton MB", "BPTT MB", "BPTT / EP"],
+            [[m["steps"], _fmt(m["ep_torch_mb"]), _fmt(m["ep_triton_mb"]), _fmt(m["bptt_mb"]), _fmt(m["bptt_over_ep"])]
+             for m in mem]) + "\n")
+    if grads:
+        parts.append("## EP gradient vs float64 BPTT by kernel precision ([784, 128, 128, 10], symmetric, 100 + 60 steps)"
+                     "\n\n" + md_table(["beta", "backend", "precision", "min cosine (weights)", "max rel err"],
+                                       [[g["beta"], g["backend"], g["precision"], f"{g['min_cos']:.5f}",
+                                         _fmt(g["max_rel"])] for g in grads]) + "\n")
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="runs/eqprop_bench")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--batch", type=int, default=1024)
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--cpu-smoke", action="store_true")
+    ap.add_argument("--skip", default="", help="comma list of sections to skip: small, wide, memory, gradients")
+    args = ap.parse_args(argv)
+    from actors.common.storage import atomic_write_bytes, atomic_write_json
+
+    t0 = time.perf_counter()
+    skip = set(filter(None, args.skip.split(",")))
+    small: list[dict] = []
+    wide: list[dict] = []
+    mem: list[dict] = []
+    grads: list[dict] = []
+    if args.cpu_smoke:
+        small, mem = cpu_smoke(print)
+        steps, batch = 10, 64
+    else:
+        if not torch.cuda.is_available():
+            print("jobs.bench.eqprop: no CUDA device; use --cpu-smoke on a CPU", file=sys.stderr)
+            return 2
+        steps, batch = args.steps, args.batch
+        if "small" not in skip:
+            small = bench_small(steps, batch, args.reps, not args.no_compile, print)
+        if "wide" not in skip:
+            wide = bench_wide(steps, batch, args.reps, print)
+        if "memory" not in skip:
+            mem = bench_memory(batch, print)
+        if "gradients" not in skip:
+            grads = bench_gradients(512, print)
+    env = {"date": utc_stamp(), "device": gpu_name() if not args.cpu_smoke else "cpu",
+           "versions": module_versions(["torch", "triton", "cupy"]),
+           "command": "python -m jobs.bench.eqprop " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "steps": steps, "batch": batch, "sizes": "[16, 32, 32, 4]" if args.cpu_smoke else "[784, H, H, 10]",
+           "wall_s": time.perf_counter() - t0}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    md = render(env, small, wide, mem, grads)
+    atomic_write_bytes(out / "eqprop_bench.md", md.encode())
+    atomic_write_json(out / "eqprop_bench.json", {"env": env, "small": small, "wide": wide, "memory": mem,
+                                                  "gradients": grads})
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
