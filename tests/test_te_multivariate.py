@@ -136,12 +136,82 @@ def test_job_multivariate_on_ray_equals_in_process(ray_cluster, tmp_path):
     frame = pd.DataFrame(chain(400, 1), columns=["X", "Y", "Z"])
     src = tmp_path / "chain.parquet"
     frame.to_parquet(src)
-    spec = TENetworkSpec.model_validate({"network": {"mode": "multivariate", "significance": SIG},
-                                         "workers": {"num_cpus": 1}})
-    summary = run(spec, src, tmp_path / "out", progress=False)
-    assert summary["engine"] == "ray tasks" and summary["tasks_computed"] == 3
+    spec = TENetworkSpec.model_validate({"network": {"mode": "multivariate", "significance": SIG}})
     local = multivariate_network(frame.to_numpy(), list(frame.columns), spec.network)
-    edges = pd.read_csv(tmp_path / "out" / "edges.csv")
-    assert set(zip(edges.source, edges.target)) == set(local.graph.edges) == {("X", "Y"), ("Y", "Z")}
-    np.testing.assert_array_equal(edges.sort_values(["source", "target"])["te"].to_numpy(),
-                                  local.edges().sort_values(["source", "target"])["te"].to_numpy())
+    # the fixture's cluster has 2 (fake) GPUs: num_gpus auto -> one TEEstimator task per GPU (targets [0, 1], [2];
+    # no CUDA inside, so each runs select_sources); num_gpus 0 -> one CPU Ray task per target
+    for workers, engine, tasks in (({"num_cpus": 1}, "estimators (batched)", 2),
+                                   ({"num_cpus": 1, "num_gpus": 0}, "ray tasks", 3)):
+        spec = TENetworkSpec.model_validate({"network": {"mode": "multivariate", "significance": SIG},
+                                             "workers": workers})
+        out = tmp_path / engine.split()[0]
+        summary = run(spec, src, out, progress=False)
+        assert summary["engine"] == engine and summary["tasks_computed"] == tasks
+        edges = pd.read_csv(out / "edges.csv")
+        assert set(zip(edges.source, edges.target)) == set(local.graph.edges) == {("X", "Y"), ("Y", "Z")}
+        np.testing.assert_array_equal(edges.sort_values(["source", "target"])["te"].to_numpy(),
+                                      local.edges().sort_values(["source", "target"])["te"].to_numpy())
+
+
+# ---- the batched (device) selection ------------------------------------------------------------------
+def five_nodes(T: int, seed: int) -> np.ndarray:
+    """0 AR(1) -> 1 -> 2, 0 and 2 -> 3, 4 independent: parents {1: 0, 2: 1, 3: 0 and 2}."""
+    rng = np.random.default_rng(seed)
+    e = rng.standard_normal((T, 5))
+    d = np.zeros((T, 5))
+    for t in range(T - 1):
+        d[t + 1, 0] = 0.5 * d[t, 0] + e[t + 1, 0]
+        d[t + 1, 1] = 0.3 * d[t, 1] + 0.8 * d[t, 0] + 0.5 * e[t + 1, 1]
+        d[t + 1, 2] = 0.3 * d[t, 2] + 0.8 * d[t, 1] + 0.5 * e[t + 1, 2]
+        d[t + 1, 3] = 0.3 * d[t, 3] + 0.6 * d[t, 0] + 0.6 * d[t, 2] + 0.5 * e[t + 1, 3]
+        d[t + 1, 4] = e[t + 1, 4]
+    return d
+
+
+@pytest.fixture()
+def one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _same_as_cpu(cpu: list, got: list, *, steps: bool) -> None:
+    for a, b in zip(cpu, got, strict=True):
+        assert a.selected == b.selected, (a.target, a.selected, b.selected)
+        assert a.p_value == b.p_value and a.p_raw == b.p_raw
+        for c in a.selected:
+            assert b.te[c] == pytest.approx(a.te[c], abs=1e-12)
+        if steps:
+            assert [(s["step"], s["candidate"], s["p_value"]) for s in a.steps] == [
+                (s["step"], s["candidate"], s["p_value"]) for s in b.steps]
+            np.testing.assert_allclose([s["te"] for s in a.steps], [s["te"] for s in b.steps], rtol=0, atol=1e-12)
+
+
+def test_batched_selection_equals_cpu_path(one_thread):
+    """All targets in lockstep float64 torch launches: the CPU path's selections, TE, p-values and steps."""
+    from actors.te.multivariate_batched import select_sources_batched
+
+    data = five_nodes(250, 0)
+    cfg = NetworkConfig.model_validate({"significance": {"n_surrogates": 9, "alpha": 0.1}, "lags": (1, 2)})
+    cpu = [select_sources(data, j, cfg) for j in range(5)]
+    assert [set(r.selected[:2]) for r in cpu][1:4] == [{(0, 1)}, {(1, 1)}, {(0, 1), (2, 1)}]   # planted parents first
+    _same_as_cpu(cpu, select_sources_batched(data, range(5), cfg, backend="torch", early_stop=False), steps=True)
+    early = select_sources_batched(data, range(5), cfg, backend="torch", chunk=3)
+    _same_as_cpu(cpu, early, steps=False)
+    assert any(s.get("early_stop") for r in early for s in r.steps)   # rejections stopped early
+    # the engine entry point takes the batched path on a device backend
+    net = multivariate_network(data, None, {**cfg.model_dump(), "params": {"backend": "torch"}})
+    assert set(net.graph.edges) == set(assemble_multivariate(cpu, [str(i) for i in range(5)], cfg).graph.edges)
+
+
+@pytest.mark.triton_interpret
+def test_batched_selection_triton_interpreted_equals_cpu_path():
+    from actors.te.multivariate_batched import select_sources_batched
+
+    data = chain(60, 0)
+    cfg = NetworkConfig.model_validate({"significance": {"n_surrogates": 2, "alpha": 0.34}})
+    cpu = [select_sources(data, j, cfg) for j in range(3)]
+    _same_as_cpu(cpu, select_sources_batched(data, range(3), cfg, backend="triton", early_stop=False), steps=True)

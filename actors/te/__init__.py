@@ -8,10 +8,11 @@
 Engine modules (no Ray): config (pydantic, on actors.common.config), embedding (checks, delay
 embedding, z-score + noise), ksg (fast cKDTree KSG CMI/MI), batched (the torch twin and Triton
 kernels of kernels/te/ on a device), significance (surrogates, p-values, max-statistic / BH), network
-(pairs -> DiGraph), multivariate (greedy conditioning, small N), ragwitz (auto embedding), plots
+(pairs -> DiGraph), multivariate (greedy conditioning), multivariate_batched (all targets' greedy
+rounds in batched device launches), ragwitz (auto embedding), plots
 (network.png), engine (the entry points). Ray wrappers, imported by their module path:
 actor.TEEstimator (a BaseWorker) and pool (run_network: bivariate pairs on TEEstimators with resume;
-run_multivariate: one Ray task per target; compute_network: either, by mode). kernels/te/reference.py
+run_multivariate: one batched task per GPU, else one Ray task per target; compute_network: either, by mode). kernels/te/reference.py
 is the brute-force oracle.
 """
 from actors.te.config import NetworkConfig, RagwitzConfig, SignificanceConfig, TENetworkSpec, TEParams

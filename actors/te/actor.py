@@ -24,6 +24,7 @@ from actors.common.worker import BaseWorker
 from actors.te.batched import network_backend, pairs_te_arrays, pairs_te_batched, resolve_backend
 from actors.te.config import NetworkConfig, TEParams
 from actors.te.engine import transfer_entropy
+from actors.te.multivariate import TargetResult, select_sources
 from actors.te.network import PairResult, pair_params, pair_te
 
 __all__ = ["TEEstimator"]
@@ -86,6 +87,23 @@ class TEEstimator(BaseWorker):
                                   n_surrogates=n_surrogates)
         self._done(len(pairs), t0)
         return {**out, "pairs": pairs}
+
+    def select_targets(self, data: np.ndarray, targets: list[int], config_json: str,
+                       budget: TaskBudget | None = None) -> list[TargetResult]:
+        """The multivariate selection of `targets`: on this actor's device all of them in lockstep batched
+        launches (actors.te.multivariate_batched), on the CPU one after another (select_sources)."""
+        t0 = time.perf_counter()
+        cfg = NetworkConfig.model_validate_json(config_json)
+        with task_scope(budget):
+            backend = resolve_backend(cfg.params.backend)
+            if backend == "cpu":
+                out = [select_sources(data, j, cfg) for j in targets]
+            else:
+                from actors.te.multivariate_batched import select_sources_batched
+
+                out = select_sources_batched(data, targets, cfg, backend=backend)
+        self._done(len(targets) * (data.shape[1] - 1), t0)
+        return out
 
     def transfer_entropy(self, source: np.ndarray, target: np.ndarray, params: dict | None = None) -> dict:
         """One TE estimate (nats) with its local values, for interactive use."""

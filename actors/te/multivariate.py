@@ -76,22 +76,56 @@ class _TargetData:
         return ksg_cmi(x, self.y, z, k=p.k, theiler=p.theiler, algorithm=p.algorithm, workers=p.workers).value
 
 
-def _target_data(data: np.ndarray, target: int, cfg: NetworkConfig) -> _TargetData:
-    """Embed the target and every candidate on the rows all lags share, then z-score and noise each block."""
+def block_rng(seed: int, column: int, role: int, lag: int = 0) -> np.random.Generator:
+    """The noise generator of one prepared block: column `column` as next value (role 0), past (role 1)
+    or source past at delay `lag` (role 2). Seeded by the block alone, so every target that uses a source
+    sees the same block (the batched device path builds each block once for all targets)."""
+    return np.random.default_rng([seed, column, role, lag])
+
+
+def round_orders(n: int, sig, phase: int, round_index: int) -> np.ndarray:
+    """[S, n] surrogate row orders of inclusion (phase 0) or pruning (phase 1) round `round_index`, the
+    same for every target (so a batched launch shares one order table across targets)."""
+    return surrogate_orders(n, sig, np.random.default_rng([sig.seed, phase, round_index]))
+
+
+def first_row(cfg: NetworkConfig) -> int:
+    """Index t of the first target past all lags share."""
     p = cfg.params
-    lags = cfg.lag_values()
-    t0 = max((p.k_hist - 1) * p.k_tau, (p.l_hist - 1) * p.l_tau + max(lags) - 1)
-    length = data.shape[0]
+    return max((p.k_hist - 1) * p.k_tau, (p.l_hist - 1) * p.l_tau + max(cfg.lag_values()) - 1)
+
+
+def prepared_block(data: np.ndarray, cfg: NetworkConfig, column: int, role: int, lag: int = 0) -> np.ndarray:
+    """One z-scored, noised block on the common rows: next value (role 0), past (1), source past at `lag` (2)."""
+    p = cfg.params
+    t = np.arange(first_row(cfg), data.shape[0] - 1)
+    if role == 0:
+        raw = data[t + 1, column][:, None]
+    elif role == 1:
+        raw = delay_embed(data[:, column], t, p.k_hist, p.k_tau)
+    else:
+        raw = delay_embed(data[:, column], t + 1 - lag, p.l_hist, p.l_tau)
+    return prepare(raw, normalise=p.normalise, noise=p.noise, rng=block_rng(p.seed, column, role, lag),
+                   field=f"data[:, {column}]")
+
+
+def check_rows(data: np.ndarray, cfg: NetworkConfig) -> int:
+    """The number of common rows, or an InputError when the series is too short for the embedding."""
+    t0, length = first_row(cfg), data.shape[0]
     n_obs = length - 1 - t0
-    check_observations(n_obs, p, length, t0)
-    t = np.arange(t0, length - 1)
-    rng = np.random.default_rng([p.seed, target])  # noise depends on the target only, not on sharding
-    kw = {"normalise": p.normalise, "noise": p.noise, "rng": rng}
-    y = prepare(data[t + 1, target][:, None], field=f"data[:, {target}]", **kw)
-    past = prepare(delay_embed(data[:, target], t, p.k_hist, p.k_tau), field=f"data[:, {target}]", **kw)
-    sources = {(i, u): prepare(delay_embed(data[:, i], t + 1 - u, p.l_hist, p.l_tau), field=f"data[:, {i}]", **kw)
-               for i in range(data.shape[1]) if i != target for u in lags}
-    return _TargetData(y=y, past=past, sources=sources, params=p)
+    check_observations(n_obs, cfg.params, length, t0)
+    return n_obs
+
+
+def _target_data(data: np.ndarray, target: int, cfg: NetworkConfig) -> _TargetData:
+    """Embed the target and every candidate on the rows all lags share, then z-score and noise each block
+    (each block's noise seeded by the block: block_rng)."""
+    check_rows(data, cfg)
+    y = prepared_block(data, cfg, target, 0)
+    past = prepared_block(data, cfg, target, 1)
+    sources = {(i, u): prepared_block(data, cfg, i, 2, u)
+               for i in range(data.shape[1]) if i != target for u in cfg.lag_values()}
+    return _TargetData(y=y, past=past, sources=sources, params=cfg.params)
 
 
 def _surrogate_table(td: _TargetData, cands: Sequence[Candidate], cond_of: Callable[[Candidate], list[Candidate]],
@@ -104,14 +138,13 @@ def select_sources(data: np.ndarray, target: int, cfg: NetworkConfig) -> TargetR
     """Greedy inclusion by max-statistic tests, then pruning by min-statistic tests, for one target."""
     sig = cfg.significance
     td = _target_data(data, target, cfg)
-    rng = np.random.default_rng([sig.seed, target])
     selected: list[Candidate] = []
     remaining = sorted(td.sources)
     steps: list[dict] = []
     while remaining:
         te = {c: td.cmi(c, selected) for c in remaining}
         best = max(remaining, key=lambda c: te[c])
-        surr = _surrogate_table(td, remaining, lambda _c: selected, surrogate_orders(td.n, sig, rng))
+        surr = _surrogate_table(td, remaining, lambda _c: selected, round_orders(td.n, sig, 0, len(steps)))
         p = p_value(te[best], surr.max(axis=0))
         accepted = p <= sig.alpha
         steps.append({"step": "include", "candidate": list(best), "te": te[best], "p_value": p, "accepted": accepted})
@@ -121,10 +154,11 @@ def select_sources(data: np.ndarray, target: int, cfg: NetworkConfig) -> TargetR
         remaining.remove(best)
 
     te, p_raw, p_seq = {}, {}, {}
+    n_include = len(steps)
     while selected:
         others = {c: [s for s in selected if s != c] for c in selected}
         te = {c: td.cmi(c, others[c]) for c in selected}
-        surr = _surrogate_table(td, selected, lambda c, o=others: o[c], surrogate_orders(td.n, sig, rng))
+        surr = _surrogate_table(td, selected, lambda c, o=others: o[c], round_orders(td.n, sig, 1, len(steps) - n_include))
         weakest = min(selected, key=lambda c: te[c])
         p_min = p_value(te[weakest], surr.min(axis=0))
         kept = p_min <= sig.alpha
@@ -174,14 +208,31 @@ def multivariate_config(config: NetworkConfig | dict | None = None) -> NetworkCo
     return cfg
 
 
-def multivariate_network(data, names: Sequence[str] | None = None, config: NetworkConfig | dict | None = None,
-                         *, progress: Callable[[int, int], None] | None = None) -> TENetwork:
-    """The greedy multivariate TE network of the columns of `data` ([T, N]), target by target."""
-    cfg = multivariate_config(config)
-    arr, names = check_data(data, names)
+def multivariate_network_results(arr: np.ndarray, cfg: NetworkConfig,
+                                 progress: Callable[[int, int], None] | None = None) -> list[TargetResult]:
+    """Every target's selection in this process: batched on a device backend, else target by target."""
+    from actors.te.batched import resolve_backend
+
+    device = resolve_backend(cfg.params.backend)
+    if device != "cpu":   # every target in lockstep batched kernel launches (multivariate_batched.py)
+        from actors.te.multivariate_batched import select_sources_batched
+
+        results = select_sources_batched(arr, range(arr.shape[1]), cfg, backend=device)
+        if progress is not None:
+            progress(arr.shape[1], arr.shape[1])
+        return results
     results = []
     for j in range(arr.shape[1]):
         results.append(select_sources(arr, j, cfg))
         if progress is not None:
             progress(j + 1, arr.shape[1])
-    return assemble_multivariate(results, names, cfg)
+    return results
+
+
+def multivariate_network(data, names: Sequence[str] | None = None, config: NetworkConfig | dict | None = None,
+                         *, progress: Callable[[int, int], None] | None = None) -> TENetwork:
+    """The greedy multivariate TE network of the columns of `data` ([T, N]), target by target (CPU) or all
+    targets in lockstep batched launches (a device backend: params.backend auto on CUDA, torch, triton)."""
+    cfg = multivariate_config(config)
+    arr, names = check_data(data, names)
+    return assemble_multivariate(multivariate_network_results(arr, cfg, progress), names, cfg)

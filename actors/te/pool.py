@@ -7,8 +7,10 @@ as soon as one returns), writes each finished task atomically to OUT/tasks/pairs
 tasks already there, then assembles the corrected network. Pair results are seeded per pair, so the
 network equals the in-process `te_network` whatever the sharding.
 
-`run_multivariate` runs the greedy multivariate network as one Ray task per target (targets are
-independent and seeded per target), or in this process when Ray is not up. `compute_network` picks
+`run_multivariate` runs the greedy multivariate network: with GPUs (or a torch/triton backend) as one
+task per GPU for TEEstimators, each running its targets in lockstep batched launches; else one CPU Ray task
+per target; in this process when Ray is not up (blocks and surrogate orders are seeded per block and per
+round, so every sharding gives the same network). `compute_network` picks
 one of the two from `spec.network.mode`.
 
 Bounded work: when the caller runs under a budget (actors.common.budget, e.g. the Serve app's
@@ -42,7 +44,13 @@ from actors.common.worker import named_actors
 from actors.te.actor import TEEstimator
 from actors.te.batched import pair_results
 from actors.te.config import NetworkConfig, TENetworkSpec
-from actors.te.multivariate import TargetResult, assemble_multivariate, multivariate_config, select_sources
+from actors.te.multivariate import (
+    TargetResult,
+    assemble_multivariate,
+    multivariate_config,
+    multivariate_network_results,
+    select_sources,
+)
 from actors.te.network import (
     PairResult,
     TENetwork,
@@ -180,28 +188,50 @@ def select_sources_bounded(data: np.ndarray, target: int, cfg: NetworkConfig,
 
 
 def run_multivariate(data, names: list[str] | None, spec: TENetworkSpec) -> tuple[TENetwork, dict]:
-    """The multivariate network, one Ray task per target when Ray is up (else in this process).
+    """The multivariate network on Ray (else in this process). Returns (network, stats) like run_network.
 
-    Targets are independent and seeded by (seed, target), so the sharded network equals
-    multivariate_network(data, names, spec.network). Each task takes `spec.workers.num_cpus` CPUs and is
-    retried `max_task_retries` times. Returns (network, stats) like run_network.
-    """
+    With a device (device_pool: GPUs, or a torch/triton backend) the targets are cut into one task per GPU
+    (one task without GPUs) for TEEstimators, each running its targets in lockstep batched launches
+    (actors.te.multivariate_batched); otherwise one CPU Ray task per target (`spec.workers.num_cpus` CPUs,
+    `max_task_retries` retries). Blocks and surrogate orders are seeded per block and per round, so every
+    sharding gives the network multivariate_network(data, names, spec.network) gives in one process."""
     t0 = time.perf_counter()
     cfg = multivariate_config(spec.network)
     arr, names = check_data(data, names)
     n = len(names)
-    if ray.is_initialized():
+    infos: list[dict] = []
+    if ray.is_initialized() and device_pool(spec):
+        n_gpus = int(ray.cluster_resources().get("GPU", 0))
+        per_task = -(-n // max(1, n_gpus))
+        tasks = [list(range(j, min(n, j + per_task))) for j in range(0, n, per_task)]
+        config_json = cfg.model_dump_json()
+        state: dict[str, Any] = {}
+
+        def pool() -> list[ActorHandle]:
+            workers = estimators(spec.workers, limit=len(tasks))
+            infos.extend(ray.get([w.info.remote() for w in workers]))
+            state["data"] = ray.put(arr)
+            return workers
+
+        def submit(worker: ActorHandle, _: int, task: list[int]) -> ray.ObjectRef:
+            return worker.select_targets.remote(state["data"], task, config_json, budget=task_budget())
+
+        run = run_tasks(pool, tasks, submit, on_result=lambda *_: checkpoint())
+        results = [r for i in sorted(run.results) for r in run.results[i]]
+        engine, computed = "estimators (batched)", len(tasks)
+    elif ray.is_initialized():
         task = ray.remote(num_cpus=spec.workers.num_cpus,
                           max_retries=spec.workers.max_task_retries)(select_sources_bounded)
         ref = ray.put(arr)
         budget = task_budget()
         results = ray.get([task.remote(ref, j, cfg, budget) for j in range(n)])
-        engine = "ray tasks"
+        engine, computed = "ray tasks", n
     else:
-        results, engine = [select_sources(arr, j, cfg) for j in range(n)], "local"
+        results = multivariate_network_results(arr, cfg)
+        engine, computed = "local", n
     network = assemble_multivariate(results, names, cfg)
-    return network, {"mode": "multivariate", "engine": engine, "n_pairs": n * (n - 1), "tasks_computed": n,
-                     "tasks_skipped": 0, "wall_seconds": round(time.perf_counter() - t0, 3), "workers": []}
+    return network, {"mode": "multivariate", "engine": engine, "n_pairs": n * (n - 1), "tasks_computed": computed,
+                     "tasks_skipped": 0, "wall_seconds": round(time.perf_counter() - t0, 3), "workers": infos}
 
 
 def compute_network(data, names: list[str] | None, spec: TENetworkSpec, out_dir: str | Path | None = None, *,
