@@ -8,7 +8,8 @@ One free phase of `--steps` (30) sweeps at batch 1024 of an EqPropNet [784, H, H
 synchronous updates) from zero states; each path starts from the same states and weights.
 
 - H = 64, 128, 256: the persistent Triton kernel (all steps in one launch; bf16 and tf32 operands;
-  its BLOCK_B picked among 16/32/64 in this run) vs the eager torch loop (fp32), torch.compile of
+  its onchip variant at H <= 128 and its chunked variant at all three; BLOCK_B picked among 16/32 in
+  this run for bf16 and reused for tf32) vs the eager torch loop (fp32), torch.compile of
   one sweep (fp32, the loop in Python), the torch loop captured in a CUDA graph (cuBLAS matmuls +
   separate activation kernels; fp32 and bf16), and the CuPy RawKernel twin (fp32).
 - H = 512, 1024, 2048: the fused matmul + activation + nudge Triton kernel with the step loop in a
@@ -143,23 +144,26 @@ def bench_small(steps: int, batch: int, reps: int, compile_: bool, log: Callable
             except Exception as exc:  # noqa: BLE001 - a compile failure is a row, not the end of the run
                 _row(rows, hidden, "torch.compile sweep, Python loop (fp32)", None, None, None, base,
                      f"failed: {type(exc).__name__}: {str(exc)[:120]}")
-        for precision in ("bf16", "tf32"):
-            best = None
-            for block_b in (16, 32, 64):
-                drive, w, b, skips, zeros = _kernel_args(net, x)
-                launch, collect = prepare(drive, w, b, skips, zeros, 0.0, "ce", None, steps, "sync", "hardsigmoid",
-                                          precision, block_b=block_b)
-                ms = event_ms(launch, reps)
-                if best is None or ms < best[0]:
-                    best = (ms, block_b)
-            drive, w, b, skips, zeros = _kernel_args(net, x)
-            launch, collect = prepare(drive, w, b, skips, zeros, 0.0, "ce", None, steps, "sync", "hardsigmoid",
-                                      precision, block_b=best[1])
-            launch()
-            out, _ = collect()
-            call = partial(_engine_call, "triton", net, x, steps, precision)
-            _row(rows, hidden, f"persistent Triton, one launch ({precision})", best[0], event_ms(call, reps),
-                 _rel(out, ref), base, f"kernel BLOCK_B={best[1]} (best of 16/32/64); call: default BLOCK_B")
+        variants = ("onchip", "chunked") if hidden <= 128 else ("chunked",)
+        for variant in variants:
+            block = None
+            for precision in ("bf16", "tf32"):
+                timed = []
+                for block_b in ((16, 32) if block is None else (block,)):   # tf32 reuses bf16's best BLOCK_B
+                    launch, _ = prepare(*_kernel_args(net, x), 0.0, "ce", None, steps, "sync", "hardsigmoid",
+                                        precision, block_b=block_b, variant=variant)
+                    timed.append((event_ms(launch, reps), block_b))
+                ms, block = min(timed)
+                launch, collect = prepare(*_kernel_args(net, x), 0.0, "ce", None, steps, "sync", "hardsigmoid",
+                                          precision, block_b=block, variant=variant)
+                launch()   # one fresh launch = one phase of `steps` sweeps from zero states
+                out, _ = collect()
+                first = variant == variants[0]
+                call = partial(_engine_call, "triton", net, x, steps, precision)
+                _row(rows, hidden, f"persistent Triton {variant}, one launch ({precision})", ms,
+                     event_ms(call, reps) if first else None, _rel(out, ref), base,
+                     f"BLOCK_B={block}" + (" (best of 16/32)" if len(timed) > 1 else "")
+                     + ("; call = settle(backend='triton'): default variant and BLOCK_B" if first else ""))
         _cupy_row(rows, hidden, net, x, ref, steps, reps, base)
         log(f"hidden {hidden}: " + ", ".join(f"{r['path']} {r['kernel_ms']}" for r in rows if r["hidden"] == hidden))
     return rows

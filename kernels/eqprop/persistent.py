@@ -1,5 +1,13 @@
-"""Persistent Triton settling kernel: every step of one phase in one launch (state layers <= 256 wide).
+"""Persistent Triton settling kernels: every step of one phase in one launch (state layers <= 256 wide).
 
+Two variants (prepare(..., variant=None) picks onchip when every padded layer is <= 128 wide):
+- onchip: described below; states in registers, whole weight tiles as dot operands.
+- chunked: the states of a program's rows in a double-buffered global scratch (only that program
+  touches them, so they stay in L1/L2), each matmul in K-chunks of 64 (BLOCK_B x 64 and 64 x P
+  operands: fits shared memory at P = 256, where a whole 256 x 256 fp32 operand, 256 KiB, does not),
+  a barrier between the parity groups (evenodd) and after each sweep.
+
+The onchip variant:
 One program owns BLOCK_B batch rows and keeps their states s_0..s_{L-1} (L <= 4 state layers, each
 padded to P = a power of two >= 16 columns) in registers for the whole phase; the constant input drive
 W_0 x + b_0 is computed once outside (one matmul) and loaded once. The state-to-state weights W_1..W_{L-1}
@@ -24,12 +32,15 @@ from collections.abc import Callable
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.errors import OutOfResources
 
 __all__ = ["MAX_LAYERS", "MAX_WIDTH", "fits", "persistent_settle", "prepare"]
 
 MAX_WIDTH = 256
 MAX_LAYERS = 4
 WREG_LIMIT = 128 * 128
+ONCHIP_MAX = 128     # widest (padded) layer of the onchip variant: a 128 x 128 fp32 dot operand is 64 KiB of smem
+CHUNK_K = 64         # K-chunk of the chunked variant's matmuls
 ACT_CODE = {"hardsigmoid": 0, "sigmoid": 1, "tanh": 2}
 COST_CODE = {"ce": 0, "mse": 1}
 PREC_CODE = {"fp32": 0, "tf32": 1, "bf16": 2}
@@ -209,32 +220,177 @@ def _settle_kernel(s0p, s1p, s2p, s3p, d_ptr, t_ptr, w1p, w2p, w3p, b1p, b2p, b3
     tl.store(res_ptr + pid, r)
 
 
+# ---- the chunked variant: states in an L1/L2-resident scratch, matmuls in K-chunks ----------------
+
+@triton.jit
+def _chunk_dot(acc, sp, rows, rmask, wp, w_sn, w_sk, KP: tl.constexpr, NP: tl.constexpr, BK: tl.constexpr,
+               BLOCK_B: tl.constexpr, PREC: tl.constexpr):
+    """acc += S[rows, :KP] @ M with M[kk, n] = wp[n * w_sn + kk * w_sk], in K-chunks of BK (operands of
+    BLOCK_B x BK and BK x NP: small enough for shared memory at NP = 256)."""
+    n = tl.arange(0, NP)
+    for kc in tl.static_range(0, KP, BK):
+        kk = kc + tl.arange(0, BK)
+        a = tl.load(sp + rows[:, None] * KP + kk[None, :], mask=rmask[:, None], other=0.0)
+        b = tl.load(wp + n[None, :] * w_sn + kk[:, None] * w_sk)
+        acc += _mm(a, b, PREC)
+    return acc
+
+
+@triton.jit
+def _chunk_layer(rows, rmask, cur_par, nxt_par, low_par, up_par, B, sp, lp, up, wl, wu, bp, d_ptr, t_ptr, beta, nk,
+                 FIRST: tl.constexpr, LAST: tl.constexpr, P: tl.constexpr, PLW: tl.constexpr, PUP: tl.constexpr,
+                 SKL: tl.constexpr, SKU: tl.constexpr, NUDGE: tl.constexpr, COST: tl.constexpr, ACT: tl.constexpr,
+                 PREC: tl.constexpr, BKL: tl.constexpr, BKU: tl.constexpr, BLOCK_B: tl.constexpr):
+    """Update one state layer (own scratch sp, P wide) of this program's rows: the lower neighbour
+    (lp, PLW wide, weights wl = W_k (P, PLW)) from half low_par, the upper (up, PUP wide, wu = W_{k+1}
+    (PUP, P)) from half up_par, its own old value (for the nudge) from cur_par; writes half nxt_par."""
+    cols = tl.arange(0, P)
+    tile = rows[:, None] * P + cols[None, :]
+    m2 = rmask[:, None] & (cols[None, :] < P)
+    if FIRST:
+        acc = tl.load(d_ptr + tile, mask=m2, other=0.0)
+    else:
+        acc = tl.zeros((BLOCK_B, P), dtype=tl.float32) + tl.load(bp + cols)[None, :]
+        acc = _chunk_dot(acc, lp + low_par * B * PLW, rows, rmask, wl, PLW, 1, PLW, P, BKL, BLOCK_B, PREC)
+        if SKL:
+            acc += tl.load(lp + low_par * B * PLW + tile, mask=m2, other=0.0)
+    if not LAST:
+        acc = _chunk_dot(acc, up + up_par * B * PUP, rows, rmask, wu, 1, P, PUP, P, BKU, BLOCK_B, PREC)
+        if SKU:
+            acc += tl.load(up + up_par * B * PUP + tile, mask=m2, other=0.0)
+    m = (cols < nk).to(tl.float32)[None, :]
+    if LAST:
+        if NUDGE:
+            own = tl.load(sp + cur_par * B * P + tile, mask=m2, other=0.0)
+            t = tl.load(t_ptr + tile, mask=m2, other=0.0)
+            acc = acc - beta * _cost_grad(own, t, m, COST)
+    tl.store(sp + nxt_par * B * P + tile, _act(acc, ACT) * m, mask=m2)
+
+
+@triton.jit
+def _settle_chunked(s0p, s1p, s2p, s3p, d_ptr, t_ptr, w1p, w2p, w3p, b1p, b2p, b3p, B, steps, beta,
+                    n0, n1, n2, n3, P0: tl.constexpr, P1: tl.constexpr, P2: tl.constexpr, P3: tl.constexpr,
+                    BLOCK_B: tl.constexpr, L: tl.constexpr, SYNC: tl.constexpr, SK0: tl.constexpr,
+                    SK1: tl.constexpr, SK2: tl.constexpr, NUDGE: tl.constexpr, COST: tl.constexpr,
+                    ACT: tl.constexpr, PREC: tl.constexpr, K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr,
+                    K3: tl.constexpr):
+    """All sweeps in one launch; the states of this program's rows live in a double-buffered scratch
+    (s_kp[2, B, P_k], L1/L2-resident: only this program touches its rows), the matmuls run in K-chunks
+    (K_k = the chunk over layer k's width). Sweep t reads half t % 2 and writes half (t + 1) % 2;
+    evenodd layers 1, 3 read the fresh 0, 2 (written earlier in the same sweep)."""
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_B + tl.arange(0, BLOCK_B)
+    rmask = rows < B
+    for t in range(steps):
+        cur = t % 2
+        nxt = 1 - cur
+        fresh = cur
+        if not SYNC:
+            fresh = nxt
+        _chunk_layer(rows, rmask, cur, nxt, cur, cur, B, s0p, s0p, s1p, w1p, w1p, b1p, d_ptr, t_ptr, beta, n0,
+                     True, L == 1, P0, P0, P1, False, SK0, NUDGE, COST, ACT, PREC, K0, K1, BLOCK_B)
+        if L > 2:
+            _chunk_layer(rows, rmask, cur, nxt, cur, cur, B, s2p, s1p, s3p, w2p, w3p, b2p, d_ptr, t_ptr, beta, n2,
+                         False, L == 3, P2, P1, P3, SK1, SK2, NUDGE, COST, ACT, PREC, K1, K3, BLOCK_B)
+        if not SYNC:
+            tl.debug_barrier()   # layers 1, 3 read what other threads of this program just wrote
+        if L > 1:
+            _chunk_layer(rows, rmask, cur, nxt, fresh, fresh, B, s1p, s0p, s2p, w1p, w2p, b1p, d_ptr, t_ptr, beta, n1,
+                         False, L == 2, P1, P0, P2, SK0, SK1, NUDGE, COST, ACT, PREC, K0, K2, BLOCK_B)
+        if L > 3:
+            _chunk_layer(rows, rmask, cur, nxt, fresh, fresh, B, s3p, s2p, s3p, w3p, w3p, b3p, d_ptr, t_ptr, beta, n3,
+                         False, True, P3, P2, P3, SK2, False, NUDGE, COST, ACT, PREC, K2, K3, BLOCK_B)
+        tl.debug_barrier()   # the next sweep reads this sweep's states
+
+
 def _pad(n: int) -> int:
     return max(16, triton.next_power_of_2(n))
+
+
+def _prepare_chunked(drive: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor], skips: list[bool],
+                     states: list[torch.Tensor], beta: float, cost: str, target: torch.Tensor | None, steps: int,
+                     update: str, activation: str, precision: str, block_b: int,
+                     num_warps: int) -> tuple[Callable[[], None], Callable[[], tuple[list[torch.Tensor], float]]]:
+    widths = [s.shape[1] for s in states]
+    L = len(widths)
+    B = drive.shape[0]
+    P = [_pad(n) for n in widths] + [16] * (MAX_LAYERS - L)
+    dev = drive.device
+    f32 = torch.float32
+    S = [torch.zeros(2, B if k < L else 1, P[k], device=dev, dtype=f32) for k in range(MAX_LAYERS)]
+    start = [torch.zeros(B, P[k], device=dev, dtype=f32) for k in range(L)]
+    for k in range(L):
+        start[k][:, : widths[k]] = states[k]
+    D = torch.zeros(B, P[0], device=dev, dtype=f32)
+    D[:, : widths[0]] = drive
+    T = torch.zeros(B, P[L - 1], device=dev, dtype=f32)
+    if target is not None:
+        T[:, : widths[-1]] = target
+    W, Bs = [], []
+    for k in range(1, MAX_LAYERS):
+        w = torch.zeros(P[k], P[k - 1], device=dev, dtype=f32)
+        b = torch.zeros(P[k], device=dev, dtype=f32)
+        if k < L:
+            w[: widths[k], : widths[k - 1]] = weights[k - 1]
+            b[: widths[k]] = biases[k - 1]
+        W.append(w)
+        Bs.append(b)
+    K = [min(P[k], CHUNK_K) for k in range(MAX_LAYERS)]
+    sk = list(skips) + [False] * MAX_LAYERS
+    n = widths + [0] * (MAX_LAYERS - L)
+    grid = (triton.cdiv(B, block_b),)
+
+    for k in range(L):
+        S[k][0].copy_(start[k])
+
+    def launch() -> None:
+        _settle_chunked[grid](S[0], S[1], S[2], S[3], D, T, W[0], W[1], W[2], Bs[0], Bs[1], Bs[2], B, steps,
+                              float(beta), n[0], n[1], n[2], n[3], P0=P[0], P1=P[1], P2=P[2], P3=P[3],
+                              BLOCK_B=block_b, L=L, SYNC=update == "sync", SK0=sk[0], SK1=sk[1], SK2=sk[2],
+                              NUDGE=beta != 0, COST=COST_CODE[cost], ACT=ACT_CODE[activation],
+                              PREC=prec_code(precision), K0=K[0], K1=K[1], K2=K[2], K3=K[3], num_warps=num_warps)
+
+    def collect() -> tuple[list[torch.Tensor], float]:
+        new = [S[k][steps % 2, :, : widths[k]] for k in range(L)]
+        old = [S[k][(steps - 1) % 2, :, : widths[k]] for k in range(L)]
+        return [t.clone() for t in new], max(float((a - b).abs().max()) for a, b in zip(new, old))
+
+    return launch, collect
 
 
 def persistent_settle(drive: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor],
                       skips: list[bool], states: list[torch.Tensor], beta: float, cost: str,
                       target: torch.Tensor | None, steps: int, update: str, activation: str,
-                      precision: str = "fp32", block_b: int | None = None,
-                      num_warps: int | None = None) -> tuple[list[torch.Tensor], float]:
+                      precision: str = "fp32", block_b: int | None = None, num_warps: int | None = None,
+                      variant: str | None = None) -> tuple[list[torch.Tensor], float]:
     """One phase in one launch. `drive` = W_0 x + b_0 (batch, n_1); `weights`/`biases` = W_1.. / b_1..
     of the state-to-state layers (W_k: (n_{k+1}, n_k)); `states` the start (fp32). Each state layer is
     padded to its own power of two >= 16. Returns the states (fp32, unpadded) and the residual of the
     last sweep."""
     launch, collect = prepare(drive, weights, biases, skips, states, beta, cost, target, steps, update, activation,
-                              precision, block_b, num_warps)
-    launch()
+                              precision, block_b, num_warps, variant)
+    try:
+        launch()
+    except OutOfResources:
+        if variant is not None:
+            raise
+        # the onchip variant's operands did not fit this GPU's shared memory / registers: the chunked one does
+        launch, collect = prepare(drive, weights, biases, skips, states, beta, cost, target, steps, update, activation,
+                                  precision, block_b, num_warps, "chunked")
+        launch()
     return collect()
 
 
 def prepare(drive: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor], skips: list[bool],
             states: list[torch.Tensor], beta: float, cost: str, target: torch.Tensor | None, steps: int, update: str,
             activation: str, precision: str = "fp32", block_b: int | None = None,
-            num_warps: int | None = None) -> tuple[Callable[[], None], Callable[[], tuple[list[torch.Tensor], float]]]:
+            num_warps: int | None = None,
+            variant: str | None = None) -> tuple[Callable[[], None], Callable[[], tuple[list[torch.Tensor], float]]]:
     """(launch, collect): the padded buffers made once; launch() runs the kernel on them (what the
-    benchmark times as kernel time; it overwrites the states, so a second launch continues from the
-    first one's end), collect() returns (states, residual)."""
+    benchmark times as kernel time; a repeated launch continues from where the last one left the
+    buffers: the same work, other numbers), collect() returns (states, residual) after one launch. `variant`: "onchip" (states in registers,
+    whole weight tiles as dot operands: every layer <= ONCHIP_MAX wide) or "chunked" (states in a
+    scratch, K-chunked matmuls: any layer <= 256); None picks onchip when it applies."""
     widths = [s.shape[1] for s in states]
     if not fits(widths):
         raise ValueError(f"persistent kernel: {len(widths)} state layers of widths {widths}; "
@@ -257,6 +413,15 @@ def prepare(drive: torch.Tensor, weights: list[torch.Tensor], biases: list[torch
     W = [padded(weights[k - 1] if k < L else None, P[k], P[k - 1]) for k in range(1, MAX_LAYERS)]
     Bs = [padded(biases[k - 1][None, :] if k < L else None, 1, P[k]) for k in range(1, MAX_LAYERS)]
     wsize = sum(P[k] * P[k - 1] for k in range(1, L))
+    if variant is None:
+        variant = "onchip" if max(P) <= ONCHIP_MAX else "chunked"
+    if variant not in ("onchip", "chunked"):
+        raise ValueError(f"variant {variant!r}; allowed onchip, chunked")
+    if variant == "onchip" and max(P) > ONCHIP_MAX:
+        raise ValueError(f"the onchip variant takes layers <= {ONCHIP_MAX} wide, not {widths}")
+    if variant == "chunked":
+        return _prepare_chunked(drive, weights, biases, skips, states, beta, cost, target, steps, update, activation,
+                                precision, block_b or 16, num_warps or 4)
     if block_b is None:
         block_b = 16 if max(P) >= 128 or B <= 4096 else 32
     if num_warps is None:

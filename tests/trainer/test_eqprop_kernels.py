@@ -66,6 +66,33 @@ def test_persistent_kernel_equals_the_torch_settle(sizes, act, residual, update,
 
 
 @pytest.mark.triton_interpret
+@pytest.mark.parametrize("sizes,residual,update,cost,beta", [
+    ([5, 20, 3], False, "sync", "mse", 0.5), ([7, 16, 16, 4], True, "evenodd", "ce", -0.4),
+    ([7, 24, 16, 12, 5], False, "evenodd", "ce", 0.3), ([5, 200, 200, 10], True, "sync", "ce", 0.5),
+    ([5, 130, 40, 10], False, "evenodd", "mse", -0.2),
+])
+def test_chunked_persistent_variant_equals_the_torch_settle(sizes, residual, update, cost, beta):
+    from kernels.eqprop.persistent import prepare
+
+    net = EqPropNet(sizes, residual=residual, seed=5)
+    x, y = _data(sizes, seed=4)
+    start = settle(net, x, steps=2, backend="torch")
+    ref, r_ref = settle_residual(net, x, y=y, beta=beta, cost=cost, steps=5, update=update, state=start, backend="torch")
+    drive = torch.nn.functional.linear(x, net.layers[0].weight.detach(), net.layers[0].bias.detach())
+    tgt = None if beta == 0 else torch.nn.functional.one_hot(y, sizes[-1]).float()
+    launch, collect = prepare(drive, [lin.weight.detach() for lin in net.layers[1:]],
+                              [lin.bias.detach() for lin in net.layers[1:]], [net.skip(k) for k in range(net.n_states)],
+                              start, beta, cost, tgt, 5, update, net.activation, variant="chunked")
+    launch()
+    out, r = collect()
+    assert _maxdiff(out, ref) < 2e-6 and abs(r - r_ref) < 2e-6
+    if max(sizes[1:]) > 128:   # the default picks this variant for layers wider than 128
+        auto, _ = settle_residual(net, x, y=y, beta=beta, cost=cost, steps=5, update=update, state=start,
+                                  backend="triton")
+        assert _maxdiff(auto, ref) < 2e-6
+
+
+@pytest.mark.triton_interpret
 @pytest.mark.parametrize("sizes,update,cost,beta", [
     ([5, 40, 36, 12], "sync", "ce", 0.5), ([5, 40, 40, 6], "evenodd", "mse", -0.4),
     ([6, 24, 300], "sync", "ce", 0.3),      # ce over > 256 output units: the softmax outside the epilogue
@@ -218,6 +245,27 @@ def test_gpu_persistent_kernel_vs_float64(hidden, precision, tol):
         ref = settle(ref_net, x.double(), y=y, beta=beta, steps=30, update=update, backend="torch")
         out = settle(net, x, y=y, beta=beta, steps=30, update=update, backend="triton", precision=precision)
         assert _rel(out, ref) <= tol, (beta, update, _rel(out, ref))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("hidden", [64, 128])
+@pytest.mark.parametrize("precision,tol", [("bf16", 5e-3), ("fp32", 1e-5)])
+def test_gpu_both_persistent_variants_vs_float64(hidden, precision, tol):
+    from kernels.eqprop.persistent import prepare
+
+    sizes = [784, hidden, hidden, 10]
+    net, ref_net, x, y = _gpu_case(sizes, seed=4)
+    ref = settle(ref_net, x.double(), y=y, beta=0.3, steps=30, update="evenodd", backend="torch")
+    drive = torch.nn.functional.linear(x, net.layers[0].weight.detach(), net.layers[0].bias.detach())
+    tgt = torch.nn.functional.one_hot(y, 10).float()
+    for variant in ("onchip", "chunked"):
+        for block_b in (16, 32, 64):
+            launch, collect = prepare(drive, [lin.weight.detach() for lin in net.layers[1:]],
+                                      [lin.bias.detach() for lin in net.layers[1:]], [False] * 3,
+                                      net.zero_states(x.shape[0]), 0.3, "ce", tgt, 30, "evenodd", "hardsigmoid",
+                                      precision, block_b=block_b, variant=variant)
+            launch()
+            assert _rel(collect()[0], ref) <= tol, (variant, block_b)
 
 
 @pytest.mark.gpu
