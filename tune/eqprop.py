@@ -131,7 +131,8 @@ def search_pareto(spec: TrainSearchSpec, data: str | Path, out: str | Path) -> d
         param_space={k: d.to_tune() for k, d in spec.space.items()},
         tune_config=tune.TuneConfig(metric="accuracy", mode="max", num_samples=spec.num_samples,
                                     search_alg=BasicVariantGenerator(random_state=spec.seed,
-                                                                     max_concurrent=spec.max_concurrent_trials)),
+                                                                     max_concurrent=spec.max_concurrent_trials),
+                                    reuse_actors=True),   # later trials skip a process start (torch import)
         run_config=tune.RunConfig(name=spec.name, storage_path=str(out / "tune"), verbose=0))
     t0 = time.perf_counter()
     grid = tuner.fit()
