@@ -113,12 +113,13 @@ def _row(rows: list[dict], hidden: int, path: str, kernel_ms: float | None, call
          base: dict[str, float], note: str = "") -> None:
     rows.append({"hidden": hidden, "path": path, "kernel_ms": kernel_ms, "call_ms": call_ms, "rel_err_fp64": rel,
                  "x_eager": (base["eager"] / kernel_ms) if kernel_ms else None,
-                 "x_graph": (base["graph"] / kernel_ms) if kernel_ms and base.get("graph") else None, "note": note})
+                 "x_graph": (base["graph"] / kernel_ms) if kernel_ms and base.get("graph") else None,
+                 "x_graph_bf16": (base["graph16"] / kernel_ms) if kernel_ms and base.get("graph16") else None,
+                 "note": note})
 
 
 def bench_small(steps: int, batch: int, reps: int, compile_: bool, log: Callable[[str], None]) -> list[dict]:
     from actors.trainer.eqprop import settle
-    from kernels.eqprop.persistent import prepare
 
     dev = torch.device("cuda")
     rows: list[dict] = []
@@ -131,7 +132,7 @@ def bench_small(steps: int, batch: int, reps: int, compile_: bool, log: Callable
         base["graph"] = event_ms(g32.replay, reps)
         net16 = type(net)(net.sizes, seed=0).to(dev).to(torch.bfloat16)
         g16, out16 = _graph(_torch_loop(net16, x.to(torch.bfloat16), steps, torch.bfloat16))
-        graph16 = event_ms(g16.replay, reps)
+        graph16 = base["graph16"] = event_ms(g16.replay, reps)
         _row(rows, hidden, "eager torch loop (fp32)", base["eager"], base["eager"], _rel(eager(), ref), base)
         _row(rows, hidden, "CUDA graph: cuBLAS + separate activation (fp32)", base["graph"], None, _rel(out32, ref), base)
         _row(rows, hidden, "CUDA graph: cuBLAS + separate activation (bf16)", graph16, None, _rel(out16, ref), base)
@@ -148,25 +149,39 @@ def bench_small(steps: int, batch: int, reps: int, compile_: bool, log: Callable
         for variant in variants:
             block = None
             for precision in ("bf16", "tf32"):
-                timed = []
-                for block_b in ((16, 32) if block is None else (block,)):   # tf32 reuses bf16's best BLOCK_B
-                    launch, _ = prepare(*_kernel_args(net, x), 0.0, "ce", None, steps, "sync", "hardsigmoid",
-                                        precision, block_b=block_b, variant=variant)
-                    timed.append((event_ms(launch, reps), block_b))
-                ms, block = min(timed)
-                launch, collect = prepare(*_kernel_args(net, x), 0.0, "ce", None, steps, "sync", "hardsigmoid",
-                                          precision, block_b=block, variant=variant)
-                launch()   # one fresh launch = one phase of `steps` sweeps from zero states
-                out, _ = collect()
-                first = variant == variants[0]
-                call = partial(_engine_call, "triton", net, x, steps, precision)
-                _row(rows, hidden, f"persistent Triton {variant}, one launch ({precision})", ms,
-                     event_ms(call, reps) if first else None, _rel(out, ref), base,
-                     f"BLOCK_B={block}" + (" (best of 16/32)" if len(timed) > 1 else "")
-                     + ("; call = settle(backend='triton'): default variant and BLOCK_B" if first else ""))
+                path = f"persistent Triton {variant}, one launch ({precision})"
+                try:
+                    block = _persistent_row(rows, hidden, path, net, x, ref, steps, reps, base, variant, precision,
+                                            block, first=variant == variants[0])
+                except Exception as exc:  # noqa: BLE001 - a failing path is a row, not the end of the run
+                    _row(rows, hidden, path, None, None, None, base, f"failed: {type(exc).__name__}: {str(exc)[:160]}")
         _cupy_row(rows, hidden, net, x, ref, steps, reps, base)
         log(f"hidden {hidden}: " + ", ".join(f"{r['path']} {r['kernel_ms']}" for r in rows if r["hidden"] == hidden))
     return rows
+
+
+def _persistent_row(rows: list[dict], hidden: int, path: str, net: Any, x: torch.Tensor, ref: list[torch.Tensor],
+                    steps: int, reps: int, base: dict[str, float], variant: str, precision: str, block: int | None,
+                    first: bool) -> int:
+    """Time the persistent kernel (BLOCK_B 16/32 when `block` is None, else `block`), check one fresh
+    launch against fp64, time the engine call when this is the variant the engine picks; the block used."""
+    from kernels.eqprop.persistent import prepare
+
+    timed = []
+    for block_b in ((16, 32) if block is None else (block,)):
+        launch, _ = prepare(*_kernel_args(net, x), 0.0, "ce", None, steps, "sync", "hardsigmoid", precision,
+                            block_b=block_b, variant=variant)
+        timed.append((event_ms(launch, reps), block_b))
+    ms, block = min(timed)
+    launch, collect = prepare(*_kernel_args(net, x), 0.0, "ce", None, steps, "sync", "hardsigmoid", precision,
+                              block_b=block, variant=variant)
+    launch()   # one fresh launch = one phase of `steps` sweeps from zero states
+    out, _ = collect()
+    call = partial(_engine_call, "triton", net, x, steps, precision)
+    _row(rows, hidden, path, ms, event_ms(call, reps) if first else None, _rel(out, ref), base,
+         f"BLOCK_B={block}" + (" (best of 16/32)" if len(timed) > 1 else "")
+         + ("; call = settle(backend='triton'): default variant and BLOCK_B" if first else ""))
+    return block
 
 
 def _cupy_row(rows: list[dict], hidden: int, net: Any, x: torch.Tensor, ref: list[torch.Tensor], steps: int, reps: int,
@@ -201,18 +216,21 @@ def bench_wide(steps: int, batch: int, reps: int, log: Callable[[str], None]) ->
         base["graph"] = event_ms(g32.replay, reps)
         net16 = type(net)(net.sizes, seed=0).to(dev).to(torch.bfloat16)
         g16, out16 = _graph(_torch_loop(net16, x.to(torch.bfloat16), steps, torch.bfloat16))
-        graph16 = event_ms(g16.replay, reps)
+        graph16 = base["graph16"] = event_ms(g16.replay, reps)
         _row(rows, hidden, "eager torch loop (fp32)", base["eager"], base["eager"], _rel(eager(), ref), base)
         _row(rows, hidden, "CUDA graph: cuBLAS + separate activation (fp32)", base["graph"], None, _rel(out32, ref), base)
         _row(rows, hidden, "CUDA graph: cuBLAS + separate activation (bf16)", graph16, None, _rel(out16, ref), base)
         for precision in ("bf16", "tf32"):
-            drive, w, b, skips, zeros = _kernel_args(net, x)
-            st = FusedSettler(drive, w, b, skips, [s.shape[1] for s in zeros], 0.0, "ce", False, steps, "sync",
-                              "hardsigmoid", precision, graph=True)
-            out, _ = st(drive, zeros, None)
-            call = partial(_engine_call, "triton", net, x, steps, precision)
-            _row(rows, hidden, f"fused Triton layer kernel + CUDA graph ({precision})", event_ms(st.graph.replay, reps),
-                 event_ms(call, reps), _rel(out, ref), base)
+            path = f"fused Triton layer kernel + CUDA graph ({precision})"
+            try:
+                drive, w, b, skips, zeros = _kernel_args(net, x)
+                st = FusedSettler(drive, w, b, skips, [s.shape[1] for s in zeros], 0.0, "ce", False, steps, "sync",
+                                  "hardsigmoid", precision, graph=True)
+                out, _ = st(drive, zeros, None)
+                call = partial(_engine_call, "triton", net, x, steps, precision)
+                _row(rows, hidden, path, event_ms(st.graph.replay, reps), event_ms(call, reps), _rel(out, ref), base)
+            except Exception as exc:  # noqa: BLE001 - a failing path is a row, not the end of the run
+                _row(rows, hidden, path, None, None, None, base, f"failed: {type(exc).__name__}: {str(exc)[:160]}")
         log(f"hidden {hidden}: " + ", ".join(f"{r['path']} {r['kernel_ms']}" for r in rows if r["hidden"] == hidden))
     return rows
 
@@ -300,16 +318,19 @@ def _fmt(v: Any, digits: int = 3) -> str:
 
 
 def render(env: dict, small: list[dict], wide: list[dict], mem: list[dict], grads: list[dict] | None = None) -> str:
-    head = ["hidden", "path", "kernel ms", "call ms", "x eager", "x graph fp32", "rel err vs fp64", "note"]
+    head = ["hidden", "path", "kernel ms", "call ms", "x eager", "x graph fp32", "x graph bf16", "rel err vs fp64",
+            "note"]
 
     def table(rows: list[dict]) -> str:
         return md_table(head, [[r["hidden"], r["path"], _fmt(r["kernel_ms"]), _fmt(r["call_ms"]), _fmt(r["x_eager"]),
-                                _fmt(r["x_graph"]), _fmt(r["rel_err_fp64"], 2), r["note"]] for r in rows])
+                                _fmt(r["x_graph"]), _fmt(r.get("x_graph_bf16")), _fmt(r["rel_err_fp64"], 2), r["note"]]
+                               for r in rows])
     parts = [f"# EqProp settling benchmark\n\n{env['date']} · {env['device']} · "
              + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
              + f"\n\nCommand: `{env['command']}` ({env['wall_s']:.0f} s). One free phase of {env['steps']} sweeps, "
-             f"batch {env['batch']}, sizes {env['sizes']} (hardsigmoid, sync). x eager / x graph fp32: the eager "
-             "loop's / the fp32 graph-captured cuBLAS loop's kernel ms over this row's kernel ms (same run).\n"]
+             f"batch {env['batch']}, sizes {env['sizes']} (hardsigmoid, sync). x eager / x graph fp32 / x graph bf16: "
+             "the eager loop's / the graph-captured cuBLAS loop's (fp32 / bf16) kernel ms over this row's kernel ms "
+             "(same run, same H).\n"]
     if small:
         parts.append("## Hidden <= 256: persistent kernel\n\n" + table(small) + "\n")
     if wide:
@@ -358,9 +379,15 @@ def main(argv: list[str] | None = None) -> int:
         if "wide" not in skip:
             wide = bench_wide(steps, batch, args.reps, print)
         if "memory" not in skip:
-            mem = bench_memory(batch, print)
+            try:
+                mem = bench_memory(batch, print)
+            except Exception as exc:  # noqa: BLE001 - report and keep the other sections
+                print(f"memory section failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         if "gradients" not in skip:
-            grads = bench_gradients(512, print)
+            try:
+                grads = bench_gradients(512, print)
+            except Exception as exc:  # noqa: BLE001
+                print(f"gradients section failed: {type(exc).__name__}: {exc}", file=sys.stderr)
     env = {"date": utc_stamp(), "device": gpu_name() if not args.cpu_smoke else "cpu",
            "versions": module_versions(["torch", "triton", "cupy"]),
            "command": "python -m jobs.bench.eqprop " + " ".join(argv if argv is not None else sys.argv[1:]),

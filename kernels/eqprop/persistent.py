@@ -226,11 +226,12 @@ def _settle_kernel(s0p, s1p, s2p, s3p, d_ptr, t_ptr, w1p, w2p, w3p, b1p, b2p, b3
 def _chunk_dot(acc, sp, rows, rmask, wp, w_sn, w_sk, KP: tl.constexpr, NP: tl.constexpr, BK: tl.constexpr,
                BLOCK_B: tl.constexpr, PREC: tl.constexpr):
     """acc += S[rows, :KP] @ M with M[kk, n] = wp[n * w_sn + kk * w_sk], in K-chunks of BK (operands of
-    BLOCK_B x BK and BK x NP: small enough for shared memory at NP = 256)."""
+    BLOCK_B x BK and BK x NP: small enough for shared memory at NP = 256). The scratch states are read
+    with .cg (L2, coherent with this program's own stores across the barrier; never a stale cache)."""
     n = tl.arange(0, NP)
     for kc in tl.static_range(0, KP, BK):
         kk = kc + tl.arange(0, BK)
-        a = tl.load(sp + rows[:, None] * KP + kk[None, :], mask=rmask[:, None], other=0.0)
+        a = tl.load(sp + rows[:, None] * KP + kk[None, :], mask=rmask[:, None], other=0.0, cache_modifier=".cg")
         b = tl.load(wp + n[None, :] * w_sn + kk[:, None] * w_sk)
         acc += _mm(a, b, PREC)
     return acc
@@ -253,15 +254,15 @@ def _chunk_layer(rows, rmask, cur_par, nxt_par, low_par, up_par, B, sp, lp, up, 
         acc = tl.zeros((BLOCK_B, P), dtype=tl.float32) + tl.load(bp + cols)[None, :]
         acc = _chunk_dot(acc, lp + low_par * B * PLW, rows, rmask, wl, PLW, 1, PLW, P, BKL, BLOCK_B, PREC)
         if SKL:
-            acc += tl.load(lp + low_par * B * PLW + tile, mask=m2, other=0.0)
+            acc += tl.load(lp + low_par * B * PLW + tile, mask=m2, other=0.0, cache_modifier=".cg")
     if not LAST:
         acc = _chunk_dot(acc, up + up_par * B * PUP, rows, rmask, wu, 1, P, PUP, P, BKU, BLOCK_B, PREC)
         if SKU:
-            acc += tl.load(up + up_par * B * PUP + tile, mask=m2, other=0.0)
+            acc += tl.load(up + up_par * B * PUP + tile, mask=m2, other=0.0, cache_modifier=".cg")
     m = (cols < nk).to(tl.float32)[None, :]
     if LAST:
         if NUDGE:
-            own = tl.load(sp + cur_par * B * P + tile, mask=m2, other=0.0)
+            own = tl.load(sp + cur_par * B * P + tile, mask=m2, other=0.0, cache_modifier=".cg")
             t = tl.load(t_ptr + tile, mask=m2, other=0.0)
             acc = acc - beta * _cost_grad(own, t, m, COST)
     tl.store(sp + nxt_par * B * P + tile, _act(acc, ACT) * m, mask=m2)
@@ -388,9 +389,10 @@ def prepare(drive: torch.Tensor, weights: list[torch.Tensor], biases: list[torch
             variant: str | None = None) -> tuple[Callable[[], None], Callable[[], tuple[list[torch.Tensor], float]]]:
     """(launch, collect): the padded buffers made once; launch() runs the kernel on them (what the
     benchmark times as kernel time; a repeated launch continues from where the last one left the
-    buffers: the same work, other numbers), collect() returns (states, residual) after one launch. `variant`: "onchip" (states in registers,
-    whole weight tiles as dot operands: every layer <= ONCHIP_MAX wide) or "chunked" (states in a
-    scratch, K-chunked matmuls: any layer <= 256); None picks onchip when it applies."""
+    buffers: the same work, other numbers), collect() returns (states, residual) after one launch.
+    `variant`: "onchip" (states in registers, whole weight tiles as dot operands: every layer <=
+    ONCHIP_MAX wide) or "chunked" (states in a scratch, K-chunked matmuls: any layer <= 256); None
+    picks onchip when it applies."""
     widths = [s.shape[1] for s in states]
     if not fits(widths):
         raise ValueError(f"persistent kernel: {len(widths)} state layers of widths {widths}; "
