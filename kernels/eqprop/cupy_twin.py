@@ -82,9 +82,12 @@ ACT_CODE = {"hardsigmoid": 0, "sigmoid": 1, "tanh": 2}
 
 @lru_cache(maxsize=1)
 def _kernels() -> tuple[Any, Any]:
-    from kernels.eqprop.cuda_path import ensure_cuda_path
+    from kernels.eqprop.cuda_path import CudaNotFound, ensure_cuda_path
 
-    ensure_cuda_path()
+    try:
+        ensure_cuda_path()
+    except CudaNotFound:   # CuPy has its own search (e.g. its wheel's NVRTC): let it try, and fail with its error
+        pass
     import cupy
 
     mod = cupy.RawModule(code=SOURCE, options=("--std=c++14",))
