@@ -182,3 +182,21 @@ def test_paired_ci_matches_the_t_interval():
     assert ci["mean"] == pytest.approx(0.5) and ci["lo"] == pytest.approx(0.5 - h) and ci["hi"] == pytest.approx(0.5 + h)
     with pytest.raises(InputError):
         paired_ci([1.0], [1.0])
+
+
+@pytest.mark.gpu
+def test_trainer_trains_eqprop_on_cuda(digits_dir, tmp_path):
+    """On the GPU machine: the surrogate gradient is ep_gradients' on the auto (Triton) backend, and the
+    digits preset trains through the trainer on CUDA to the CPU run's accuracy band."""
+    from actors.trainer.eqprop import ep_gradients
+    from actors.trainer.eqprop.compare import train_and_evaluate
+    from actors.trainer.registry import build_model
+
+    model = build_model("eqprop_mlp", {"sizes": [64, 24, 10], "seed": 5}).cuda()
+    batch = {k: v.cuda() for k, v in _batch().items()}
+    model(batch, 0)["loss"].backward()
+    grads, _ = ep_gradients(model.net, batch["x"], batch["y"], beta=0.5, mode="symmetric")
+    for name, p in model.net.named_parameters():
+        assert torch.equal(p.grad, grads[name]), name
+    r = train_and_evaluate("eqprop_digits.yaml", digits_dir, tmp_path / "run", name="eqprop_mlp")
+    assert r["accuracy"] >= 0.93
