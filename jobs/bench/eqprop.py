@@ -1,7 +1,8 @@
 """EqProp settling kernels and memory: every ratio against a baseline measured in the same run.
 
     python -m jobs.bench.eqprop --out runs/eqprop_bench            # CUDA: the whole table (< 4 min on an H200)
-    python -m jobs.bench.eqprop --cpu-smoke --out DIR               # tiny, CPU, torch backend only (for the tests)
+    python -m jobs.bench.eqprop --cpu-smoke --out DIR               # tiny, CPU, torch backend only (+ EP estimator table)
+    python -m jobs.bench.eqprop --cpu-smoke --skip estimators --out DIR   # the seconds-long version the tests run
     python -m jobs.bench.eqprop --no-compile --out DIR              # skip the torch.compile baseline
 
 One free phase of `--steps` (30) sweeps at batch 1024 of an EqPropNet [784, H, H, 10] (hardsigmoid,
@@ -282,6 +283,28 @@ def bench_gradients(batch: int, log: Callable[[str], None]) -> list[dict]:
     return rows
 
 
+def estimator_accuracy(log: Callable[[str], None]) -> list[dict]:
+    """One-sided / symmetric / holomorphic (N = 4) EP vs BPTT (300 sweeps) in float64 on the CPU:
+    a [16, 32, 32, 4] sigmoid net, batch 64, 300 free and 300 nudged sweeps (converged to 1e-15)."""
+    from actors.trainer.eqprop import MODES, EqPropNet, bptt_gradients, ep_gradients
+
+    net = EqPropNet([16, 32, 32, 4], activation="sigmoid", seed=0).double()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 16, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 4, (64,), generator=g)
+    ref = bptt_gradients(net, x, y, steps=300)
+    rows = []
+    for beta in (0.2, 0.1, 0.05, 0.01):
+        for mode in MODES:
+            est, _ = ep_gradients(net, x, y, beta=beta, mode=mode, steps_free=300, steps_nudged=300, backend="torch")
+            cos = min(float(torch.nn.functional.cosine_similarity(est[k].flatten(), ref[k].flatten(), dim=0))
+                      for k in ref if k.endswith("weight"))
+            rel = max(float((est[k] - ref[k]).norm() / ref[k].norm()) for k in ref)
+            rows.append({"beta": beta, "backend": "torch", "precision": f"fp64 {mode}", "min_cos": cos, "max_rel": rel})
+    log(f"estimators: {[(r['beta'], r['precision'], round(r['max_rel'], 8)) for r in rows]}")
+    return rows
+
+
 def cpu_smoke(log: Callable[[str], None]) -> tuple[list[dict], list[dict]]:
     from actors.trainer.eqprop import bptt_gradients, ep_gradients, settle
     from actors.trainer.eqprop.memory import peak_tensor_bytes
@@ -341,8 +364,10 @@ def render(env: dict, small: list[dict], wide: list[dict], mem: list[dict], grad
             [[m["steps"], _fmt(m["ep_torch_mb"]), _fmt(m["ep_triton_mb"]), _fmt(m["bptt_mb"]), _fmt(m["bptt_over_ep"])]
              for m in mem]) + "\n")
     if grads:
-        parts.append("## EP gradient vs float64 BPTT by kernel precision ([784, 128, 128, 10], symmetric, 100 + 60 steps)"
-                     "\n\n" + md_table(["beta", "backend", "precision", "min cosine (weights)", "max rel err"],
+        title = ("EP estimators vs BPTT, float64 ([16, 32, 32, 4] sigmoid, batch 64, 300 + 300 sweeps)"
+                 if env["device"] == "cpu" else
+                 "EP gradient vs float64 BPTT by kernel precision ([784, 128, 128, 10], symmetric, 100 + 60 sweeps)")
+        parts.append(f"## {title}\n\n" + md_table(["beta", "backend", "precision", "min cosine (weights)", "max rel err"],
                                        [[g["beta"], g["backend"], g["precision"], f"{g['min_cos']:.5f}",
                                          _fmt(g["max_rel"])] for g in grads]) + "\n")
     return "\n".join(parts)
@@ -356,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--cpu-smoke", action="store_true")
-    ap.add_argument("--skip", default="", help="comma list of sections to skip: small, wide, memory, gradients")
+    ap.add_argument("--skip", default="", help="comma list of sections to skip: small, wide, memory, gradients (GPU); estimators (--cpu-smoke)")
     args = ap.parse_args(argv)
     from actors.common.storage import atomic_write_bytes, atomic_write_json
 
@@ -368,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     grads: list[dict] = []
     if args.cpu_smoke:
         small, mem = cpu_smoke(print)
+        if "estimators" not in skip:
+            grads = estimator_accuracy(print)
         steps, batch = 10, 64
     else:
         if not torch.cuda.is_available():
