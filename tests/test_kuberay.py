@@ -4,7 +4,9 @@
   nvidia.com/gpu, tolerations, node selectors, PVCs mounted, Ray token auth, the image tag);
 - every manifest validates against the KubeRay v1.7 CRD schemas (../shared/data/kuberay-crds, their
   openAPIV3Schema converted to JSON Schema) and core objects against basic checks;
-- every RayService import_path resolves to a real module and builder that takes its args;
+- every RayService import_path resolves to a real module and builder that takes its args (the LLM app's
+  args through serve.llm's LLMServeArgs and engine_specs, without building the Ray Serve LLM app);
+- the router app's upstream is the LLM RayService's Serve Service (KubeRay's `<rayservice>-serve-svc`);
 - every RayJob entrypoint parses with that job's own argument parser.
 """
 from __future__ import annotations
@@ -109,7 +111,7 @@ def test_cli_writes_what_render_returns(rendered_dir, own_cluster_jobs):
     for name, obj in expected.items():
         path = rendered_dir / name
         assert yaml.safe_load(path.read_text()) == obj and path.stat().st_mode & 0o777 == 0o644
-    assert {p.name for p in rendered_dir.iterdir()} == {*expected, "rayservice.yaml"}
+    assert {p.name for p in rendered_dir.iterdir()} == {*expected, "rayservice.yaml", "rayservice-llm.yaml"}
 
 
 # ---- the RayService's apps and the RayJobs' entrypoints -------------------------------------------------
@@ -218,6 +220,7 @@ def test_every_manifest_validates(crds, manifests, own_cluster_jobs):
     objects = {**manifests, **{f"own/{k}": v for k, v in own_cluster_jobs.items()}}
     kinds = {o["kind"] for o in objects.values()}
     assert kinds == {"RayCluster", "RayJob", "RayService", "PersistentVolumeClaim"}
+    assert {"rayservice.yaml", "rayservice-llm.yaml"} <= set(objects)
     for name, obj in objects.items():
         assert all_errors(obj) == [], name
 
@@ -249,3 +252,84 @@ def test_serve_config_v2_is_a_valid_serve_deploy_config(manifests):
 
     config = ServeDeploySchema.model_validate(yaml.safe_load(manifests["rayservice.yaml"]["spec"]["serveConfigV2"]))
     assert {a.name for a in config.applications} == set(load_values().serve.apps)
+    llm = ServeDeploySchema.model_validate(yaml.safe_load(manifests["rayservice-llm.yaml"]["spec"]["serveConfigV2"]))
+    assert [a.name for a in llm.applications] == ["llm"]
+
+
+# ---- the LLM app's own RayService ---------------------------------------------------------------------------
+def test_llm_rayservice_follows_the_values(manifests):
+    """Its own cluster on the LLM image (Dockerfile.llm) with the GPU worker group of `llm.worker_group`, the
+    same non-root uid, Ray token auth; no Serve token mounted (serve.llm reads none)."""
+    v = load_values()
+    svc = manifests["rayservice-llm.yaml"]
+    assert svc["kind"] == "RayService" and svc["metadata"]["name"] == f"{v.name}-llm"
+    spec = svc["spec"]["rayClusterConfig"]
+    assert spec["rayVersion"] == v.ray_version and spec["authOptions"] == {"mode": "token"}
+    head = spec["headGroupSpec"]
+    assert head["rayStartParams"]["num-gpus"] == "0"
+    (group,) = spec["workerGroupSpecs"]
+    g = v.llm.worker_group
+    assert (group["minReplicas"], group["maxReplicas"]) == (g.min_replicas, g.max_replicas)
+    assert group["rayStartParams"]["num-gpus"] == str(g.gpus) == "1"
+    for pod in (head["template"], group["template"]):
+        (c,) = pod["spec"]["containers"]
+        assert c["image"] == f"{v.llm.image.repository}:{v.llm.image.tag}" != f"{v.image.repository}:{v.image.tag}"
+        assert pod["spec"]["securityContext"]["runAsUser"] == 1000 and pod["spec"]["securityContext"]["runAsNonRoot"]
+        mounts = {m["mountPath"] for m in c["volumeMounts"]}
+        assert "/data/checkpoints" in mounts and v.serve.auth.mount_path not in mounts
+    (gc,) = group["template"]["spec"]["containers"]
+    assert gc["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert group["template"]["spec"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+
+
+def test_llm_app_args_are_what_serve_llm_accepts(manifests):
+    """import_path serve.llm:build_app resolves to the builder; its args pass LLMServeArgs and engine_specs
+    (the models' EngineSpecs, the gpu profile) without starting Ray."""
+    from serve.llm import LLMServeArgs, build_app, engine_specs
+
+    config = yaml.safe_load(manifests["rayservice-llm.yaml"]["spec"]["serveConfigV2"])
+    (app,) = config["applications"]
+    module, _, attr = app["import_path"].partition(":")
+    assert getattr(importlib.import_module(module), attr) is build_app
+    assert app["route_prefix"] == load_values().llm.route_prefix and config["http_options"]["host"] == "0.0.0.0"
+    assert "auth_token_file" not in app["args"]
+    args = LLMServeArgs.model_validate(app["args"])
+    specs = engine_specs(args.model_copy(update={"check_sources": False}))
+    assert specs and all(not s.on_cpu for s in specs)
+    import ray
+
+    assert not ray.is_initialized()   # nothing above (nor rendering) started Ray
+
+
+def test_router_upstream_is_the_llm_services_url(manifests):
+    """KubeRay names a RayService's Serve Service `<rayservice name>-serve-svc` (ray-operator utils
+    GenerateServeServiceName); it serves the head's `serve` port; the LLM app lives under its route prefix."""
+    v = load_values()
+    svc = manifests["rayservice-llm.yaml"]
+    name, namespace = svc["metadata"]["name"], svc["metadata"]["namespace"]
+    ports = {p["name"]: p["containerPort"] for p in
+             svc["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"]}
+    config = yaml.safe_load(svc["spec"]["serveConfigV2"])
+    prefix = config["applications"][0]["route_prefix"]
+    (router,) = [a for a in serve_apps(manifests) if a["import_path"] == "serve.router:build_app"]
+    assert router["args"]["upstream"] == f"http://{name}-serve-svc.{namespace}.svc:{ports['serve']}{prefix}"
+    assert router["args"]["upstream"] == "http://attractor-llm-serve-svc.attractor.svc:8000/llm"
+    assert config["http_options"]["port"] == ports["serve"] == v.serve.http_port
+
+
+def test_llm_values_errors_and_switch():
+    from cluster.kuberay.render import _app_args, llm_serve_config
+
+    for overrides, field in (({"llm.args.profile": "tpu"}, "llm.args.profile"),
+                             ({"llm.args.bogus": 1}, "llm.args.bogus"),
+                             ({"llm.args.models": ["tiny.yaml"]}, "llm.args.profile"),   # a CPU preset on gpu
+                             ({"llm.args.models": ["nope.yaml"]}, "llm.args.models"),
+                             ({"llm.worker_group.min_replicas": 3}, "llm.worker_group.min_replicas")):
+        with pytest.raises(InputError) as err:
+            llm_serve_config(load_values(overrides=overrides))
+        assert err.value.field == field, (overrides, err.value)
+    off = load_values(overrides={"llm.enabled": False})
+    assert "upstream" not in _app_args(off, "router")
+    assert "rayservice-llm.yaml" not in render(off, with_service=False)
+    mine = load_values(overrides={"serve.apps.router.args.upstream": "http://my-llm:8000"})
+    assert _app_args(mine, "router")["upstream"] == "http://my-llm:8000"   # an explicit upstream is kept

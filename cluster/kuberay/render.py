@@ -1,5 +1,6 @@
 """Render the KubeRay manifests from one values file: a RayCluster, a RayJob per main job, a RayService
-whose serveConfigV2 comes from `python -m serve.build`, and the PersistentVolumeClaims.
+whose serveConfigV2 comes from `python -m serve.build`, the LLM app's own RayService (its image holds
+vLLM: Dockerfile.llm) and the PersistentVolumeClaims.
 
 Every object is built here from the validated values (cluster/kuberay/values.py); nothing is copied
 from a YAML template. `render(values)` returns {file name: object}; `write(objects, out)` writes them.
@@ -14,14 +15,16 @@ import yaml
 from pydantic import ValidationError
 
 from actors.common.storage import atomic_write_text
-from cluster.kuberay.values import GroupValues, HeadValues, Resources, Toleration, Values
+from cluster.kuberay.values import GroupValues, HeadValues, Image, Resources, Toleration, Values
 
-__all__ = ["ROOT", "cluster_spec", "entrypoint", "pending_jobs", "render", "serve_config", "write"]
+__all__ = ["LLM_IMPORT_PATH", "ROOT", "cluster_spec", "entrypoint", "llm_serve_config", "llm_service_name",
+           "llm_upstream", "pending_jobs", "render", "serve_config", "write"]
 
 ROOT = Path(__file__).resolve().parents[2]   # the repository (the image's working directory)
 API = "ray.io/v1"
 UID = 1000   # the Dockerfile's non-root user
 GRPC_SERVICERS = {"serve.validation": "serve.protos.validation_pb2_grpc.add_ValidationServiceServicer_to_server"}
+LLM_IMPORT_PATH = "serve.llm:build_app"
 
 
 def _labels(v: Values, component: str) -> dict[str, str]:
@@ -44,11 +47,11 @@ def _tolerations(ts: list[Toleration]) -> list[dict]:
     return [t.model_dump(exclude_none=True) for t in ts]
 
 
-def _volumes(v: Values) -> tuple[list[dict], list[dict]]:
-    """(pod volumes, container mounts): the PVCs, the Serve token Secret (read-only), Ray's /tmp/ray."""
+def _volumes(v: Values, token: bool = True) -> tuple[list[dict], list[dict]]:
+    """(pod volumes, container mounts): the PVCs, the Serve token Secret (read-only; `token`), Ray's /tmp/ray."""
     vols = [{"name": k, "persistentVolumeClaim": {"claimName": f"{v.name}-{k}"}} for k in v.volumes]
     mounts = [{"name": k, "mountPath": vol.mount_path} for k, vol in v.volumes.items()]
-    if v.serve.auth.enabled:
+    if token and v.serve.auth.enabled:
         vols.append({"name": "api-token", "secret": {"secretName": v.serve.auth.secret_name, "defaultMode": 0o440}})
         mounts.append({"name": "api-token", "mountPath": v.serve.auth.mount_path, "readOnly": True})
     vols.append({"name": "ray-logs", "emptyDir": {}})
@@ -57,13 +60,13 @@ def _volumes(v: Values) -> tuple[list[dict], list[dict]]:
 
 
 def _pod(v: Values, container: str, resources: Resources, gpus: int, node_selector: dict, tolerations: list,
-         ports: dict[str, int]) -> dict:
-    vols, mounts = _volumes(v)
+         ports: dict[str, int], image: Image, token: bool) -> dict:
+    vols, mounts = _volumes(v, token)
     spec: dict[str, Any] = {
         "securityContext": {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID,
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [{
-            "name": container, "image": v.image.ref, "imagePullPolicy": v.image.pull_policy,
+            "name": container, "image": image.ref, "imagePullPolicy": image.pull_policy,
             "resources": _resources(resources, gpus),
             "ports": [{"name": n, "containerPort": p} for n, p in ports.items()],
             "volumeMounts": mounts,
@@ -78,18 +81,18 @@ def _pod(v: Values, container: str, resources: Resources, gpus: int, node_select
     return {"spec": spec}
 
 
-def _head(v: Values, h: HeadValues) -> dict:
+def _head(v: Values, h: HeadValues, image: Image, token: bool) -> dict:
     ports = {"gcs-server": 6379, "dashboard": 8265, "client": 10001, "serve": v.serve.http_port,
              "grpc": v.serve.grpc_port, "metrics": v.metrics_port}
     return {
         "serviceType": "ClusterIP",
         "rayStartParams": {"num-cpus": str(h.num_cpus), "num-gpus": "0", "dashboard-host": "0.0.0.0",
                            "metrics-export-port": str(v.metrics_port)},
-        "template": _pod(v, "ray-head", h.resources, 0, h.node_selector, h.tolerations, ports),
+        "template": _pod(v, "ray-head", h.resources, 0, h.node_selector, h.tolerations, ports, image, token),
     }
 
 
-def _group(v: Values, name: str, g: GroupValues) -> dict:
+def _group(v: Values, name: str, g: GroupValues, image: Image, token: bool) -> dict:
     start = {"metrics-export-port": str(v.metrics_port)}
     if g.gpus:
         start["num-gpus"] = str(g.gpus)
@@ -98,20 +101,24 @@ def _group(v: Values, name: str, g: GroupValues) -> dict:
         "replicas": g.min_replicas if g.replicas is None else g.replicas,
         "rayStartParams": start,
         "template": _pod(v, "ray-worker", g.resources, g.gpus, g.node_selector, g.tolerations,
-                         {"metrics": v.metrics_port}),
+                         {"metrics": v.metrics_port}, image, token),
     }
 
 
-def cluster_spec(v: Values) -> dict:
-    """The RayCluster spec (also the RayService's rayClusterConfig and an own-cluster RayJob's)."""
+def cluster_spec(v: Values, *, image: Image | None = None, groups: dict[str, GroupValues] | None = None,
+                 token: bool = True) -> dict:
+    """The RayCluster spec (also the RayService's rayClusterConfig and an own-cluster RayJob's); the LLM
+    RayService's has its own image and worker groups, and no Serve token mounted (serve.llm reads none)."""
+    image = image or v.image
+    groups = v.worker_groups if groups is None else groups
     spec: dict[str, Any] = {
         "rayVersion": v.ray_version,
         "enableInTreeAutoscaling": True,
         "autoscalerOptions": {"upscalingMode": "Default", "idleTimeoutSeconds": v.autoscaler_idle_timeout_s,
                               "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True,
                                                   "capabilities": {"drop": ["ALL"]}}},
-        "headGroupSpec": _head(v, v.head),
-        "workerGroupSpecs": [_group(v, n, g) for n, g in v.worker_groups.items()],
+        "headGroupSpec": _head(v, v.head, image, token),
+        "workerGroupSpecs": [_group(v, n, g, image, token) for n, g in groups.items()],
     }
     if v.ray_token_auth:
         spec["authOptions"] = {"mode": "token"}   # KubeRay creates the token Secret and sets RAY_AUTH_* in every pod
@@ -127,6 +134,8 @@ def _app_args(v: Values, app: str) -> dict:
 
     a = v.serve.apps[app]
     args = dict(a.args)
+    if a.module == "serve.router" and v.llm.enabled and "upstream" not in args:
+        args["upstream"] = llm_upstream(v)   # the pass-through's LLM app: the LLM RayService's Serve Service
     if v.serve.auth.enabled:
         args["auth_token_file"] = f"{v.serve.auth.mount_path}/{v.serve.auth.secret_key}"
     try:
@@ -156,6 +165,45 @@ def serve_config(v: Values) -> dict:
         entry.update(name=name, route_prefix=a.route_prefix, import_path=f"{a.module}:build_app",
                      args=args[name])
     return config
+
+
+def llm_service_name(v: Values) -> str:
+    """The LLM RayService's name; KubeRay names its Serve Service `<name>-serve-svc`."""
+    return f"{v.name}-llm"
+
+
+def llm_upstream(v: Values) -> str:
+    """The LLM app's in-cluster base URL: KubeRay's Serve Service of the LLM RayService (`<rayservice>-serve-svc`,
+    kuberay ray-operator/controllers/ray/utils/util.go GenerateServeServiceName), port `serve`, the route prefix."""
+    prefix = "" if v.llm.route_prefix == "/" else v.llm.route_prefix.rstrip("/")
+    return f"http://{llm_service_name(v)}-serve-svc.{v.namespace}.svc:{v.serve.http_port}{prefix}"
+
+
+def _llm_args(v: Values) -> dict:
+    """The LLM app's args, checked as its builder would check them (LLMServeArgs, then every model's
+    EngineSpec, profile and accelerator) but without building the Ray Serve LLM app (that starts Ray) and
+    without the model directories (they live on the cluster's volume: the pod checks them when it starts)."""
+    from actors.common.config import validated
+    from actors.common.errors import InputError
+    from serve.common import parse_cli_args
+    from serve.llm import LLMServeArgs, engine_specs
+
+    args = dict(v.llm.args)
+    cfg = validated(LLMServeArgs, parse_cli_args(args), prefix="llm.args.")
+    try:
+        engine_specs(cfg.model_copy(update={"check_sources": False}))
+    except InputError as exc:
+        raise InputError(f"llm.args.{exc.field}", exc.message, exc.allowed) from None
+    return args
+
+
+def llm_serve_config(v: Values) -> dict:
+    """The LLM RayService's Serve config: one application `llm` (`serve.llm:build_app` with the values' args),
+    the proxy on 0.0.0.0 inside the pod. Written directly, not by `serve build`: building a Ray Serve LLM
+    app needs a Ray runtime. No bearer token: serve.llm has no token check (docs/deploy.md)."""
+    return {"proxy_location": "EveryNode", "http_options": {"host": "0.0.0.0", "port": v.serve.http_port},
+            "applications": [{"name": "llm", "route_prefix": v.llm.route_prefix, "import_path": LLM_IMPORT_PATH,
+                              "args": _llm_args(v)}]}
 
 
 def pending_jobs(v: Values) -> list[str]:
@@ -188,7 +236,7 @@ def _pvc(v: Values, key: str) -> dict:
 
 
 def render(v: Values, *, with_service: bool = True) -> dict[str, dict]:
-    """{file name: manifest}; `with_service=False` skips the RayService (no `serve build` subprocess)."""
+    """{file name: manifest}; `with_service=False` skips the RayServices (no `serve build` subprocess)."""
     out = {f"pvc-{k}.yaml": _pvc(v, k) for k in v.volumes}
     out["raycluster.yaml"] = {"apiVersion": API, "kind": "RayCluster", "metadata": _meta(v, v.name, "cluster"),
                               "spec": cluster_spec(v)}
@@ -202,6 +250,13 @@ def render(v: Values, *, with_service: bool = True) -> dict[str, dict]:
             "spec": {"serveConfigV2": yaml.safe_dump(serve_config(v), sort_keys=False),
                      "upgradeStrategy": {"type": "NewCluster"},   # zero-downtime: the new cluster takes over when ready
                      "rayClusterConfig": cluster_spec(v)}}
+    if with_service and v.llm.enabled:
+        out["rayservice-llm.yaml"] = {
+            "apiVersion": API, "kind": "RayService", "metadata": _meta(v, llm_service_name(v), "llm"),
+            "spec": {"serveConfigV2": yaml.safe_dump(llm_serve_config(v), sort_keys=False),
+                     "upgradeStrategy": {"type": "NewCluster"},
+                     "rayClusterConfig": cluster_spec(v, image=v.llm.image, groups={"gpu": v.llm.worker_group},
+                                                      token=False)}}
     return out
 
 

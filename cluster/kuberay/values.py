@@ -2,7 +2,7 @@
 errors naming the field, before anything is rendered).
 
     cluster/kuberay/values.yaml    the defaults (a CPU head, `gpu` and `cpu` worker groups, four Serve apps,
-                                   three RayJobs, two volumes)
+                                   four RayJobs, two volumes, and the LLM app's own RayService: `llm`)
     python -m cluster.kuberay render --values my.yaml --out manifests/
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 from actors.common.config import Strict, load_yaml, validated
 from actors.common.errors import InputError
 
-__all__ = ["DEFAULT_VALUES", "AppValues", "GroupValues", "JobValues", "Values", "load_values"]
+__all__ = ["DEFAULT_VALUES", "AppValues", "GroupValues", "JobValues", "LLMValues", "Values", "load_values"]
 
 DEFAULT_VALUES = Path(__file__).with_name("values.yaml")
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"   # a Kubernetes resource quantity
@@ -117,6 +117,19 @@ class ServeValues(Strict):
     apps: dict[str, AppValues] = Field(default_factory=dict)
 
 
+class LLMValues(Strict):
+    """The LLM app (serve/llm.py: vLLM through Ray Serve LLM) in its own RayService and image (Dockerfile.llm:
+    vLLM pins its own torch and FastAPI). `args` are serve.llm's LLMServeArgs (models, model_source, model_id,
+    profile, check_sources); the router app's `upstream` points at this service when enabled."""
+
+    enabled: bool = True
+    image: Image = Field(default_factory=lambda: Image(repository="ghcr.io/attractor/attractor-llm"))
+    route_prefix: str = Field("/llm", pattern=r"^/[a-z0-9/_-]*$")
+    args: dict[str, Any] = Field(default_factory=lambda: {"models": ["qwen2.5-0.5b-dummy.yaml"], "profile": "gpu"})
+    worker_group: GroupValues = Field(default_factory=lambda: GroupValues(
+        min_replicas=1, max_replicas=2, gpus=1, resources=Resources(cpu="8", memory="64Gi")))
+
+
 class Values(Strict):
     name: str = Field("attractor", pattern=DNS_LABEL)
     namespace: str = Field("attractor", pattern=DNS_LABEL)
@@ -131,6 +144,7 @@ class Values(Strict):
     serve: ServeValues = Field(default_factory=ServeValues)
     jobs: dict[str, JobValues] = Field(default_factory=dict)
     jobs_cluster: Literal["shared", "own"] = "shared"    # RayJobs on the RayCluster, or each on its own cluster
+    llm: LLMValues = Field(default_factory=lambda: LLMValues(enabled=False))
 
     @model_validator(mode="after")
     def _names(self) -> Values:
