@@ -46,6 +46,7 @@ naming `upstream`. The upstream's own errors (its 4xx with OpenAI's envelope) ar
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 import uuid
@@ -236,6 +237,28 @@ def routed_text(body: dict[str, Any], chat: bool) -> str:
     return prompt
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} overflows a float")
+    return value
+
+
+def strict_json(raw: bytes) -> Any:
+    """The request body as strict JSON: NaN / Infinity literals and numbers that overflow a float (which the
+    upstream could not be sent) and nesting deeper than Python's parser goes are the client's error, not a
+    500."""
+    try:
+        return json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise InputError("body", f"not valid JSON: {reason}", "a JSON object (finite numbers)") from None
+
+
 class PassThrough:
     """Forwards OpenAI-compatible requests to the LLM app, deciding `model: auto` with the router first."""
 
@@ -278,10 +301,7 @@ class PassThrough:
                                       "a running OpenAI-compatible server") from None
 
     async def forward(self, request: Request, path: str, chat: bool) -> Response:
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            raise InputError("body", "not valid JSON", "a JSON object") from None
+        body = strict_json(await request.body())
         if not isinstance(body, dict):
             raise InputError("body", f"a JSON {type(body).__name__}", "a JSON object")
         model_name = body.get("model")

@@ -9,37 +9,14 @@ import time
 
 import numpy as np
 import pytest
-from fastapi import Request
 from fastapi.testclient import TestClient
+from reliability.openai_standin import Standin, loopback_port, synthetic_router, unit_rows
 from scipy.special import logsumexp, softmax
 
 from actors.common.errors import InputError
-from actors.router.config import EnergyConfig, ModelCard
-from actors.router.router import fit_router, load_router, save_router
+from actors.router.router import load_router, save_router
 from serve.common import parse_cli_args
 from serve.router import RouterServeArgs, build_app, load_or_fit, make_fastapi
-
-CARDS = [ModelCard(name="weak", cost=0.24, latency_s=1.0, context_tokens=32_768),
-         ModelCard(name="strong", cost=24.7, latency_s=2.0, context_tokens=128_000)]
-
-
-def unit_rows(n: int, seed: int) -> np.ndarray:
-    x = np.random.default_rng(seed).normal(size=(n, 384))
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def synthetic_router(seed: int = 0):
-    """A router fitted on 400 seeded routes whose strong-better label depends on one direction."""
-    E = unit_rows(400, seed)
-    rng = np.random.default_rng(seed + 1)
-    better = (E[:, 0] + rng.normal(0, 0.02, 400)) > 0.02
-    weak_r = np.where(better, 0.0, (rng.random(400) > 0.3).astype(float))
-    strong_r = np.where(better, 1.0, weak_r)
-    from actors.router.config import DomainConfig, PredictorConfig
-
-    return fit_router(E, strong_r - weak_r, np.stack([weak_r, strong_r], 1), CARDS, 1,
-                      predictor=PredictorConfig(C=10.0), domains=DomainConfig(n_domains=4),
-                      energy=EnergyConfig(temperature=0.5))
 
 
 @pytest.fixture(scope="module")
@@ -220,54 +197,11 @@ def test_serve_end_to_end(serve_instance, router, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def upstream():
-    """An OpenAI-shaped server on a free loopback port standing in for serve.llm (the real app is tested with
-    the router in tests/llm, in the vLLM venv): it answers with the model and messages it received, streams
-    two SSE events, and 404s an unknown model in OpenAI's envelope. Yields (base URL, received bodies)."""
-    import threading
-
-    import uvicorn
-    from fastapi import FastAPI
-    from fastapi.responses import JSONResponse, StreamingResponse
-
-    seen: list[dict] = []
-    app = FastAPI()
-
-    @app.get("/llm/v1/models")
-    def models():
-        return {"object": "list", "data": [{"id": "tiny-a", "object": "model"}, {"id": "tiny-b", "object": "model"}]}
-
-    @app.post("/llm/v1/{kind:path}")
-    async def generate(kind: str, request: Request):
-        body = await request.json()
-        seen.append({"path": kind, **body})
-        if body["model"] not in ("tiny-a", "tiny-b"):
-            return JSONResponse({"error": {"message": f"model {body['model']} does not exist", "type": "NotFoundError",
-                                           "param": "model", "code": 404}}, status_code=404)
-        if body.get("stream"):
-            async def events():
-                yield f"data: {{\"model\": \"{body['model']}\", \"n\": 1}}\n\n".encode()
-                yield b"data: [DONE]\n\n"
-            return StreamingResponse(events(), media_type="text/event-stream")
-        return {"object": kind, "model": body["model"], "echo": body.get("messages") or body.get("prompt")}
-
-    port = _loopback_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/llm", seen
-    server.should_exit = True
-    thread.join(timeout=10)
-
-
-def _loopback_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """An OpenAI-shaped server on a free loopback port standing in for serve.llm (reliability.openai_standin).
+    Yields (base URL, received bodies)."""
+    standin = Standin()
+    yield standin.url, standin.seen
+    standin.close()
 
 
 def _passthrough(router, upstream_url, **args):
@@ -327,6 +261,10 @@ def test_named_models_pass_untouched_streams_and_upstream_errors_come_back(route
     ("/v1/chat/completions", b'{"model": "auto", "messages": []}', 422, "messages"),
     ("/v1/completions", b'{"model": "auto", "prompt": [1, 2, 3]}', 422, "prompt"),
     ("/v1/completions", b'{"model": "auto", "prompt": "   "}', 422, "prompt"),
+    # found by the reliability fuzz: each was a 500 (httpx cannot send non-finite numbers; json's RecursionError)
+    ("/v1/completions", b'{"model": "tiny-a", "prompt": "hi", "temperature": NaN}', 422, "body"),
+    ("/v1/completions", b'{"model": "tiny-a", "prompt": "hi", "max_tokens": 1e400}', 422, "body"),
+    ("/v1/chat/completions", b"[" * 100_000 + b"]" * 100_000, 422, "body"),
 ])
 def test_bad_pass_through_requests_name_the_field(router, upstream, path, content, status, field):
     client = _passthrough(router, upstream[0])
@@ -340,7 +278,7 @@ def test_missing_or_unreachable_upstream_is_503_and_engines_are_checked(router):
     client = TestClient(make_fastapi({}, router=copy.deepcopy(router)))
     r = client.post("/v1/completions", json={"model": "auto", "prompt": "hi"})
     assert r.status_code == 503 and _field(r) == "upstream"
-    client = _passthrough(router, f"http://127.0.0.1:{_loopback_port()}/llm")      # nothing listens there
+    client = _passthrough(router, f"http://127.0.0.1:{loopback_port()}/llm")      # nothing listens there
     r = client.post("/v1/completions", json={"model": "tiny-a", "prompt": "hi"})
     assert r.status_code == 503 and _field(r) == "upstream"
     with pytest.raises(InputError) as e:

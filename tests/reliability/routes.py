@@ -18,7 +18,9 @@ import numpy as np
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-APP_MODULES = {"sweep": "serve.sweep", "te": "serve.te", "validation": "serve.validation"}
+from .openai_standin import shared_standin, synthetic_router
+
+APP_MODULES = {"sweep": "serve.sweep", "te": "serve.te", "validation": "serve.validation", "router": "serve.router"}
 # no answer may show where the server runs from: the repository, the installed packages, pytest's temp dirs
 ROOT_HINTS = (str(Path(__file__).resolve().parents[2]), "site-packages", "pytest-of-")
 
@@ -36,6 +38,9 @@ def app_args(name: str, tmp: Path) -> dict[str, Any]:
         "validation": {**common, "request_timeout_s": 15.0, "max_inline_rows": 60, "max_rows": 100, "max_k": 5,
                        "signature_dir": str(tmp / "signatures"), "model_dir": str(tmp / "models"),
                        "seed_cases": ["label_noise", "clean"], "seed_severities": ["high"]},
+        # the pass-through goes to the OpenAI stand-in (reliability.openai_standin), started on first use
+        "router": {**common, "max_prompt_chars": 2000, "upstream": shared_standin().url,
+                   "engines": {"weak": "tiny-a", "strong": "tiny-b"}},
     }[name]
 
 
@@ -44,6 +49,10 @@ def make_app(name: str, tmp: Path) -> FastAPI:
     import importlib
 
     module = importlib.import_module(APP_MODULES[name])
+    if name == "router":   # a router fitted on seeded synthetic data, deciding by argmin (temperature 0)
+        router = synthetic_router()
+        router.energy = router.energy.model_copy(update={"temperature": 0.0})
+        return module.make_fastapi(app_args(name, tmp), router=router)
     return module.make_fastapi(app_args(name, tmp))
 
 
@@ -224,8 +233,38 @@ VALID: dict[tuple[str, str, str], RouteCase] = {
                                                                "rows": {"records": REAL[:5]}})),
 }
 
-# keys whose values differ between two runs of the same request (ids, timings)
-VOLATILE = frozenset({"id", "network_id", "model_id", "href", "seconds", "submitted", "wall_seconds"})
+def _route_id(client: TestClient) -> str:
+    r = client.post("/route", json=ROUTE)
+    _ok(r)
+    return r.json()["request_id"]
+
+
+def _passed_through(r) -> None:
+    _ok(r)
+    assert r.json()["model"] in ("tiny-a", "tiny-b") and r.headers["x-attractor-engine"] == r.json()["model"], r.text
+
+
+ROUTE = {"prompt": "Prove that the square root of two is irrational.", "temperature": 0.0}
+CHAT = {"model": "auto", "messages": [{"role": "system", "content": "be brief"},
+                                      {"role": "user", "content": "What is 17 * 23?"}], "max_tokens": 8}
+VALID.update({
+    ("router", "GET", "/healthz"): RouteCase(lambda c: Request("GET", "/healthz"), examples=10),
+    ("router", "POST", "/route"): RouteCase(lambda c: Request("POST", "/route", body=ROUTE)),
+    ("router", "POST", "/route/feedback"): RouteCase(
+        lambda c: Request("POST", "/route/feedback", body={"request_id": _route_id(c), "quality": 1.0}),
+        examples=30),
+    ("router", "GET", "/v1/models"): RouteCase(lambda c: Request("GET", "/v1/models"), examples=10),
+    ("router", "POST", "/v1/chat/completions"): RouteCase(
+        lambda c: Request("POST", "/v1/chat/completions", body=CHAT), _passed_through),
+    ("router", "POST", "/v1/completions"): RouteCase(
+        lambda c: Request("POST", "/v1/completions", body={"model": "auto", "prompt": "Translate 'cat' to French.",
+                                                          "max_tokens": 8}), _passed_through),
+})
+
+# keys whose values differ between two runs of the same request (ids, timings; the router's posterior, which
+# each rated decision moves)
+VOLATILE = frozenset({"id", "network_id", "model_id", "href", "seconds", "submitted", "wall_seconds",
+                      "request_id", "posterior", "timing_us"})
 
 
 def stable(doc: Any) -> Any:
@@ -287,6 +326,10 @@ def check_contract(request: str, r, known: Known | None = None) -> str:
     status = r.status_code
     if status >= 400:
         body = r.json()
+        if " /v1/" in request.split(" params=")[0] and set(body) == {"error"}:
+            # the router's pass-through hands the LLM app's own 4xx back in OpenAI's envelope
+            assert set(body["error"]) >= {"message", "type", "param", "code"} and status < 500, where
+            return f"{status} upstream"
         assert set(body) == {"detail"} and isinstance(body["detail"], dict), where
         detail = body["detail"]
         assert set(detail) == {"field", "message", "allowed"}, where

@@ -302,6 +302,11 @@ def route_strategy(route: APIRoute, valid: Request, bases: tuple[Request, ...] =
                          st.sampled_from(bodies).flatmap(mutations).map(to_req),
                          st.sampled_from(bodies).flatmap(mutations).map(to_req),
                          raw_payloads(valid))
+    if valid.body is not NO_BODY and isinstance(valid.body, dict):   # a raw body read by the route itself
+        to_req = lambda body: Request(valid.method, valid.url, params=valid.params, body=body)  # noqa: E731
+        bodies = [v.body for v in (valid, *bases)]
+        return st.one_of(st.sampled_from(bodies).flatmap(mutations).map(to_req),
+                         st.sampled_from(bodies).flatmap(mutations).map(to_req), raw_payloads(valid))
     query, path = _param_strategies(route)
     if not query and not path:   # no inputs: junk query strings and bodies it must ignore or refuse
         extras = st.dictionaries(text, text.map(str), max_size=3)
