@@ -237,7 +237,7 @@ def bench_wide(steps: int, batch: int, reps: int, log: Callable[[str], None]) ->
 
 
 def bench_memory(batch: int, log: Callable[[str], None]) -> list[dict]:
-    from actors.trainer.eqprop import bptt_gradients, ep_gradients
+    from actors.trainer.eqprop import bptt_gradients, ep_gradients, implicit_gradients
 
     dev = torch.device("cuda")
     net, _, x, y = _case([784, 256, 256, 10], batch, dev)
@@ -256,8 +256,13 @@ def bench_memory(batch: int, log: Callable[[str], None]) -> list[dict]:
         ep_t = peak(lambda n=n: ep_gradients(net, x, y, steps_free=n, steps_nudged=n, backend="torch"))
         ep_k = peak(lambda n=n: ep_gradients(net, x, y, steps_free=n, steps_nudged=n, backend="triton"))
         bp = peak(lambda n=n: bptt_gradients(net, x, y, steps=n))
+        try:
+            im: float | None = peak(lambda n=n: implicit_gradients(net, x, y, steps=n, backend="triton")) / 2**20
+        except Exception as exc:  # noqa: BLE001 - e.g. the adjoint not converging at n = 10: a cell says so
+            im = None
+            log(f"implicit at {n} steps: {type(exc).__name__}: {exc}")
         rows.append({"steps": n, "ep_torch_mb": ep_t / 2**20, "ep_triton_mb": ep_k / 2**20, "bptt_mb": bp / 2**20,
-                     "bptt_over_ep": bp / max(ep_t, 1)})
+                     "implicit_mb": im, "bptt_over_ep": bp / max(ep_t, 1)})
         log(f"memory steps {n}: ep torch {ep_t / 2**20:.1f} MB, ep triton {ep_k / 2**20:.1f} MB, bptt {bp / 2**20:.1f} MB")
     return rows
 
@@ -306,7 +311,7 @@ def estimator_accuracy(log: Callable[[str], None]) -> list[dict]:
 
 
 def cpu_smoke(log: Callable[[str], None]) -> tuple[list[dict], list[dict]]:
-    from actors.trainer.eqprop import bptt_gradients, ep_gradients, settle
+    from actors.trainer.eqprop import bptt_gradients, ep_gradients, implicit_gradients, settle
     from actors.trainer.eqprop.memory import peak_tensor_bytes
 
     dev = torch.device("cpu")
@@ -320,8 +325,9 @@ def cpu_smoke(log: Callable[[str], None]) -> tuple[list[dict], list[dict]]:
     for n in (10, 100):
         ep = peak_tensor_bytes(lambda n=n: ep_gradients(net, x, y, steps_free=n, steps_nudged=n, backend="torch"))[0]
         bp = peak_tensor_bytes(lambda n=n: bptt_gradients(net, x, y, steps=n))[0]
+        im = peak_tensor_bytes(lambda n=n: implicit_gradients(net, x, y, steps=max(n, 50)))[0]
         mem.append({"steps": n, "ep_torch_mb": ep / 2**20, "ep_triton_mb": None, "bptt_mb": bp / 2**20,
-                    "bptt_over_ep": bp / max(ep, 1)})
+                    "implicit_mb": im / 2**20, "bptt_over_ep": bp / max(ep, 1)})
     log(f"cpu smoke: eager {best:.3f} ms, memory {mem}")
     return rows, mem
 
@@ -360,9 +366,9 @@ def render(env: dict, small: list[dict], wide: list[dict], mem: list[dict], grad
         parts.append("## Hidden 512-2048: fused epilogue + CUDA graph\n\n" + table(wide) + "\n")
     if mem:
         parts.append("## Peak memory vs settling steps (EP vs BPTT)\n\n" + md_table(
-            ["steps", "EP torch MB", "EP triton MB", "BPTT MB", "BPTT / EP"],
-            [[m["steps"], _fmt(m["ep_torch_mb"]), _fmt(m["ep_triton_mb"]), _fmt(m["bptt_mb"]), _fmt(m["bptt_over_ep"])]
-             for m in mem]) + "\n")
+            ["steps", "EP torch MB", "EP triton MB", "BPTT MB", "implicit (DEQ adjoint) MB", "BPTT / EP torch"],
+            [[m["steps"], _fmt(m["ep_torch_mb"]), _fmt(m["ep_triton_mb"]), _fmt(m["bptt_mb"]),
+              _fmt(m.get("implicit_mb")), _fmt(m["bptt_over_ep"])] for m in mem]) + "\n")
     if grads:
         title = ("EP estimators vs BPTT, float64 ([16, 32, 32, 4] sigmoid, batch 64, 300 + 300 sweeps)"
                  if env["device"] == "cpu" else

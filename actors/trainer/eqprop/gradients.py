@@ -157,13 +157,18 @@ def _live_couplings(net: EqPropNet, x: Tensor) -> Couplings:
 
 
 def implicit_gradients(net: EqPropNet, x: Tensor, y: Tensor, *, cost: str = "ce", steps: int = 200,
-                       adjoint_steps: int = 500, tol: float = 1e-10, backend: str = "torch") -> dict[str, Tensor]:
+                       adjoint_steps: int = 500, tol: float | None = None, backend: str = "torch") -> dict[str, Tensor]:
     """The implicit (DEQ) gradient at the free fixed point: settle without a graph, solve
     lam = J_s^T lam + dC/ds by iteration (NotConverged naming the adjoint's residual if it does not
     reach `tol` relative to |dC/ds| within `adjoint_steps`), return lam^T J_theta. Memory is constant in
-    `steps`; it equals EP's beta -> 0 limit (the energy's Hessian is symmetric)."""
+    `steps`; it equals EP's beta -> 0 limit (the energy's Hessian is symmetric). `tol` defaults to 1e-10
+    in float64 and 1e-5 otherwise."""
     check_steps(adjoint_steps, "adjoint_steps")
     x = net.check_input(x)
+    if tol is None:
+        tol = 1e-10 if x.dtype == torch.float64 else 1e-5
+    elif isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol > 0:
+        raise InputError("tol", f"{tol!r}", "a number > 0 or None")
     target = targets(y, net.sizes[-1], cost, x.shape[0], x.dtype)
     star, _ = settle_residual(net, x, cost=cost, steps=steps, backend=backend)
     params = list(net.parameters())
