@@ -227,3 +227,51 @@ def test_cuda_pruned_two_d_layout_equals_one_d_float32():
         two = ksg_batch_pruned(batch, k=4, strip=strip, win=32)
         for c in ("n_xz", "n_yz", "n_z", "eps"):
             np.testing.assert_array_equal(getattr(two, c).cpu().numpy(), getattr(one, c).cpu().numpy())
+
+
+def _five_nodes(T: int, seed: int) -> np.ndarray:
+    """0 AR(1) -> 1 -> 2, 0 and 2 -> 3, 4 independent (as tests/test_te_multivariate.py)."""
+    rng = np.random.default_rng(seed)
+    e = rng.standard_normal((T, 5))
+    d = np.zeros((T, 5))
+    for t in range(T - 1):
+        d[t + 1, 0] = 0.5 * d[t, 0] + e[t + 1, 0]
+        d[t + 1, 1] = 0.3 * d[t, 1] + 0.8 * d[t, 0] + 0.5 * e[t + 1, 1]
+        d[t + 1, 2] = 0.3 * d[t, 2] + 0.8 * d[t, 1] + 0.5 * e[t + 1, 2]
+        d[t + 1, 3] = 0.3 * d[t, 3] + 0.6 * d[t, 0] + 0.6 * d[t, 2] + 0.5 * e[t + 1, 3]
+        d[t + 1, 4] = e[t + 1, 4]
+    return d
+
+
+@pytest.mark.parametrize("T", [1500, 6000])   # 6000 >= 5000: the pruned kernel's 2-D (strip) layout
+def test_cuda_multivariate_batched_matches_cpu_selection(T):
+    """The lockstep batched selection on CUDA (float32 Triton) picks the CPU path's sources (float64 cKDTree),
+    with conditional TE within the float32 tolerance; the torch twin on CUDA agrees too."""
+    from actors.te.config import NetworkConfig
+    from actors.te.multivariate import select_sources
+    from actors.te.multivariate_batched import select_sources_batched
+
+    data = _five_nodes(T, 1)
+    cfg = NetworkConfig.model_validate({"significance": {"n_surrogates": 19}, "lags": (1, 2)})
+    cpu = [select_sources(data, j, cfg) for j in range(5)]
+    assert {(s, 3) for s, _ in cpu[3].selected} >= {(0, 3), (2, 3)}
+    for backend in ("triton", "torch"):
+        got = select_sources_batched(data, range(5), cfg, backend=backend)
+        for a, b in zip(cpu, got, strict=True):
+            assert a.selected == b.selected, (backend, a.target, a.selected, b.selected)
+            for c in a.selected:
+                assert abs(a.te[c] - b.te[c]) < F32_TE_TOL, (backend, a.target, c)
+
+
+def test_cuda_recovery_bench_small(tmp_path):
+    """jobs.bench.te_recovery end to end on the GPU at a small size (both systems, both modes)."""
+    import json
+
+    from jobs.bench.te_recovery import main
+
+    assert main(["--nodes", "12", "--T", "3000", "--surrogates", "50", "--alpha-mv", "0.02",
+                 "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "te_recovery.json").read_text())
+    assert len(doc["results"]) == 4 and doc["gpu"] != "none"
+    for r in doc["results"]:
+        print(r["system"], r["mode"], r["precision"], r["recall"], r["wall_s"])

@@ -103,9 +103,10 @@ def score(found: set[tuple[int, int]], truth: set[tuple[int, int]]) -> dict:
 
 def network_config(mode: str, args: argparse.Namespace) -> dict:
     alpha = args.alpha_biv if mode == "bivariate" else args.alpha_mv
+    n_surr = args.surrogates if mode == "bivariate" else (args.mv_surrogates or args.surrogates)
     return {"mode": mode, "correction": "max", "params": {"k": 4, "k_hist": 1, "l_hist": 1, "delay": 1,
                                                           "backend": args.backend},
-            "significance": {"n_surrogates": args.surrogates, "alpha": alpha, "seed": args.seed}}
+            "significance": {"n_surrogates": n_surr, "alpha": alpha, "seed": args.seed}}
 
 
 def recover(data: np.ndarray, mode: str, cfg: dict) -> tuple[set[tuple[int, int]], float]:
@@ -174,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nodes", type=int, default=100)
     ap.add_argument("--T", type=int, default=10_000, help="samples per series")
     ap.add_argument("--surrogates", type=int, default=100)
+    ap.add_argument("--mv-surrogates", type=int, default=None,
+                    help="surrogates of the multivariate tests (default --surrogates); S + 1 sets its cost")
     ap.add_argument("--alpha-biv", type=float, default=0.05, help="bivariate max-statistic alpha")
     ap.add_argument("--alpha-mv", type=float, default=0.01,
                     help="multivariate alpha per target test (0.01: about 1 false positive per 100 targets)")
@@ -226,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
                                            **module_versions(["numpy", "scipy", "torch", "triton"])},
            "cuda": torch.version.cuda, "command": "python -m jobs.bench.te_recovery " + " ".join(sys.argv[1:]
                                                                                              if argv is None else argv)}
-    settings = {"nodes": args.nodes, "T": args.T, "surrogates": args.surrogates, "alpha_bivariate": args.alpha_biv,
+    settings = {"nodes": args.nodes, "T": args.T, "surrogates": args.surrogates,
+                "surrogates_multivariate": args.mv_surrogates or args.surrogates, "alpha_bivariate": args.alpha_biv,
                 "alpha_multivariate": args.alpha_mv, "seed": args.seed, "backend": args.backend, "k": 4,
                 "history": 1, "lag": 1, "true_edges": len(truth), "warmup_s": round(warm, 3)}
     title = (f"TE recovery: {args.nodes} nodes, T = {args.T}, {len(truth)} planted edges, S = {args.surrogates} "
