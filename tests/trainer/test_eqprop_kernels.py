@@ -259,7 +259,8 @@ def test_gpu_both_persistent_variants_vs_float64(hidden, precision, tol):
     drive = torch.nn.functional.linear(x, net.layers[0].weight.detach(), net.layers[0].bias.detach())
     tgt = torch.nn.functional.one_hot(y, 10).float()
     for variant in ("onchip", "chunked"):
-        for block_b in (16, 32, 64):
+        # fp32 (IEEE) onchip kernels compile slowly (~20 s at BLOCK_B 16, minutes at 64 with P = 128)
+        for block_b in ((16,) if precision == "fp32" else (16, 32, 64)):
             launch, collect = prepare(drive, [lin.weight.detach() for lin in net.layers[1:]],
                                       [lin.bias.detach() for lin in net.layers[1:]], [False] * 3,
                                       net.zero_states(x.shape[0]), 0.3, "ce", tgt, 30, "evenodd", "hardsigmoid",
