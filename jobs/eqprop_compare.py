@@ -23,7 +23,12 @@ from jobs import cli
 def main(argv: list[str] | None = None) -> int:
     ap = cli.job_parser(__doc__, config_help="optional YAML of CompareSpec fields", config_required=False,
                         set_example="seeds=3 datasets=[digits] steps={digits: 440}", address=False)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (1: the nets are small; more threads only contend on a busy machine)")
     args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
     from actors.trainer.eqprop.compare import CompareSpec, compare
 
     return cli.run_job(lambda: cli.load_spec(CompareSpec, args.config, cli.parse_set(args.set)),

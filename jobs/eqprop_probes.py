@@ -50,7 +50,12 @@ def run(spec: ProbeJobSpec, out: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = cli.job_parser(__doc__, config_help="optional YAML of the probe job's fields", config_required=False,
                         set_example="depths=[10,100] sleep=false", address=False)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (1: the nets are small; more threads only contend on a busy machine)")
     args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
     return cli.run_job(lambda: cli.load_spec(ProbeJobSpec, args.config, cli.parse_set(args.set)),
                        lambda spec: run(spec, Path(args.out)), ray=False)
 

@@ -200,3 +200,16 @@ def test_trainer_trains_eqprop_on_cuda(digits_dir, tmp_path):
         assert torch.equal(p.grad, grads[name]), name
     r = train_and_evaluate("eqprop_digits.yaml", digits_dir, tmp_path / "run", name="eqprop_mlp")
     assert r["accuracy"] >= 0.93
+
+
+def test_demo_stage_reports_both_accuracies(tmp_path):
+    """The demo's stage, shortened to one epoch of MNIST-5k (62 steps): both methods learn (> 70%)."""
+    from actors.trainer.eqprop.compare import eqprop_demo_stage
+
+    n = torch.get_num_threads()
+    s = eqprop_demo_stage(tmp_path, steps=62)
+    assert torch.get_num_threads() == n
+    assert s["n_test"] == 1000 and s["steps"] == 62
+    assert s["eqprop_accuracy"] > 0.7 and s["backprop_accuracy"] > 0.7
+    assert s["difference_pts"] == pytest.approx(100 * (s["eqprop_accuracy"] - s["backprop_accuracy"]))
+    assert (tmp_path / "eqprop_demo.json").is_file()

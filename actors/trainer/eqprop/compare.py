@@ -239,12 +239,23 @@ def eqprop_demo_stage(out_dir: str | Path, *, steps: int = 310, seed: int = 0) -
     """The demo's EqProp stage: MNIST-5k (a seeded 80/20 split), EqProp and its backprop twin through the
     trainer for `steps` steps of batch 64 each (310 = 5 epochs), test accuracy side by side. About 10 s
     on 2 CPU cores. Writes OUT/eqprop_demo.json; returns {"eqprop_accuracy", "backprop_accuracy",
-    "difference_pts", "steps", "n_test", "wall_s", ...}."""
-    from actors.common.storage import atomic_write_json
-    from actors.trainer.eqprop.data import EqPropDataSpec, write_dataset
+    "difference_pts", "steps", "n_test", "wall_s", ...}. Runs torch on one thread (restored after)."""
+    import torch
 
     out = Path(out_dir)
     t0 = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)   # small nets: a second thread only contends (and collapses on a busy machine)
+    try:
+        return _demo(out, steps, seed, t0)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _demo(out: Path, steps: int, seed: int, t0: float) -> dict[str, Any]:
+    from actors.common.storage import atomic_write_json
+    from actors.trainer.eqprop.data import EqPropDataSpec, write_dataset
+
     data = out / "mnist5k"
     write_dataset(EqPropDataSpec(dataset="mnist5k", seed=seed), data)
     over = {"steps": int(steps), "seed": seed, "model.cfg.seed": seed, "checkpoint.every": int(steps),
