@@ -202,6 +202,7 @@ def test_trainer_trains_eqprop_on_cuda(digits_dir, tmp_path):
     assert r["accuracy"] >= 0.93
 
 
+@pytest.mark.slow
 def test_demo_stage_reports_both_accuracies(tmp_path):
     """The demo's stage, shortened to one epoch of MNIST-5k (62 steps): both methods learn (> 70%)."""
     from actors.trainer.eqprop.compare import eqprop_demo_stage
