@@ -10,7 +10,7 @@ Layer k's update is one tiled matmul pair with the whole epilogue fused (no inte
 
 W_k^T is read through strides (no transposed copy). Precision "bf16" feeds bf16 operands to the tensor
 cores (weights converted once per phase, states cast on load), "tf32" fp32 operands on tf32 cores,
-"fp32" exact IEEE; accumulation is fp32 in all. "sync" ping-pongs two state sets; "evenodd" updates in
+"fp32" 3xTF32 (fp32-accurate, tensor cores); accumulation is fp32 in all. "sync" ping-pongs two state sets; "evenodd" updates in
 place (layers 0, 2, ... then 1, 3, ...). On CUDA the `steps` sweeps (and the weight conversion) are
 captured once per (weights, shapes, steps, beta, cost, update, precision) in a torch.cuda.CUDAGraph and
 replayed, so a phase costs one graph launch; under TRITON_INTERPRET=1 (CPU) the same kernels run in a
@@ -43,8 +43,8 @@ def _dot(a, b, PREC: tl.constexpr):
         return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), out_dtype=tl.float32)
     elif PREC == 1:
         return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="tf32")
-    else:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    else:   # fp32: 3xTF32 on the tensor cores (~fp32 accuracy)
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="tf32x3")
 
 
 @triton.jit

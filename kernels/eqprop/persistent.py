@@ -20,7 +20,7 @@ W_0 x + b_0 is computed once outside (one matmul) and loaded once. The state-to-
 
 in "sync" order (all from the old states) or "evenodd" (layers 0, 2 first, then 1, 3 from the new
 0, 2). The matmuls accumulate in fp32 (precision "bf16": bf16 operands; "tf32": tensor-core tf32;
-"fp32": exact IEEE fp32). After steps-1 sweeps in a device loop, the last sweep writes the states and
+"fp32": 3xTF32, fp32-accurate products on the tensor cores). After steps-1 sweeps in a device loop, the last sweep writes the states and
 the program's largest unit change (the residual) to `res`. Runs on CUDA, and on the CPU under
 TRITON_INTERPRET=1 (slowly; the tests compare it with the torch settle there).
 """
@@ -77,8 +77,8 @@ def _mm(a, w, PREC: tl.constexpr):
         return tl.dot(a.to(tl.bfloat16), w.to(tl.bfloat16), out_dtype=tl.float32)
     elif PREC == 1:
         return tl.dot(a, w.to(tl.float32), input_precision="tf32")
-    else:
-        return tl.dot(a, w.to(tl.float32), input_precision="ieee")
+    else:   # fp32: 3xTF32 on the tensor cores (~fp32 accuracy; an IEEE FMA dot compiles for minutes at P = 256)
+        return tl.dot(a, w.to(tl.float32), input_precision="tf32x3")
 
 
 @triton.jit

@@ -167,7 +167,7 @@ def settle_residual(net: EqPropNet, x: Tensor, *, y: Tensor | None = None, beta:
                     backend: str = "auto", tol: float | None = None, update: str = "sync",
                     precision: str = "fp32") -> tuple[list[Tensor], float]:
     """settle() and the residual of its last sweep (a float). `precision` selects the matmul operands of
-    the triton kernels: "fp32" exact IEEE, "tf32" tensor-core tf32, "bf16" bf16 (fp32 accumulation in
+    the triton kernels: "fp32" fp32-accurate (3xTF32), "tf32" tensor-core tf32, "bf16" bf16 (fp32 accumulation in
     all); torch uses the parameters' dtype and the cupy twin fp32."""
     check_steps(steps)
     check_update(update)
