@@ -214,3 +214,23 @@ def test_demo_stage_reports_both_accuracies(tmp_path):
     assert s["eqprop_accuracy"] > 0.7 and s["backprop_accuracy"] > 0.7
     assert s["difference_pts"] == pytest.approx(100 * (s["eqprop_accuracy"] - s["backprop_accuracy"]))
     assert (tmp_path / "eqprop_demo.json").is_file()
+
+
+@pytest.mark.slow
+def test_two_ranks_ddp_and_fsdp2_match_one_process(digits_dir, tmp_path):
+    """EP's gradient is a batch mean of per-sample contrasts, so 2 ranks of 32 (DDP all-reduce, FSDP2
+    reduce-scatter of the surrogate's gradient) follow the 1-process batch-64 loss curve."""
+    from actors.trainer.engine import read_metrics, train
+    from actors.trainer.eqprop.compare import load_train_spec
+    from actors.trainer.launch import spawn_runs
+
+    over = {"steps": 12, "checkpoint.every": 12, "log_every": 1, "model.cfg.sizes": [64, 16, 10],
+            "workers.num_workers": 2, "workers.num_cpus": 1, "workers.num_gpus": 0}
+    train(load_train_spec("eqprop_digits.yaml", over), digits_dir / "train", tmp_path / "one", log=None)
+    jobs = [(load_train_spec("eqprop_digits.yaml", {**over, "strategy": s}), digits_dir / "train", tmp_path / s, {})
+            for s in ("ddp", "fsdp2")]
+    spawn_runs(jobs, world_size=2, timeout_s=300)
+    one = [r["loss"] for r in read_metrics(tmp_path / "one")]
+    for s in ("ddp", "fsdp2"):
+        two = [r["loss"] for r in read_metrics(tmp_path / s)]
+        np.testing.assert_allclose(two, one, rtol=1e-5, atol=0)
