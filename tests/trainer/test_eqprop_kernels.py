@@ -143,6 +143,24 @@ def test_triton_settle_raises_not_converged():
     assert exc.value.field == "steps" and exc.value.residual > 1e-9
 
 
+@pytest.mark.slow
+def test_kernels_compile_for_sm90_within_shared_memory():
+    """The compiled kernels (what the interpreter never builds) compile for sm_90 ahead of time, without a
+    GPU, and every default configuration fits the H100/H200 227 KiB of shared memory per block."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from kernels.eqprop.aot import CONFIGS
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_DEFAULT_FP_FUSION"] = "1"
+    out = subprocess.run([sys.executable, "-m", "kernels.eqprop.aot"], cwd=Path(__file__).resolve().parents[2],
+                         env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    assert out.stdout.count("B ok") == len(CONFIGS), out.stdout
+
+
 def test_persistent_kernel_limits():
     assert fits([256, 256, 256, 10]) and fits([3])
     assert not fits([257, 10]) and not fits([16] * 5) and not fits([])
