@@ -141,10 +141,13 @@ def plot(results: list[dict], truth: set[tuple[int, int]], n_vars: int, path: Pa
         return "matplotlib is not installed: no PNG"
     from actors.common.storage import atomic_write_figure
 
-    cols = max(1, len(results))
-    fig, axes = plt.subplots(1, cols, figsize=(4.2 * cols, 4.6), squeeze=False)
+    systems = list(dict.fromkeys(r["system"] for r in results))
+    modes = list(dict.fromkeys(r["mode"] for r in results))
+    fig, axes = plt.subplots(len(systems), len(modes), figsize=(4.4 * len(modes), 4.4 * len(systems) + 0.8),
+                             squeeze=False)
     cmap = ListedColormap(["white", "#2ca02c", "#bbbbbb", "#ff7f0e", "#d62728"])
-    for ax, res in zip(axes[0], results, strict=True):
+    for res in results:
+        ax = axes[systems.index(res["system"]), modes.index(res["mode"])]
         grid = np.zeros((n_vars, n_vars))
         found = {tuple(e) for e in res["edges"]}
         children: dict[int, set[int]] = {}
@@ -160,7 +163,7 @@ def plot(results: list[dict], truth: set[tuple[int, int]], n_vars: int, path: Pa
         ax.set_xlabel("source")
         ax.set_ylabel("target")
     fig.suptitle(f"{title}\ngreen: found, grey: missed, orange: indirect FP, red: spurious FP", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.7 / fig.get_figheight()), h_pad=2.0)
     atomic_write_figure(path, fig, dpi=110)
     plt.close(fig)
     return None
