@@ -24,11 +24,12 @@ _FUSED_PTRS = ("out_ptr", "base_ptr", "bias_ptr", "a1_ptr", "b1_ptr", "a2_ptr", 
 def _persistent(p: int, prec: int, block_b: int, chunked: bool) -> tuple[str, dict, dict, int]:
     common = dict(P0=p, P1=p, P2=16, P3=16, BLOCK_B=block_b, L=3, SYNC=False, SK0=False, SK1=False, SK2=False,
                   NUDGE=True, COST=0, ACT=0, PREC=prec)
+    warps = 8 if p >= 128 else 4   # persistent.default_warps
     if chunked:
         k = min(p, 64)
-        return "chunked", {**common, "K0": k, "K1": k, "K2": 16, "K3": 16}, {n: "*fp32" for n in _ONCHIP_PTRS[:-1]}, 4
+        return "chunked", {**common, "K0": k, "K1": k, "K2": 16, "K3": 16}, {n: "*fp32" for n in _ONCHIP_PTRS[:-1]}, warps
     return ("onchip", {**common, "PL": 16, "WREG": p * p + 16 * p <= 128 * 128},
-            {n: "*fp32" for n in _ONCHIP_PTRS}, 8 if p >= 256 else 4)
+            {n: "*fp32" for n in _ONCHIP_PTRS}, warps)
 
 
 def _fused(prec: int, bm: int, bn: int, nudge: int) -> tuple[str, dict, dict, int]:

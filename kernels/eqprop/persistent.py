@@ -54,6 +54,12 @@ def prec_code(precision: str) -> int:
     return PREC_CODE[precision]
 
 
+def default_warps(p: int) -> int:
+    """8 warps from P = 128 up: with 4, ptxas (sm_90, triton 3.9) spilled ~1 KiB per thread at 255
+    registers in both variants; 8 cut that to ~136 bytes (bf16)."""
+    return 8 if p >= 128 else 4
+
+
 def fits(widths: list[int]) -> bool:
     """Whether state layers of these widths run in the persistent kernel."""
     return 1 <= len(widths) <= MAX_LAYERS and max(widths) <= MAX_WIDTH
@@ -423,11 +429,11 @@ def prepare(drive: torch.Tensor, weights: list[torch.Tensor], biases: list[torch
         raise ValueError(f"the onchip variant takes layers <= {ONCHIP_MAX} wide, not {widths}")
     if variant == "chunked":
         return _prepare_chunked(drive, weights, biases, skips, states, beta, cost, target, steps, update, activation,
-                                precision, block_b or 16, num_warps or 4)
+                                precision, block_b or 16, num_warps or default_warps(max(P)))
     if block_b is None:
         block_b = 16 if max(P) >= 128 or B <= 4096 else 32
     if num_warps is None:
-        num_warps = 8 if max(P) >= 256 else 4
+        num_warps = default_warps(max(P))
     grid = (triton.cdiv(B, block_b),)
     res = torch.zeros(grid[0], device=dev, dtype=f32)
     sk = list(skips) + [False] * MAX_LAYERS
