@@ -9,8 +9,8 @@ One free phase of `--steps` (30) sweeps at batch 1024 of an EqPropNet [784, H, H
 synchronous updates) from zero states; each path starts from the same states and weights.
 
 - H = 64, 128, 256: the persistent Triton kernel (all steps in one launch; bf16 and tf32 operands;
-  its onchip variant at H <= 128 and its chunked variant at all three; BLOCK_B x warps picked among
-  16/32 x 4/8 in this run for bf16 and reused for tf32) vs the eager torch loop (fp32), torch.compile of
+  its onchip variant at H <= 128 and its chunked variant at all three; (BLOCK_B, warps) picked among
+  (16, 4), (16, 8), (32, 8) in this run for bf16 and reused for tf32) vs the eager torch loop (fp32), torch.compile of
   one sweep (fp32, the loop in Python), the torch loop captured in a CUDA graph (cuBLAS matmuls +
   separate activation kernels; fp32 and bf16), and the CuPy RawKernel twin (fp32).
 - H = 512, 1024, 2048: the fused matmul + activation + nudge Triton kernel with the step loop in a
@@ -164,13 +164,13 @@ def bench_small(steps: int, batch: int, reps: int, compile_: bool, log: Callable
 def _persistent_row(rows: list[dict], hidden: int, path: str, net: Any, x: torch.Tensor, ref: list[torch.Tensor],
                     steps: int, reps: int, base: dict[str, float], variant: str, precision: str,
                     block: tuple[int, int] | None, first: bool) -> tuple[int, int]:
-    """Time the persistent kernel ((BLOCK_B, warps) among 16/32 x 4/8 when `block` is None, else
+    """Time the persistent kernel ((BLOCK_B, warps) among (16, 4), (16, 8), (32, 8) when `block` is None, else
     `block`), check one fresh launch against fp64, time the engine call when this is the variant the
     engine picks; the (BLOCK_B, warps) used."""
     from kernels.eqprop.persistent import prepare
 
     timed = []
-    for cfg in ([(16, 4), (16, 8), (32, 4), (32, 8)] if block is None else [block]):
+    for cfg in ([(16, 4), (16, 8), (32, 8)] if block is None else [block]):
         launch, _ = prepare(*_kernel_args(net, x), 0.0, "ce", None, steps, "sync", "hardsigmoid", precision,
                             block_b=cfg[0], num_warps=cfg[1], variant=variant)
         timed.append((event_ms(launch, reps), cfg))
@@ -181,7 +181,7 @@ def _persistent_row(rows: list[dict], hidden: int, path: str, net: Any, x: torch
     out, _ = collect()
     call = partial(_engine_call, "triton", net, x, steps, precision)
     _row(rows, hidden, path, ms, event_ms(call, reps) if first else None, _rel(out, ref), base,
-         f"BLOCK_B={block[0]} warps={block[1]}" + (" (best of 16/32 x 4/8)" if len(timed) > 1 else "")
+         f"BLOCK_B={block[0]} warps={block[1]}" + (" (best of 16x4, 16x8, 32x8)" if len(timed) > 1 else "")
          + ("; call = settle(backend='triton'): default variant, BLOCK_B, warps" if first else ""))
     return block
 
