@@ -244,6 +244,9 @@ def test_probe_reads_each_source_and_ensure_sets_cuda_path(monkeypatch, tmp_path
 
 
 # ---- compiled, on CUDA --------------------------------------------------------------------------------
+# Kept to ~8 distinct Triton compiles (each constexpr set compiles once, seconds each): every test below
+# settles with beta != 0 and the evenodd update (the chunked kernel's barriers matter there), so the
+# compiles are shared; tf32 and the other widths are covered by jobs.bench.eqprop's rel-err column.
 
 def _gpu_case(sizes, seed=0, batch=1024, act="hardsigmoid"):
     dev = torch.device("cuda")
@@ -253,86 +256,78 @@ def _gpu_case(sizes, seed=0, batch=1024, act="hardsigmoid"):
     return net, ref_net, x, y
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("hidden", [64, 128, 256])
-@pytest.mark.parametrize("precision,tol", [("bf16", 5e-3), ("tf32", 2e-3), ("fp32", 1e-5)])
-def test_gpu_persistent_kernel_vs_float64(hidden, precision, tol):
-    sizes = [784, hidden, hidden, 10]
-    net, ref_net, x, y = _gpu_case(sizes)
-    for beta, update in ((0.0, "sync"), (0.5, "evenodd"), (-0.5, "sync")):
-        ref = settle(ref_net, x.double(), y=y, beta=beta, steps=30, update=update, backend="torch")
-        out = settle(net, x, y=y, beta=beta, steps=30, update=update, backend="triton", precision=precision)
-        assert _rel(out, ref) <= tol, (beta, update, _rel(out, ref))
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("hidden", [64, 128])
-@pytest.mark.parametrize("precision,tol", [("bf16", 5e-3), ("fp32", 1e-5)])
-def test_gpu_both_persistent_variants_vs_float64(hidden, precision, tol):
+def _gpu_kernel(net, x, y, beta, precision, variant):
     from kernels.eqprop.persistent import prepare
 
-    sizes = [784, hidden, hidden, 10]
-    net, ref_net, x, y = _gpu_case(sizes, seed=4)
-    ref = settle(ref_net, x.double(), y=y, beta=0.3, steps=30, update="evenodd", backend="torch")
     drive = torch.nn.functional.linear(x, net.layers[0].weight.detach(), net.layers[0].bias.detach())
-    tgt = torch.nn.functional.one_hot(y, 10).float()
-    for variant in ("onchip", "chunked"):
-        # fp32 (IEEE) onchip kernels compile slowly (~20 s at BLOCK_B 16, minutes at 64 with P = 128)
-        for block_b in ((16,) if precision == "fp32" else (16, 32, 64)):
-            launch, collect = prepare(drive, [lin.weight.detach() for lin in net.layers[1:]],
-                                      [lin.bias.detach() for lin in net.layers[1:]], [False] * 3,
-                                      net.zero_states(x.shape[0]), 0.3, "ce", tgt, 30, "evenodd", "hardsigmoid",
-                                      precision, block_b=block_b, variant=variant)
-            launch()
-            assert _rel(collect()[0], ref) <= tol, (variant, block_b)
+    tgt = torch.nn.functional.one_hot(y, net.sizes[-1]).float()
+    launch, collect = prepare(drive, [lin.weight.detach() for lin in net.layers[1:]],
+                              [lin.bias.detach() for lin in net.layers[1:]], [net.skip(k) for k in range(net.n_states)],
+                              net.zero_states(x.shape[0]), beta, "ce", tgt, 30, "evenodd", net.activation, precision,
+                              variant=variant)
+    launch()
+    return collect()[0]
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("hidden", [512, 1024])
+@pytest.mark.parametrize("hidden,variant", [(128, "onchip"), (256, "chunked")])
 @pytest.mark.parametrize("precision,tol", [("bf16", 5e-3), ("fp32", 1e-5)])
-def test_gpu_fused_graph_path_vs_float64(hidden, precision, tol):
-    from kernels.eqprop.fused import clear_graphs
-
-    clear_graphs()
+def test_gpu_persistent_kernel_vs_float64(hidden, variant, precision, tol):
+    """Batch 1024, 30 evenodd sweeps nudged by beta 0.5: both variants within 5e-3 (bf16) / 1e-5 (fp32)
+    of the float64 torch settle; the engine's backend="triton" picks the same kernel."""
     sizes = [784, hidden, hidden, 10]
-    net, ref_net, x, y = _gpu_case(sizes, seed=1)
-    for beta, update in ((0.0, "sync"), (0.4, "evenodd")):
-        ref = settle(ref_net, x.double(), y=y, beta=beta, steps=30, update=update, backend="torch")
-        out = settle(net, x, y=y, beta=beta, steps=30, update=update, backend="triton", precision=precision)
-        assert _rel(out, ref) <= tol, (beta, update, _rel(out, ref))
-        again = settle(net, x, y=y, beta=beta, steps=30, update=update, backend="triton", precision=precision)
-        assert _maxdiff(out, again) == 0.0   # the replayed graph
-    # the cached graph reads the current weights: an in-place update is seen at the next replay
-    with torch.no_grad():
-        for p, q in zip(net.parameters(), ref_net.parameters()):
-            p.mul_(0.5)
-            q.mul_(0.5)
-    ref = settle(ref_net, x.double(), steps=30, backend="torch")
-    out = settle(net, x, steps=30, backend="triton", precision=precision)
-    assert _rel(out, ref) <= tol
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("sizes", [[784, 128, 128, 10], [784, 512, 512, 10], [64, 300, 17]])
-def test_gpu_cupy_twin_vs_float64(sizes):
-    pytest.importorskip("cupy")
-    net, ref_net, x, y = _gpu_case(sizes, seed=2)
-    for beta, update, cost in ((0.0, "sync", "ce"), (0.5, "evenodd", "ce"), (-0.3, "sync", "mse")):
-        ref = settle(ref_net, x.double(), y=y, beta=beta, cost=cost, steps=30, update=update, backend="torch")
-        out = settle(net, x, y=y, beta=beta, cost=cost, steps=30, update=update, backend="cupy")
-        assert _rel(out, ref) <= 1e-5, (beta, update, cost, _rel(out, ref))
+    net, ref_net, x, y = _gpu_case(sizes)
+    ref = settle(ref_net, x.double(), y=y, beta=0.5, steps=30, update="evenodd", backend="torch")
+    out = _gpu_kernel(net, x, y, 0.5, precision, variant)
+    assert _rel(out, ref) <= tol, _rel(out, ref)
+    engine = settle(net, x, y=y, beta=0.5, steps=30, update="evenodd", backend="triton", precision=precision)
+    assert _rel(engine, ref) <= tol
 
 
 @pytest.mark.gpu
 def test_gpu_ep_gradients_triton_vs_float64_bptt():
+    """fp32 kernel settling gives EP gradients with cosine >= 0.999 to float64 BPTT for every tensor
+    (beta 0.2: at 0.05 fp32's own cancellation brings it to ~0.998, jobs.bench.eqprop's table)."""
     from actors.trainer.eqprop import bptt_gradients
 
     sizes = [784, 128, 128, 10]
     net, ref_net, x, y = _gpu_case(sizes, seed=3, batch=512)
-    ref = bptt_gradients(ref_net, x.double(), y, steps=100)
-    for precision, cos_min in (("fp32", 0.999),):   # tf32 / bf16 gradient quality: jobs.bench.eqprop's table
-        g, stats = ep_gradients(net, x, y, beta=0.05, mode="symmetric", steps_free=100, steps_nudged=60,
-                                backend="triton", precision=precision)
-        for k in ref:
-            cos = float(torch.nn.functional.cosine_similarity(g[k].double().flatten(), ref[k].flatten(), dim=0))
-            assert cos >= cos_min, (precision, k, cos)
+    ref = bptt_gradients(ref_net, x.double(), y, steps=100, update="evenodd")
+    g, stats = ep_gradients(net, x, y, beta=0.2, mode="symmetric", steps_free=100, steps_nudged=60,
+                            backend="triton", precision="fp32", update="evenodd")
+    for k in ref:
+        cos = float(torch.nn.functional.cosine_similarity(g[k].double().flatten(), ref[k].flatten(), dim=0))
+        assert cos >= 0.999, (k, cos)
+
+
+@pytest.mark.gpu
+def test_gpu_fused_graph_path_vs_float64():
+    """Hidden 512: the fused layer kernel with the phase in a CUDA graph (bf16) within 5e-3 of float64;
+    a replay is identical; an in-place weight update is seen by the cached graph's next replay."""
+    from kernels.eqprop.fused import clear_graphs
+
+    clear_graphs()
+    sizes = [784, 512, 512, 10]
+    net, ref_net, x, y = _gpu_case(sizes, seed=1)
+    kw = dict(y=y, beta=0.4, steps=30, update="evenodd")
+    ref = settle(ref_net, x.double(), backend="torch", **kw)
+    out = settle(net, x, backend="triton", precision="bf16", **kw)
+    assert _rel(out, ref) <= 5e-3, _rel(out, ref)
+    assert _maxdiff(out, settle(net, x, backend="triton", precision="bf16", **kw)) == 0.0
+    with torch.no_grad():
+        for p, q in zip(net.parameters(), ref_net.parameters()):
+            p.mul_(0.5)
+            q.mul_(0.5)
+    ref = settle(ref_net, x.double(), backend="torch", **kw)
+    out = settle(net, x, backend="triton", precision="bf16", **kw)
+    assert _rel(out, ref) <= 5e-3, _rel(out, ref)
+
+
+@pytest.mark.gpu
+def test_gpu_cupy_twin_vs_float64():
+    pytest.importorskip("cupy")
+    net, ref_net, x, y = _gpu_case([784, 128, 128, 10], seed=2)
+    for beta, update, cost in ((0.5, "evenodd", "ce"), (-0.3, "sync", "mse")):
+        ref = settle(ref_net, x.double(), y=y, beta=beta, cost=cost, steps=30, update=update, backend="torch")
+        out = settle(net, x, y=y, beta=beta, cost=cost, steps=30, update=update, backend="cupy")
+        assert _rel(out, ref) <= 1e-5, (beta, update, cost, _rel(out, ref))
