@@ -25,11 +25,12 @@ def _persistent(p: int, prec: int, block_b: int, chunked: bool) -> tuple[str, di
     common = dict(P0=p, P1=p, P2=16, P3=16, BLOCK_B=block_b, L=3, SYNC=False, SK0=False, SK1=False, SK2=False,
                   NUDGE=True, COST=0, ACT=0, PREC=prec)
     warps = 8 if p >= 128 else 4   # persistent.default_warps
+    ptrs = {n: ("*bf16" if prec == 2 and n in ("w1p", "w2p", "w3p") else "*fp32") for n in _ONCHIP_PTRS}
     if chunked:
         k = min(p, 64)
-        return "chunked", {**common, "K0": k, "K1": k, "K2": 16, "K3": 16}, {n: "*fp32" for n in _ONCHIP_PTRS[:-1]}, warps
-    return ("onchip", {**common, "PL": 16, "WREG": p * p + 16 * p <= 128 * 128},
-            {n: "*fp32" for n in _ONCHIP_PTRS}, warps)
+        ptrs.pop("res_ptr")
+        return "chunked", {**common, "K0": k, "K1": k, "K2": 16, "K3": 16}, ptrs, warps
+    return "onchip", {**common, "PL": 16, "WREG": p * p + 16 * p <= 128 * 128}, ptrs, warps
 
 
 def _fused(prec: int, bm: int, bn: int, nudge: int) -> tuple[str, dict, dict, int]:

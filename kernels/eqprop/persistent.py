@@ -310,6 +310,12 @@ def _settle_chunked(s0p, s1p, s2p, s3p, d_ptr, t_ptr, w1p, w2p, w3p, b1p, b2p, b
         tl.debug_barrier()   # the next sweep reads this sweep's states
 
 
+def _wdtype(precision: str) -> torch.dtype:
+    """The weights' dtype in memory: bf16 for bf16 operands (half the L2 traffic of the per-sweep
+    weight reads; the kernel would round them to bf16 anyway), else fp32."""
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
 def _pad(n: int) -> int:
     return max(16, triton.next_power_of_2(n))
 
@@ -335,7 +341,7 @@ def _prepare_chunked(drive: torch.Tensor, weights: list[torch.Tensor], biases: l
         T[:, : widths[-1]] = target
     W, Bs = [], []
     for k in range(1, MAX_LAYERS):
-        w = torch.zeros(P[k], P[k - 1], device=dev, dtype=f32)
+        w = torch.zeros(P[k], P[k - 1], device=dev, dtype=_wdtype(precision))
         b = torch.zeros(P[k], device=dev, dtype=f32)
         if k < L:
             w[: widths[k], : widths[k - 1]] = weights[k - 1]
@@ -418,7 +424,7 @@ def prepare(drive: torch.Tensor, weights: list[torch.Tensor], biases: list[torch
     S = [padded(states[k] if k < L else None, B if k < L else 1, P[k]) for k in range(MAX_LAYERS)]
     D = padded(drive, B, P[0])
     T = padded(target, B, P[L - 1])
-    W = [padded(weights[k - 1] if k < L else None, P[k], P[k - 1]) for k in range(1, MAX_LAYERS)]
+    W = [padded(weights[k - 1] if k < L else None, P[k], P[k - 1]).to(_wdtype(precision)) for k in range(1, MAX_LAYERS)]
     Bs = [padded(biases[k - 1][None, :] if k < L else None, 1, P[k]) for k in range(1, MAX_LAYERS)]
     wsize = sum(P[k] * P[k - 1] for k in range(1, L))
     if variant is None:
