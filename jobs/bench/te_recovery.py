@@ -104,7 +104,7 @@ def score(found: set[tuple[int, int]], truth: set[tuple[int, int]]) -> dict:
 def network_config(mode: str, args: argparse.Namespace) -> dict:
     alpha = args.alpha_biv if mode == "bivariate" else args.alpha_mv
     n_surr = args.surrogates if mode == "bivariate" else (args.mv_surrogates or args.surrogates)
-    return {"mode": mode, "correction": "max", "params": {"k": 4, "k_hist": 1, "l_hist": 1, "delay": 1,
+    return {"mode": mode, "correction": "max", "params": {"k": args.k, "k_hist": 1, "l_hist": 1, "delay": 1,
                                                           "backend": args.backend},
             "significance": {"n_surrogates": n_surr, "alpha": alpha, "seed": args.seed}}
 
@@ -187,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--backend", default="auto", choices=["auto", "cpu", "torch", "triton"])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--k", type=int, default=4, help="KSG neighbours (the Triton kernels keep k <= 16)")
     ap.add_argument("--small", action="store_true", help="CI size: 6 nodes, T = 600, 9 surrogates, alpha 0.1")
     ap.add_argument("--no-warmup", action="store_true")
     ap.add_argument("--out", required=True)
@@ -234,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                                              if argv is None else argv)}
     settings = {"nodes": args.nodes, "T": args.T, "surrogates": args.surrogates,
                 "surrogates_multivariate": args.mv_surrogates or args.surrogates, "alpha_bivariate": args.alpha_biv,
-                "alpha_multivariate": args.alpha_mv, "seed": args.seed, "backend": args.backend, "k": 4,
+                "alpha_multivariate": args.alpha_mv, "seed": args.seed, "backend": args.backend, "k": args.k,
                 "history": 1, "lag": 1, "true_edges": len(truth), "warmup_s": round(warm, 3)}
     title = (f"TE recovery: {args.nodes} nodes, T = {args.T}, {len(truth)} planted edges, S = {args.surrogates} "
              f"({env['gpu'] if env['gpu'] != 'none' else 'CPU'}, {env['date']})")
