@@ -96,7 +96,7 @@ def _kernels() -> tuple[Any, Any]:
 
 def cupy_settle(drive: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor], skips: list[bool],
                 states: list[torch.Tensor], beta: float, cost: str, target: torch.Tensor | None, steps: int,
-                update: str, activation: str) -> tuple[list[torch.Tensor], float]:
+                update: str, activation: str) -> tuple[list[torch.Tensor], torch.Tensor]:
     """One phase (fp32) with the RawKernel twin; same arguments and result as fused.fused_settle."""
     import cupy
 
@@ -146,5 +146,4 @@ def cupy_settle(drive: torch.Tensor, weights: list[torch.Tensor], biases: list[t
                     for k in range(parity, L, 2):
                         layer(k, cur, nxt[k])
                         cur[k].copy_(nxt[k])
-    res = max(float((a - p).abs().max()) for a, p in zip(cur, prev))
-    return cur, res
+    return cur, torch.stack([(a - p).abs().max() for a, p in zip(cur, prev)]).max()

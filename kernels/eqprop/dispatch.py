@@ -16,8 +16,9 @@ __all__ = ["settle_kernel"]
 def settle_kernel(kind: str, x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor],
                   skips: list[bool], states: list[torch.Tensor], beta: float, cost: str,
                   target: torch.Tensor | None, steps: int, update: str, activation: str,
-                  precision: str = "fp32") -> tuple[list[torch.Tensor], float]:
-    """One phase of `steps` sweeps with backend `kind` ("triton" | "triton_fused" | "cupy")."""
+                  precision: str = "fp32") -> tuple[list[torch.Tensor], torch.Tensor]:
+    """One phase of `steps` sweeps with backend `kind` ("triton" | "triton_fused" | "cupy"): (states in
+    x's dtype, the last sweep's largest unit change as a 0-d device tensor)."""
     widths = [s.shape[1] for s in states]
     drive = torch.nn.functional.linear(x.float(), weights[0].float(), biases[0].float())
     start = [s.float() for s in states]

@@ -222,7 +222,7 @@ class FusedSettler:
                 self._sweep(a, self._scratch)
 
     def __call__(self, drive: torch.Tensor, states: list[torch.Tensor],
-                 target: torch.Tensor | None) -> tuple[list[torch.Tensor], float]:
+                 target: torch.Tensor | None) -> tuple[list[torch.Tensor], torch.Tensor]:
         self.drive.copy_(drive)
         if self.target is not None and target is not None:
             self.target.copy_(target)
@@ -237,8 +237,7 @@ class FusedSettler:
             new, old = self.sets[self.steps % 2], self.sets[(self.steps - 1) % 2]
         else:
             new, old = self.sets
-        res = max(float((a - b).abs().max()) for a, b in zip(new, old))
-        return [s.clone() for s in new], res
+        return [s.clone() for s in new], torch.stack([(a - b).abs().max() for a, b in zip(new, old)]).max()
 
 
 _GRAPHS: OrderedDict[tuple, FusedSettler] = OrderedDict()
@@ -252,9 +251,10 @@ def clear_graphs() -> None:
 def fused_settle(drive: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor], skips: list[bool],
                  states: list[torch.Tensor], beta: float, cost: str, target: torch.Tensor | None, steps: int,
                  update: str, activation: str, precision: str = "fp32",
-                 graph: bool | None = None) -> tuple[list[torch.Tensor], float]:
+                 graph: bool | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
     """One phase with the fused per-layer kernel; on CUDA (graph None/True) replayed from a captured
-    CUDA graph cached per configuration (at most GRAPH_CACHE kept). Returns (fp32 states, residual)."""
+    CUDA graph cached per configuration (at most GRAPH_CACHE kept). Returns (fp32 states, residual as a
+    0-d device tensor)."""
     widths = [s.shape[1] for s in states]
     use_graph = drive.is_cuda if graph is None else graph
     key = (str(drive.device), drive.shape[0], tuple(widths), tuple((w.data_ptr(), tuple(w.shape), w.dtype) for w in weights),

@@ -323,7 +323,7 @@ def _pad(n: int) -> int:
 def _prepare_chunked(drive: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor], skips: list[bool],
                      states: list[torch.Tensor], beta: float, cost: str, target: torch.Tensor | None, steps: int,
                      update: str, activation: str, precision: str, block_b: int,
-                     num_warps: int) -> tuple[Callable[[], None], Callable[[], tuple[list[torch.Tensor], float]]]:
+                     num_warps: int) -> tuple[Callable[[], None], Callable[[], tuple[list[torch.Tensor], torch.Tensor]]]:
     widths = [s.shape[1] for s in states]
     L = len(widths)
     B = drive.shape[0]
@@ -363,10 +363,10 @@ def _prepare_chunked(drive: torch.Tensor, weights: list[torch.Tensor], biases: l
                               NUDGE=beta != 0, COST=COST_CODE[cost], ACT=ACT_CODE[activation],
                               PREC=prec_code(precision), K0=K[0], K1=K[1], K2=K[2], K3=K[3], num_warps=num_warps)
 
-    def collect() -> tuple[list[torch.Tensor], float]:
+    def collect() -> tuple[list[torch.Tensor], torch.Tensor]:
         new = [S[k][steps % 2, :, : widths[k]] for k in range(L)]
         old = [S[k][(steps - 1) % 2, :, : widths[k]] for k in range(L)]
-        return [t.clone() for t in new], max(float((a - b).abs().max()) for a, b in zip(new, old))
+        return [t.clone() for t in new], torch.stack([(a - b).abs().max() for a, b in zip(new, old)]).max()
 
     return launch, collect
 
@@ -375,7 +375,7 @@ def persistent_settle(drive: torch.Tensor, weights: list[torch.Tensor], biases: 
                       skips: list[bool], states: list[torch.Tensor], beta: float, cost: str,
                       target: torch.Tensor | None, steps: int, update: str, activation: str,
                       precision: str = "fp32", block_b: int | None = None, num_warps: int | None = None,
-                      variant: str | None = None) -> tuple[list[torch.Tensor], float]:
+                      variant: str | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
     """One phase in one launch. `drive` = W_0 x + b_0 (batch, n_1); `weights`/`biases` = W_1.. / b_1..
     of the state-to-state layers (W_k: (n_{k+1}, n_k)); `states` the start (fp32). Each state layer is
     padded to its own power of two >= 16. Returns the states (fp32, unpadded) and the residual of the
@@ -398,7 +398,7 @@ def prepare(drive: torch.Tensor, weights: list[torch.Tensor], biases: list[torch
             states: list[torch.Tensor], beta: float, cost: str, target: torch.Tensor | None, steps: int, update: str,
             activation: str, precision: str = "fp32", block_b: int | None = None,
             num_warps: int | None = None,
-            variant: str | None = None) -> tuple[Callable[[], None], Callable[[], tuple[list[torch.Tensor], float]]]:
+            variant: str | None = None) -> tuple[Callable[[], None], Callable[[], tuple[list[torch.Tensor], torch.Tensor]]]:
     """(launch, collect): the padded buffers made once; launch() runs the kernel on them (what the
     benchmark times as kernel time; a repeated launch continues from where the last one left the
     buffers: the same work, other numbers), collect() returns (states, residual) after one launch.
@@ -451,7 +451,7 @@ def prepare(drive: torch.Tensor, weights: list[torch.Tensor], biases: list[torch
                              NUDGE=beta != 0, COST=COST_CODE[cost], ACT=ACT_CODE[activation],
                              PREC=prec_code(precision), WREG=wsize <= WREG_LIMIT, num_warps=num_warps)
 
-    def collect() -> tuple[list[torch.Tensor], float]:
-        return [S[k][:, : widths[k]] for k in range(L)], float(res.max())
+    def collect() -> tuple[list[torch.Tensor], torch.Tensor]:
+        return [S[k][:, : widths[k]] for k in range(L)], res.max()
 
     return launch, collect

@@ -76,8 +76,10 @@ def targets(y: Tensor, n_out: int, cost: str, batch: int, dtype: torch.dtype) ->
     if y.dim() == 1 and not y.is_floating_point() and not y.is_complex():
         if y.shape[0] != batch:
             raise InputError("y", f"{y.shape[0]} labels for a batch of {batch}", f"shape ({batch},)")
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= n_out):
-            raise InputError("y", f"labels in [{int(y.min())}, {int(y.max())}]", f"0 <= label < {n_out}")
+        if y.numel():
+            lo, hi = torch.stack(torch.aminmax(y)).tolist()   # one device sync for both ends
+            if lo < 0 or hi >= n_out:
+                raise InputError("y", f"labels in [{lo}, {hi}]", f"0 <= label < {n_out}")
         return torch.nn.functional.one_hot(y.long(), n_out).to(dtype)
     if y.dim() == 2 and y.is_floating_point():
         if tuple(y.shape) != (batch, n_out):

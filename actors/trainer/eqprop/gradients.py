@@ -31,11 +31,14 @@ from torch import Tensor
 from actors.common.errors import InputError, UnknownName
 from actors.trainer.eqprop.energy import EqPropNet, cost_value, targets
 from actors.trainer.eqprop.settle import (
+    PRECISIONS,
     Couplings,
     NotConverged,
     check_beta,
     check_steps,
     check_update,
+    resolve_backend,
+    run_phase,
     settle_residual,
     sweep,
 )
@@ -80,48 +83,62 @@ def ep_gradients(net: EqPropNet, x: Tensor, y: Tensor, *, beta: float = 0.1, mod
     if mode == "holomorphic" and (isinstance(n_points, bool) or not isinstance(n_points, int)
                                   or not 2 <= n_points <= MAX_POINTS):
         raise InputError("n_points", f"{n_points!r}", f"an integer in [2, {MAX_POINTS}]")
+    if precision not in PRECISIONS:
+        raise UnknownName("precision", precision, list(PRECISIONS))
+    if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol > 0):
+        raise InputError("tol", f"{tol!r}", "a number > 0 or None")
     x = net.check_input(x)
     if y is None:
         raise InputError("y", "missing", "the batch's labels or targets")
-    target = targets(y, net.sizes[-1], cost, x.shape[0], x.dtype)
-    kw = dict(cost=cost, backend=backend, tol=tol, update=update, precision=precision)
+    target = targets(y, net.sizes[-1], cost, x.shape[0], x.dtype).to(x.device)
+    kind = resolve_backend(backend, x.device, False)
+    kind_c = resolve_backend(backend, x.device, True) if mode == "holomorphic" else kind
+    cdtype = torch.complex128 if x.dtype == torch.float64 else torch.complex64
+
+    def phase(b: complex | float, start: list[Tensor], steps: int, what: str) -> tuple[list[Tensor], Tensor]:
+        cplx = isinstance(b, complex)
+        st = [t.to(cdtype) for t in start] if cplx else start
+        # holomorphic: every point of the circle (the real ones too) on the complex-capable backend, so the
+        # Fourier sum mixes no precisions
+        use = kind_c if cplx or (mode == "holomorphic" and b != 0) else kind
+        out, r = run_phase(net, x, st, b, cost, target if b != 0 else None, steps, use, update, precision)
+        if tol is not None and not float(r) <= tol:   # one device sync per phase only when a tolerance is set
+            raise NotConverged(float(r), float(tol), steps, what)
+        return out, r
+
     with torch.no_grad():
-        free, r_free = settle_residual(net, x, steps=steps_free, **kw)
+        free, r_free = phase(0.0, net.zero_states(x.shape[0]), steps_free, "the free phase")
         g0 = _contrast(net, x, free)
-        r_nudged = 0.0
         if mode == "holomorphic":
-            acc = [torch.zeros_like(g, dtype=torch.complex128 if g.dtype == torch.float64 else torch.complex64)
-                   for g in g0]
+            acc = [torch.zeros_like(g, dtype=cdtype) for g in g0]
+            rs = []
             for t in range(n_points):
-                phase = cmath.exp(2j * math.pi * t / n_points)
-                b = beta * phase
-                if abs(b.imag) < 1e-15 * beta:
-                    b = b.real
-                nudged, r = settle_residual(net, x, y=y, beta=b, steps=steps_nudged, state=free, **kw)
-                r_nudged = max(r_nudged, r)
+                turn = cmath.exp(2j * math.pi * t / n_points)
+                b = beta * turn
+                b = b.real if abs(b.imag) < 1e-15 * beta else b
+                nudged, r = phase(b, free, steps_nudged, "a nudged phase")
+                rs.append(r)
                 for a, g in zip(acc, _contrast(net, x, nudged)):
-                    a += g * phase.conjugate()
+                    a += g * turn.conjugate()
             est = [(a / (n_points * beta)).real for a in acc]
-            phases = n_points
         else:
-            plus, r = settle_residual(net, x, y=y, beta=beta, steps=steps_nudged, state=free, **kw)
-            r_nudged = r
+            plus, r = phase(beta, free, steps_nudged, "the nudged phase")
+            rs = [r]
             gp = _contrast(net, x, plus)
             if mode == "one_sided":
                 est = [(a - b) / beta for a, b in zip(gp, g0)]
-                phases = 1
             else:
-                minus, r = settle_residual(net, x, y=y, beta=-beta, steps=steps_nudged, state=free, **kw)
-                r_nudged = max(r_nudged, r)
+                minus, r = phase(-beta, free, steps_nudged, "the negatively nudged phase")
+                rs.append(r)
                 est = [(a - b) / (2 * beta) for a, b in zip(gp, _contrast(net, x, minus))]
-                phases = 2
-        out = free[-1]
-        c = float(cost_value(cost, out.float() if out.dtype == torch.bfloat16 else out, target.to(out.dtype)))
-        acc_v = (float((out.argmax(dim=1) == y).float().mean()) if y.dim() == 1 and not y.is_floating_point()
-                 else float("nan"))
+        out = free[-1].float() if free[-1].dtype in (torch.bfloat16, torch.float16) else free[-1]
+        cost_t = cost_value(cost, out, target.to(out.dtype))
+        labels = y.dim() == 1 and not y.is_floating_point()
+        acc_t = (out.argmax(dim=1) == y.to(x.device)).double().mean() if labels else torch.zeros((), device=x.device)
+        vals = torch.stack([r_free.double(), torch.stack(rs).max().double(), cost_t.double(), acc_t.double()]).tolist()
     grads = {name: g.to(p.dtype) for (name, p), g in zip(net.named_parameters(), est)}
-    stats = {"residual_free": r_free, "residual_nudged": r_nudged, "cost": c, "accuracy": acc_v,
-             "phases": float(phases)}
+    stats = {"residual_free": vals[0], "residual_nudged": vals[1], "cost": vals[2],
+             "accuracy": vals[3] if labels else float("nan"), "phases": float(len(rs))}
     return grads, stats
 
 

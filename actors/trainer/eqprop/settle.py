@@ -30,7 +30,8 @@ from torch import Tensor
 from actors.common.errors import InputError, UnknownName
 from actors.trainer.eqprop.energy import EqPropNet, activate, cost_grad, targets
 
-__all__ = ["BACKENDS", "UPDATES", "NotConverged", "Couplings", "resolve_backend", "settle", "settle_residual"]
+__all__ = ["BACKENDS", "UPDATES", "NotConverged", "Couplings", "resolve_backend", "run_phase", "settle",
+           "settle_residual"]
 
 BACKENDS: tuple[str, ...] = ("auto", "torch", "triton", "cupy")
 UPDATES: tuple[str, ...] = ("sync", "evenodd")
@@ -192,22 +193,30 @@ def settle_residual(net: EqPropNet, x: Tensor, *, y: Tensor | None = None, beta:
         target = targets(y, net.sizes[-1], cost, batch, rdtype).to(x.device)
     s = _check_state(net, state, batch, dtype)
     kind = resolve_backend(backend, x.device, cplx)
-    with torch.no_grad():
-        if kind == "torch":
-            c = Couplings(net, x, dtype)
-            out, res_t = torch_settle(c, s, beta, cost, target.to(dtype) if target is not None else None, steps, update)
-            res = float(res_t)
-        else:
-            from kernels.eqprop import settle_kernel
-
-            weights = [lin.weight.detach() for lin in net.layers]
-            biases = [lin.bias.detach() for lin in net.layers]
-            skips = [net.skip(k) for k in range(net.n_states)]
-            out, res = settle_kernel(kind, x, weights, biases, skips, s, float(beta), cost, target, steps,
-                                     update, net.activation, precision)
+    out, res_t = run_phase(net, x, s, beta, cost, target, steps, kind, update, precision)
+    res = float(res_t)
     if tol is not None and not res <= tol:
         raise NotConverged(res, float(tol), steps, "the nudged phase" if beta != 0 else "the free phase")
     return out, res
+
+
+def run_phase(net: EqPropNet, x: Tensor, s: list[Tensor], beta: complex | float, cost: str, target: Tensor | None,
+              steps: int, kind: str, update: str, precision: str) -> tuple[list[Tensor], Tensor]:
+    """One phase on already checked input (x of the net's dtype, `s` in the phase's dtype, `target` the
+    (batch, n_out) real target or None, `kind` a resolved backend): (states, residual as a 0-d device
+    tensor, so a caller running several phases synchronises with the device once)."""
+    with torch.no_grad():
+        if kind == "torch":
+            dtype = s[0].dtype
+            c = Couplings(net, x, dtype)
+            return torch_settle(c, s, beta, cost, target.to(dtype) if target is not None else None, steps, update)
+        from kernels.eqprop import settle_kernel
+
+        weights = [lin.weight.detach() for lin in net.layers]
+        biases = [lin.bias.detach() for lin in net.layers]
+        skips = [net.skip(k) for k in range(net.n_states)]
+        return settle_kernel(kind, x, weights, biases, skips, s, float(beta.real if isinstance(beta, complex) else beta),
+                             cost, target, steps, update, net.activation, precision)
 
 
 def settle(net: EqPropNet, x: Tensor, *, y: Tensor | None = None, beta: complex | float = 0.0, cost: str = "ce",
