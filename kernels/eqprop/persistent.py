@@ -415,16 +415,21 @@ def prepare(drive: torch.Tensor, weights: list[torch.Tensor], biases: list[torch
     dev = drive.device
     f32 = torch.float32
 
-    def padded(t: torch.Tensor | None, rows: int, cols: int) -> torch.Tensor:
-        out = torch.zeros(rows, cols, device=dev, dtype=f32)
+    def padded(t: torch.Tensor | None, rows: int, cols: int, dtype: torch.dtype = f32,
+               read_only: bool = True) -> torch.Tensor:
+        if read_only and t is not None and tuple(t.shape) == (rows, cols) and t.dtype == dtype and t.is_contiguous():
+            return t   # already the padded shape (widths that are powers of two): no copy for what is only read
+        out = torch.zeros(rows, cols, device=dev, dtype=dtype)
         if t is not None:
             out[: t.shape[0], : t.shape[1]] = t
         return out
 
-    S = [padded(states[k] if k < L else None, B if k < L else 1, P[k]) for k in range(MAX_LAYERS)]
+    # the states are written in place: always copies (the caller's start states are reused, e.g. the free
+    # fixed point that starts both nudged phases)
+    S = [padded(states[k] if k < L else None, B if k < L else 1, P[k], read_only=False) for k in range(MAX_LAYERS)]
     D = padded(drive, B, P[0])
     T = padded(target, B, P[L - 1])
-    W = [padded(weights[k - 1] if k < L else None, P[k], P[k - 1]).to(_wdtype(precision)) for k in range(1, MAX_LAYERS)]
+    W = [padded(weights[k - 1] if k < L else None, P[k], P[k - 1], _wdtype(precision)) for k in range(1, MAX_LAYERS)]
     Bs = [padded(biases[k - 1][None, :] if k < L else None, 1, P[k]) for k in range(1, MAX_LAYERS)]
     wsize = sum(P[k] * P[k - 1] for k in range(1, L))
     if variant is None:

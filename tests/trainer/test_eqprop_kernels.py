@@ -49,6 +49,7 @@ PERSISTENT = [
     ([7, 24, 16, 12, 5], "hardsigmoid", False, "evenodd", "ce", -0.2),
     ([7, 24, 16, 12, 5], "sigmoid", False, "sync", "mse", 0.4),
     ([3, 32, 32, 32, 10], "hardsigmoid", True, "sync", "ce", 0.1),
+    ([16, 32, 32, 16], "hardsigmoid", False, "evenodd", "ce", 0.3),   # power-of-two widths: no padding copies
 ]
 
 
