@@ -402,9 +402,10 @@ def prepare(drive: torch.Tensor, weights: list[torch.Tensor], biases: list[torch
     """(launch, collect): the padded buffers made once; launch() runs the kernel on them (what the
     benchmark times as kernel time; a repeated launch continues from where the last one left the
     buffers: the same work, other numbers), collect() returns (states, residual) after one launch.
-    `variant`: "onchip" (states in registers, whole weight tiles as dot operands: every layer <=
-    ONCHIP_MAX wide) or "chunked" (states in a scratch, K-chunked matmuls: any layer <= 256); None
-    picks onchip when it applies."""
+    `variant`: "onchip" (states in registers, whole weight tiles as dot operands; the default when every
+    padded layer is <= ONCHIP_MAX; asked for explicitly it compiles up to 256 for bf16 operands, 160 KiB
+    of shared memory, and raises OutOfResources at launch where it does not fit) or "chunked" (states in
+    a scratch, K-chunked matmuls: any layer <= 256); None picks by ONCHIP_MAX."""
     widths = [s.shape[1] for s in states]
     if not fits(widths):
         raise ValueError(f"persistent kernel: {len(widths)} state layers of widths {widths}; "
@@ -436,8 +437,6 @@ def prepare(drive: torch.Tensor, weights: list[torch.Tensor], biases: list[torch
         variant = "onchip" if max(P) <= ONCHIP_MAX else "chunked"
     if variant not in ("onchip", "chunked"):
         raise ValueError(f"variant {variant!r}; allowed onchip, chunked")
-    if variant == "onchip" and max(P) > ONCHIP_MAX:
-        raise ValueError(f"the onchip variant takes layers <= {ONCHIP_MAX} wide, not {widths}")
     if variant == "chunked":
         return _prepare_chunked(drive, weights, biases, skips, states, beta, cost, target, steps, update, activation,
                                 precision, block_b or 16, num_warps or default_warps(max(P)))
