@@ -37,7 +37,7 @@ def _fused(prec: int, bm: int, bn: int, nudge: int) -> tuple[str, dict, dict, in
     consts = dict(HAS_BASE=False, HAS_A1=True, SKIP1=False, HAS_A2=nudge == 0, SKIP2=False, NUDGE=nudge, ACT=0,
                   PREC=prec, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=32)
     ptrs = {n: ("*bf16" if prec == 2 and n in ("b1_ptr", "b2_ptr") else "*fp32") for n in _FUSED_PTRS}
-    return "fused", consts, ptrs, 8 if bm * bn >= 128 * 128 else 4
+    return "fused", consts, ptrs, 8 if bm * bn >= 128 * 128 else 4   # fused._blocks
 
 
 # (kernel, constexprs, pointer types, num_warps) for the configurations the engine launches by default
@@ -45,6 +45,7 @@ CONFIGS: list[tuple[str, dict, dict, int]] = [
     _persistent(64, 2, 16, False), _persistent(128, 2, 16, False), _persistent(128, 0, 16, False),
     _persistent(128, 1, 32, False), _persistent(256, 2, 16, True), _persistent(256, 1, 16, True),
     _fused(2, 128, 128, 0), _fused(1, 128, 128, 0), _fused(2, 64, 16, 1), _fused(2, 32, 256, 1),
+    _fused(2, 64, 128, 0), _fused(2, 64, 64, 0), _fused(1, 64, 64, 0),
 ]
 
 

@@ -100,16 +100,24 @@ def _fused_layer(out_ptr, base_ptr, bias_ptr, a1_ptr, b1_ptr, a2_ptr, b2_ptr, ow
     tl.store(out_ptr + off, _act(acc, ACT), mask=m2)
 
 
-def _blocks(n: int, ce_last: bool) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps): H100/H200-sized tiles; one column tile for an in-epilogue
-    softmax. Smaller under the interpreter (fewer numpy ops per program do not matter there, the
-    tile sizes only have to be valid)."""
+FILL_SMS = 120   # ~ the 132 SMs of an H100 / H200: pick the largest tile that still gives this many programs
+
+
+def _blocks(m: int, n: int, ce_last: bool) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps): the largest of 128x128 / 64x128 / 64x64 tiles that still
+    fills the GPU (>= FILL_SMS programs: at batch 1024 that is 64x64 for 512 units, 64x128 for 1024,
+    128x128 for 2048; the first H200 run used 128x128 everywhere, i.e. 32 programs at 512); one column
+    tile for an in-epilogue softmax. Under the interpreter 32x32 (the tile sizes only have to be valid)."""
     if ce_last:
         bn = max(16, triton.next_power_of_2(n))
         return (64 if bn <= 128 else 32), bn, 32, 4
     if os.environ.get("TRITON_INTERPRET") == "1":
         return 32, 32, 32, 4
-    return 128, 128, 32, 8   # BLOCK_K 32: fp32 operands x 3 stages stay under 100 KiB of shared memory
+    if triton.cdiv(m, 128) * triton.cdiv(n, 128) >= FILL_SMS:
+        return 128, 128, 32, 8   # BLOCK_K 32: fp32 operands x 3 stages stay under 100 KiB of shared memory
+    if triton.cdiv(m, 64) * triton.cdiv(n, 128) >= FILL_SMS:
+        return 64, 128, 32, 4
+    return 64, 64, 32, 4
 
 
 def layer_update(out: torch.Tensor, base: torch.Tensor | None, bias: torch.Tensor, a1: torch.Tensor | None,
@@ -120,7 +128,7 @@ def layer_update(out: torch.Tensor, base: torch.Tensor | None, bias: torch.Tenso
     W_k (n_k, n_{k-1}) read transposed, `w2` is W_{k+1} (n_{k+1}, n_k)."""
     M, N = out.shape
     ce_last = nudge == NUDGE_CE
-    bm, bn, bk, warps = _blocks(N, ce_last)
+    bm, bn, bk, warps = _blocks(M, N, ce_last)
     dummy = out
     K1 = a1.shape[1] if a1 is not None else 0
     K2 = a2.shape[1] if a2 is not None else 0
