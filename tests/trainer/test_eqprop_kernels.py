@@ -94,6 +94,24 @@ def test_chunked_persistent_variant_equals_the_torch_settle(sizes, residual, upd
 
 
 @pytest.mark.triton_interpret
+def test_onchip_variant_asked_for_beyond_128_equals_the_torch_settle():
+    """The benchmark times the onchip variant at 256 units (bf16) beside the default chunked one."""
+    from kernels.eqprop.persistent import prepare
+
+    sizes = [5, 200, 200, 10]
+    net = EqPropNet(sizes, seed=6)
+    x, y = _data(sizes, seed=5)
+    ref = settle(net, x, y=y, beta=0.4, steps=4, update="evenodd", backend="torch")
+    drive = torch.nn.functional.linear(x, net.layers[0].weight.detach(), net.layers[0].bias.detach())
+    launch, collect = prepare(drive, [lin.weight.detach() for lin in net.layers[1:]],
+                              [lin.bias.detach() for lin in net.layers[1:]], [False] * 3, net.zero_states(x.shape[0]),
+                              0.4, "ce", torch.nn.functional.one_hot(y, 10).float(), 4, "evenodd", "hardsigmoid",
+                              variant="onchip")
+    launch()
+    assert _maxdiff(collect()[0], ref) < 2e-6
+
+
+@pytest.mark.triton_interpret
 @pytest.mark.parametrize("sizes,update,cost,beta", [
     ([5, 40, 36, 12], "sync", "ce", 0.5), ([5, 40, 40, 6], "evenodd", "mse", -0.4),
     ([6, 24, 300], "sync", "ce", 0.3),      # ce over > 256 output units: the softmax outside the epilogue
