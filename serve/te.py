@@ -58,7 +58,7 @@ from actors.common.errors import InputError, NotFound, TooLarge
 from actors.te.config import Algorithm, Correction, Mode, NetworkConfig, SurrogateMethod, TENetworkSpec
 from actors.te.embedding import as_series
 from actors.te.engine import conditional_mutual_information, te_significance, transfer_entropy
-from actors.te.network import TENetwork, te_network
+from actors.te.network import TENetwork, network_warnings, te_network
 from serve.common import AppIngress, ServeArgs, builder, new_app
 
 log = logging.getLogger("attractor.serve")
@@ -383,7 +383,8 @@ class TEState:
                 network, info = local_runner(data, names, cfg)
             except InputError as exc:
                 raise _renamed(exc, "data", names) from None
-            body = network_body(net_id, network, cfg.mode, time.perf_counter() - t0) | info
+            body = network_body(net_id, network, cfg.mode, time.perf_counter() - t0) | info | {
+                "warnings": network_warnings(cfg, len(names))}
             with self.lock:  # GET /te/network/{id} serves inline results too
                 self.jobs[net_id] = {**body, "n_vars": len(names), "n_samples": len(data), "submitted": time.time()}
                 self._trim()
@@ -417,7 +418,8 @@ class TEState:
                     "field": None, "message": f"internal error (job id {net_id}; details are in the server log)",
                     "allowed": None})
             return
-        body = network_body(net_id, network, cfg.mode, time.perf_counter() - t0) | info
+        body = network_body(net_id, network, cfg.mode, time.perf_counter() - t0) | info | {
+            "warnings": network_warnings(cfg, len(names))}
         self._finish(net_id, body, network.graph)
 
     def _finish(self, net_id: str, body: dict, graph: nx.DiGraph) -> None:

@@ -285,6 +285,7 @@ def test_network_inline_equals_engine_and_paths(client):
         assert e["te"] == ref.graph.edges[s, t]["te"] and e["p_value"] == ref.graph.edges[s, t]["p_value"]
         assert e["lag"] == 1
     assert client.get(f"/te/network/{body['id']}").json()["edges"] == body["edges"]
+    assert body["warnings"] == []
 
     r = client.get("/causal/path", params={"from": "v0", "to": "v2"})
     assert r.status_code == 200, r.text
@@ -300,6 +301,11 @@ def test_network_inline_equals_engine_and_paths(client):
     assert r.status_code == 404 and _field(r) == "from" and "v1" in r.json()["detail"]["allowed"]
     r = client.get("/causal/path", params={"from": "v0", "to": "v0"})
     assert r.status_code == 422 and _field(r) == "to"
+
+
+def test_network_warns_when_surrogates_cannot_reach_alpha(client):
+    few = client.post("/te/network", json={"data": chain(300), "surrogates": 9}).json()   # 1/(S+1) = 0.1 > 0.05
+    assert few["edges"] == [] and len(few["warnings"]) == 1 and "1/(S+1) = 0.1" in few["warnings"][0]
 
 
 def test_network_multivariate_drops_indirect_edge(client):
