@@ -14,6 +14,8 @@ calibrated dimensions, row localization, recommendations) -> runs/<ts>/validatio
 Stage LLM (llm_stage): a few completions through Ray Data LLM with the serve.llm engine configs — the
 tiny model on CPU (--llm tiny) or the Qwen2.5-0.5B shape on a GPU cluster; skipped, with the reason
 printed, where vLLM is not installed (it lives in .venv-llm) or the cluster has no GPU and --llm is auto.
+Stage EqProp (eqprop_stage): Equilibrium Propagation and its backprop twin (same network, same seed)
+trained on MNIST-5k through the trainer engine, test accuracy side by side -> runs/<ts>/eqprop/.
 Later subsystems append their stage here.
 """
 from __future__ import annotations
@@ -251,8 +253,22 @@ def llm_stage(run_dir: Path, mode: str) -> dict | None:
     return run_batch(spec, rows, run_dir / "llm" / "batch", BatchOptions(max_tokens=16))
 
 
+def eqprop_stage(run_dir: Path) -> dict:
+    """MNIST-5k, 310 steps each: EqProp's test accuracy beside backprop's (actors.trainer.eqprop.compare)."""
+    from actors.trainer.eqprop.compare import eqprop_demo_stage
+
+    return eqprop_demo_stage(run_dir / "eqprop")
+
+
+def eqprop_section(eq: dict) -> str:
+    return (f"<h2>EqProp vs backprop (MNIST-5k)</h2><p>Same network and seed, {eq['steps']} steps each, "
+            f"{eq['n_test']} test digits: Equilibrium Propagation <b>{100 * eq['eqprop_accuracy']:.1f}%</b>, "
+            f"backprop {100 * eq['backprop_accuracy']:.1f}% ({eq['difference_pts']:+.1f} points). "
+            "Data: <code>eqprop/eqprop_demo.json</code>.</p>")
+
+
 def write_report(run_dir: Path, sweep: dict, wall: float, te: dict | None = None,
-                 validation: dict | None = None) -> Path:
+                 validation: dict | None = None, eqprop: dict | None = None) -> Path:
     s = sweep["summary"]
     png = base64.b64encode(sweep["png"].read_bytes()).decode()
     rows = "".join(
@@ -279,6 +295,7 @@ Model <code>{s['model']}</code>, sweep <code>{s['name']}</code>: {s['n_chunks']}
 {spectra_section(sweep.get("spectra"))}
 {te_section(te) if te else ""}
 {validation_section(validation) if validation else ""}
+{eqprop_section(eqprop) if eqprop else ""}
 <p>Total demo wall time {wall:.1f} s.</p></body></html>"""
     path = run_dir / "report.html"
     atomic_write_bytes(path, doc.encode())
@@ -305,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     te = te_stage(run_dir)
     val = validation_stage(run_dir, sweep["png"].parent)
     llm = llm_stage(run_dir, args.llm)
-    report = write_report(run_dir, sweep, time.perf_counter() - t0, te=te, validation=val)
+    eq = eqprop_stage(run_dir)
+    report = write_report(run_dir, sweep, time.perf_counter() - t0, te=te, validation=val, eqprop=eq)
     missing = [p["name"] for p in sweep["points"] if not p["ok"]]
     print(f"[attractor] regime map: {sweep['png'].resolve()} ({sweep['grid']}, "
           f"backend {', '.join(sweep['summary']['backends'])})")
@@ -314,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[attractor] TE network: {te['summary']['n_edges']} edges -> {(run_dir / 'te' / 'edges.csv').resolve()}")
     print(f"[attractor] validation: collapsed={val['doc']['collapsed']}, {val['hits']}/{val['n_planted']} planted "
           f"rows among {val['n_flagged']} flagged -> {(run_dir / 'validation' / 'report.html').resolve()}")
+    print(f"[attractor] EqProp:     MNIST-5k test accuracy {100 * eq['eqprop_accuracy']:.1f}% "
+          f"(backprop {100 * eq['backprop_accuracy']:.1f}%) -> {(run_dir / 'eqprop').resolve()}")
     if llm:
         print(f"[attractor] LLM: {llm['rows']} completions of {llm['model_id']}, {llm['generated_tokens']} tokens "
               f"-> {(run_dir / 'llm' / 'batch').resolve()}")

@@ -5,8 +5,12 @@ Load: each app alone, with one work slot and a waiting room of two (`max_concurr
 `max_waiting=2`), gets 16 clients for LOAD_SECONDS with the representative request of
 jobs/bench/load.py (the same client): every answer is 200 or an intended 503 / 429, each 503 / 429
 carries Retry-After, backpressure happened (some 503s), and /healthz, probed every 50 ms while more
-requests are in flight than the replica has slots and waiting room, answers every time with p99 under
-HEALTH_P99_S.
+requests are in flight than the replica has slots and waiting room, answers every time, with p99 under
+HEALTH_P99_S or under half the p99 of the work requests of the same run, whichever is larger, and p50
+under 0.2 s or a quarter of the work p50. A /healthz queued behind the work fails both: before the fix
+(docs/reliability.md, load table) its p50 / p99 were 2.4-15.6 s / 3.5-15.6 s against work p50 / p99 of
+2.7-15.2 s / 4.3-24.8 s. The relative bound keeps one probe that a machine at load average ~10 stalls
+(seen: p99 1.2 s, p50 0.016 s, work p99 7.1 s) from failing a replica that answered it out of the queue.
 
 Replica kill: traffic against the TE app, its replica killed (ray.kill, no restart: Serve's controller
 must replace it); requests succeed again within RECOVERY_S and keep succeeding.
@@ -59,7 +63,8 @@ def test_bounded_load(serve_instance, app, tmp_path):
         assert s["statuses"].get("503", 0) + s["statuses"].get("429", 0) > 0, f"no backpressure: {s}"
         assert s["rejects_without_retry_after"] == 0, s
         assert s["health_n"] >= 20 and s["health_errors"] == 0, s
-        assert s["health_p99_s"] < HEALTH_P99_S, s
+        assert s["health_p99_s"] < max(HEALTH_P99_S, 0.5 * s["p99_s"]), s
+        assert s["health_p50_s"] < max(0.2, 0.25 * s["p50_s"]), s
         # while probed, the work slot was busy and more requests waited (polite clients sleep on a 503)
         assert s["in_flight_at_probe_median"] >= LIMITS["max_concurrent"] + 1, s
     finally:
