@@ -119,24 +119,33 @@ def _row(rows: list[dict], hidden: int, path: str, kernel_ms: float | None, call
                  "note": note})
 
 
-def bench_small(steps: int, batch: int, reps: int, compile_: bool, log: Callable[[str], None]) -> list[dict]:
+def _baselines(rows: list[dict], hidden: int, batch: int, steps: int, reps: int, dev: torch.device) -> tuple:
+    """The case at this width, its float64 reference and the three baseline rows (eager fp32, graph-captured
+    cuBLAS fp32 and bf16) every faster path is a ratio against: (net, x, y, ref, eager loop, base times)."""
     from actors.trainer.eqprop import settle
+
+    net, net64, x, y = _case([784, hidden, hidden, 10], batch, dev)
+    ref = settle(net64, x.double(), steps=steps, backend="torch")
+    eager = _torch_loop(net, x, steps, torch.float32)
+    base = {"eager": event_ms(eager, reps)}
+    g32, out32 = _graph(eager)
+    base["graph"] = event_ms(g32.replay, reps)
+    net16 = type(net)(net.sizes, seed=0).to(dev).to(torch.bfloat16)
+    g16, out16 = _graph(_torch_loop(net16, x.to(torch.bfloat16), steps, torch.bfloat16))
+    base["graph16"] = event_ms(g16.replay, reps)
+    _row(rows, hidden, "eager torch loop (fp32)", base["eager"], base["eager"], _rel(eager(), ref), base)
+    _row(rows, hidden, "CUDA graph: cuBLAS + separate activation (fp32)", base["graph"], None, _rel(out32, ref), base)
+    _row(rows, hidden, "CUDA graph: cuBLAS + separate activation (bf16)", base["graph16"], None, _rel(out16, ref),
+         base)
+    return net, x, y, ref, eager, base
+
+
+def bench_small(steps: int, batch: int, reps: int, compile_: bool, log: Callable[[str], None]) -> list[dict]:
 
     dev = torch.device("cuda")
     rows: list[dict] = []
     for hidden in SMALL:
-        net, net64, x, y = _case([784, hidden, hidden, 10], batch, dev)
-        ref = settle(net64, x.double(), steps=steps, backend="torch")
-        eager = _torch_loop(net, x, steps, torch.float32)
-        base = {"eager": event_ms(eager, reps)}
-        g32, out32 = _graph(eager)
-        base["graph"] = event_ms(g32.replay, reps)
-        net16 = type(net)(net.sizes, seed=0).to(dev).to(torch.bfloat16)
-        g16, out16 = _graph(_torch_loop(net16, x.to(torch.bfloat16), steps, torch.bfloat16))
-        graph16 = base["graph16"] = event_ms(g16.replay, reps)
-        _row(rows, hidden, "eager torch loop (fp32)", base["eager"], base["eager"], _rel(eager(), ref), base)
-        _row(rows, hidden, "CUDA graph: cuBLAS + separate activation (fp32)", base["graph"], None, _rel(out32, ref), base)
-        _row(rows, hidden, "CUDA graph: cuBLAS + separate activation (bf16)", graph16, None, _rel(out16, ref), base)
+        net, x, y, ref, eager, base = _baselines(rows, hidden, batch, steps, reps, dev)
         if compile_:
             try:
                 comp = _compiled_loop(net, x, steps)
@@ -206,24 +215,12 @@ def _cupy_row(rows: list[dict], hidden: int, net: Any, x: torch.Tensor, ref: lis
 
 
 def bench_wide(steps: int, batch: int, reps: int, log: Callable[[str], None]) -> list[dict]:
-    from actors.trainer.eqprop import settle
     from kernels.eqprop.fused import FusedSettler
 
     dev = torch.device("cuda")
     rows: list[dict] = []
     for hidden in WIDE:
-        net, net64, x, y = _case([784, hidden, hidden, 10], batch, dev)
-        ref = settle(net64, x.double(), steps=steps, backend="torch")
-        eager = _torch_loop(net, x, steps, torch.float32)
-        base = {"eager": event_ms(eager, reps)}
-        g32, out32 = _graph(eager)
-        base["graph"] = event_ms(g32.replay, reps)
-        net16 = type(net)(net.sizes, seed=0).to(dev).to(torch.bfloat16)
-        g16, out16 = _graph(_torch_loop(net16, x.to(torch.bfloat16), steps, torch.bfloat16))
-        graph16 = base["graph16"] = event_ms(g16.replay, reps)
-        _row(rows, hidden, "eager torch loop (fp32)", base["eager"], base["eager"], _rel(eager(), ref), base)
-        _row(rows, hidden, "CUDA graph: cuBLAS + separate activation (fp32)", base["graph"], None, _rel(out32, ref), base)
-        _row(rows, hidden, "CUDA graph: cuBLAS + separate activation (bf16)", graph16, None, _rel(out16, ref), base)
+        net, x, y, ref, eager, base = _baselines(rows, hidden, batch, steps, reps, dev)
         for precision in ("bf16", "tf32"):
             path = f"fused Triton layer kernel + CUDA graph ({precision})"
             try:
