@@ -33,6 +33,14 @@ def _persistent(p: int, prec: int, block_b: int, chunked: bool) -> tuple[str, di
     return "onchip", {**common, "PL": 16, "WREG": p * p + 16 * p <= 128 * 128}, ptrs, warps
 
 
+def resident_config(p: int, prec: int, block_b: int, warps: int = 8) -> tuple[str, dict, dict, int]:
+    """The resident variant (resident.py) at [H = p, p, 10] state layers."""
+    consts = dict(P0=p, P1=p, P2=16, P3=16, PL=16, BLOCK_B=block_b, L=3, SYNC=True, SK0=False, SK1=False,
+                  SK2=False, NUDGE=True, COST=0, ACT=0, PREC=prec)
+    ptrs = {n: ("*bf16" if prec == 2 and n in ("w1p", "w2p", "w3p") else "*fp32") for n in _ONCHIP_PTRS}
+    return "resident", consts, ptrs, warps
+
+
 def _fused(prec: int, bm: int, bn: int, nudge: int) -> tuple[str, dict, dict, int]:
     consts = dict(HAS_BASE=False, HAS_A1=True, SKIP1=False, HAS_A2=nudge == 0, SKIP2=False, NUDGE=nudge, ACT=0,
                   PREC=prec, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=32)
@@ -46,6 +54,7 @@ CONFIGS: list[tuple[str, dict, dict, int]] = [
     _persistent(128, 1, 32, False), _persistent(256, 2, 16, True), _persistent(256, 1, 16, True),
     _fused(2, 128, 128, 0), _fused(1, 128, 128, 0), _fused(2, 64, 16, 1), _fused(2, 32, 256, 1),
     _fused(2, 64, 128, 0), _fused(2, 64, 64, 0), _fused(1, 64, 64, 0),
+    resident_config(256, 2, 16), resident_config(256, 2, 32), resident_config(128, 1, 16, 4),
 ]
 
 
@@ -56,9 +65,10 @@ def compile_kernel(kind: str, consts: dict[str, Any], ptrs: dict[str, str], num_
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from kernels.eqprop import fused, persistent
+    from kernels.eqprop import fused, persistent, resident
 
-    fn = {"onchip": persistent._settle_kernel, "chunked": persistent._settle_chunked, "fused": fused._fused_layer}[kind]
+    fn = {"onchip": persistent._settle_kernel, "chunked": persistent._settle_chunked, "fused": fused._fused_layer,
+          "resident": resident._settle_resident}[kind]
     sig = {name: ("constexpr" if name in consts else ptrs.get(name, "fp32" if name == "beta" else "i32"))
            for name in fn.arg_names}
     src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in consts.items()})

@@ -323,7 +323,7 @@ def _pad(n: int) -> int:
 def _prepare_chunked(drive: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor], skips: list[bool],
                      states: list[torch.Tensor], beta: float, cost: str, target: torch.Tensor | None, steps: int,
                      update: str, activation: str, precision: str, block_b: int,
-                     num_warps: int) -> tuple[Callable[[], None], Callable[[], tuple[list[torch.Tensor], torch.Tensor]]]:
+                     num_warps: int, num_stages: int | None = None) -> tuple[Callable[[], None], Callable[[], tuple[list[torch.Tensor], torch.Tensor]]]:
     widths = [s.shape[1] for s in states]
     L = len(widths)
     B = drive.shape[0]
@@ -361,7 +361,8 @@ def _prepare_chunked(drive: torch.Tensor, weights: list[torch.Tensor], biases: l
                               float(beta), n[0], n[1], n[2], n[3], P0=P[0], P1=P[1], P2=P[2], P3=P[3],
                               BLOCK_B=block_b, L=L, SYNC=update == "sync", SK0=sk[0], SK1=sk[1], SK2=sk[2],
                               NUDGE=beta != 0, COST=COST_CODE[cost], ACT=ACT_CODE[activation],
-                              PREC=prec_code(precision), K0=K[0], K1=K[1], K2=K[2], K3=K[3], num_warps=num_warps)
+                              PREC=prec_code(precision), K0=K[0], K1=K[1], K2=K[2], K3=K[3], num_warps=num_warps,
+                              **({} if num_stages is None else {"num_stages": num_stages}))
 
     def collect() -> tuple[list[torch.Tensor], torch.Tensor]:
         new = [S[k][steps % 2, :, : widths[k]] for k in range(L)]
@@ -397,15 +398,18 @@ def persistent_settle(drive: torch.Tensor, weights: list[torch.Tensor], biases: 
 def prepare(drive: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor], skips: list[bool],
             states: list[torch.Tensor], beta: float, cost: str, target: torch.Tensor | None, steps: int, update: str,
             activation: str, precision: str = "fp32", block_b: int | None = None,
-            num_warps: int | None = None,
-            variant: str | None = None) -> tuple[Callable[[], None], Callable[[], tuple[list[torch.Tensor], torch.Tensor]]]:
+            num_warps: int | None = None, variant: str | None = None,
+            num_stages: int | None = None) -> tuple[Callable[[], None],
+                                                    Callable[[], tuple[list[torch.Tensor], torch.Tensor]]]:
     """(launch, collect): the padded buffers made once; launch() runs the kernel on them (what the
     benchmark times as kernel time; a repeated launch continues from where the last one left the
     buffers: the same work, other numbers), collect() returns (states, residual) after one launch.
     `variant`: "onchip" (states in registers, whole weight tiles as dot operands; the default when every
     padded layer is <= ONCHIP_MAX; asked for explicitly it compiles up to 256 for bf16 operands, 160 KiB
     of shared memory, and raises OutOfResources at launch where it does not fit) or "chunked" (states in
-    a scratch, K-chunked matmuls: any layer <= 256); None picks by ONCHIP_MAX."""
+    a scratch, K-chunked matmuls: any layer <= 256) or "resident" (resident.py: transposed states, the
+    weights as the wgmma's shared-memory operand loaded once per launch; bf16 at 256, any precision at <= 128);
+    None picks by ONCHIP_MAX. `num_stages` (the software-pipelining depth) only for chunked / resident."""
     widths = [s.shape[1] for s in states]
     if not fits(widths):
         raise ValueError(f"persistent kernel: {len(widths)} state layers of widths {widths}; "
@@ -435,11 +439,16 @@ def prepare(drive: torch.Tensor, weights: list[torch.Tensor], biases: list[torch
     wsize = sum(P[k] * P[k - 1] for k in range(1, L))
     if variant is None:
         variant = "onchip" if max(P) <= ONCHIP_MAX else "chunked"
-    if variant not in ("onchip", "chunked"):
-        raise ValueError(f"variant {variant!r}; allowed onchip, chunked")
+    if variant not in ("onchip", "chunked", "resident"):
+        raise ValueError(f"variant {variant!r}; allowed onchip, chunked, resident")
+    if variant == "resident":   # weights resident in shared memory, transposed states (resident.py)
+        from kernels.eqprop.resident import prepare_resident
+
+        return prepare_resident(drive, weights, biases, skips, states, beta, cost, target, steps, update, activation,
+                                precision, block_b or 16, num_warps or default_warps(max(P)), num_stages)
     if variant == "chunked":
         return _prepare_chunked(drive, weights, biases, skips, states, beta, cost, target, steps, update, activation,
-                                precision, block_b or 16, num_warps or default_warps(max(P)))
+                                precision, block_b or 16, num_warps or default_warps(max(P)), num_stages)
     if block_b is None:
         block_b = 16 if max(P) >= 128 or B <= 4096 else 32
     if num_warps is None:
@@ -453,7 +462,8 @@ def prepare(drive: torch.Tensor, weights: list[torch.Tensor], biases: list[torch
                              float(beta), n[0], n[1], n[2], n[3], P0=P[0], P1=P[1], P2=P[2], P3=P[3], PL=P[L - 1],
                              BLOCK_B=block_b, L=L, SYNC=update == "sync", SK0=sk[0], SK1=sk[1], SK2=sk[2],
                              NUDGE=beta != 0, COST=COST_CODE[cost], ACT=ACT_CODE[activation],
-                             PREC=prec_code(precision), WREG=wsize <= WREG_LIMIT, num_warps=num_warps)
+                             PREC=prec_code(precision), WREG=wsize <= WREG_LIMIT, num_warps=num_warps,
+                             **({} if num_stages is None else {"num_stages": num_stages}))
 
     def collect() -> tuple[list[torch.Tensor], torch.Tensor]:
         return [S[k][:, : widths[k]] for k in range(L)], res.max()
