@@ -48,6 +48,21 @@ def _fused(prec: int, bm: int, bn: int, nudge: int) -> tuple[str, dict, dict, in
     return "fused", consts, ptrs, 8 if bm * bn >= 128 * 128 else 4   # fused._blocks
 
 
+_SWEEP_PTRS = ("cur0", "cur1", "cur2", "cur3", "nxt0", "nxt1", "nxt2", "nxt3", "w1", "w2", "w3", "b1", "b2", "b3",
+               "d_ptr", "t_ptr", "g_ptr")
+
+
+def sweep_config(prec: int, bm: int, bn: int, bk: int, warps: int, bf16_states: bool = False) -> tuple[str, dict, dict, int]:
+    """The grouped sweep kernel (fused._fused_sweep) at [H, H, 10] state layers, free phase."""
+    consts = dict(L=3, SK0=False, SK1=False, SK2=False, NUDGE=0, ACT=0, PREC=prec, BM=bm, BN=bn, BK=bk, BNL=16)
+    ptrs = {n: "*fp32" for n in _SWEEP_PTRS}
+    for n in ("w1", "w2", "w3"):
+        ptrs[n] = "*bf16" if prec == 2 else "*fp32"
+    for n in ("cur0", "cur1", "cur2", "cur3", "nxt0", "nxt1", "nxt2", "nxt3"):
+        ptrs[n] = "*bf16" if bf16_states else "*fp32"
+    return "sweep", consts, ptrs, warps
+
+
 # (kernel, constexprs, pointer types, num_warps) for the configurations the engine launches by default
 CONFIGS: list[tuple[str, dict, dict, int]] = [
     _persistent(64, 2, 16, False), _persistent(128, 2, 16, False), _persistent(128, 0, 16, False),
@@ -59,7 +74,7 @@ CONFIGS: list[tuple[str, dict, dict, int]] = [
 
 
 def compile_kernel(kind: str, consts: dict[str, Any], ptrs: dict[str, str], num_warps: int,
-                   arch: int = 90) -> dict[str, Any]:
+                   arch: int = 90, num_stages: int | None = None) -> dict[str, Any]:
     """Compile one kernel for cuda:`arch`; {kernel, constexprs, shared bytes, fits}."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -68,11 +83,14 @@ def compile_kernel(kind: str, consts: dict[str, Any], ptrs: dict[str, str], num_
     from kernels.eqprop import fused, persistent, resident
 
     fn = {"onchip": persistent._settle_kernel, "chunked": persistent._settle_chunked, "fused": fused._fused_layer,
-          "resident": resident._settle_resident}[kind]
+          "resident": resident._settle_resident, "sweep": fused._fused_sweep}[kind]
     sig = {name: ("constexpr" if name in consts else ptrs.get(name, "fp32" if name == "beta" else "i32"))
            for name in fn.arg_names}
     src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in consts.items()})
-    k = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
+    opts: dict[str, Any] = {"num_warps": num_warps}
+    if num_stages is not None:
+        opts["num_stages"] = num_stages
+    k = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=opts)
     shared = int(k.metadata.shared)
     return {"kernel": kind, "constexprs": consts, "num_warps": num_warps, "shared": shared,
             "fits": shared <= SMEM_LIMIT_SM90}
