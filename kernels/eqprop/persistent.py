@@ -437,8 +437,8 @@ def prepare(drive: torch.Tensor, weights: list[torch.Tensor], biases: list[torch
     W = [padded(weights[k - 1] if k < L else None, P[k], P[k - 1], _wdtype(precision)) for k in range(1, MAX_LAYERS)]
     Bs = [padded(biases[k - 1][None, :] if k < L else None, 1, P[k]) for k in range(1, MAX_LAYERS)]
     wsize = sum(P[k] * P[k - 1] for k in range(1, L))
-    if variant is None:
-        variant = "onchip" if max(P) <= ONCHIP_MAX else "chunked"
+    if variant is None:   # EQPROP_TRITON_VARIANT (onchip | chunked | resident) overrides the width rule (benchmarks)
+        variant = os.environ.get("EQPROP_TRITON_VARIANT") or ("onchip" if max(P) <= ONCHIP_MAX else "chunked")
     if variant not in ("onchip", "chunked", "resident"):
         raise ValueError(f"variant {variant!r}; allowed onchip, chunked, resident")
     if variant == "resident":   # weights resident in shared memory, transposed states (resident.py)
