@@ -1,6 +1,8 @@
 """EqProp settling kernels and memory: every ratio against a baseline measured in the same run.
 
     python -m jobs.bench.eqprop --out runs/eqprop_bench            # CUDA: the whole table (< 4 min on an H200)
+    python -m jobs.bench.eqprop --sections kernels256,epoch,wide --budget-s 170 --out DIR   # the tuning run (below)
+    python -m jobs.bench.eqprop --device cpu --sections kernels256,epoch,wide --out DIR    # its CPU smoke (interpreter)
     python -m jobs.bench.eqprop --cpu-smoke --out DIR               # tiny, CPU, torch backend only (+ EP estimator table)
     python -m jobs.bench.eqprop --cpu-smoke --skip estimators --out DIR   # the seconds-long version the tests run
     python -m jobs.bench.eqprop --no-compile --out DIR              # skip the torch.compile baseline
@@ -15,6 +17,17 @@ synchronous updates) from zero states; each path starts from the same states and
   separate activation kernels; fp32 and bf16), and the CuPy RawKernel twin (fp32).
 - H = 512, 1024, 2048: the fused matmul + activation + nudge Triton kernel with the step loop in a
   CUDA graph (bf16, tf32) vs the eager loop and the graph-captured cuBLAS + separate activation loop.
+
+`--sections` (run in this order, each failure reported and the rest kept): `kernels256` — at each
+`--hidden` width (256) the baselines, then the persistent kernel's variants over a small grid
+(KERNELS256: resident bf16 at BLOCK_B 16/32/64 x 8/16 warps, onchip bf16, chunked bf16 / tf32), each
+with its kernel ms, x eager / x graph fp32 / x graph bf16 and rel err vs fp64, and the engine call;
+`small` (the full H 64-256 table above); `epoch` — bench_epoch: ms per training epoch of the MNIST-5k
+preset for EqProp (triton default variant, triton resident, torch) vs the BPTT twin and a feed-forward
+MLP; `wide` — at 512-2048 the engine's per-layer fused path and the grouped sweep (one launch per sweep)
+over WIDE_TILES, then the fastest tile with bf16 states; `memory`, `gradients`. `--budget-s` stops
+starting new configurations after that many seconds (their rows say "skipped"). A "Fastest path per
+width" list heads the report.
 
 "kernel" times are the device time of the phase on prepared buffers (median of CUDA-event timings
 after a warm-up; for the graphs one replay), "call" times the user-facing call (padding / copies,
@@ -304,7 +317,7 @@ def _wide_run(case: tuple, path: str, kw: dict) -> float | None:
 
 
 KERNELS256: list[tuple[str, str, int, int, int | None]] = [   # (variant, precision, BLOCK_B, warps, stages)
-    ("resident", "bf16", 16, 8, None), ("resident", "bf16", 32, 8, None), ("resident", "bf16", 16, 4, None),
+    ("resident", "bf16", 16, 8, None), ("resident", "bf16", 32, 8, None), ("resident", "bf16", 16, 16, None),
     ("resident", "bf16", 64, 8, None), ("onchip", "bf16", 16, 8, None), ("chunked", "bf16", 16, 8, None),
     ("chunked", "bf16", 32, 8, None), ("chunked", "tf32", 16, 8, None)]
 
@@ -628,6 +641,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpu-smoke", action="store_true")
     ap.add_argument("--skip", default="", help="comma list of sections to skip: small, wide, memory, gradients (GPU); estimators (--cpu-smoke)")
     ap.add_argument("--sections", default="", help=f"comma list to run instead of the default small,wide,memory,gradients: {', '.join(SECTIONS)}")
+    ap.add_argument("--hidden", default="256", help="comma list of widths for the kernels256 section (e.g. 128,256)")
     ap.add_argument("--budget-s", type=float, default=1e9, help="stop starting new configurations after this many seconds")
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
                     help="cpu: the --sections paths on tiny shapes under TRITON_INTERPRET=1 (a smoke test of the code)")
@@ -665,7 +679,8 @@ def main(argv: list[str] | None = None) -> int:
         # fixed order, cheapest and most wanted first; the wide grid last (it stops at --budget-s)
         def kernels256() -> None:
             grid = [g for g in KERNELS256 if g[2] == 16 and g[3] == 8] if tiny else None
-            small.extend(bench_kernels256(steps, batch, reps, print, dev, grid=grid, budget=budget))
+            for h in (int(v) for v in args.hidden.split(",") if v):
+                small.extend(bench_kernels256(steps, batch, reps, print, dev, hidden=h, grid=grid, budget=budget))
 
         def epoch_() -> None:
             nonlocal epoch_note
