@@ -80,3 +80,37 @@ def test_resident_compiles_for_sm90_within_shared_memory():
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("True") == 3, out.stdout
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("hidden,update", [(256, "sync"), (128, "evenodd")])
+def test_gpu_resident_bf16_vs_float64(hidden, update):
+    """Compiled on the GPU: batch 1024, 30 sweeps of a nudged phase, bf16 within 5e-3 of float64."""
+    sizes = [784, hidden, hidden, 10]
+    net = EqPropNet(sizes, seed=0).cuda()
+    x, y = _data(sizes, batch=1024)
+    x, y = x.cuda(), y.cuda()
+    ref = settle(EqPropNet(sizes, seed=0).double().cuda(), x.double(), y=y, beta=0.5, steps=30, update=update,
+                 backend="torch")
+    out, r = _run(net, x, y, 0.5, "ce", 30, update, net.zero_states(1024), precision="bf16")
+    rel = max(float((a.double() - b).norm() / b.norm()) for a, b in zip(out, ref))
+    assert rel < 5e-3 and torch.isfinite(r)
+
+
+@pytest.mark.gpu
+def test_gpu_grouped_fused_sweep_bf16_vs_float64():
+    """Hidden 512: the grouped sweep (one launch per sweep) in a CUDA graph, bf16, within 5e-3 of float64."""
+    from kernels.eqprop.fused import FusedSettler
+
+    sizes = [784, 512, 512, 10]
+    net = EqPropNet(sizes, seed=0).cuda()
+    x, y = _data(sizes, batch=1024)
+    x, y = x.cuda(), y.cuda()
+    ref = settle(EqPropNet(sizes, seed=0).double().cuda(), x.double(), y=y, beta=0.5, steps=30, backend="torch")
+    drive = torch.nn.functional.linear(x, net.layers[0].weight.detach(), net.layers[0].bias.detach())
+    st = FusedSettler(drive, [lin.weight.detach() for lin in net.layers[1:]], [lin.bias.detach() for lin in net.layers[1:]],
+                      [False, False, False], sizes[1:], 0.5, "ce", True, 30, "sync", "hardsigmoid", "bf16", graph=True,
+                      tiles=(64, 64, 64, 4, 3), grouped=True)
+    out, _ = st(drive, net.zero_states(1024), torch.nn.functional.one_hot(y, 10).float())
+    rel = max(float((a.double() - b).norm() / b.norm()) for a, b in zip(out, ref))
+    assert rel < 5e-3
