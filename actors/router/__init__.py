@@ -11,7 +11,8 @@ assignment by parallel tempering, and its evaluation on replayed outcomes (Route
 
 Engine modules (no Ray). Thermodynamics (docs/router.md "Thermodynamics"): energy (EnergyTerms,
 energies, fit_weights), posterior (BetaPosterior), boltzmann (exact selection) with schedules,
-problems + ladder (parallel tempering in torch), bandit (Thompson online mode, regret, drift).
+problems + ladder (parallel tempering in torch), bandit (Thompson online mode, regret, drift),
+te_signal + online + te_ablation (the TE routing signal in the router's online mode, its ablation).
 Evaluation and serving: config (RouteEvalSpec), data (routing Parquet files), features (prompt
 embeddings, cached), predictor (P(strong better), KMeans domains), router (the composed router and its
 ablations, saved as JSON + npz), metrics (APGR, CPT, cost saving, bootstrap), evaluate (held-out
@@ -41,7 +42,8 @@ _EXPORTS = {
                              "replay", "replay_stream", "synthetic_stream"),
     # evaluation and serving (helper R2)
     "actors.router.config": ("ABLATIONS", "Ablation", "DomainConfig", "EmbeddingConfig", "EnergyConfig", "EvalConfig",
-                             "ModelCard", "PredictorConfig", "PredictorKind", "RouteEvalSpec"),
+                             "ModelCard", "PlantedKind", "PredictorConfig", "PredictorKind", "RouteEvalSpec",
+                             "TEAblationConfig", "TEFeatureConfig", "TE_METHODS"),
     "actors.router.data": ("ALL_MMLU_DOMAINS", "COLUMNS", "RouteData", "load_routes", "rewards", "routellm_order",
                            "validate_frame"),
     "actors.router.features": ("CHARS_PER_TOKEN", "prompt_embeddings", "token_estimate"),
@@ -52,6 +54,10 @@ _EXPORTS = {
                               "random_metrics", "random_scores", "threshold_curve"),
     "actors.router.evaluate": ("FoldResult", "Prepared", "assign_folds", "check_disjoint", "cross_validate", "fit_all",
                                "fit_and_score", "prepare", "run_fold", "summarize"),
+    "actors.router.te_signal": ("TEFeature", "advantage_surprise", "check_config", "min_window", "pair_te",
+                                "quality_series", "window_te"),
+    "actors.router.online": ("ONLINE_METHODS", "OnlineRun", "online_stream"),
+    "actors.router.te_ablation": ("ablation_markdown", "plant", "run_te_ablation", "stream_stats"),
     "actors.router.report": ("ablation_table", "metrics_table", "targets", "write_outputs"),
     "actors.router.plots": ("curve_png",),
 }

@@ -16,13 +16,17 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from actors.common.config import Strict, WorkerConfig
+from actors.common.errors import InputError
 
 __all__ = ["ABLATIONS", "Ablation", "DomainConfig", "EmbeddingConfig", "EnergyConfig", "EvalConfig", "ModelCard",
-           "PredictorConfig", "PredictorKind", "RouteEvalSpec"]
+           "PlantedKind", "PredictorConfig", "PredictorKind", "RouteEvalSpec", "TEAblationConfig", "TEFeatureConfig",
+           "TE_METHODS"]
 
 PredictorKind = Literal["logistic", "mlp"]
-Ablation = Literal["energy_t0", "thompson", "predictor", "random"]
-ABLATIONS: tuple[str, ...] = ("energy_t0", "thompson", "predictor", "random")
+Ablation = Literal["energy_t0", "thompson", "predictor", "random", "energy_te", "energy_recency"]
+ABLATIONS: tuple[str, ...] = ("energy_t0", "thompson", "predictor", "random")   # the default set (offline too)
+TE_METHODS: tuple[str, ...] = ("energy_te", "energy_recency")   # online only: the TE feature and its TE-free control
+PlantedKind = Literal["swap", "weak_down"]
 Device = Literal["cpu", "cuda"]
 
 
@@ -100,6 +104,52 @@ class EvalConfig(Strict):
         return self
 
 
+class TEFeatureConfig(Strict):
+    """The online TE routing signal (actors/router/te_signal.py): per domain, TE from the trailing mean
+    of the strong model's advantage surprise (the domain's recent quality) to the surprise itself
+    (the routing outcome) over a sliding window; E_strong -= weight * clip(TE / te_scale, 0, 1) * recent
+    advantage. The window's minimum (te_signal.min_window) is checked where the feature is built."""
+
+    weight: float = Field(1.0, ge=0, le=1e6)        # w_te, in the energy's units (w_quality is 4)
+    window: int = Field(96, ge=1, le=100_000)       # the domain's last decisions the TE is estimated on
+    smooth: int = Field(8, ge=1, le=10_000)         # trailing-mean length of the quality series
+    every: int = Field(16, ge=1, le=100_000)        # recompute a domain's TE every `every` new decisions
+    te_scale: float = Field(0.05, gt=0, le=100)     # nats at which the gate saturates
+    k: int = Field(4, ge=1, le=100)                 # KSG neighbours
+    k_hist: int = Field(1, ge=1, le=16)             # outcome history length
+    delay: int = Field(1, ge=1, le=100)             # quality -> outcome delay
+    seed: int = Field(0, ge=0, le=2**32 - 1)        # KSG tie-breaking noise
+
+    def min_window(self) -> int:
+        """The shortest window the TE can be estimated on: the trailing mean's `smooth` samples, the
+        embedding's history and delay, k + 1 neighbours on each side, plus slack."""
+        return self.smooth + max(self.k_hist, self.delay) + 2 * (self.k + 1) + 8
+
+    @model_validator(mode="after")
+    def _window(self) -> TEFeatureConfig:
+        if self.window < self.min_window():
+            raise InputError("window", f"window {self.window} is too short for smooth={self.smooth}, k={self.k}, "
+                             f"k_hist={self.k_hist}, delay={self.delay}", f">= {self.min_window()}")
+        return self
+
+
+class TEAblationConfig(Strict):
+    """`jobs.route_eval --te-ablation`: the router fitted on a seeded `train_share` of the routes, then
+    online on streams drawn (seeded, with replacement) from each benchmark's other routes: as recorded
+    (stationary) and with a planted switch in the `planted_domains` most frequent domains of the
+    stream (every other block of `period` requests: `swap` exchanges the strong and weak rewards,
+    `weak_down` zeroes the weak model's). Methods energy / energy_te / energy_recency on the same
+    streams; bootstrap over stream positions (all seeds together) for the CIs."""
+
+    seeds: int = Field(5, ge=1, le=1000)
+    n_stream: int = Field(4000, ge=100, le=10_000_000)
+    train_share: float = Field(0.5, gt=0, lt=1)
+    planted_domains: int = Field(4, ge=1, le=1024)
+    period: int = Field(1000, ge=2, le=10_000_000)
+    kind: PlantedKind = "swap"
+    n_bootstrap: int = Field(200, ge=0, le=100_000)
+
+
 class RouteEvalSpec(Strict):
     """What `jobs.route_eval` runs: models, features, predictor, domains, energy, protocol, ablations."""
 
@@ -115,6 +165,8 @@ class RouteEvalSpec(Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     ablations: tuple[Ablation, ...] = ABLATIONS
     online: bool = False                 # posteriors also learn from the evaluated fold's bandit feedback
+    te: TEFeatureConfig = Field(default_factory=TEFeatureConfig)               # energy_te / energy_recency
+    te_ablation: TEAblationConfig = Field(default_factory=TEAblationConfig)    # --te-ablation
     max_rows: int | None = Field(None, ge=10, le=10_000_000)   # seeded subsample per file (tests, smoke runs)
     workers: WorkerConfig = Field(default_factory=lambda: WorkerConfig(num_gpus=0))
 
@@ -125,3 +177,10 @@ class RouteEvalSpec(Strict):
         if strong is not None and strong.name == weak.name:
             raise ValueError(f"weak names the strong model {weak.name!r}; the two must differ")
         return weak
+
+    @model_validator(mode="after")
+    def _te_online(self) -> RouteEvalSpec:
+        te = [a for a in self.ablations if a in TE_METHODS]
+        if te and not self.online:
+            raise InputError("online", f"ablations {te} learn from feedback and need online", "true (--online)")
+        return self

@@ -27,9 +27,7 @@ import pandas as pd
 
 from actors.common.budget import checkpoint
 from actors.common.errors import InputError
-from actors.router.boltzmann import boltzmann
-from actors.router.boltzmann import sample as sample_choice
-from actors.router.config import RouteEvalSpec
+from actors.router.config import RouteEvalSpec, TEFeatureConfig
 from actors.router.data import RouteData, rewards
 from actors.router.energy import energies
 from actors.router.metrics import (
@@ -40,6 +38,7 @@ from actors.router.metrics import (
     oracle_curve,
     random_metrics,
 )
+from actors.router.online import ONLINE_METHODS, online_stream
 from actors.router.router import Router, fit_router
 
 __all__ = ["FoldResult", "Prepared", "assign_folds", "check_disjoint", "cross_validate", "fit_all", "fit_and_score",
@@ -202,35 +201,35 @@ def _score_offline(router: Router, E, n_tokens, methods: Iterable[str], rng: np.
 
 
 def _score_online(router_factory: Callable[[], Router], E, n_tokens, reward, methods: Iterable[str],
-                  seed: int) -> dict:
+                  seed: int, te: TEFeatureConfig | None = None) -> dict:
     """Each method with its own copy of the fitted posteriors, updated route by route from the chosen
     model's reward only (bandit feedback), in a seeded random order; scores before each update."""
     out = {}
+    te = te or TEFeatureConfig()
     order = np.random.default_rng(seed).permutation(E.shape[0])
     for method in methods:
         router = router_factory()
         rng = np.random.default_rng(seed + 1)
         p_all, d_all = router.features(E)
         scores = np.empty(E.shape[0])
+        if method in ONLINE_METHODS:                # the energy router, with or without the TE feature
+            run = online_stream(router, p_all[order], d_all[order], np.asarray(n_tokens)[order],
+                                np.asarray(reward)[order], method, te, rng)
+            scores[order] = run.scores
+            out[method] = scores
+            continue
         for i in order:
             checkpoint()
             p, d = p_all[i:i + 1], d_all[i:i + 1]
             if method == "predictor":
                 scores[i] = p[0]
                 continue                          # no posterior: nothing to learn online
-            if method == "thompson":
-                theta = rng.beta(router.posterior.alpha[:, d[0]], router.posterior.beta[:, d[0]])
-                scores[i] = theta[STRONG] - theta[WEAK]
-                q = router.posterior.mean().copy()
-                q[:, d[0]] = theta
-                en = energies(router.terms(p, d, n_tokens[i:i + 1], quality=q), router.weights)
-                choice = int(np.argmin(en[0]))
-            else:
-                en = energies(router.terms(p, d, n_tokens[i:i + 1]), router.weights)
-                T = 0.0 if method == "energy_t0" else router.energy.temperature
-                dec = boltzmann(en, T)
-                scores[i] = dec.p[0, STRONG]
-                choice = int(sample_choice(dec, rng)[0])
+            theta = rng.beta(router.posterior.alpha[:, d[0]], router.posterior.beta[:, d[0]])   # thompson
+            scores[i] = theta[STRONG] - theta[WEAK]
+            q = router.posterior.mean().copy()
+            q[:, d[0]] = theta
+            en = energies(router.terms(p, d, n_tokens[i:i + 1], quality=q), router.weights)
+            choice = int(np.argmin(en[0]))
             router.feedback(choice, int(d[0]), float(reward[i, choice]))
         out[method] = scores
     return out
@@ -252,7 +251,7 @@ def run_fold(prep: Prepared, fold: int, spec: RouteEvalSpec) -> FoldResult:
     seed = spec.eval.seed * 1000 + fold
     if spec.online:
         scores = _score_online(lambda: _fit(prep.E[train], prep.gain[train], prep.reward[train], spec), E, nt,
-                               prep.reward[test], methods, seed)
+                               prep.reward[test], methods, seed, spec.te)
     else:
         scores = _score_offline(router, E, nt, methods, np.random.default_rng(seed))
     p = router.predictor.predict(E)
@@ -278,7 +277,7 @@ def fit_and_score(train: Prepared, test: Prepared, spec: RouteEvalSpec) -> tuple
     methods = ["energy"] + [a for a in spec.ablations if a != "random"]
     if spec.online:
         scores = _score_online(lambda: _fit(train.E, train.gain, train.reward, spec), test.E, test.n_tokens,
-                               test.reward, methods, spec.eval.seed)
+                               test.reward, methods, spec.eval.seed, spec.te)
     else:
         scores = _score_offline(router, test.E, test.n_tokens, methods, np.random.default_rng(spec.eval.seed))
     res = FoldResult(-1, np.arange(len(test.routes)), scores, _auc(test.gain > 0, router.predictor.predict(test.E)),
