@@ -614,7 +614,8 @@ def render(env: dict, small: list[dict], wide: list[dict], mem: list[dict], grad
                                for r in rows])
     parts = [f"# EqProp settling benchmark\n\n{env['date']} · {env['device']} · "
              + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
-             + f"\n\nCommand: `{env['command']}` ({env['wall_s']:.0f} s). One free phase of {env['steps']} sweeps, "
+             + f"\n\nCommand: `{env['command']}` ({env['wall_s']:.0f} s"
+             + ("" if env.get("complete", True) else "; partial: written after a section, the run went on") + f"). One free phase of {env['steps']} sweeps, "
              f"batch {env['batch']}, sizes {env['sizes']} (hardsigmoid, sync). x eager / x graph fp32 / x graph bf16: "
              "the eager loop's / the graph-captured cuBLAS loop's (fp32 / bf16) kernel ms over this row's kernel ms "
              "(same run, same H).\n"]
@@ -678,7 +679,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"   # before the kernels' modules are imported
-    from actors.common.storage import atomic_write_bytes, atomic_write_json
 
     t0 = time.perf_counter()
     skip = set(filter(None, args.skip.split(",")))
@@ -730,6 +730,7 @@ def main(argv: list[str] | None = None) -> int:
                     fn()
                 except Exception as exc:  # noqa: BLE001 - report and keep the other sections
                     print(f"{name} section failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+                write(args, argv, t0, steps, batch, small, wide, mem, grads, epoch, epoch_note, final=False)
     else:
         if not torch.cuda.is_available():
             print("jobs.bench.eqprop: no CUDA device; use --cpu-smoke on a CPU", file=sys.stderr)
@@ -749,20 +750,31 @@ def main(argv: list[str] | None = None) -> int:
                 grads = bench_gradients(512, print)
             except Exception as exc:  # noqa: BLE001
                 print(f"gradients section failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+    write(args, argv, t0, steps, batch, small, wide, mem, grads, epoch, epoch_note, final=True)
+    return 0
+
+
+def write(args: argparse.Namespace, argv: list[str] | None, t0: float, steps: int, batch: int, small: list[dict],
+          wide: list[dict], mem: list[dict], grads: list[dict], epoch: list[dict], epoch_note: str,
+          final: bool) -> None:
+    """DIR/eqprop_bench.md and .json from what has run so far (after every section of --sections, so a
+    run stopped by a time limit still leaves its finished sections); the markdown printed at the end."""
+    from actors.common.storage import atomic_write_bytes, atomic_write_json
+
     gpu = not args.cpu_smoke and args.device == "cuda"
     env = {"date": utc_stamp(), "device": gpu_name() if gpu else "cpu",
            "versions": module_versions(["torch", "triton", "cupy"]),
            "command": "python -m jobs.bench.eqprop " + " ".join(argv if argv is not None else sys.argv[1:]),
            "steps": steps, "batch": batch, "sizes": "[16, 32, 32, 4]" if args.cpu_smoke else "[784, H, H, 10]",
-           "wall_s": time.perf_counter() - t0}
+           "wall_s": time.perf_counter() - t0, "complete": final}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     md = render(env, small, wide, mem, grads, epoch, epoch_note)
     atomic_write_bytes(out / "eqprop_bench.md", md.encode())
     atomic_write_json(out / "eqprop_bench.json", {"env": env, "small": small, "wide": wide, "memory": mem,
                                                   "gradients": grads, "epoch": epoch, "epoch_note": epoch_note})
-    print(md)
-    return 0
+    if final:
+        print(md)
 
 
 if __name__ == "__main__":
