@@ -215,7 +215,7 @@ def test_ablation_with_zero_weight_gives_identical_methods_and_a_complete_table(
         lo, hi = r["planted"][m]["ci"]["apgr"]
         assert lo <= hi and len(r["planted"][m]["per_seed"]) == 2
     md = ablation_markdown(res)
-    assert md.count("| alpha | stationary |") == 3 and md.count("| alpha | planted |") == 3 and "energy + TE feature" in md and "TE values" in md
+    assert md.count("| alpha | stationary | energy") == 3 and md.count("| alpha | planted | energy") == 3 and "energy + TE feature" in md and "TE values" in md
     json.dumps(res)                                        # JSON-able as written by the job
 
 
