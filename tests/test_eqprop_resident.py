@@ -39,6 +39,7 @@ def _maxdiff(a, b):
     ([3, 32, 32, 32, 10], "hardsigmoid", True, "sync", "ce", 0.1, 16),
     ([5, 200, 200, 10], "hardsigmoid", False, "sync", "ce", 0.5, 16),   # 256-padded, the case it is for
     ([5, 130, 10], "hardsigmoid", False, "sync", "ce", 0.0, 32),                  # MNIST preset shape, free phase
+    ([5, 40, 40, 10], "sigmoid", True, "sync", "mse", 0.3, 8),                    # BLOCK_B 8: 128 programs at batch 1024
 ])
 def test_resident_variant_equals_the_torch_settle(sizes, act, residual, update, cost, beta, block_b):
     net = EqPropNet(sizes, activation=act, residual=residual, seed=1)

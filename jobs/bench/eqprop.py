@@ -20,7 +20,7 @@ synchronous updates) from zero states; each path starts from the same states and
 
 `--sections` (run in this order, each failure reported and the rest kept): `kernels256` — at each
 `--hidden` width (256) the baselines, then the persistent kernel's variants over a small grid
-(KERNELS256: resident bf16 at BLOCK_B 16/32/64 x 8/16 warps, onchip bf16, chunked bf16 / tf32), each
+(KERNELS256: resident bf16 at BLOCK_B 8/16/32/64 x 8/16 warps, onchip bf16, chunked bf16 / tf32), each
 with its kernel ms, x eager / x graph fp32 / x graph bf16 and rel err vs fp64, and the engine call;
 `small` (the full H 64-256 table above); `epoch` — bench_epoch: ms per training epoch of the MNIST-5k
 preset for EqProp (triton default variant, triton resident, torch) vs the BPTT twin and a feed-forward
@@ -318,7 +318,7 @@ def _wide_run(case: tuple, path: str, kw: dict) -> float | None:
 
 KERNELS256: list[tuple[str, str, int, int, int | None]] = [   # (variant, precision, BLOCK_B, warps, stages)
     ("resident", "bf16", 16, 8, None), ("resident", "bf16", 32, 8, None), ("resident", "bf16", 16, 16, None),
-    ("resident", "bf16", 64, 8, None), ("onchip", "bf16", 16, 8, None), ("chunked", "bf16", 16, 8, None),
+    ("resident", "bf16", 64, 8, None), ("resident", "bf16", 8, 8, None), ("onchip", "bf16", 16, 8, None), ("chunked", "bf16", 16, 8, None),
     ("chunked", "bf16", 32, 8, None), ("chunked", "tf32", 16, 8, None)]
 
 
