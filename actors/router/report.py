@@ -15,7 +15,8 @@ __all__ = ["ablation_table", "metrics_table", "targets", "write_outputs"]
 CLAIMED_SAVING = {"gsm8k": 0.35, "mmlu": 0.45}
 _NAMES = {"router": "router (energy + Boltzmann, T>0)", "energy_t0": "T = 0 argmin of the same energy",
           "thompson": "Thompson only (posteriors, no predictor)", "predictor": "predictor only",
-          "random": "random (RouteLLM, seed 0, 10 sweeps)", "oracle": "oracle"}
+          "random": "random (RouteLLM, seed 0, 10 sweeps)", "oracle": "oracle",
+          "energy_te": "router + TE feature (online)", "energy_recency": "router + recency term, gate 1 (no TE; online)"}
 
 
 def _ci(m: dict, key: str, pct: bool = False) -> str:
