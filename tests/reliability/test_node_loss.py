@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import free_ports
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,11 +34,22 @@ def two_nodes():
     saved = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), saved) if p)   # workers import the repo
     tmp = tempfile.mkdtemp(prefix="ray_n_", dir="/tmp")
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "num_gpus": 0, "include_dashboard": False, "temp_dir": tmp,
-        "_system_config": {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
-                           "health_check_failure_threshold": 4}})
+    # the head is added inside the try, so a head that fails to start is still shut down; its dashboard
+    # process (started even with include_dashboard False) on a free port, not 8265: another Ray on the
+    # machine may hold that one, and the head would fail with it
+    # Cluster writes the head's address to /tmp/ray/ray_current_cluster (a FileNotFoundError where /tmp/ray
+    # does not exist, as on a fresh machine; elsewhere an address every later plain ray.init() on the machine
+    # would try): written into this cluster's own temp dir instead
+    write_address = ray._private.utils.write_ray_address
+    cluster = Cluster(initialize_head=False)
     try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(ray._private.utils, "write_ray_address", lambda address, temp_dir=None:
+                       write_address(address, temp_dir or tmp))
+            cluster.add_node(num_cpus=2, num_gpus=0, include_dashboard=False, temp_dir=tmp,
+                             dashboard_port=free_ports(1)[0],
+                             _system_config={"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
+                                             "health_check_failure_threshold": 4})
         second = cluster.add_node(num_cpus=2, num_gpus=0)
         ray.init(address=cluster.address, namespace="attractor-test", log_to_driver=False)
         cluster.wait_for_nodes()
