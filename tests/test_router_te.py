@@ -19,7 +19,14 @@ from actors.router.data import RouteData
 from actors.router.energy import energies
 from actors.router.evaluate import STRONG, WEAK, fit_all, prepare
 from actors.router.online import online_stream
-from actors.router.te_ablation import METHODS, SCENARIOS, ablation_markdown, plant, run_te_ablation
+from actors.router.te_ablation import (
+    METHODS,
+    SCENARIOS,
+    ablation_markdown,
+    choose_planted,
+    plant,
+    run_te_ablation,
+)
 from actors.router.te_signal import TEFeature, advantage_surprise, check_config, pair_te, window_te
 from actors.te import transfer_entropy
 from jobs import cli, route_eval
@@ -177,6 +184,13 @@ def test_online_stream_energies_equal_the_router_reference_and_learn_from_the_ch
             assert run.feature is not None and run.feature.history and np.any(run.feature_values != 0)
         else:
             assert run.feature is None and not np.any(run.feature_values)
+
+
+def test_planted_domains_are_the_most_frequent_up_to_the_share():
+    dom = np.repeat([0, 1, 2, 3], [50, 30, 15, 5])
+    np.testing.assert_array_equal(choose_planted(dom, 5, 4, 0.5), [0])             # 0: 50 %; 1 would pass 50 %
+    np.testing.assert_array_equal(choose_planted(dom, 5, 2, 0.4), [1, 3])          # 0 too big: 1 (30 %), 3 (5 %)
+    np.testing.assert_array_equal(choose_planted(dom, 5, 4, 0.01), [3])            # none fits: the least frequent
 
 
 def test_plant_switches_the_chosen_domains_in_odd_blocks():

@@ -136,8 +136,8 @@ class TEFeatureConfig(Strict):
 class TEAblationConfig(Strict):
     """`jobs.route_eval --te-ablation`: the router fitted on a seeded `train_share` of the routes, then
     online on streams drawn (seeded, with replacement) from each benchmark's other routes: as recorded
-    (stationary) and with a planted switch in the `planted_domains` most frequent domains of the
-    stream (every other block of `period` requests: `swap` exchanges the strong and weak rewards,
+    (stationary) and with a planted switch in up to `planted_domains` of the most frequent domains of
+    the stream holding at most `max_planted_share` of it (every other block of `period` requests: `swap` exchanges the strong and weak rewards,
     `weak_down` zeroes the weak model's). Methods energy / energy_te / energy_recency on the same
     streams; bootstrap over stream positions (all seeds together) for the CIs."""
 
@@ -145,6 +145,7 @@ class TEAblationConfig(Strict):
     n_stream: int = Field(4000, ge=100, le=10_000_000)
     train_share: float = Field(0.5, gt=0, lt=1)
     planted_domains: int = Field(4, ge=1, le=1024)
+    max_planted_share: float = Field(0.5, gt=0, le=1)   # planted domains hold at most this share of the stream
     period: int = Field(1000, ge=2, le=10_000_000)
     kind: PlantedKind = "swap"
     n_bootstrap: int = Field(200, ge=0, le=100_000)

@@ -5,8 +5,8 @@ Protocol (`TEAblationConfig`):
 - the router (predictor, KMeans domains, posteriors) is fitted on a seeded `train_share` of the routes
   (all benchmarks); per benchmark, a stream of `n_stream` requests is drawn with replacement (seed s)
   from that benchmark's other routes: the real data in a seeded random order, so **stationary**;
-- **planted**: the same stream, but in the `planted_domains` most frequent domains of the stream every
-  other block of `period` requests (t // period odd) is switched: `swap` exchanges the strong and weak
+- **planted**: the same stream, but in up to `planted_domains` of its most frequent domains, together at
+  most `max_planted_share` of the stream (`choose_planted`), every other block of `period` requests (t // period odd) is switched: `swap` exchanges the strong and weak
   rewards of those requests, `weak_down` sets the weak model's to 0;
 - methods, each from a fresh copy of the fitted router, on the same stream with the same Boltzmann
   draws' seed: `energy` (no TE), `energy_te` (the TE feature), `energy_recency` (the same recency
@@ -31,7 +31,7 @@ from actors.router.evaluate import STRONG, WEAK, Prepared, fit_all, subset
 from actors.router.metrics import Outcomes, evaluate_scores
 from actors.router.online import online_stream
 
-__all__ = ["METHODS", "SCENARIOS", "ablation_markdown", "plant", "run_te_ablation", "stream_stats"]
+__all__ = ["METHODS", "SCENARIOS", "ablation_markdown", "choose_planted", "plant", "run_te_ablation", "stream_stats"]
 
 METHODS = ("energy", "energy_te", "energy_recency")
 SCENARIOS = ("stationary", "planted")
@@ -50,6 +50,24 @@ def plant(reward: np.ndarray, domain: np.ndarray, planted: np.ndarray, period: i
     else:
         raise InputError("te_ablation.kind", f"{kind!r}", "swap or weak_down")
     return out, regime.astype(np.int64)
+
+
+def choose_planted(domain: np.ndarray, n_domains: int, n_planted: int, max_share: float) -> np.ndarray:
+    """Up to `n_planted` domains, most frequent first, skipping any that would take the planted share of
+    the stream past `max_share` (so the stream keeps a gap between the models to recover: a swap in all of
+    it would cancel it); the least frequent present domain when none fits."""
+    counts = np.bincount(domain, minlength=n_domains)
+    chosen, total = [], 0
+    for k in np.argsort(-counts, kind="stable"):
+        if counts[k] == 0 or len(chosen) == n_planted:
+            break
+        if total + counts[k] <= max_share * domain.size:
+            chosen.append(int(k))
+            total += counts[k]
+    if not chosen:
+        present = np.flatnonzero(counts)
+        chosen = [int(present[np.argmin(counts[present])])]
+    return np.array(sorted(chosen), np.int64)
 
 
 def _oracle_utility(reward: np.ndarray, domain: np.ndarray, regime: np.ndarray, penalty: np.ndarray) -> np.ndarray:
@@ -105,9 +123,7 @@ def run_te_ablation(prep: Prepared, spec: RouteEvalSpec) -> dict:
             draw = np.random.default_rng([spec.eval.seed, s]).integers(0, pool.size, cfg.n_stream)
             p, d = p_all[draw], d_all[draw]
             nt = prep.n_tokens[pool][draw]
-            counts = np.bincount(d, minlength=base.domains.n_domains)
-            planted = np.argsort(-counts, kind="stable")[:cfg.planted_domains]
-            planted = planted[counts[planted] > 0]
+            planted = choose_planted(d, base.domains.n_domains, cfg.planted_domains, cfg.max_planted_share)
             te_diag["planted_domains"].append([int(x) for x in planted])
             recorded = prep.reward[pool][draw]
             for sc in SCENARIOS:
@@ -196,7 +212,8 @@ def ablation_markdown(result: dict) -> str:
 
     pr = result["protocol"]
     lines = [f"TE feature ablation: {pr['seeds']} seeds x {pr['n_stream']} requests per benchmark and scenario; "
-             f"planted: {pr['kind']} in the {pr['planted_domains']} most frequent domains, every other block of "
+             f"planted: {pr['kind']} in up to {pr['planted_domains']} of the most frequent domains (at most "
+             f"{pr['max_planted_share']:.0%} of the stream), every other block of "
              f"{pr['period']} requests; bootstrap {pr['n_bootstrap']} resamples of stream positions.", "",
              "| benchmark | scenario | method | APGR | regret / request | reward | strong share "
              "| APGR − energy | regret − energy |", "|---|---|---|---|---|---|---|---|---|"]
