@@ -103,7 +103,8 @@ class TEFeature:
     gate_mode: str = "te"                   # "te" (g from TE) or "always" (g = 1: recency without TE)
     windows: list = field(init=False)
     te: np.ndarray = field(init=False)
-    since: np.ndarray = field(init=False)
+    since: np.ndarray = field(init=False)   # decisions of each domain since its last TE estimate
+    seen: np.ndarray = field(init=False)    # decisions of each domain so far
     history: list = field(init=False)       # (domain, n observed in d, TE) per recomputation
 
     def __post_init__(self) -> None:
