@@ -16,6 +16,9 @@ Two process-wide switches are decided here, before any test module is imported:
   and the interpreter off. Tests with neither marker run on both (e.g. the TE kernels: interpreted on
   a CPU, compiled on CUDA). The unselected ones are deselected, not skipped.
 - hypothesis runs derandomized (examples from a hash of the test), so every run tests the same cases.
+- torch uses one thread in the test process where CUDA is absent (as Ray's workers do): the 48-trajectory
+  torch DP5 solve of tests/test_engine.py took 10.2 s CPU / 19.6 s wall on one thread against 33.6 s / 47.6 s
+  on two (same result; 2-core VM at load ~11, 2026-12-02).
 """
 from __future__ import annotations
 
@@ -53,6 +56,12 @@ def _cuda_available() -> bool:
 CUDA = _cuda_available()
 if not CUDA:  # before any test module imports a Triton kernel (see the module docstring)
     os.environ.setdefault("TRITON_INTERPRET", "1")
+    # one torch thread in the test process (Ray's workers already run one each): the CPU suite's tensors are
+    # small, where a second thread buys nothing and, on 2 cores shared with Ray, stalls at every barrier
+    with contextlib.suppress(ImportError):
+        import torch
+
+        torch.set_num_threads(1)
 TRITON_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 try:
@@ -147,6 +156,25 @@ class ServeInstance:
     temp_dir: str             # the cluster's private temp dir (removed after the module)
 
 
+@contextlib.contextmanager
+def serve_start(grpc_servicer_functions=None, **init_kwargs) -> Iterator[ServeInstance]:
+    """Ray (2 CPUs unless given) + Serve on free 127.0.0.1 ports, the gRPC proxy too when given servicers;
+    Serve and Ray are shut down on exit."""
+    from ray import serve
+    from ray.serve.config import gRPCOptions
+
+    http_port, grpc_port = free_ports(2)
+    with _ray_start(**{"num_cpus": 2, **init_kwargs}) as (_, tmp):
+        grpc = (gRPCOptions(port=grpc_port, grpc_servicer_functions=list(grpc_servicer_functions))
+                if grpc_servicer_functions else None)
+        try:
+            serve.start(http_options={"host": "127.0.0.1", "port": http_port}, grpc_options=grpc)
+            yield ServeInstance(url=f"http://127.0.0.1:{http_port}",
+                                grpc_target=f"127.0.0.1:{grpc_port}" if grpc else None, temp_dir=tmp)
+        finally:
+            serve.shutdown()
+
+
 @pytest.fixture(scope="module")
 def serve_instance(request):
     """Ray (2 CPUs, no GPUs) + Serve on free 127.0.0.1 ports; apps are deployed by the test
@@ -154,20 +182,8 @@ def serve_instance(request):
 
     Indirect parameters (a dict): `grpc_servicer_functions` (starts the gRPC proxy on a free port),
     anything else goes to ray.init."""
-    from ray import serve
-    from ray.serve.config import gRPCOptions
-
-    opts = dict(getattr(request, "param", {}))
-    servicers = opts.pop("grpc_servicer_functions", None)
-    http_port, grpc_port = free_ports(2)
-    with _ray_start(**{"num_cpus": 2, **opts}) as (_, tmp):
-        grpc = gRPCOptions(port=grpc_port, grpc_servicer_functions=list(servicers)) if servicers else None
-        try:
-            serve.start(http_options={"host": "127.0.0.1", "port": http_port}, grpc_options=grpc)
-            yield ServeInstance(url=f"http://127.0.0.1:{http_port}",
-                                grpc_target=f"127.0.0.1:{grpc_port}" if grpc else None, temp_dir=tmp)
-        finally:
-            serve.shutdown()
+    with serve_start(**getattr(request, "param", {})) as instance:
+        yield instance
 
 
 # ---- a Ray head in its own process (the job server) --------------------------------------------------
