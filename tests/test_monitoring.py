@@ -330,7 +330,9 @@ def samples(text: str, name: str) -> list[tuple[dict, float]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("ray_cluster", [{"num_gpus": 0, "_metrics_export_port": METRICS_PORT}], indirect=True)
+# metrics reported every second (Ray's default: 10 s), so the scrapes below wait seconds, not tens of seconds
+@pytest.mark.parametrize("ray_cluster", [{"num_gpus": 0, "_metrics_export_port": METRICS_PORT,
+                                          "_system_config": {"metrics_report_interval_ms": 1000}}], indirect=True)
 def test_sweep_counters_on_the_metrics_export_port(ray_cluster, tmp_path):
     from actors.common.config import WorkerConfig
     from actors.sweep.pool import run_sweep
