@@ -15,11 +15,23 @@ for each target, which sources still carry information given the others already 
    sources (IDTxl's sequential max-statistic); the raw per-source p-value is kept as `p_raw`.
 
 The target's own past uses the embedding of `params` (k_hist, k_tau); sources use (l_hist, l_tau).
-Cost is O(rounds * candidates * surrogates) KSG estimates per target, so this mode is meant for N up to
-a few dozen. Pure compute, no Ray; the result has the same shape as the bivariate te_network.
+Cost is O(rounds * candidates * surrogates) KSG estimates per target.
+
+Screened inclusion (`screen = M`, default off): the statistic of an inclusion round becomes "the largest
+conditional TE among the M candidates with the largest *linear* (Gaussian) conditional-TE score", and every
+surrogate round recomputes the same statistic on its reordered candidates (the screen re-run on the
+surrogate, then KSG on ITS top M, then the max). The test therefore stays a valid max-statistic test of
+the screened statistic (the screen is part of the statistic, not a data-dependent pre-selection), while
+each round costs M (S + 1) KSG estimates instead of C (S + 1). The price: a candidate the linear screen
+ranks below M cannot be chosen in that round (a non-monotone coupling can hide from it); M >= the number
+of candidates is the unscreened test exactly. Pruning and the final p-values are unchanged.
+
+Pure compute, no Ray; the result has the same shape as the bivariate te_network.
 """
 from __future__ import annotations
 
+import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -89,6 +101,53 @@ def round_orders(n: int, sig, phase: int, round_index: int) -> np.ndarray:
     return surrogate_orders(n, sig, np.random.default_rng([sig.seed, phase, round_index]))
 
 
+def identity_and(orders: np.ndarray) -> np.ndarray:
+    """[1 + S, n]: the identity (the observed estimate) followed by the surrogate orders."""
+    return np.vstack([np.arange(orders.shape[1])[None], orders])
+
+
+def inverse_orders(table: np.ndarray, device=None):
+    """The inverse of every row order of `table` ([Q, n]) as a torch int64 tensor (screen_pick's `inv`)."""
+    import torch
+
+    inv = np.empty_like(table, dtype=np.int64)
+    np.put_along_axis(inv, table.astype(np.int64), np.arange(table.shape[1])[None], axis=1)
+    return torch.as_tensor(inv, device=device)
+
+
+def screen_pick(y, z, x, inv, m: int):
+    """[Q, m] int64 (ascending) indices of the m candidates with the largest linear screen score under each
+    row order of a table ([Q, n]; a candidate's rows reordered by it, as a surrogate), given the orders'
+    inverses `inv` (inverse_orders); torch float64 tensors
+    y [n, 1] (target next value), z [n, dz] (past + selected), x [C, n, dx] (candidate blocks), on any device.
+
+    The score of a candidate is the sum over its columns of the squared partial correlation with y given z
+    (for one column: the Gaussian conditional TE is -log(1 - score) / 2, the same ranking). A reordering of
+    the candidate's rows is applied to y's residual and z's basis instead (r_y . x[pi] = r_y[pi^-1] . x), so
+    every order costs one [1 + dz + 1, n] x [n, C dx] product and no permuted copy of x is made."""
+    import torch
+
+    n, c, dx = x.shape[1], x.shape[0], x.shape[2]
+    dev = x.device
+    basis = torch.cat([torch.ones((n, 1), dtype=torch.float64, device=dev), z.to(torch.float64)], 1)
+    q, _ = torch.linalg.qr(basis)                                     # [n, 1 + dz] orthonormal
+    yy = y[:, 0].to(torch.float64)
+    ry = yy - q @ (q.T @ yy)
+    ry = ry / ry.norm().clamp_min(1e-300)
+    a = torch.cat([ry[:, None], q], 1)                                # [n, 2 + dz]
+    inv = inv.to(dev)
+    xs = x.to(torch.float64).permute(1, 0, 2).reshape(n, c * dx)      # [n, C dx]
+    norm2 = (xs * xs).sum(0)
+    out = []
+    for q0 in range(0, inv.shape[0], 32):                             # [32, n, 2 + dz] gathers at a time
+        proj = a[inv[q0:q0 + 32]].transpose(1, 2) @ xs               # [q, 2 + dz, C dx]
+        res2 = (norm2 - (proj[:, 1:] ** 2).sum(1)).clamp_min(1e-300)
+        out.append((proj[:, 0] ** 2 / res2).reshape(-1, c, dx).sum(-1))
+    score = torch.cat(out)                                            # [Q, C]
+    top = torch.sort(score, dim=1, descending=True, stable=True).indices[:, :m]
+    return torch.sort(top, dim=1).values.cpu().numpy()
+
+
 def first_row(cfg: NetworkConfig) -> int:
     """Index t of the first target past all lags share."""
     p = cfg.params
@@ -128,26 +187,47 @@ def _target_data(data: np.ndarray, target: int, cfg: NetworkConfig) -> _TargetDa
     return _TargetData(y=y, past=past, sources=sources, params=cfg.params)
 
 
-def _surrogate_table(td: _TargetData, cands: Sequence[Candidate], cond_of: Callable[[Candidate], list[Candidate]],
-                     orders: np.ndarray) -> np.ndarray:
-    """[len(cands), S] surrogate TE of each candidate under the same source reorderings."""
-    return np.array([[td.cmi(c, cond_of(c), o) for o in orders] for c in cands]).reshape(len(cands), len(orders))
+def _screened(td: _TargetData, remaining: Sequence[Candidate], selected: Sequence[Candidate], table: np.ndarray,
+              screen: int | None) -> np.ndarray:
+    """[Q, M] indices into `remaining` of the candidates estimated under each order of `table` (all of them,
+    in order, when unscreened or when M >= len(remaining))."""
+    if screen is None or screen >= len(remaining):
+        return np.tile(np.arange(len(remaining)), (table.shape[0], 1))
+    import torch
+
+    t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
+    z = np.hstack([td.past, *(td.sources[c] for c in selected)])
+    return screen_pick(t(td.y), t(z), t(np.stack([td.sources[c] for c in remaining])), inverse_orders(table), screen)
 
 
-def select_sources(data: np.ndarray, target: int, cfg: NetworkConfig) -> TargetResult:
-    """Greedy inclusion by max-statistic tests, then pruning by min-statistic tests, for one target."""
+def select_sources(data: np.ndarray, target: int, cfg: NetworkConfig, *, screen: int | None = None,
+                   stats: dict | None = None) -> TargetResult:
+    """Greedy inclusion by max-statistic tests, then pruning by min-statistic tests, for one target.
+
+    `screen` = M screens every inclusion round (observed and each surrogate) to the M candidates with the
+    largest linear score (module docstring); None (default) tests every candidate. `stats`, when given,
+    accumulates KSG estimate counts and seconds per phase (include, prune, screen)."""
     sig = cfg.significance
+    screen = screen_of(cfg, screen)
     td = _target_data(data, target, cfg)
     selected: list[Candidate] = []
     remaining = sorted(td.sources)
     steps: list[dict] = []
     while remaining:
-        te = {c: td.cmi(c, selected) for c in remaining}
-        best = max(remaining, key=lambda c: te[c])
-        surr = _surrogate_table(td, remaining, lambda _c: selected, round_orders(td.n, sig, 0, len(steps)))
-        p = p_value(te[best], surr.max(axis=0))
+        table = identity_and(round_orders(td.n, sig, 0, len(steps)))
+        t0 = time.perf_counter()
+        pick = _screened(td, remaining, selected, table, screen)
+        _tally(stats, "screen", 0, t0)
+        t0 = time.perf_counter()
+        vals = np.array([[td.cmi(remaining[i], selected, None if q == 0 else table[q]) for i in row]
+                         for q, row in enumerate(pick)])                        # [1 + S, M]
+        _tally(stats, "include", vals.size, t0)
+        b = int(np.argmax(vals[0]))                                             # first maximum, in `remaining` order
+        best = remaining[pick[0, b]]
+        p = p_value(vals[0, b], vals[1:].max(axis=1))
         accepted = p <= sig.alpha
-        steps.append({"step": "include", "candidate": list(best), "te": te[best], "p_value": p, "accepted": accepted})
+        steps.append({"step": "include", "candidate": list(best), "te": float(vals[0, b]), "p_value": p,
+                      "accepted": accepted})
         if not accepted:
             break
         selected.append(best)
@@ -157,8 +237,13 @@ def select_sources(data: np.ndarray, target: int, cfg: NetworkConfig) -> TargetR
     n_include = len(steps)
     while selected:
         others = {c: [s for s in selected if s != c] for c in selected}
-        te = {c: td.cmi(c, others[c]) for c in selected}
-        surr = _surrogate_table(td, selected, lambda c, o=others: o[c], round_orders(td.n, sig, 1, len(steps) - n_include))
+        table = identity_and(round_orders(td.n, sig, 1, len(steps) - n_include))
+        t0 = time.perf_counter()
+        vals = np.array([[td.cmi(c, others[c], None if q == 0 else o) for q, o in enumerate(table)]
+                         for c in selected])                                    # [m, 1 + S]
+        _tally(stats, "prune", vals.size, t0)
+        te = {c: float(vals[i, 0]) for i, c in enumerate(selected)}
+        surr = vals[:, 1:]
         weakest = min(selected, key=lambda c: te[c])
         p_min = p_value(te[weakest], surr.min(axis=0))
         kept = p_min <= sig.alpha
@@ -171,6 +256,21 @@ def select_sources(data: np.ndarray, target: int, cfg: NetworkConfig) -> TargetR
         selected.remove(weakest)
     return TargetResult(target=target, selected=list(selected), te={c: te[c] for c in selected},
                         p_raw=p_raw, p_value=p_seq, n_obs=td.n, steps=steps)
+
+
+def screen_of(cfg: NetworkConfig, screen: int | None) -> int | None:
+    """The screen size: the argument, else the config's `screen` field when it has one; None = off."""
+    m = screen if screen is not None else getattr(cfg, "screen", None)
+    if m is not None and m < 1:
+        raise InputError("screen", f"{m} candidates", "None (off) or an integer >= 1")
+    return m
+
+
+def _tally(stats: dict | None, phase: str, estimates: int, t0: float) -> None:
+    """Add one phase's KSG estimates and seconds since t0 to `stats` ({phase}_estimates, {phase}_s)."""
+    if stats is not None:
+        stats[f"{phase}_estimates"] = stats.get(f"{phase}_estimates", 0) + int(estimates)
+        stats[f"{phase}_s"] = stats.get(f"{phase}_s", 0.0) + time.perf_counter() - t0
 
 
 def assemble_multivariate(results: Sequence[TargetResult], names: Sequence[str], cfg: NetworkConfig) -> TENetwork:
@@ -205,34 +305,44 @@ def multivariate_config(config: NetworkConfig | dict | None = None) -> NetworkCo
     if cfg.ragwitz is not None:
         raise InputError("ragwitz", "auto-embedding is not part of the multivariate mode",
                          "null (set params.k_hist / l_hist instead)")
+    sig = cfg.significance
+    if 1.0 / (sig.n_surrogates + 1) > sig.alpha:
+        warnings.warn(f"multivariate: with {sig.n_surrogates} surrogates the smallest p-value is "
+                      f"1/{sig.n_surrogates + 1} > alpha {sig.alpha}, so no source can be selected; "
+                      f"use n_surrogates >= {int(np.ceil(1 / sig.alpha - 1 - 1e-9))}", stacklevel=2)
     return cfg
 
 
 def multivariate_network_results(arr: np.ndarray, cfg: NetworkConfig,
-                                 progress: Callable[[int, int], None] | None = None) -> list[TargetResult]:
-    """Every target's selection in this process: batched on a device backend, else target by target."""
+                                 progress: Callable[[int, int], None] | None = None, *,
+                                 screen: int | None = None, stats: dict | None = None) -> list[TargetResult]:
+    """Every target's selection in this process: batched on a device backend, else target by target
+    (`screen`, `stats`: select_sources)."""
     from actors.te.batched import resolve_backend
 
     device = resolve_backend(cfg.params.backend)
     if device != "cpu":   # every target in lockstep batched kernel launches (multivariate_batched.py)
         from actors.te.multivariate_batched import select_sources_batched
 
-        results = select_sources_batched(arr, range(arr.shape[1]), cfg, backend=device)
+        results = select_sources_batched(arr, range(arr.shape[1]), cfg, backend=device, screen=screen, stats=stats)
         if progress is not None:
             progress(arr.shape[1], arr.shape[1])
         return results
     results = []
     for j in range(arr.shape[1]):
-        results.append(select_sources(arr, j, cfg))
+        results.append(select_sources(arr, j, cfg, screen=screen, stats=stats))
         if progress is not None:
             progress(j + 1, arr.shape[1])
     return results
 
 
 def multivariate_network(data, names: Sequence[str] | None = None, config: NetworkConfig | dict | None = None,
-                         *, progress: Callable[[int, int], None] | None = None) -> TENetwork:
+                         *, progress: Callable[[int, int], None] | None = None, screen: int | None = None,
+                         stats: dict | None = None) -> TENetwork:
     """The greedy multivariate TE network of the columns of `data` ([T, N]), target by target (CPU) or all
-    targets in lockstep batched launches (a device backend: params.backend auto on CUDA, torch, triton)."""
+    targets in lockstep batched launches (a device backend: params.backend auto on CUDA, torch, triton).
+    `screen` = M: screened inclusion (module docstring); `stats`: per-phase KSG estimate counts and seconds."""
     cfg = multivariate_config(config)
     arr, names = check_data(data, names)
-    return assemble_multivariate(multivariate_network_results(arr, cfg, progress), names, cfg)
+    return assemble_multivariate(multivariate_network_results(arr, cfg, progress, screen=screen, stats=stats),
+                                 names, cfg)

@@ -17,10 +17,16 @@ kernel launch holds many estimates:
   sources, grouped the same way;
 * targets are independent, so a pool spreads them over GPUs (actors.te.pool.run_multivariate).
 
-Early stop (exact decisions): the surrogate rounds of an inclusion test go to the device in chunks; a
-target whose count of rounds with max-over-candidates >= its best candidate's TE already exceeds
-alpha (S+1) - 1 is rejected without the rest (its logged p-value is then a lower bound, marked
-`early_stop`). Acceptance always sees all S rounds.
+Screened inclusion (`screen` = M, multivariate module docstring): before a round's launches every
+target's linear screen runs on the device in float64 (multivariate.screen_pick: one small matmul per
+surrogate order, no permuted copies), and the items become (the order's top-M candidates, problem,
+order), so a round costs M (S + 1) estimates per target instead of C (S + 1).
+
+Early stop (exact decisions): the surrogate rounds of an inclusion test go to the device in doubling
+chunks (S/16, S/8, ...); a target whose count of rounds with max-over-candidates >= its best candidate's
+TE already exceeds alpha (S+1) - 1 is rejected without the rest (its logged p-value is then a lower
+bound, marked `early_stop`). Acceptance always sees all S rounds. The max-statistic p-value floor is
+1 / (S + 1): S must be at least 1 / alpha - 1 for anything to be accepted (multivariate_config warns).
 
 On the CPU the torch path runs in float64 and its counts equal the oracle's, so the selections (and
 the TE values, up to summation order) equal select_sources'; on CUDA the blocks are float32 (see
@@ -28,6 +34,7 @@ kernels/te/batch.py for the count precision), which can move a decision only at 
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -36,7 +43,18 @@ import numpy as np
 from actors.common.budget import checkpoint
 from actors.te.batched import device_and_dtype, run_batch
 from actors.te.config import NetworkConfig
-from actors.te.multivariate import Candidate, TargetResult, check_rows, prepared_block, round_orders
+from actors.te.multivariate import (
+    Candidate,
+    TargetResult,
+    _tally,
+    check_rows,
+    identity_and,
+    inverse_orders,
+    prepared_block,
+    round_orders,
+    screen_of,
+    screen_pick,
+)
 from actors.te.significance import p_value
 
 _MAX_ITEMS = 1 << 21          # KSG estimates per launch
@@ -60,11 +78,16 @@ class _State:
 
 @dataclass(frozen=True)
 class _Problem:
-    """A destination (target next value; past + conditioning sources) and the candidates tested on it."""
+    """A destination (target next value; past + conditioning sources) and the candidates tested on it:
+    under row order q of the launch's table, the candidates cands[pick[q]] (pick [Q, M]; None = all)."""
 
     target: int
     cond: tuple[Candidate, ...]
     cands: tuple[Candidate, ...]
+    pick: np.ndarray | None = None
+
+    def picks(self, n_q: int) -> np.ndarray:
+        return np.tile(np.arange(len(self.cands)), (n_q, 1)) if self.pick is None else self.pick
 
 
 class _Device:
@@ -84,9 +107,14 @@ class _Device:
         self.y = {j: t(prepared_block(data, cfg, j, 0)) for j in targets}
         self.past = {j: t(prepared_block(data, cfg, j, 1)) for j in targets}
         self.identity = np.arange(self.n)[None]
+        self.launches = self.estimates = 0
+        f64 = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64, device=self.dev)  # noqa: E731
+        self.x64 = f64(np.stack([prepared_block(data, cfg, i, 2, u) for i in range(n_vars) for u in lags]))
+        self.y64 = {j: f64(prepared_block(data, cfg, j, 0)) for j in targets}
+        self.past64 = {j: f64(prepared_block(data, cfg, j, 1)) for j in targets}
 
     def estimate(self, problems: Sequence[_Problem], orders: np.ndarray) -> list[np.ndarray]:
-        """Per problem, the [len(cands), Q] estimates of each candidate under each row order (orders [Q, n]).
+        """Per problem, the [Q, M] estimates of its picked candidates under each row order (orders [Q, n]).
 
         Problems are grouped by conditioning width and cut so one launch holds at most _MAX_ITEMS estimates
         and _MAX_ORDER_BYTES of row tables."""
@@ -103,13 +131,13 @@ class _Device:
             items = 0
             for i in idx + [None]:
                 if i is not None:
-                    size = len(problems[i].cands) * n_q
+                    size = problems[i].picks(n_q).size
                     if not chunk or (items + size <= _MAX_ITEMS and len(chunk) < max_dest):
                         chunk.append(i)
                         items += size
                         continue
                 self._launch([problems[j] for j in chunk], perms, out, chunk)
-                chunk, items = ([i], len(problems[i].cands) * n_q) if i is not None else ([], 0)
+                chunk, items = ([i], problems[i].picks(n_q).size) if i is not None else ([], 0)
         return out   # type: ignore[return-value]
 
     def _launch(self, probs: list[_Problem], perms, out: list, slots: list[int]) -> None:
@@ -122,32 +150,51 @@ class _Device:
         z = torch.stack([torch.cat([self.past[pr.target], *(self.x[self.src_index[c]] for c in pr.cond)], dim=1)
                          for pr in probs]).contiguous()
         n_q = perms.shape[0]
-        rows = []
+        rows, shapes = [], []
         for g, pr in enumerate(probs):
-            src = torch.tensor([self.src_index[c] for c in pr.cands], dtype=torch.int64)
-            q = torch.arange(n_q, dtype=torch.int64)
-            rows.append(torch.stack([src.repeat_interleave(n_q), torch.full((src.numel() * n_q,), g),
-                                     q.repeat(src.numel())], 1))
-        items = torch.cat(rows).to(torch.int32).to(self.dev).contiguous()
+            pick = pr.picks(n_q)                                              # [Q, M]
+            src = np.array([self.src_index[c] for c in pr.cands], dtype=np.int64)[pick]
+            q = np.broadcast_to(np.arange(n_q)[:, None], pick.shape)
+            rows.append(np.stack([src.ravel(), np.full(pick.size, g), q.ravel()], 1))
+            shapes.append(pick.shape)
+        items = torch.as_tensor(np.concatenate(rows), dtype=torch.int32, device=self.dev).contiguous()
         batch = KSGBatch(x=self.x, y=y, z=z, perms=perms, items=items)
         te = run_batch(batch, k=p.k, theiler=p.theiler, algorithm=p.algorithm, backend=self.backend,
                        store=False).te.cpu().numpy()
+        self.launches += 1
+        self.estimates += int(items.shape[0])
         start = 0
-        for pr, slot in zip(probs, slots, strict=True):
-            size = len(pr.cands) * n_q
-            out[slot] = te[start:start + size].reshape(len(pr.cands), n_q)
+        for shape, slot in zip(shapes, slots, strict=True):
+            size = shape[0] * shape[1]
+            out[slot] = te[start:start + size].reshape(shape)
             start += size
+
+    def screen(self, st: _State, inv, m: int | None) -> np.ndarray | None:
+        """multivariate.screen_pick for one target's remaining candidates ([Q, M]; None when unscreened)."""
+        if m is None or m >= len(st.remaining):
+            return None
+        torch = self.torch
+        idx = torch.as_tensor([self.src_index[c] for c in st.remaining], device=self.dev)
+        z = torch.cat([self.past64[st.target], *(self.x64[self.src_index[c]] for c in st.selected)], dim=1)
+        return screen_pick(self.y64[st.target], z, self.x64[idx], inv, m)
 
 
 def select_sources_batched(data: np.ndarray, targets: Sequence[int], cfg: NetworkConfig, *, backend: str,
-                           early_stop: bool = True, chunk: int | None = None) -> list[TargetResult]:
+                           early_stop: bool = True, chunk: int | None = None, screen: int | None = None,
+                           stats: dict | None = None) -> list[TargetResult]:
     """select_sources for every target in `targets`, in lockstep batched launches on `backend`
-    ('torch' or 'triton'); `chunk` surrogate rounds per inclusion launch (default about S/4)."""
+    ('torch' or 'triton'). Inclusion tests send their surrogate rounds in doubling chunks starting at
+    `chunk` (default about S/16) so hopeless candidates are rejected after few rounds; `screen` = M screens
+    each inclusion round (multivariate module docstring); `stats` accumulates per-phase estimate counts,
+    seconds and launches."""
     sig = cfg.significance
+    screen = screen_of(cfg, screen)
+    t0 = time.perf_counter()
     dev = _Device(data, cfg, targets, backend)
+    _tally(stats, "setup", 0, t0)
     n, s = dev.n, sig.n_surrogates
     allowed = sig.alpha * (s + 1) - 1          # accepted iff #exceeding rounds <= allowed
-    chunk = s if not early_stop else (chunk or max(1, -(-s // 4)))
+    chunk = s if not early_stop else (chunk or max(1, -(-s // 16)))
     cands = [(i, u) for i in range(data.shape[1]) for u in cfg.lag_values()]
     states = [_State(target=j, remaining=sorted(c for c in cands if c[0] != j)) for j in targets]
     round_index = 0
@@ -159,44 +206,58 @@ def select_sources_batched(data: np.ndarray, targets: Sequence[int], cfg: Networ
         active = [st for st in active if st.phase == "include"]
         if not active:
             break
-        _include_round(dev, active, round_index, n, sig, allowed, chunk)
+        _include_round(dev, active, round_index, n, sig, allowed, chunk, screen, stats)
         round_index += 1
     while any(st.phase == "prune" for st in states):
+        t0, e0 = time.perf_counter(), dev.estimates
         _prune_round(dev, [st for st in states if st.phase == "prune"], n, sig)
+        _tally(stats, "prune", dev.estimates - e0, t0)
+    if stats is not None:
+        stats["launches"] = stats.get("launches", 0) + dev.launches
+        stats["include_rounds"] = stats.get("include_rounds", 0) + round_index
     return [TargetResult(target=st.target, selected=list(st.selected), te={c: st.te[c] for c in st.selected},
                          p_raw=st.p_raw, p_value=st.p_seq, n_obs=n, steps=st.steps) for st in states]
 
 
-def _include_round(dev: _Device, active: list[_State], r: int, n: int, sig, allowed: float, chunk: int) -> None:
-    """One inclusion round of every active target: observed TE of every remaining candidate, the best one's
-    max-statistic test over the round's surrogate orders (in chunks, rejected early when hopeless)."""
-    orders = round_orders(n, sig, 0, r)
-    s = orders.shape[0]
+def _include_round(dev: _Device, active: list[_State], r: int, n: int, sig, allowed: float, chunk: int,
+                   screen: int | None, stats: dict | None) -> None:
+    """One inclusion round of every active target: observed TE of its (screened) remaining candidates, the
+    best one's max-statistic test over the round's surrogate orders (in doubling chunks, rejected early
+    when hopeless)."""
+    table = identity_and(round_orders(n, sig, 0, r))       # [1 + S, n]
+    s = table.shape[0] - 1
+    t0 = time.perf_counter()
+    inv = inverse_orders(table, dev.dev) if screen is not None else None
+    picks = [dev.screen(st, inv, screen) for st in active]
+    _tally(stats, "screen", 0, t0)
+    t0, e0 = time.perf_counter(), dev.estimates
     problems = [_Problem(st.target, tuple(st.selected), tuple(st.remaining)) for st in active]
     undecided = list(range(len(active)))
     count = np.zeros(len(active), dtype=np.int64)
     seen = np.zeros(len(active), dtype=np.int64)
     obs: dict[int, np.ndarray] = {}
-    for q0 in range(0, s, chunk):
-        q = orders[q0:q0 + chunk]
-        table = np.vstack([dev.identity, q]) if q0 == 0 else q
-        res = dev.estimate([problems[i] for i in undecided], table)
+    lo, size = 0, chunk
+    while lo < 1 + s and undecided:
+        hi = min(1 + s, (1 + size) if lo == 0 else lo + size)
+        probs = [_Problem(problems[i].target, problems[i].cond, problems[i].cands,
+                          None if picks[i] is None else picks[i][lo:hi]) for i in undecided]
+        res = dev.estimate(probs, table[lo:hi])
         still = []
-        for i, vals in zip(undecided, res, strict=True):
-            if q0 == 0:
-                obs[i], vals = vals[:, 0], vals[:, 1:]
+        for i, vals in zip(undecided, res, strict=True):          # vals [rows, M]
+            if lo == 0:
+                obs[i], vals = vals[0], vals[1:]
             best = float(obs[i].max())
-            count[i] += int(np.count_nonzero(vals.max(axis=0) >= best))
-            seen[i] += vals.shape[1]
+            count[i] += int(np.count_nonzero(vals.max(axis=1) >= best))
+            seen[i] += vals.shape[0]
             if count[i] <= allowed:
                 still.append(i)
         undecided = still
-        if not undecided:
-            break
+        lo, size = hi, size * 2
+    _tally(stats, "include", dev.estimates - e0, t0)
     for i, st in enumerate(active):
         te = obs[i]
-        b = int(np.argmax(te))          # first maximum, as max(remaining, key=...) on the CPU path
-        best = st.remaining[b]
+        b = int(np.argmax(te))          # first maximum in `remaining` order, as on the CPU path
+        best = st.remaining[b if picks[i] is None else int(picks[i][0, b])]
         p = float((1 + count[i]) / (1 + s))
         accepted = p <= sig.alpha
         step = {"step": "include", "candidate": list(best), "te": float(te[b]), "p_value": p, "accepted": accepted}
@@ -221,12 +282,12 @@ def _prune_round(dev: _Device, active: list[_State], n: int, sig) -> None:
             continue
         by_round.setdefault(len(st.steps) - st.n_include, []).append(st)
     for r, group in by_round.items():
-        orders = np.vstack([dev.identity, round_orders(n, sig, 1, r)])
+        orders = identity_and(round_orders(n, sig, 1, r))
         problems = [_Problem(st.target, tuple(o for o in st.selected if o != c), (c,))
                     for st in group for c in st.selected]
         res = iter(dev.estimate(problems, orders))
         for st in group:
-            vals = np.vstack([next(res) for _ in st.selected])        # [m, 1 + S]
+            vals = np.vstack([next(res)[:, 0] for _ in st.selected])   # [m, 1 + S]
             te = {c: float(vals[i, 0]) for i, c in enumerate(st.selected)}
             surr = vals[:, 1:]
             w = min(range(len(st.selected)), key=lambda i: te[st.selected[i]])   # first minimum

@@ -109,17 +109,31 @@ def network_config(mode: str, args: argparse.Namespace) -> dict:
             "significance": {"n_surrogates": n_surr, "alpha": alpha, "seed": args.seed}}
 
 
-def recover(data: np.ndarray, mode: str, cfg: dict) -> tuple[set[tuple[int, int]], float]:
-    """The significant edges of `mode` on `data` and the wall seconds of the network call."""
+def recover(data: np.ndarray, mode: str, cfg: dict, screen: int | None = None,
+            stats: dict | None = None) -> tuple[set[tuple[int, int]], float]:
+    """The significant edges of `mode` on `data` and the wall seconds of the network call (multivariate:
+    `screen`, and per-phase KSG estimate counts / seconds into `stats`)."""
     from actors.te.multivariate import multivariate_network
     from actors.te.network import te_network
 
     sync()
     t0 = time.perf_counter()
-    net = (te_network if mode == "bivariate" else multivariate_network)(data, None, cfg)
+    if mode == "bivariate":
+        net = te_network(data, None, cfg)
+    else:
+        net = multivariate_network(data, None, cfg, screen=screen, stats=stats)
     sync()
     wall = time.perf_counter() - t0
     return {(int(s), int(t)) for s, t in net.graph.edges}, wall
+
+
+def phase_line(stats: dict) -> str:
+    """One line of per-phase seconds and KSG estimate counts (multivariate_network's `stats`)."""
+    parts = [f"{ph} {stats[ph + '_s']:.1f} s" + (f" / {stats[ph + '_estimates']:,} est" if stats.get(ph + "_estimates")
+                                                 else "")
+             for ph in ("setup", "screen", "include", "prune") if ph + "_s" in stats]
+    extra = [f"{k} {stats[k]}" for k in ("launches", "include_rounds") if k in stats]
+    return "  phases: " + ", ".join(parts + extra)
 
 
 def sync() -> None:
@@ -183,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--alpha-biv", type=float, default=0.05, help="bivariate max-statistic alpha")
     ap.add_argument("--alpha-mv", type=float, default=0.01,
                     help="multivariate alpha per target test (0.01: about 1 false positive per 100 targets)")
+    ap.add_argument("--screen", type=int, default=5,
+                    help="multivariate inclusion screened to the top M candidates by linear score, in the observed "
+                         "round and in every surrogate round (actors/te/multivariate.py); 0 = every candidate")
     ap.add_argument("--systems", default=",".join(SYSTEMS))
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--backend", default="auto", choices=["auto", "cpu", "torch", "triton"])
@@ -209,20 +226,24 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         small = simulate(parents, args.T, systems[0], args.seed)[:, : min(6, args.nodes)]
         for mode in modes:
-            recover(small, mode, {**network_config(mode, args), "significance": {"n_surrogates": 4, "alpha": 0.5}})
+            recover(small, mode, {**network_config(mode, args), "significance": {"n_surrogates": 4, "alpha": 0.5}},
+                    screen=args.screen or None)
         warm = time.perf_counter() - t0
         print(f"warm-up {warm:.1f} s", flush=True)
     results = []
     for system in systems:
         data = simulate(parents, args.T, system, args.seed)
         for mode in modes:
-            found, wall = recover(data, mode, network_config(mode, args))
+            stats: dict = {}
+            found, wall = recover(data, mode, network_config(mode, args), screen=args.screen or None, stats=stats)
             row = {"system": system, "mode": mode, **score(found, truth), "wall_s": round(wall, 3),
-                   "edges": sorted(found)}
+                   "edges": sorted(found), **({"phases": {k: round(v, 3) for k, v in stats.items()}} if stats else {})}
             results.append(row)
             print(f"{system:6s} {mode:12s} P {_pct(row['precision'])} R {_pct(row['recall'])} "
                   f"FP {row['fp']} (indirect {row['fp_indirect']}, spurious {row['fp_spurious']}) "
                   f"FN {row['fn']}  {wall:.1f} s", flush=True)
+            if stats:
+                print(phase_line(stats), flush=True)
 
     import torch
 
@@ -235,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                                              if argv is None else argv)}
     settings = {"nodes": args.nodes, "T": args.T, "surrogates": args.surrogates,
                 "surrogates_multivariate": args.mv_surrogates or args.surrogates, "alpha_bivariate": args.alpha_biv,
-                "alpha_multivariate": args.alpha_mv, "seed": args.seed, "backend": args.backend, "k": args.k,
+                "alpha_multivariate": args.alpha_mv, "screen": args.screen or None, "seed": args.seed, "backend": args.backend, "k": args.k,
                 "history": 1, "lag": 1, "true_edges": len(truth), "warmup_s": round(warm, 3)}
     title = (f"TE recovery: {args.nodes} nodes, T = {args.T}, {len(truth)} planted edges, S = {args.surrogates} "
              f"({env['gpu'] if env['gpu'] != 'none' else 'CPU'}, {env['date']})")
