@@ -4,8 +4,12 @@ second pytest invocation). Where vLLM is absent (the main .venv) the directory i
 Fixtures:
 - `tiny_dir`: the project's tiny Llama built once per session (jobs.llm_tiny: seconds, no network).
 - `hf_tiny`: (tokenizer, transformers model) of it, fp32, the independent reference.
-- `llm_app`: the tiny model served by serve.llm:build_app (profile cpu) on a private Ray + Serve
-  (tests/conftest.py `serve_instance`), started once per module; yields an httpx client.
+- `serve_instance`: one private Ray (4 logical CPUs) + Serve for the whole suite (overrides the per-module one
+  of tests/conftest.py): the LLM engine starts once, not once per module. 4 CPUs: the LLM app takes 2 (its
+  engine's placement group and its ingress replica, 1 CPU each), test_llm_router adds a router replica.
+- `llm_url`: the tiny model served by serve.llm:build_app (profile cpu) at /llm of that Serve, deployed once
+  per session (test_llm_router's router forwards to it, test_llm_serve asks it directly).
+- `llm_app`: an httpx client whose base URL is that app (paths "/v1/...").
 """
 from __future__ import annotations
 
@@ -41,14 +45,28 @@ def hf_tiny(tiny_dir):
     return tok, model
 
 
-@pytest.fixture(scope="module")
-def llm_app(serve_instance, tiny_dir):
-    import httpx
+@pytest.fixture(scope="session")
+def serve_instance():
+    from conftest import serve_start
+
+    with serve_start(num_cpus=4) as instance:
+        yield instance
+
+
+@pytest.fixture(scope="session")
+def llm_url(serve_instance, tiny_dir) -> str:
     from ray import serve
 
     from serve.llm import build_app
 
-    serve.run(build_app({"model_source": str(tiny_dir), "profile": "cpu"}), name="llm", route_prefix="/")
-    with httpx.Client(base_url=serve_instance.url, timeout=300) as client:
-        yield client
+    serve.run(build_app({"model_source": str(tiny_dir), "profile": "cpu"}), name="llm", route_prefix="/llm")
+    yield f"{serve_instance.url}/llm"
     serve.delete("llm")
+
+
+@pytest.fixture(scope="module")
+def llm_app(llm_url):
+    import httpx
+
+    with httpx.Client(base_url=llm_url, timeout=300) as client:
+        yield client

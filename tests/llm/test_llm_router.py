@@ -16,36 +16,34 @@ import re
 import httpx
 import pytest
 
-# 4 logical CPUs: the LLM app alone takes the default 2 (its engine's placement group and its ingress
-# replica, 1 CPU each), so a router replica would never be scheduled and serve.run would wait forever
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600),
-              pytest.mark.parametrize("serve_instance", [{"num_cpus": 4}], indirect=True)]
+# the suite's one Ray + Serve has 4 logical CPUs (tests/llm/conftest.py): the LLM app alone takes 2 (its
+# engine's placement group and its ingress replica, 1 CPU each), so with the default 2 a router replica would
+# never be scheduled and serve.run would wait forever
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 CHAT = {"messages": [{"role": "user", "content": "The state of a"}], "max_tokens": 12, "temperature": 0.0}
 
 
 @pytest.fixture(scope="module")
-def apps(serve_instance, tiny_dir, tmp_path_factory):
-    """(httpx client, tiny model id): serve.llm at /llm, serve.router at /router forwarding to it."""
+def apps(serve_instance, llm_url, tmp_path_factory):
+    """(httpx client, tiny model id): serve.llm at /llm (the suite's, tests/llm/conftest.py), serve.router at
+    /router forwarding to it."""
     from ray import serve
     from reliability.openai_standin import synthetic_router
 
     from actors.llm.config import load_engine_spec
     from actors.router.router import save_router
-    from serve.llm import build_app as llm_app
     from serve.router import build_app as router_app
 
     model_id = load_engine_spec("tiny.yaml").model_id
     router_dir = tmp_path_factory.mktemp("router") / "router"
     save_router(synthetic_router(), router_dir)
-    serve.run(llm_app({"model_source": str(tiny_dir), "profile": "cpu"}), name="llm", route_prefix="/llm")
-    serve.run(router_app({"model": str(router_dir), "upstream": f"{serve_instance.url}/llm",
+    serve.run(router_app({"model": str(router_dir), "upstream": llm_url,
                           "engines": {"weak": model_id, "strong": model_id}, "num_cpus": 0.1}),
               name="router", route_prefix="/router")
     with httpx.Client(base_url=serve_instance.url, timeout=300) as client:
         yield client, model_id
     serve.delete("router")
-    serve.delete("llm")
 
 
 def test_models_list_auto_beside_the_engines(apps):

