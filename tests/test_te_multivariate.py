@@ -215,6 +215,9 @@ def test_batched_selection_triton_interpreted_equals_cpu_path():
     cfg = NetworkConfig.model_validate({"significance": {"n_surrogates": 2, "alpha": 0.34}})
     cpu = [select_sources(data, j, cfg) for j in range(3)]
     _same_as_cpu(cpu, select_sources_batched(data, range(3), cfg, backend="triton", early_stop=False), steps=True)
+    cpu = [select_sources(data, j, cfg, screen=1) for j in range(3)]     # screened: 1 of the 2 candidates
+    _same_as_cpu(cpu, select_sources_batched(data, range(3), cfg, backend="triton", early_stop=False, screen=1),
+                 steps=True)
 
 
 # ---- screened inclusion ------------------------------------------------------------------------------

@@ -103,15 +103,19 @@ class _Device:
         n_vars = data.shape[1]
         t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=self.dtype, device=self.dev)  # noqa: E731
         self.src_index = {(i, u): i * len(lags) + li for i in range(n_vars) for li, u in enumerate(lags)}
-        self.x = t(np.stack([prepared_block(data, cfg, i, 2, u) for i in range(n_vars) for u in lags]))
-        self.y = {j: t(prepared_block(data, cfg, j, 0)) for j in targets}
-        self.past = {j: t(prepared_block(data, cfg, j, 1)) for j in targets}
+        xs = np.stack([prepared_block(data, cfg, i, 2, u) for i in range(n_vars) for u in lags])
+        ys = {j: prepared_block(data, cfg, j, 0) for j in targets}
+        pasts = {j: prepared_block(data, cfg, j, 1) for j in targets}
+        self.x = t(xs)
+        self.y = {j: t(a) for j, a in ys.items()}
+        self.past = {j: t(a) for j, a in pasts.items()}
         self.identity = np.arange(self.n)[None]
         self.launches = self.estimates = 0
+        # float64 copies for the linear screen (multivariate.screen_pick), whatever the kernels' dtype
         f64 = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64, device=self.dev)  # noqa: E731
-        self.x64 = f64(np.stack([prepared_block(data, cfg, i, 2, u) for i in range(n_vars) for u in lags]))
-        self.y64 = {j: f64(prepared_block(data, cfg, j, 0)) for j in targets}
-        self.past64 = {j: f64(prepared_block(data, cfg, j, 1)) for j in targets}
+        self.x64 = f64(xs) if self.dtype != torch.float64 else self.x
+        self.y64 = {j: f64(a) for j, a in ys.items()} if self.dtype != torch.float64 else self.y
+        self.past64 = {j: f64(a) for j, a in pasts.items()} if self.dtype != torch.float64 else self.past
 
     def estimate(self, problems: Sequence[_Problem], orders: np.ndarray) -> list[np.ndarray]:
         """Per problem, the [Q, M] estimates of its picked candidates under each row order (orders [Q, n]).
