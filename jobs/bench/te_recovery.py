@@ -3,6 +3,7 @@
     python -m jobs.bench.te_recovery --nodes 100 --T 10000 --out runs/te_recovery        # the size (GPU)
     python -m jobs.bench.te_recovery --small --out runs/te_recovery_small                 # 8 nodes, T = 1000 (CPU, CI)
     python -m jobs.bench.te_recovery --systems linear --modes multivariate --out DIR       # one system, one mode
+    python -m jobs.bench.te_recovery --nodes 100 --T 10000 --modes multivariate --out DIR  # the target run
 
 Systems (seeded, the same graph for both): every node i has 1-3 parents drawn uniformly from the other
 nodes and its own lag-1 term;
@@ -14,7 +15,10 @@ saturating coupling carries less information per unit of c), e ~ N(0, 1), 1000 s
 target's past and its other parents) of 0.082 nats (linear) and 0.053 (tanh), non-parents -0.006..0.004
 (actors.te.transfer_entropy, measured when the job was written).
 Modes: bivariate (every ordered pair, max-statistic correction over all pairs, `--alpha-biv`) and
-multivariate (greedy inclusion by max-statistic / pruning by min-statistic per target, `--alpha-mv`);
+multivariate (greedy inclusion by max-statistic / pruning by min-statistic per target, `--alpha-mv`;
+inclusion screened to the `--screen` (default 5) candidates with the largest linear score, re-screened in
+every surrogate round so the test stays valid; `--screen 0` tests every candidate; a `phases:` line per
+run gives setup / screen / include / prune seconds, KSG estimates and kernel launches);
 both KSG k = 4, history 1, lag 1, `--surrogates` permutation surrogates, noise 1e-8. A significant edge
 that is not planted is a false positive, split into *indirect* (a path s -> m -> t of length 2 in the truth)
 and *spurious* (everything else: longer paths, reversed edges, shared ancestors, noise). Wall time is the
