@@ -273,6 +273,9 @@ def test_screened_selection_batched_equals_cpu_path(one_thread):
     _same_as_cpu(cpu_full, [select_sources(data, j, cfg, screen=8) for j in range(5)], steps=True)
     with pytest.raises(InputError, match="screen"):
         select_sources(data, 0, cfg, screen=0)
+    # the config's field is the default of the argument (what jobs.te_network and /te/network pass)
+    cfg_screened = cfg.model_copy(update={"screen": 2})
+    _same_as_cpu(cpu, [select_sources(data, j, cfg_screened) for j in range(5)], steps=True)
 
 
 def test_screened_selection_under_the_null_is_rare():

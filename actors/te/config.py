@@ -82,6 +82,9 @@ class NetworkConfig(Strict):
     correction: Correction = "max"
     mode: Mode = "bivariate"
     ragwitz: RagwitzConfig | None = None      # auto-embed each destination (and source) first
+    # multivariate only: screen each inclusion round to the M candidates with the largest linear partial
+    # correlation (re-run in every surrogate round, so the max-statistic test stays valid); None = off
+    screen: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _lags(self) -> NetworkConfig:

@@ -260,7 +260,7 @@ def select_sources(data: np.ndarray, target: int, cfg: NetworkConfig, *, screen:
 
 def screen_of(cfg: NetworkConfig, screen: int | None) -> int | None:
     """The screen size: the argument, else the config's `screen` field when it has one; None = off."""
-    m = screen if screen is not None else getattr(cfg, "screen", None)
+    m = screen if screen is not None else cfg.screen
     if m is not None and m < 1:
         raise InputError("screen", f"{m} candidates", "None (off) or an integer >= 1")
     return m
