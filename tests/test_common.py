@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import stat
+import time
 
 import numpy as np
 import pandas as pd
@@ -149,10 +150,24 @@ def test_named_actors_and_run_tasks_with_resume(ray_cluster, tmp_path):
 
     from actors.common.worker import _dying
 
-    ray.kill(pool[0], no_restart=True)
-    assert _dying(pool, 10.0) == [0]
+    ray.kill(pool[0], no_restart=True)   # asynchronous: a probe sent at once may still be answered
+    deadline = time.monotonic() + 30.0
+    while (dying := _dying(pool, 10.0)) != [0] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert dying == [0]
     fresh = named_actors(_Echo, cpu, "echo-test")
     assert ray.get(fresh[0].square.remote(3)) == (9, 0) and fresh[1]._actor_id == pool[1]._actor_id
+    # the driver drops its last handles (a job ended) and asks again at once: Ray is tearing the old
+    # actors down, so they must not be handed out; new ones are created and stay alive
+    import gc
+
+    old_ids = [a._actor_id for a in fresh]
+    del pool, again, fresh, run, rerun, none_left
+    gc.collect()
+    later = named_actors(_Echo, cpu, "echo-test")
+    assert not {a._actor_id for a in later} & set(old_ids)
+    time.sleep(2.0)   # long enough for a wrongly reused actor to have been destroyed
+    assert ray.get([a.square.remote(4) for a in later]) == [(16, 0), (16, 1)]
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+import weakref
 from typing import Any, ClassVar
 
 import ray
@@ -40,15 +41,17 @@ def resolve_worker_resources(cfg: WorkerConfig, *, limit: int | None = None) -> 
 
 
 def named_actors(cls: type, cfg: WorkerConfig, prefix: str, *, limit: int | None = None,
-                 ready_timeout_s: float = 10.0) -> list[ActorHandle]:
+                 ready_timeout_s: float = 10.0, release_timeout_s: float = 30.0) -> list[ActorHandle]:
     """Named actors `<prefix>-<cpu|gpu>-<i>` of `cls` sized by `cfg`, created when missing.
 
     `cls.__init__` takes the worker index. Restarts and task retries come from `cfg`, so a killed
-    actor comes back and its idempotent tasks are retried. A name can still resolve to an actor Ray is
-    tearing down (its last handle was dropped a moment ago, e.g. by the previous job of this driver):
-    each actor is probed for `ready_timeout_s`, and one that answers with an actor error is created
-    anew (up to 3 times, with a short back-off while the old name is released). Actors still being
-    created when the probe times out are returned as they are.
+    actor comes back and its idempotent tasks are retried. Two races are closed here:
+    - this process dropped its last handle to an actor it created (e.g. the previous job of this
+      driver): Ray is tearing that actor down, so its name must not be reused; we wait up to
+      `release_timeout_s` for the name to be released and create the actor anew;
+    - a name resolves to a dead actor (killed, node lost): each actor is probed for
+      `ready_timeout_s`, and one that answers with an actor error is created anew (up to 3 times).
+    Actors still being created when the probe times out are returned as they are.
     """
     n, num_gpus = resolve_worker_resources(cfg, limit=limit)
     remote_cls = ray.remote(num_cpus=cfg.num_cpus, num_gpus=num_gpus, max_restarts=cfg.max_restarts,
@@ -56,9 +59,23 @@ def named_actors(cls: type, cfg: WorkerConfig, prefix: str, *, limit: int | None
     tag = f"{prefix}-{'gpu' if num_gpus else 'cpu'}"
 
     def create(i: int) -> ActorHandle:
-        return remote_cls.options(name=f"{tag}-{i}", get_if_exists=True).remote(i)
+        name = f"{tag}-{i}"
+        handle = remote_cls.options(name=name, get_if_exists=True).remote(i)
+        _CREATED[_scoped(name)] = (handle._actor_id, weakref.ref(handle))
+        return handle
 
-    handles = [create(i) for i in range(n)]
+    def find_or_create(i: int) -> ActorHandle:
+        name = f"{tag}-{i}"
+        mine = _CREATED.get(_scoped(name))
+        if mine is not None:
+            actor_id, ref = mine
+            handle = ref()
+            if handle is not None:
+                return handle
+            _await_release(name, actor_id, release_timeout_s)
+        return create(i)
+
+    handles = [find_or_create(i) for i in range(n)]
     for attempt in range(3):
         dying = _dying(handles, ready_timeout_s)
         if not dying:
@@ -67,6 +84,28 @@ def named_actors(cls: type, cfg: WorkerConfig, prefix: str, *, limit: int | None
         for i in dying:
             handles[i] = create(i)
     return handles
+
+
+# actors this process created, by (namespace, name): their id and a weak reference to the handle we
+# returned. While the handle lives the actor is ours and kept alive; once it is gone Ray destroys the
+# actor (a non-detached actor dies with its last handle), so the name resolves to an actor about to die.
+_CREATED: dict[tuple[str, str], tuple[Any, weakref.ref]] = {}
+
+
+def _scoped(name: str) -> tuple[str, str]:
+    return ray.get_runtime_context().namespace, name
+
+
+def _await_release(name: str, actor_id: Any, timeout_s: float) -> None:
+    """Wait until `name` no longer resolves to `actor_id` (Ray finished tearing it down)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if ray.get_actor(name)._actor_id != actor_id:
+                return
+        except ValueError:   # no actor by that name
+            return
+        time.sleep(0.1)
 
 
 def _dying(handles: list[ActorHandle], timeout_s: float) -> list[int]:
