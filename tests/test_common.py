@@ -162,7 +162,7 @@ def test_named_actors_and_run_tasks_with_resume(ray_cluster, tmp_path):
     import gc
 
     old_ids = [a._actor_id for a in fresh]
-    del pool, again, fresh, run, rerun, none_left
+    pool = again = fresh = run = rerun = none_left = None   # (closures above share these cells)
     gc.collect()
     later = named_actors(_Echo, cpu, "echo-test")
     assert not {a._actor_id for a in later} & set(old_ids)
