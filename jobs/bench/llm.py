@@ -46,7 +46,7 @@ import json, os, sys, time
 if __name__ == "__main__":
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
-    cfg = json.loads(sys.argv[1])
+    cfg = json.loads(open(sys.argv[1]).read())   # a file: the prompt list outgrows an argv
     llm = LLM(model=cfg["model"], **cfg["engine"])
     sp = SamplingParams(max_tokens=cfg["max_tokens"], ignore_eos=True, temperature=0, detokenize=False)
     out = {}
@@ -169,26 +169,34 @@ def bench_model(preset: str, args: argparse.Namespace, url: str) -> dict:
     prompts = _prompts(n + 2, args.prompt_tokens, vocab, args.seed)
     result: dict[str, Any] = {"model_id": spec.model_id, "preset": preset, "engine_kwargs": engine_kwargs(spec)}
 
-    serve.run(build_app(base) if not args.tokenizer else _app_with(spec), name="bench", route_prefix="/")
-    try:
-        result["serve"] = _serve_phase(url, spec.model_id, prompts, args)
-    finally:
-        serve.delete("bench")
-    if not args.skip_bare:
-        cfg = {"model": spec.source_path(), "engine": {**engine_kwargs(spec), "distributed_executor_backend": "uni"},
+    if not args.bare_only:
+        serve.run(build_app(base) if not args.tokenizer else _app_with(spec), name="bench", route_prefix="/")
+        try:
+            result["serve"] = _serve_phase(url, spec.model_id, prompts, args)
+        finally:
+            serve.delete("bench")
+    if not args.skip_bare or args.bare_only:
+        engine = {**engine_kwargs(spec), "distributed_executor_backend": "uni"}
+        if args.bare_only and not args.tokenizer:
+            engine["skip_tokenizer_init"] = True   # dummy presets ship no tokenizer; prompts are token ids
+        cfg = {"model": spec.source_path(), "engine": engine,
                "prompts": prompts, "concurrency": args.concurrency, "rounds": args.rounds, "max_tokens": args.max_tokens}
         env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "HF_HUB_OFFLINE": "1"}
         if spec.on_cpu:
             env["VLLM_CPU_KVCACHE_SPACE"] = f"{spec.kv_cache_gb:g}"
-        done = subprocess.run([sys.executable, "-c", BARE, json.dumps(cfg)], capture_output=True, text=True, env=env,
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+            json.dump(cfg, fh)
+        done = subprocess.run([sys.executable, "-c", BARE, fh.name], capture_output=True, text=True, env=env,
                               cwd=REPO, timeout=3600)
+        os.unlink(fh.name)
         line = [x for x in done.stdout.splitlines() if x.startswith("BARE ")]
         if not line:
             raise RuntimeError(f"bare vLLM failed:\n{done.stderr[-3000:]}")
         bare = json.loads(line[-1][5:])
         print("  bare vLLM: " + ", ".join(f"c={c}: {v:.1f} tok/s" for c, v in bare.items()), flush=True)
         result["bare"] = bare
-        result["serve_over_bare"] = {c: result["serve"]["concurrency"][c]["output_tok_s"] / bare[c] for c in bare}
+        if "serve" in result:
+            result["serve_over_bare"] = {c: result["serve"]["concurrency"][c]["output_tok_s"] / bare[c] for c in bare}
     if args.router:
         result["router"] = {}
         workload = _shared_prefix(args.prefix_groups, args.rounds * 4, args.prefix_tokens, 8, args.seed + 1)
@@ -251,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prefix-groups", type=int, default=4)
     ap.add_argument("--prefix-tokens", type=int, default=256, help="words in each shared prefix (router workload)")
     ap.add_argument("--skip-bare", action="store_true")
+    ap.add_argument("--bare-only", action="store_true",
+                    help="only the bare vLLM engine (no Ray): for a vLLM that Ray's serve.llm cannot import")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -274,17 +284,20 @@ def main(argv: list[str] | None = None) -> int:
         port = sock.getsockname()[1]
     tmp = tempfile.mkdtemp(prefix="ray_llm_bench_", dir="/tmp")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
-    ray.init(include_dashboard=False, _temp_dir=tmp, log_to_driver=False, namespace="llm-bench")
     results = []
+    if not args.bare_only:
+        ray.init(include_dashboard=False, _temp_dir=tmp, log_to_driver=False, namespace="llm-bench")
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        if not args.bare_only:
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
         for preset in args.models:
             print(f"{preset}:", flush=True)
             results.append(bench_model(preset, args, f"http://127.0.0.1:{port}"))
     finally:
-        with contextlib.suppress(Exception):
-            serve.shutdown()
-        ray.shutdown()
+        if not args.bare_only:
+            with contextlib.suppress(Exception):
+                serve.shutdown()
+            ray.shutdown()
     import platform
 
     from jobs.bench.lib import dist_versions
@@ -294,7 +307,11 @@ def main(argv: list[str] | None = None) -> int:
            "command": "python -m jobs.bench.llm " + " ".join(argv if argv is not None else sys.argv[1:]),
            "args": {k: v for k, v in vars(args).items()}, "results": results}
     (out / "llm_bench.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    print(table(results, args.concurrency))
+    if args.bare_only:
+        for r in results:
+            print(f"{r['model_id']} bare vLLM: " + ", ".join(f"c={c}: {v:.1f} tok/s" for c, v in r["bare"].items()))
+    else:
+        print(table(results, args.concurrency))
     for r in results:
         for name, v in r.get("router", {}).items():
             print(f"{r['model_id']} router {name}: TTFT mean {v['ttft_mean_s']*1e3:.0f} ms, p99 "
