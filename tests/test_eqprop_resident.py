@@ -115,3 +115,18 @@ def test_gpu_grouped_fused_sweep_bf16_vs_float64():
     out, _ = st(drive, net.zero_states(1024), torch.nn.functional.one_hot(y, 10).float())
     rel = max(float((a.double() - b).norm() / b.norm()) for a, b in zip(out, ref))
     assert rel < 5e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("hidden,beta", [(512, 0.5), (2048, 0.0)])
+def test_gpu_engine_bf16_default_wide_path_vs_float64(hidden, beta):
+    """The engine's bf16 default beyond 256 units (grouped sweep, BF16_SWEEP_TILES, bf16 states, CUDA graph),
+    through the user-facing settle(): batch 1024, 30 sweeps, within 5e-3 of float64."""
+    sizes = [784, hidden, hidden, 10]
+    net = EqPropNet(sizes, seed=0).cuda()
+    x, y = _data(sizes, batch=1024)
+    x, y = x.cuda(), y.cuda()
+    ref = settle(EqPropNet(sizes, seed=0).double().cuda(), x.double(), y=y, beta=beta, steps=30, backend="torch")
+    out = settle(net, x, y=y, beta=beta, steps=30, backend="triton", precision="bf16")
+    rel = max(float((a.double() - b).norm() / b.norm()) for a, b in zip(out, ref))
+    assert rel < 5e-3

@@ -77,9 +77,14 @@ class Strategy:
         self.raw = model
         self.units = units
 
+    # DDP and FSDP2 compute bf16 under torch.autocast; DeepSpeed casts in its own engine
+    uses_autocast = False
+
     # -- the step ---------------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:
-        return contextlib.nullcontext()
+        if not (self.bf16 and self.uses_autocast):
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
     def forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         with self.autocast():
@@ -144,6 +149,7 @@ class Strategy:
 
 class DDPStrategy(Strategy):
     name = "ddp"
+    uses_autocast = True
 
     def __init__(self, model: nn.Module, *args: Any):
         super().__init__(model, *args)
@@ -157,14 +163,10 @@ class DDPStrategy(Strategy):
             self.model = model
         self.optimizer = _adamw(self.model.parameters(), self.spec)
 
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if not self.bf16:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-
 
 class FSDP2Strategy(Strategy):
     name = "fsdp2"
+    uses_autocast = True
 
     def __init__(self, model: nn.Module, *args: Any):
         super().__init__(model, *args)
@@ -172,8 +174,11 @@ class FSDP2Strategy(Strategy):
 
         ensure_process_group(self.device)
         model.to(self.device)
-        mp = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if self.bf16
-              else MixedPrecisionPolicy())
+        # bf16: parameters gathered in bf16, gradients reduced in fp32, and compute under autocast as DDP does:
+        # the policy alone casts only the forward *inputs*, so tensors the model makes inside (time grids,
+        # masks, embeddings) stay fp32 and meet bf16 weights ("mat1 and mat2 must have the same dtype")
+        mp = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32, cast_forward_inputs=False)
+              if self.bf16 else MixedPrecisionPolicy())
         for unit in self.units:
             fully_shard(unit, mp_policy=mp)
         fully_shard(model, mp_policy=mp)

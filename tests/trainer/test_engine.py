@@ -289,3 +289,38 @@ def test_bad_config_and_model_output(data, tmp_path):
         train(_spec(model={"name": "test_engine_no_loss"}, activation_checkpointing=True), d, tmp_path / "r4", log=None)
     with pytest.raises(InputError, match="no such directory"):
         train(_spec(), tmp_path / "nowhere", tmp_path / "r5", log=None)
+
+
+class _TimeGridNet(torch.nn.Module):
+    """A model that makes a float32 tensor inside forward (a time grid), like NeuroFMX's time encodings."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.inp, self.time, self.out = torch.nn.Linear(6, 8), torch.nn.Linear(1, 8), torch.nn.Linear(8, 1)
+
+    def fsdp_units(self):
+        return [self.inp, self.time]
+
+    def forward(self, batch, step):
+        t = torch.linspace(0.0, 1.0, batch["x"].shape[0])[:, None]
+        pred = self.out(torch.tanh(self.inp(batch["x"]) + self.time(t)))
+        return {"loss": (pred - batch["y"]).pow(2).mean()}
+
+
+def test_fsdp2_bf16_computes_under_autocast(data):
+    """FSDP2's bf16 policy casts only the forward inputs: a tensor made inside forward met bf16 weights on
+    the H200 ("mat1 and mat2 must have the same dtype"). bf16 is refused on the CPU by resolve_precision,
+    so the strategy is built directly with bf16=True (CPU autocast has bf16); the loss is the fp32 one
+    within bf16 rounding and every parameter gets a finite gradient."""
+    from actors.trainer.strategies import make_strategy
+
+    _, x, y = data
+    batch = {"x": torch.from_numpy(x[:16]), "y": torch.from_numpy(y[:16])}
+    ref = _TimeGridNet()(batch, 0)["loss"].item()
+    st = make_strategy(_TimeGridNet(), _spec(strategy="fsdp2"), torch.device("cpu"), 0, 1, bf16=True)
+    loss = st.forward(batch, 0)["loss"]
+    st.backward(loss)
+    assert abs(loss.item() - ref) <= 2e-2 * abs(ref)
+    grads = [p.grad for p in st.model.parameters()]
+    assert all(g is not None and torch.isfinite(g.full_tensor() if hasattr(g, "full_tensor") else g).all() for g in grads)
