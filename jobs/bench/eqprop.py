@@ -275,7 +275,7 @@ def bench_wide(steps: int, batch: int, reps: int, log: Callable[[str], None], de
             continue
         net, x, y, ref, eager, base = _baselines(rows, hidden, batch, steps, reps, dev)
         drive, w, b, skips, zeros = _kernel_args(net, x)
-        cands: list[tuple[str, dict]] = [("fused per-layer launches, default tiles (engine)", {})]
+        cands: list[tuple[str, dict]] = [("fused per-layer launches, default tiles", {})]
         cands += [(f"fused grouped sweep, tiles {t[0]}x{t[1]}x{t[2]} w{t[3]} s{t[4]}", {"grouped": True, "tiles": t})
                   for t in tiles]
         timed: list[tuple[float, dict]] = []
