@@ -86,14 +86,17 @@ def named_actors(cls: type, cfg: WorkerConfig, prefix: str, *, limit: int | None
     return handles
 
 
-# actors this process created, by (namespace, name): their id and a weak reference to the handle we
-# returned. While the handle lives the actor is ours and kept alive; once it is gone Ray destroys the
-# actor (a non-detached actor dies with its last handle), so the name resolves to an actor about to die.
-_CREATED: dict[tuple[str, str], tuple[Any, weakref.ref]] = {}
+# actors this process created, by (cluster, namespace, name): their id and a weak reference to the
+# handle we returned. While the handle lives the actor is ours and kept alive; once it is gone Ray
+# destroys the actor (a non-detached actor dies with its last handle), so the name resolves to an actor
+# about to die. The cluster (its GCS address) is in the key: after ray.shutdown() / ray.init() a handle
+# kept from the old cluster must not be handed out.
+_CREATED: dict[tuple[str, str, str], tuple[Any, weakref.ref]] = {}
 
 
-def _scoped(name: str) -> tuple[str, str]:
-    return ray.get_runtime_context().namespace, name
+def _scoped(name: str) -> tuple[str, str, str]:
+    ctx = ray.get_runtime_context()
+    return ctx.gcs_address, ctx.namespace, name
 
 
 def _await_release(name: str, actor_id: Any, timeout_s: float) -> None:
