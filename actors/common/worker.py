@@ -65,14 +65,11 @@ def named_actors(cls: type, cfg: WorkerConfig, prefix: str, *, limit: int | None
         return handle
 
     def find_or_create(i: int) -> ActorHandle:
-        name = f"{tag}-{i}"
-        mine = _CREATED.get(_scoped(name))
-        if mine is not None:
-            actor_id, ref = mine
-            handle = ref()
-            if handle is not None:
+        actor_id, ref = _CREATED.get(_scoped(f"{tag}-{i}"), (None, None))
+        if ref is not None:
+            if (handle := ref()) is not None:
                 return handle
-            _await_release(name, actor_id, release_timeout_s)
+            _await_release(f"{tag}-{i}", actor_id, release_timeout_s)
         return create(i)
 
     handles = [find_or_create(i) for i in range(n)]

@@ -70,15 +70,13 @@ class Strategy:
     """Base: a model, its optimizer and the distributed layout."""
 
     name = "base"
+    uses_autocast = False   # DDP and FSDP2 compute bf16 under torch.autocast; DeepSpeed casts in its own engine
 
     def __init__(self, model: nn.Module, units: list[nn.Module], spec: TrainSpec, device: torch.device, rank: int,
                  world_size: int, bf16: bool):
         self.spec, self.device, self.rank, self.world_size, self.bf16 = spec, device, rank, world_size, bf16
         self.raw = model
         self.units = units
-
-    # DDP and FSDP2 compute bf16 under torch.autocast; DeepSpeed casts in its own engine
-    uses_autocast = False
 
     # -- the step ---------------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:

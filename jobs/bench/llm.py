@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -184,11 +185,11 @@ def bench_model(preset: str, args: argparse.Namespace, url: str) -> dict:
         env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "HF_HUB_OFFLINE": "1"}
         if spec.on_cpu:
             env["VLLM_CPU_KVCACHE_SPACE"] = f"{spec.kv_cache_gb:g}"
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-            json.dump(cfg, fh)
-        done = subprocess.run([sys.executable, "-c", BARE, fh.name], capture_output=True, text=True, env=env,
-                              cwd=REPO, timeout=3600)
-        os.unlink(fh.name)
+        with tempfile.TemporaryDirectory(prefix="llm_bare_") as td:
+            cfg_path = Path(td) / "cfg.json"
+            cfg_path.write_text(json.dumps(cfg))
+            done = subprocess.run([sys.executable, "-c", BARE, str(cfg_path)], capture_output=True, text=True,
+                                  env=env, cwd=REPO, timeout=3600)
         line = [x for x in done.stdout.splitlines() if x.startswith("BARE ")]
         if not line:
             raise RuntimeError(f"bare vLLM failed:\n{done.stderr[-3000:]}")
@@ -276,28 +277,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import socket
 
-    import ray
-    from ray import serve
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     tmp = tempfile.mkdtemp(prefix="ray_llm_bench_", dir="/tmp")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
     results = []
-    if not args.bare_only:
-        ray.init(include_dashboard=False, _temp_dir=tmp, log_to_driver=False, namespace="llm-bench")
-    try:
-        if not args.bare_only:
-            serve.start(http_options={"host": "127.0.0.1", "port": port})
+    with contextlib.nullcontext() if args.bare_only else _serve_instance(tmp, port):
         for preset in args.models:
             print(f"{preset}:", flush=True)
             results.append(bench_model(preset, args, f"http://127.0.0.1:{port}"))
-    finally:
-        if not args.bare_only:
-            with contextlib.suppress(Exception):
-                serve.shutdown()
-            ray.shutdown()
     import platform
 
     from jobs.bench.lib import dist_versions
@@ -307,10 +296,7 @@ def main(argv: list[str] | None = None) -> int:
            "command": "python -m jobs.bench.llm " + " ".join(argv if argv is not None else sys.argv[1:]),
            "args": {k: v for k, v in vars(args).items()}, "results": results}
     (out / "llm_bench.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    if args.bare_only:
-        for r in results:
-            print(f"{r['model_id']} bare vLLM: " + ", ".join(f"c={c}: {v:.1f} tok/s" for c, v in r["bare"].items()))
-    else:
+    if not args.bare_only:   # bare-only rows were printed per model above
         print(table(results, args.concurrency))
     for r in results:
         for name, v in r.get("router", {}).items():
@@ -318,6 +304,22 @@ def main(argv: list[str] | None = None) -> int:
                   f"{v['ttft_p99_s']*1e3:.0f} ms, prefix-cache hit share {v['cached_share']:.3f}, "
                   f"{v['output_tok_s']:.1f} tok/s")
     return 0
+
+
+@contextlib.contextmanager
+def _serve_instance(temp_dir: str, port: int) -> Iterator[None]:
+    """A local Ray with Serve's HTTP proxy on 127.0.0.1:`port`, shut down on the way out."""
+    import ray
+    from ray import serve
+
+    ray.init(include_dashboard=False, _temp_dir=temp_dir, log_to_driver=False, namespace="llm-bench")
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            serve.shutdown()
+        ray.shutdown()
 
 
 def _gpu() -> str:

@@ -279,7 +279,7 @@ class FusedSettler:
         before the bf16 dot; the returned states are fp32)."""
         dev = drive.device
         self.tiles = tiles
-        self.grouped = grouped and update == "sync" and len(widths) <= 4
+        self.grouped = grouped and groupable(update, widths)
         if self.grouped and self.tiles is None:
             bm, bn, bk, warps = _blocks(drive.shape[0], max(widths), False)
             self.tiles = (bm, bn, bk, warps, 3)
@@ -390,10 +390,16 @@ _GRAPHS: OrderedDict[tuple, FusedSettler] = OrderedDict()
 BF16_SWEEP_TILES: Tiles = (64, 128, 64, 4, 3)
 
 
-def bf16_sweep_options(drive: torch.Tensor, precision: str, update: str) -> dict[str, Any]:
-    """FusedSettler options for a bf16 phase on CUDA (grouped sweep, BF16_SWEEP_TILES, bf16 states); none
-    elsewhere: fp32 / tf32 keep fp32 states (training precision) and the interpreter its small tiles."""
-    if precision != "bf16" or update != "sync" or not drive.is_cuda:
+def groupable(update: str, widths: list[int]) -> bool:
+    """Whether a phase can run as one grouped launch per sweep (sweep_update: synchronous, <= 4 layers)."""
+    return update == "sync" and len(widths) <= 4
+
+
+def bf16_sweep_options(drive: torch.Tensor, precision: str, update: str, widths: list[int]) -> dict[str, Any]:
+    """FusedSettler options for a bf16 phase on CUDA that can be grouped (grouped sweep, BF16_SWEEP_TILES,
+    bf16 states: the measured configuration); none elsewhere: fp32 / tf32 keep fp32 states (training
+    precision), deeper or even/odd phases the per-layer default, the interpreter its small tiles."""
+    if precision != "bf16" or not drive.is_cuda or not groupable(update, widths):
         return {}
     return {"grouped": True, "tiles": BF16_SWEEP_TILES, "state_dtype": torch.bfloat16}
 
@@ -418,7 +424,7 @@ def fused_settle(drive: torch.Tensor, weights: list[torch.Tensor], biases: list[
     settler = _GRAPHS.get(key) if use_graph else None
     if settler is None:
         settler = FusedSettler(drive, weights, biases, skips, widths, beta, cost, target is not None, steps, update,
-                               activation, precision, graph=use_graph, **bf16_sweep_options(drive, precision, update))
+                               activation, precision, graph=use_graph, **bf16_sweep_options(drive, precision, update, widths))
         if use_graph:
             _GRAPHS[key] = settler
             while len(_GRAPHS) > GRAPH_CACHE:
