@@ -3,6 +3,7 @@
     python -m jobs.bench.trainer --out runs/bench_trainer                         # tiny CPU MLP, 1 and 2 ranks
     python -m jobs.bench.trainer --config configs/train/neurofmx_100m.yaml --data DIR --world-sizes 1 \\
         --steps 30 --out DIR                                                    # a real model on a GPU machine
+    ... --set batch_size=256 model.cfg.scan=chunked                             # the same with spec overrides
 
 Each (strategy, world size) row trains the same spec from the same initial weights on the same shards
 (engine.train in this process for 1 rank, actors.trainer.launch for more: one process per rank on one
@@ -86,6 +87,37 @@ def count_flops(spec: Any, data: Path, device: str) -> tuple[float, str]:
     return flops, "flop_counter"
 
 
+def profile_step(spec: Any, data: Path, device: str, bf16: bool, top: int = 25) -> str:
+    """torch.profiler's table of one forward + backward of the plain model on one global batch (after
+    three unprofiled ones), the `top` ops by device time (CPU time on the CPU): where a step goes."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from actors.trainer.registry import build_model
+    from actors.trainer.shards import ShardDataset
+
+    torch.manual_seed(0)
+    model = build_model(spec.model.name, spec.model.cfg).to(device)
+    batch = next(ShardDataset(data).batches(0, 1, spec.batch_size, 0))
+    batch = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+
+    def step() -> None:
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(batch, 0)["loss"]
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    for _ in range(3):
+        step()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=activities) as prof:
+        step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+    key = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=top, max_name_column_width=60)
+
+
 def peak_flops(device: str, bf16: bool, threads: int) -> tuple[float, str]:
     import torch
 
@@ -145,15 +177,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="steps per row (default: the spec's)")
     ap.add_argument("--warmup", type=int, default=5, help="steps dropped before the median")
     ap.add_argument("--samples", type=int, default=4096, help="synthetic samples")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="override spec fields, e.g. batch_size=256 model.cfg.scan=chunked")
+    ap.add_argument("--profile", action="store_true", help="append torch.profiler's top ops of one step")
     args = ap.parse_args(argv)
 
     import torch
 
+    from actors.common.config import apply_overrides
     from actors.trainer.config import TrainSpec
     from actors.trainer.engine import resolve_precision
     from jobs import cli
 
     raw = cli.read_yaml(args.config) if args.config else json.loads(json.dumps(DEFAULT_SPEC))
+    raw = apply_overrides(raw, cli.parse_set(args.set))
     if args.steps:
         raw["steps"] = args.steps
         # a throughput row needs no learning-rate schedule: a warm-up longer than the row is cut to fit
@@ -210,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
             f"Model {spec0.model.name} {spec0.model.cfg}, global batch {spec0.batch_size}, {spec0.steps} steps "
             f"({args.warmup} warm-up dropped, medians). FLOPs/step {flops:.3g} ({flop_method}); peak per rank "
             f"{peak1:.3g} FLOP/s ({peak_method}).\n\n{table}\n")
+    if args.profile:
+        text += f"\n## One step, torch.profiler (plain model, one global batch)\n\n```\n{profile_step(spec0, data, device, bf16)}\n```\n"
     (out / "trainer_bench.md").write_text(text)
     print(text, flush=True)
     return 0

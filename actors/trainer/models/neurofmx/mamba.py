@@ -28,7 +28,11 @@ exp is <= 1), `ssd_triton` mamba_ssm's `mamba_chunk_scan_combined` where it impo
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import math
+import sys
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -49,12 +53,33 @@ except Exception:   # ImportError, or its CUDA extension failing to load
     _mamba_selective_scan_fn = None
     HAVE_MAMBA_KERNEL = False
 
-try:   # Mamba-2's Triton SSD kernels (need CUDA; called with use_mem_eff_path off: no causal-conv1d)
-    from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined as _mamba_chunk_scan_combined
-    HAVE_SSD_KERNEL = True
-except Exception:
-    _mamba_chunk_scan_combined = None
-    HAVE_SSD_KERNEL = False
+
+def _import_ssd_kernel() -> Callable | None:
+    """mamba_ssm's Triton SSD (`mamba_chunk_scan_combined`), also where its CUDA extension is missing.
+
+    The kernels are pure Triton, but `mamba_ssm/__init__.py` imports the CUDA selective scan first, so a
+    wheel built with MAMBA_SKIP_CUDA_BUILD=TRUE fails at `import mamba_ssm`. Then the package is entered
+    without running its __init__ (its module object made from the spec, never executed) and only the
+    Triton submodule is imported. Called with use_mem_eff_path off: no causal-conv1d here either."""
+    try:
+        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+        return mamba_chunk_scan_combined
+    except Exception:
+        sys.modules.pop("mamba_ssm", None)
+    spec = importlib.util.find_spec("mamba_ssm")
+    if spec is None:
+        return None
+    sys.modules["mamba_ssm"] = importlib.util.module_from_spec(spec)   # the package, its __init__ not run
+    try:
+        return importlib.import_module("mamba_ssm.ops.triton.ssd_combined").mamba_chunk_scan_combined
+    except Exception:
+        for name in [m for m in sys.modules if m == "mamba_ssm" or m.startswith("mamba_ssm.")]:
+            sys.modules.pop(name)
+        return None
+
+
+_mamba_chunk_scan_combined = _import_ssd_kernel()
+HAVE_SSD_KERNEL = _mamba_chunk_scan_combined is not None
 
 
 def selective_scan_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None) -> Tensor:
