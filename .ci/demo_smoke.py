@@ -3,7 +3,8 @@
 Checks what a user of `make demo` sees: the run exits 0, writes report.html, its sweep finds all five
 GASLIT-AF attractors (the model's fixed points healthy and collapsed, limit_cycle, chaotic, blow_up:
 the `attractor` labels summed in sweep/summary.json and listed in the report), the EqProp stage trains
-both networks above 80 % test accuracy and is in the report, and its stdout + stderr hold no warning
+both networks above 80 % test accuracy and is in the report, the NeuroFMX stage's rate R2 beats Gaussian
+smoothing's by 0.3 and is in the report, and its stdout + stderr hold no warning
 (any case: Python warnings, Ray's WARNING lines).
 
 Why 6 x 6 (measured 2026-12-02): the smallest grid on which every stage runs. The validation stage
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     for f in failures:
         print(f"[demo smoke] FAIL: {f}", file=sys.stderr)
     if not failures:
-        print("[demo smoke] ok: report.html, all five attractors, the EqProp stage, no warnings")
+        print("[demo smoke] ok: report.html, all five attractors, the EqProp and NeuroFMX stages, no warnings")
     return 1 if failures else 0
 
 
@@ -91,6 +92,16 @@ def check(returncode: int, log: str, out: Path) -> list[str]:
             failures.append(f"EqProp stage accuracies below 80 %: {acc}")
         if report.is_file() and "EqProp vs backprop" not in report.read_text():
             failures.append("no EqProp section in report.html")
+    nf = out / "neurofmx" / "neurofmx_demo.json"
+    if not nf.is_file():
+        failures.append(f"no {nf} (the NeuroFMX stage)")
+    else:   # 250 steps: rate R2 0.46 against smoothing's -0.70 (2026-12-03); the model must beat smoothing
+        r = json.loads(nf.read_text())
+        if not r["rate_r2"] > r["smoothing_rate_r2"] + 0.3:
+            failures.append(f"NeuroFMX stage: rate R2 {r['rate_r2']:.3f} not above smoothing's "
+                            f"{r['smoothing_rate_r2']:.3f} by 0.3")
+        if report.is_file() and "NeuroFMX (Lorenz spiking" not in report.read_text():
+            failures.append("no NeuroFMX section in report.html")
     if hits := [line for line in log.splitlines() if WARNING.search(line)]:
         failures.append("warnings in the output:\n  " + "\n  ".join(hits[:20]))
     return failures

@@ -16,6 +16,8 @@ tiny model on CPU (--llm tiny) or the Qwen2.5-0.5B shape on a GPU cluster; skipp
 printed, where vLLM is not installed (it lives in .venv-llm) or the cluster has no GPU and --llm is auto.
 Stage EqProp (eqprop_stage): Equilibrium Propagation and its backprop twin (same network, same seed)
 trained on MNIST-5k through the trainer engine, test accuracy side by side -> runs/<ts>/eqprop/.
+Stage NeuroFMX (neurofmx_stage): the Lorenz spiking set, neurofmx_tiny trained for about a minute, its
+held-out single-trial rate R2 beside Gaussian smoothing's -> runs/<ts>/neurofmx/.
 Later subsystems append their stage here.
 """
 from __future__ import annotations
@@ -267,8 +269,24 @@ def eqprop_section(eq: dict) -> str:
             "Data: <code>eqprop/eqprop_demo.json</code>.</p>")
 
 
+def neurofmx_stage(run_dir: Path) -> dict:
+    """Lorenz spiking, neurofmx_tiny for 250 steps on the CPU (actors.neuro.demo)."""
+    from actors.neuro.demo import neurofmx_demo_stage
+
+    return neurofmx_demo_stage(run_dir / "neurofmx")
+
+
+def neurofmx_section(nf: dict) -> str:
+    return (f"<h2>NeuroFMX (Lorenz spiking, {nf['n_test']} held-out trials)</h2><p><code>neurofmx_tiny</code> "
+            f"({nf['parameters']:,} parameters) trained {nf['steps']} steps ({nf['train_s']:.0f} s): single-trial rate "
+            f"R² <b>{nf['rate_r2']:.3f}</b> against Gaussian smoothing's {nf['smoothing_rate_r2']:.3f}; co-bps "
+            f"{nf['co_bps']:.3f} (smoothing {nf['smoothing_co_bps']:.3f}, true rates {nf['co_bps_ceiling']:.3f}). "
+            "Longer training and the learned baselines: <code>jobs.neuro_eval</code> (docs/neurofmx.md). "
+            "Data: <code>neurofmx/neurofmx_demo.json</code>, <code>neurofmx/rates.png</code>.</p>")
+
+
 def write_report(run_dir: Path, sweep: dict, wall: float, te: dict | None = None,
-                 validation: dict | None = None, eqprop: dict | None = None) -> Path:
+                 validation: dict | None = None, eqprop: dict | None = None, neurofmx: dict | None = None) -> Path:
     s = sweep["summary"]
     png = base64.b64encode(sweep["png"].read_bytes()).decode()
     rows = "".join(
@@ -296,6 +314,7 @@ Model <code>{s['model']}</code>, sweep <code>{s['name']}</code>: {s['n_chunks']}
 {te_section(te) if te else ""}
 {validation_section(validation) if validation else ""}
 {eqprop_section(eqprop) if eqprop else ""}
+{neurofmx_section(neurofmx) if neurofmx else ""}
 <p>Total demo wall time {wall:.1f} s.</p></body></html>"""
     path = run_dir / "report.html"
     atomic_write_bytes(path, doc.encode())
@@ -323,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     val = validation_stage(run_dir, sweep["png"].parent)
     llm = llm_stage(run_dir, args.llm)
     eq = eqprop_stage(run_dir)
-    report = write_report(run_dir, sweep, time.perf_counter() - t0, te=te, validation=val, eqprop=eq)
+    nf = neurofmx_stage(run_dir)
+    report = write_report(run_dir, sweep, time.perf_counter() - t0, te=te, validation=val, eqprop=eq, neurofmx=nf)
     missing = [p["name"] for p in sweep["points"] if not p["ok"]]
     print(f"[attractor] regime map: {sweep['png'].resolve()} ({sweep['grid']}, "
           f"backend {', '.join(sweep['summary']['backends'])})")
@@ -334,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
           f"rows among {val['n_flagged']} flagged -> {(run_dir / 'validation' / 'report.html').resolve()}")
     print(f"[attractor] EqProp:     MNIST-5k test accuracy {100 * eq['eqprop_accuracy']:.1f}% "
           f"(backprop {100 * eq['backprop_accuracy']:.1f}%) -> {(run_dir / 'eqprop').resolve()}")
+    print(f"[attractor] NeuroFMX:   held-out rate R2 {nf['rate_r2']:.3f} after {nf['steps']} steps (Gaussian "
+          f"smoothing {nf['smoothing_rate_r2']:.3f}) -> {(run_dir / 'neurofmx').resolve()}")
     if llm:
         print(f"[attractor] LLM: {llm['rows']} completions of {llm['model_id']}, {llm['generated_tokens']} tokens "
               f"-> {(run_dir / 'llm' / 'batch').resolve()}")

@@ -22,70 +22,12 @@ from typing import Any
 from jobs import cli
 
 
-def load_model(path: str | Path) -> tuple[Any, dict[str, Any], Path]:
-    """(model on the CPU in eval mode, checkpoint meta, checkpoint dir) of a run or checkpoint directory."""
-    import torch
-
-    from actors.common.errors import InputError
-    from actors.trainer import build_model
-    from actors.trainer.checkpoint import latest_checkpoint, read_meta
-
-    p = Path(path)
-    if not p.is_dir():
-        raise InputError("--checkpoint", f"no such directory {str(p)!r}", "a run directory or a ckpt-<step> directory")
-    if not (p / "meta.json").is_file():
-        root = p / "checkpoints" if (p / "checkpoints").is_dir() else p
-        latest = latest_checkpoint(root)
-        if latest is None:
-            raise InputError("--checkpoint", f"{p} holds no complete checkpoint", "a run directory of jobs.train")
-        p = latest
-    meta = read_meta(p)
-    if not (p / "model.pt").is_file():
-        raise InputError("--checkpoint", f"{p} has no model.pt (a {meta.get('strategy')} checkpoint); evaluation "
-                         "reads full state dicts (ddp / fsdp2)", "a ddp or fsdp2 checkpoint")
-    name = meta["model"]["name"]
-    if name != "neurofmx":
-        raise InputError("--checkpoint", f"{p} holds model {name!r}, not neurofmx", "a NeuroFMX checkpoint")
-    model = build_model(name, meta["model"]["cfg"])
-    try:
-        model.load_state_dict(torch.load(p / "model.pt", map_location="cpu", weights_only=True))
-    except RuntimeError as exc:
-        raise InputError("--checkpoint", f"{p / 'model.pt'} does not fit model {name!r}: {exc}") from None
-    return model.eval(), meta, p
-
-
-def check_layout(cfg: Any, data: Any, ckpt: Path) -> None:
-    """The model's modality sizes must be the data's (else an InputError naming --checkpoint)."""
-    from actors.common.errors import InputError
-
-    N = data.spikes.shape[-1]
-    problems = []
-    if cfg.spikes.n_neurons != N:
-        problems.append(f"{cfg.spikes.n_neurons} neurons, the data {N}")
-    if cfg.spikes.n_heldout != int(data.heldout.sum()):
-        problems.append(f"{cfg.spikes.n_heldout} held-out neurons, the data {int(data.heldout.sum())}")
-    if abs(cfg.spikes.bin_s - data.bin_s) > 1e-12:
-        problems.append(f"bins of {cfg.spikes.bin_s} s, the data {data.bin_s} s")
-    for m in ("lfp", "eeg"):
-        f = getattr(cfg, m)
-        if f is None:
-            continue
-        if m not in data.fields:
-            problems.append(f"a {m} input the data lacks")
-        elif f.n_channels != data.fields[m].shape[-1] or abs(f.rate_hz - data.field_rate_hz[m]) > 1e-9:
-            problems.append(f"{m} {f.n_channels} ch at {f.rate_hz} Hz, the data {data.fields[m].shape[-1]} ch at "
-                            f"{data.field_rate_hz[m]} Hz")
-    if problems:
-        raise InputError("--checkpoint", f"{ckpt} does not match the data: the model has " + "; ".join(problems),
-                         "a model trained on this dataset's layout")
-
-
 def run(spec: Any, args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from actors.common.storage import atomic_write_json, atomic_write_text
     from actors.neuro import read_dataset
-    from actors.neuro.evaluate import evaluate, markdown_table, model_predictor
+    from actors.neuro.evaluate import check_layout, evaluate, load_neurofmx, markdown_table, model_predictor
     from actors.neuro.plots import metric_bars, rate_examples
 
     torch.set_num_threads(max(1, int(args.threads)))
@@ -93,7 +35,7 @@ def run(spec: Any, args: argparse.Namespace) -> dict[str, Any]:
     data, data_spec = read_dataset(args.data)
     predictor, mods, ckpt_info = None, None, None
     if args.checkpoint:
-        model, meta, ckpt = load_model(args.checkpoint)
+        model, meta, ckpt = load_neurofmx(args.checkpoint)
         check_layout(model.cfg, data, ckpt)
         mods = model.modalities
         predictor = model_predictor(model, mods, data.spikes.shape[-1], samples=spec.mask_samples)

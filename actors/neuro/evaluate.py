@@ -18,6 +18,7 @@ Targets are those of issue 14; `targets()` says which are met.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,8 @@ from actors.neuro.config import EvalSpec
 from actors.neuro.datasets import NeuroData
 from actors.neuro.metrics import bits_per_spike, fit_ridge, flat, predict_ridge, r2
 
-__all__ = ["TARGETS", "Predictor", "evaluate", "markdown_table", "model_predictor", "score", "targets"]
+__all__ = ["TARGETS", "Predictor", "check_layout", "evaluate", "load_neurofmx", "markdown_table", "model_predictor", "score",
+           "targets", "trial_inputs"]
 
 # (fields, dict) -> (expected counts [n, T, N], features [n, T, F]); fields = spikes [n, T, N_in], lfp, eeg;
 # `active` [n, M] bool or None (every modality)
@@ -60,7 +62,8 @@ def score(data: NeuroData, counts: np.ndarray, features: np.ndarray | None, trai
     return out
 
 
-def _fields(data: NeuroData, which: np.ndarray, n_in: int) -> dict[str, np.ndarray]:
+def trial_inputs(data: NeuroData, which: np.ndarray, n_in: int) -> dict[str, np.ndarray]:
+    """The model inputs of the trials `which` (float32): spikes, each field, and the held-in spike columns."""
     out = {"spikes": data.spikes[which].astype(np.float32)}
     for name, x in data.fields.items():
         out[name] = x[which].astype(np.float32)
@@ -108,7 +111,7 @@ def evaluate(data: NeuroData, spec: EvalSpec, model: Predictor | None = None, mo
     say = log or (lambda s: None)
     te, tr, h = data.is_test, ~data.is_test, data.heldout
     n_in = int((~h).sum())
-    test_in, train_in = _fields(data, te, n_in), _fields(data, tr, n_in)
+    test_in, train_in = trial_inputs(data, te, n_in), trial_inputs(data, tr, n_in)
     rows: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
     ceiling = bits_per_spike(data.spikes[te][..., h], data.expected_counts[te][..., h]) if h.any() else None
@@ -246,3 +249,60 @@ def markdown_table(result: dict[str, Any]) -> str:
             goal = ("<= " if k == "dropout_loss_frac" else ">= ") + f"{t['target']:g}"
             lines.append(f"| {k} | {_fmt(t['value'])} | {goal} | {'-' if t['met'] is None else ('yes' if t['met'] else 'no')} |")
     return "\n".join(lines) + "\n"
+
+
+def load_neurofmx(path: str | Path) -> tuple[Any, dict[str, Any], Path]:
+    """(model on the CPU in eval mode, checkpoint meta, checkpoint dir) of a run or checkpoint directory."""
+    import torch
+
+    from actors.common.errors import InputError
+    from actors.trainer import build_model, latest_checkpoint, read_meta
+
+    p = Path(path)
+    if not p.is_dir():
+        raise InputError("--checkpoint", f"no such directory {str(p)!r}", "a run directory or a ckpt-<step> directory")
+    if not (p / "meta.json").is_file():
+        root = p / "checkpoints" if (p / "checkpoints").is_dir() else p
+        latest = latest_checkpoint(root)
+        if latest is None:
+            raise InputError("--checkpoint", f"{p} holds no complete checkpoint", "a run directory of jobs.train")
+        p = latest
+    meta = read_meta(p)
+    if not (p / "model.pt").is_file():
+        raise InputError("--checkpoint", f"{p} has no model.pt (a {meta.get('strategy')} checkpoint); evaluation "
+                         "reads full state dicts (ddp / fsdp2)", "a ddp or fsdp2 checkpoint")
+    name = meta["model"]["name"]
+    if name != "neurofmx":
+        raise InputError("--checkpoint", f"{p} holds model {name!r}, not neurofmx", "a NeuroFMX checkpoint")
+    model = build_model(name, meta["model"]["cfg"])
+    try:
+        model.load_state_dict(torch.load(p / "model.pt", map_location="cpu", weights_only=True))
+    except RuntimeError as exc:
+        raise InputError("--checkpoint", f"{p / 'model.pt'} does not fit model {name!r}: {exc}") from None
+    return model.eval(), meta, p
+
+
+def check_layout(cfg: Any, data: Any, ckpt: Path) -> None:
+    """The model's modality sizes must be the data's (else an InputError naming --checkpoint)."""
+    from actors.common.errors import InputError
+
+    N = data.spikes.shape[-1]
+    problems = []
+    if cfg.spikes.n_neurons != N:
+        problems.append(f"{cfg.spikes.n_neurons} neurons, the data {N}")
+    if cfg.spikes.n_heldout != int(data.heldout.sum()):
+        problems.append(f"{cfg.spikes.n_heldout} held-out neurons, the data {int(data.heldout.sum())}")
+    if abs(cfg.spikes.bin_s - data.bin_s) > 1e-12:
+        problems.append(f"bins of {cfg.spikes.bin_s} s, the data {data.bin_s} s")
+    for m in ("lfp", "eeg"):
+        f = getattr(cfg, m)
+        if f is None:
+            continue
+        if m not in data.fields:
+            problems.append(f"a {m} input the data lacks")
+        elif f.n_channels != data.fields[m].shape[-1] or abs(f.rate_hz - data.field_rate_hz[m]) > 1e-9:
+            problems.append(f"{m} {f.n_channels} ch at {f.rate_hz} Hz, the data {data.fields[m].shape[-1]} ch at "
+                            f"{data.field_rate_hz[m]} Hz")
+    if problems:
+        raise InputError("--checkpoint", f"{ckpt} does not match the data: the model has " + "; ".join(problems),
+                         "a model trained on this dataset's layout")

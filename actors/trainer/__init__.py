@@ -21,4 +21,7 @@ from actors.common.lazy import lazy_exports
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "actors.trainer.registry": ("ModelFactory", "build_model", "register_model", "registered_models"),
     "actors.trainer.shards": ("ShardDataset", "write_shards"),
+    "actors.trainer.config": ("TrainSpec",),
+    "actors.trainer.engine": ("train",),
+    "actors.trainer.checkpoint": ("latest_checkpoint", "read_meta"),
 })
