@@ -71,15 +71,18 @@ bench-venv: $(BENCH_STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m jobs.demo
 
-# the CPU suite, then the bench-marked baseline tests in the bench venv (deselected in the first run)
+# the CPU suite in TEST_WORKERS processes (pytest-xdist; each test module whole on one worker, so its
+# module-scoped Ray cluster or Serve instance starts once; the longest modules first: tests/conftest.py),
+# then the bench-marked baseline tests in the bench venv (deselected in the first run), then the LLM suite
+TEST_WORKERS ?= 2
 test: $(STAMP) $(BENCH_STAMP) $(INFRA_STAMP) $(HCL2_STAMP) $(LLM_STAMP)
-	$(BIN)/python -m pytest -q --durations=25 tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 tests
 	$(BENCH_VENV)/bin/python -m pytest -q -m bench tests/test_validation_bench.py
 	$(LLM_VENV)/bin/python -m pytest -q --durations=10 tests/llm
 
 # the inner loop: everything but the slow end-to-end tests (Ray clusters, jobs, Serve, Tune)
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow" tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

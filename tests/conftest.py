@@ -78,10 +78,27 @@ def _bench_baselines_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("evidently", "sdmetrics", "cleanlab"))
 
 
+# The longest modules (per-module sums of --durations on the 2-core CI VM, 2026-12-02), longest first.
+# `make test` runs pytest-xdist with --dist loadfile: modules go, in collection order, each whole to the
+# next free worker, so one of these collected last would run alone at the end while the other worker
+# idles. Putting them first is longest-processing-time-first scheduling. Order only: every test runs,
+# each module's tests in their own order.
+LONGEST_MODULES = ("test_sweep_reference.py", "reliability/test_kill.py", "test_sweep_integ.py", "test_engine.py",
+                   "test_serve_te.py", "test_sweep_scale.py", "test_pool.py", "reliability/test_fuzz.py",
+                   "reliability/test_serve.py", "test_multinode.py", "test_te_job.py", "trainer/test_train_dist.py",
+                   "test_jobs.py")
+
+
+def _schedule_rank(item) -> int:
+    rel = Path(str(item.fspath)).relative_to(ROOT / "tests").as_posix()
+    return LONGEST_MODULES.index(rel) if rel in LONGEST_MODULES else len(LONGEST_MODULES)
+
+
 def pytest_collection_modifyitems(config, items):
     """Deselect what this process cannot run: `gpu` tests without CUDA or with the Triton interpreter
     on, `triton_interpret` tests with it off (CUDA machines), `bench` tests without the bench extra
-    (its own venv, .venv-bench: `make test` runs them there)."""
+    (its own venv, .venv-bench: `make test` runs them there). Then the longest modules first (a stable
+    sort: see LONGEST_MODULES)."""
     bench = _bench_baselines_available()
     keep, drop = [], []
     for item in items:
@@ -91,7 +108,7 @@ def pytest_collection_modifyitems(config, items):
         (drop if off else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
-        items[:] = keep
+    items[:] = sorted(keep, key=_schedule_rank)
 
 
 # ---- ports -----------------------------------------------------------------------------------------

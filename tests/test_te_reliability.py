@@ -248,7 +248,9 @@ def test_pool_tasks_stop_at_the_callers_budget(ray_cluster):
         with scope(Budget(1.0, setting="network_timeout_s")), pytest.raises(BudgetExceeded) as exc:
             compute_network(data, None, spec, progress=False)
         assert exc.value.field == "network_timeout_s", mode
-        assert time.perf_counter() - t0 < 15.0, mode
+        # the 1 s budget plus Ray's task start-up: 3-8 s alone on 2 cores, 15.4 s with three test
+        # processes sharing them (2026-12-03); unbounded, 500 surrogates take minutes
+        assert time.perf_counter() - t0 < 60.0, mode
     small = TENetworkSpec.model_validate({"network": {"significance": {"n_surrogates": 5}}, "workers": workers})
     t0 = time.perf_counter()
     network, _ = compute_network(data[:200], None, small, progress=False)
