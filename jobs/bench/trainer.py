@@ -63,10 +63,9 @@ def synthetic_data(spec: Any, out: Path, n: int) -> Path:
     return out
 
 
-def count_flops(spec: Any, data: Path, device: str) -> tuple[float, str]:
-    """(FLOPs of one forward + backward on one global batch, how they were counted)."""
+def model_and_batch(spec: Any, data: Path, device: str) -> tuple[Any, dict[str, Any]]:
+    """The spec's plain model (seed 0) and the first global batch of `data`, both on `device`."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     from actors.trainer.registry import build_model
     from actors.trainer.shards import ShardDataset
@@ -74,7 +73,14 @@ def count_flops(spec: Any, data: Path, device: str) -> tuple[float, str]:
     torch.manual_seed(0)
     model = build_model(spec.model.name, spec.model.cfg).to(device)
     batch = next(ShardDataset(data).batches(0, 1, spec.batch_size, 0))
-    batch = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+    return model, {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+
+
+def count_flops(spec: Any, data: Path, device: str) -> tuple[float, str]:
+    """(FLOPs of one forward + backward on one global batch, how they were counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model, batch = model_and_batch(spec, data, device)
     counter = FlopCounterMode(display=False)
     with counter:
         out = model(batch, 0)
@@ -93,13 +99,7 @@ def profile_step(spec: Any, data: Path, device: str, bf16: bool, top: int = 25) 
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from actors.trainer.registry import build_model
-    from actors.trainer.shards import ShardDataset
-
-    torch.manual_seed(0)
-    model = build_model(spec.model.name, spec.model.cfg).to(device)
-    batch = next(ShardDataset(data).batches(0, 1, spec.batch_size, 0))
-    batch = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+    model, batch = model_and_batch(spec, data, device)
 
     def step() -> None:
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
