@@ -18,6 +18,7 @@ from actors.trainer.models.neurofmx.mamba import (
     HAVE_SSD_KERNEL,
     Mamba2Block,
     MambaBlock,
+    causal_conv_silu,
     selective_scan,
     selective_scan_parallel,
     selective_scan_ref,
@@ -148,6 +149,36 @@ def test_mamba_blocks_are_causal_and_equal_their_reference_scan(block, monkeypat
     x2[:, 15:] += torch.randn(2, 8, 8, dtype=torch.float64, generator=_g(3))
     y2 = m(x2)
     assert torch.allclose(y2[:, :15], y[:, :15], atol=1e-13, rtol=0) and not torch.allclose(y2[:, 15:], y[:, 15:])
+
+
+def _conv_grads(conv: torch.nn.Conv1d, x: torch.Tensor, kind: str, w: torch.Tensor) -> list[torch.Tensor]:
+    conv.zero_grad()
+    xx = x.clone().requires_grad_(True)
+    y = causal_conv_silu(xx, conv, kind)
+    (y * w).sum().backward()
+    return [y.detach(), xx.grad, conv.weight.grad.clone(), conv.bias.grad.clone()]
+
+
+def test_the_shifted_conv_equals_the_depthwise_conv1d_and_its_gradients():
+    """The channels-last sum of K shifted multiply-adds is the causal depthwise Conv1d (float64, output,
+    input and parameter gradients)."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(6, 6, 4, groups=6, padding=3).double()
+    x, w = torch.randn(3, 17, 6, dtype=torch.float64, generator=_g(5)), torch.randn(3, 17, 6, dtype=torch.float64)
+    for got, want in zip(_conv_grads(conv, x, "shifts", w), _conv_grads(conv, x, "conv1d", w), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.gpu
+def test_the_compiled_conv_equals_conv1d_on_the_gpu():
+    """torch.compile of the shifted sum (Inductor's fused kernels) against nn.Conv1d on CUDA, fp32, with
+    the gradients; norm-relative 1e-5 (both accumulate K = 4 products in fp32)."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(96, 96, 4, groups=96, padding=3).cuda()
+    g = torch.Generator(device="cuda").manual_seed(1)
+    x, w = torch.randn(8, 100, 96, device="cuda", generator=g), torch.randn(8, 100, 96, device="cuda", generator=g)
+    for got, want in zip(_conv_grads(conv, x, "compiled", w), _conv_grads(conv, x, "conv1d", w), strict=True):
+        assert ((got - want).norm() / want.norm()).item() < 1e-5
 
 
 @pytest.mark.skipif(HAVE_MAMBA_KERNEL, reason="mamba_ssm's kernel imported here")
@@ -289,9 +320,10 @@ def test_fusion_frequency_and_prediction_shapes(n_layers, fusion_every, blocks):
     assert out["lfp"].shape == (2, 100, 3) and out["eeg"].shape == (2, 80, 2) and out["latents"].shape == (2, 4, 16)
 
 
-@pytest.mark.parametrize("tokenizer", ["binned", "events"])
-def test_hidden_and_dropped_data_never_reach_the_outputs(tokenizer):
-    m = _model(spikes={"n_neurons": 6, "n_heldout": 2, "tokenizer": tokenizer, "max_events": 64}).eval()
+@pytest.mark.parametrize(("tokenizer", "bidirectional"), [("binned", False), ("events", False), ("binned", True)])
+def test_hidden_and_dropped_data_never_reach_the_outputs(tokenizer, bidirectional):
+    m = _model(spikes={"n_neurons": 6, "n_heldout": 2, "tokenizer": tokenizer, "max_events": 64},
+               bidirectional=bidirectional).eval()
     batch = _batch(B=3)
     data = m._inputs(batch)
     g = _g(9)
@@ -312,6 +344,27 @@ def test_hidden_and_dropped_data_never_reach_the_outputs(tokenizer):
     i = int((~hidden["lfp"][0]).nonzero()[0])                         # a visible LFP token of sample 0
     p["lfp"][0, 5 * i:5 * i + 5] += torch.randn(5, 3, generator=g)
     assert not torch.allclose(m.decode(m.encode(p, active, hidden), p)["log_rates"], ref["log_rates"], atol=1e-6)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_a_layer_batches_streams_exactly_and_reads_the_future_only_when_bidirectional(bidirectional):
+    """Streams of one length share one mixer call (concatenated along the batch): equal to one call per
+    stream. A causal layer's output before t ignores the input after t; a bidirectional one reads it."""
+    m = _model(bidirectional=bidirectional).eval()
+    assert len(m.fsdp_units()) == (6 if bidirectional else 4)
+    g = _g(3)
+    xs = {"spikes": torch.randn(2, 20, 16, generator=g), "lfp": torch.randn(2, 20, 16, generator=g),
+          "eeg": torch.randn(2, 20, 16, generator=g), "events": torch.randn(2, 33, 16, generator=g)}
+    groups = m._stack(xs)
+    assert [names for names, _ in groups] == [["spikes", "lfp", "eeg"], ["events"]]
+    with torch.no_grad():
+        together = m._unstack([(names, m._mix(1, x)) for names, x in groups])
+        for n, x in xs.items():
+            torch.testing.assert_close(together[n], m._mix(1, x), rtol=1e-5, atol=1e-6)
+        later = xs["spikes"].clone()
+        later[:, 12:] += torch.randn(2, 8, 16, generator=g)
+        past = (m._mix(1, later)[:, :12] - together["spikes"][:, :12]).abs().max()
+    assert (past > 1e-3) if bidirectional else (past == 0)
 
 
 def test_predict_hides_each_bin_from_its_own_rate():

@@ -65,6 +65,12 @@ class NeuroFMXConfig(Strict):
     headdim: int = Field(16, ge=1, le=1024)              # mamba2
     chunk: int = Field(16, ge=1, le=4096)                # mamba2 chunk length (pure-torch path)
     scan: Literal["auto", "sequential", "parallel", "cuda", "chunked", "triton"] = "auto"
+    # a second Mamba per layer reads each stream backwards in time (BiMamba, as in Vim and Caduceus): a
+    # hidden bin's rate then sees its future as well as its past (a causal scan sees only the past)
+    bidirectional: bool = False
+    # the causal depthwise conv of each Mamba block: nn.Conv1d, shifted multiply-adds, or those compiled
+    # (torch.compile; CUDA tensors only, the eager `shifts` elsewhere)
+    conv: Literal["conv1d", "shifts", "compiled"] = "conv1d"
     n_latents: int = Field(32, ge=1, le=65_536)
     n_heads: int = Field(4, ge=1, le=256)
     n_self: int = Field(1, ge=0, le=64)                  # latent self-attention layers per fusion block

@@ -39,12 +39,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["HAVE_MAMBA_KERNEL", "HAVE_SSD_KERNEL", "Mamba2Block", "MambaBlock", "ScanKind", "selective_scan",
+__all__ = ["HAVE_MAMBA_KERNEL", "HAVE_SSD_KERNEL", "ConvKind", "Mamba2Block", "MambaBlock", "ScanKind",
+           "causal_conv_silu", "selective_scan",
            "selective_scan_cuda", "selective_scan_parallel", "selective_scan_ref", "selective_scan_sequential",
            "ssd", "ssd_chunked", "ssd_ref", "ssd_triton"]
 
 ScanKind = Literal["auto", "sequential", "parallel", "cuda"]
 SSDKind = Literal["auto", "chunked", "triton"]
+ConvKind = Literal["conv1d", "shifts", "compiled"]
 
 try:   # only with mamba-ssm's CUDA build; everywhere else the pure-torch scans run
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as _mamba_selective_scan_fn
@@ -153,6 +155,37 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
         return _SCANS[kind](*args, None if D is None else D.to(dtype))
 
 
+# -- the causal depthwise convolution ------------------------------------------------------------
+
+def _conv_shifts(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    K, L = weight.shape[-1], x.shape[1]
+    xp = F.pad(x, (0, 0, K - 1, 0))
+    y = bias + xp[:, :L] * weight[:, 0]
+    for k in range(1, K):
+        y = y + xp[:, k:k + L] * weight[:, k]
+    return F.silu(y)
+
+
+_compiled_conv: Callable | None = None
+
+
+def causal_conv_silu(x: Tensor, conv: nn.Conv1d, kind: ConvKind = "conv1d") -> Tensor:
+    """SiLU(causal depthwise conv) of x [b, L, c] with an `nn.Conv1d(c, c, K, groups=c, padding=K-1)`:
+    y_t = SiLU(bias + sum_k w_k x_{t-K+1+k}). `conv1d`: the module itself (channels-first: two transposes
+    around PyTorch's depthwise kernel, ~25 % of a 100M step on the H200); `shifts`: the same sum as K
+    shifted multiply-adds in the channels-last layout; `compiled`: `shifts` through torch.compile, which
+    fuses it (and its backward) into a few Triton kernels on the GPU."""
+    global _compiled_conv
+    if kind == "conv1d":
+        return F.silu(conv(x.transpose(1, 2))[..., :x.shape[1]].transpose(1, 2))
+    weight, bias = conv.weight[:, 0].to(x.dtype), conv.bias.to(x.dtype)
+    if kind == "shifts" or not x.is_cuda:
+        return _conv_shifts(x, weight, bias)
+    if _compiled_conv is None:
+        _compiled_conv = torch.compile(_conv_shifts, dynamic=False)
+    return _compiled_conv(x, weight, bias)
+
+
 class MambaBlock(nn.Module):
     """Mamba-1 mixer: in_proj -> (x, z); x -> causal depthwise conv -> SiLU -> (delta, B, C) = x_proj;
     y = selective_scan(x, softplus(dt_proj(delta)), -exp(A_log), B, C, D) * SiLU(z) -> out_proj.
@@ -160,9 +193,9 @@ class MambaBlock(nn.Module):
     (A = -[1..n] per channel, dt in [dt_min, dt_max] log-uniform)."""
 
     def __init__(self, d_model: int, d_state: int = 16, expand: int = 2, d_conv: int = 4, dt_rank: int | None = None,
-                 dt_min: float = 1e-3, dt_max: float = 1e-1, scan: ScanKind = "auto"):
+                 dt_min: float = 1e-3, dt_max: float = 1e-1, scan: ScanKind = "auto", conv: ConvKind = "conv1d"):
         super().__init__()
-        self.d_model, self.d_state, self.scan = d_model, d_state, scan
+        self.d_model, self.d_state, self.scan, self.conv = d_model, d_state, scan, conv
         self.d_inner = expand * d_model
         self.dt_rank = dt_rank or max(1, math.ceil(d_model / 16))
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner)
@@ -178,10 +211,9 @@ class MambaBlock(nn.Module):
 
     def ssm_inputs(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         """(u, delta, A, B, C, z) for x [b, L, d_model]: what the scan consumes."""
-        L = x.shape[1]
         xz = self.in_proj(x)
         u, z = xz.chunk(2, dim=-1)
-        u = F.silu(self.conv1d(u.transpose(1, 2))[..., :L].transpose(1, 2))
+        u = causal_conv_silu(u, self.conv1d, self.conv)
         dbc = self.x_proj(u)
         dt, B, C = torch.split(dbc, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.softplus(self.dt_proj(dt))
@@ -273,12 +305,13 @@ class Mamba2Block(nn.Module):
     y = ssd(x, softplus(dt + dt_bias), -exp(A_log), B, C, D); out_proj(RMSNorm(y * SiLU(z))). Causal."""
 
     def __init__(self, d_model: int, d_state: int = 16, expand: int = 2, d_conv: int = 4, headdim: int = 16,
-                 chunk: int = 16, dt_min: float = 1e-3, dt_max: float = 1e-1, scan: SSDKind = "auto"):
+                 chunk: int = 16, dt_min: float = 1e-3, dt_max: float = 1e-1, scan: SSDKind = "auto",
+                 conv: ConvKind = "conv1d"):
         super().__init__()
         self.d_inner = expand * d_model
         if self.d_inner % headdim:
             raise ValueError(f"expand * d_model = {self.d_inner} is not a multiple of headdim {headdim}")
-        self.d_state, self.headdim, self.chunk, self.scan = d_state, headdim, chunk, scan
+        self.d_state, self.headdim, self.chunk, self.scan, self.conv = d_state, headdim, chunk, scan, conv
         self.n_heads = self.d_inner // headdim
         conv_dim = self.d_inner + 2 * d_state
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner + 2 * d_state + self.n_heads)
@@ -294,7 +327,7 @@ class Mamba2Block(nn.Module):
         """(x_heads [b, L, h, p], dt [b, L, h], a [h], B, C [b, L, n], z) for x [b, L, d_model]."""
         b, L, _ = x.shape
         z, xbc, dt = torch.split(self.in_proj(x), [self.d_inner, self.d_inner + 2 * self.d_state, self.n_heads], -1)
-        xbc = F.silu(self.conv1d(xbc.transpose(1, 2))[..., :L].transpose(1, 2))
+        xbc = causal_conv_silu(xbc, self.conv1d, self.conv)
         xs, B, C = torch.split(xbc, [self.d_inner, self.d_state, self.d_state], dim=-1)
         return (xs.reshape(b, L, self.n_heads, self.headdim), F.softplus(dt + self.dt_bias),
                 -torch.exp(self.A_log.float()), B, C, z)

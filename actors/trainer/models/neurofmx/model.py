@@ -101,13 +101,8 @@ class NeuroFMX(nn.Module):
         self.stream_emb = nn.Parameter(0.02 * torch.randn(len(self.streams), D))
         self.time_proj = nn.Linear(D, D)
         self.norms = nn.ModuleList(nn.LayerNorm(D) for _ in range(cfg.n_layers))
-        if cfg.mixer == "mamba2":
-            scan = cfg.scan if cfg.scan in ("auto", "chunked", "triton") else "auto"
-            self.mixers = nn.ModuleList(Mamba2Block(D, cfg.d_state, cfg.expand, cfg.d_conv, cfg.headdim, cfg.chunk, scan=scan)
-                                        for _ in range(cfg.n_layers))
-        else:
-            self.mixers = nn.ModuleList(MambaBlock(D, cfg.d_state, cfg.expand, cfg.d_conv, scan=cfg.scan)
-                                        for _ in range(cfg.n_layers))
+        self.mixers = self._mixer_stack(cfg)
+        self.mixers_rev = self._mixer_stack(cfg) if cfg.bidirectional else None
         self.fusions = nn.ModuleList(PerceiverFusion(D, cfg.n_heads, cfg.n_self, cfg.dropout, cfg.mlp_mult)
                                      for _ in range(-(-cfg.n_layers // cfg.fusion_every)))
         self.latents = nn.Parameter(0.02 * torch.randn(cfg.n_latents, D))
@@ -125,9 +120,18 @@ class NeuroFMX(nn.Module):
         self.register_buffer("alpha_bar", ddpm_alpha_bar(cfg.diffusion_steps, cfg.beta_start, cfg.beta_end).float(),
                              persistent=False)
 
+    @staticmethod
+    def _mixer_stack(cfg: NeuroFMXConfig) -> nn.ModuleList:
+        if cfg.mixer == "mamba2":
+            scan = cfg.scan if cfg.scan in ("auto", "chunked", "triton") else "auto"
+            return nn.ModuleList(Mamba2Block(cfg.d_model, cfg.d_state, cfg.expand, cfg.d_conv, cfg.headdim, cfg.chunk,
+                                             scan=scan, conv=cfg.conv) for _ in range(cfg.n_layers))
+        return nn.ModuleList(MambaBlock(cfg.d_model, cfg.d_state, cfg.expand, cfg.d_conv, scan=cfg.scan, conv=cfg.conv)
+                             for _ in range(cfg.n_layers))
+
     # -- the trainer's hooks --------------------------------------------------------------------
     def fsdp_units(self) -> list[nn.Module]:
-        return [*self.mixers, *self.fusions]
+        return [*self.mixers, *(self.mixers_rev or []), *self.fusions]
 
     # -- inputs ---------------------------------------------------------------------------------
     def _inputs(self, batch: dict[str, Any]) -> dict[str, Tensor]:
@@ -207,17 +211,41 @@ class NeuroFMX(nn.Module):
         latents = self.latents.expand(B, -1, -1)
         pre: dict[str, Tensor] = {}
         fusion = 0
-        for layer, (norm, mixer) in enumerate(zip(self.norms, self.mixers)):
-            for n in names:
-                xs[n] = xs[n] + mixer(norm(xs[n]))
+        groups = self._stack(xs)
+        for layer in range(cfg.n_layers):
+            groups = [(group, self._mix(layer, x)) for group, x in groups]
             if (layer + 1) % cfg.fusion_every == 0 or layer == cfg.n_layers - 1:
+                xs = self._unstack(groups)
                 if not pre:
                     pre = dict(xs)
                 latents, outs = self.fusions[fusion](latents, [xs[n] for n in names], [keys[n] for n in names])
                 xs = dict(zip(names, outs))
+                groups = self._stack(xs) if layer < cfg.n_layers - 1 else []
                 fusion += 1
         out = {n: self.final_norm(x) for n, x in xs.items()}
         return Encoded(tokens, keys, pre, out, latents)
+
+    @staticmethod
+    def _stack(xs: dict[str, Tensor]) -> list[tuple[list[str], Tensor]]:
+        """Streams of one length concatenated along the batch: the (shared) Mamba layers then run once
+        per length instead of once per modality (one kernel launch per op; the same result)."""
+        groups: dict[int, list[str]] = {}
+        for n, x in xs.items():
+            groups.setdefault(x.shape[1], []).append(n)
+        return [(names, torch.cat([xs[n] for n in names]) if len(names) > 1 else xs[names[0]])
+                for names in groups.values()]
+
+    @staticmethod
+    def _unstack(groups: list[tuple[list[str], Tensor]]) -> dict[str, Tensor]:
+        return {n: part for names, x in groups for n, part in zip(names, x.chunk(len(names)))}
+
+    def _mix(self, layer: int, x: Tensor) -> Tensor:
+        """One residual Mamba layer; bidirectional: plus a second Mamba over the time-reversed input."""
+        h = self.norms[layer](x)
+        y = self.mixers[layer](h)
+        if self.mixers_rev is not None:
+            y = y + self.mixers_rev[layer](h.flip(1)).flip(1)
+        return x + y
 
     def decode(self, enc: Encoded, data: dict[str, Tensor]) -> dict[str, Tensor]:
         """Spike log-rates [B, T_bins, N] (every neuron) and each field's samples [B, S, C]."""
