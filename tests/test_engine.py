@@ -107,18 +107,22 @@ def test_torch_matches_scipy_on_200_random_points_short_horizon():
 
 
 def test_torch_regimes_match_scipy_over_full_horizon():
-    """48 random points over the model's whole horizon (t in [0, 400]). Every non-chaotic torch
-    label is checked against scipy DOP853 at rtol 1e-9: the same blow-ups and escape times, the same
-    fixed points to 1e-5 (and the same named attractor), the same cycles with envelopes within 2e-2
-    (extrema are sampled at accepted steps, so they carry the step-placement error). The costly
-    scipy cycles are limited to four to keep CI on two cores short; the GPU test checks more."""
-    m, params, u0 = _random_gaslit(48, seed=7)
+    """24 random points over the model's whole horizon (t in [0, 400]). Every non-chaotic torch
+    label but the cycles past the first three is checked against scipy DOP853 at rtol 1e-9: the same
+    blow-ups and escape times, the same fixed points to 1e-5 (and the same named attractor), the same
+    cycles with envelopes within 2e-2 (extrema are sampled at accepted steps, so they carry the
+    step-placement error). Kept short for CI on two cores; the GPU test checks more.
+    Why 24 points, seed 4: the batched torch solve costs its slowest lane's steps (a fast cycle), not
+    its lanes; seed 7's 48 points had a 38k-step lane (70 s), seed 4's 24 points take at most 16.5k
+    steps (31 s) and still hold 6 fixed points, 6 cycles and 8 blow-ups. Its worst errors were 0.13 of
+    the envelope tolerance, 0.002 of the blow-up time's and 1e-4 of the fixed points' (2026-12-03)."""
+    m, params, u0 = _random_gaslit(24, seed=4)
     # settle_amplitude=0: the settling-focus clause needs lambda_max, which scipy is not asked for here
     # (tests/test_sweep_reference.py checks that clause against DOP853 with its exponent)
     full = simulate(m, params, u0, TorchSolver(rtol=1e-7, atol=1e-9, settle_amplitude=0.0))
     counts = {r: int((full.regime == r).sum()) for r in ("fixed_point", "limit_cycle", "blow_up")}
     assert all(c >= 4 for c in counts.values()), counts
-    cycles = np.flatnonzero(full.regime == "limit_cycle")[:4]
+    cycles = np.flatnonzero(full.regime == "limit_cycle")[:3]   # scipy takes 1.5-10 s per cycle here
     pick = np.sort(np.concatenate([np.flatnonzero(np.isin(full.regime, ["fixed_point", "blow_up"])), cycles]))
     ref = simulate(m, params[pick], u0[pick], ScipySolver(rtol=1e-9, atol=1e-11, lyapunov=False))
     mine = full.regime[pick]
