@@ -68,7 +68,7 @@ from actors.router.boltzmann import sample
 from actors.router.config import RouteEvalSpec
 from actors.router.data import load_routes
 from actors.router.evaluate import fit_all, prepare
-from actors.router.features import prompt_embeddings, token_estimate
+from actors.router.features import prompt_embeddings, prompt_stats, token_estimate
 from actors.router.router import Router, load_router
 from serve.common import AppIngress, ServeArgs, builder, new_app
 
@@ -140,6 +140,9 @@ class RouterState:
         if (req.prompt is None) == (req.embedding is None):
             raise InputError("prompt", "give exactly one of prompt and embedding", "prompt (text) or embedding")
         if req.embedding is not None:
+            if self.router.predictor.n_stats:
+                raise InputError("embedding", "this router's predictor also reads prompt statistics of the text",
+                                 "prompt (text)")
             e = np.asarray(req.embedding, np.float64)
             if e.shape != (DIM,):
                 raise InputError("embedding", f"{e.size} values", f"{DIM} values (all-MiniLM-L6-v2)")
@@ -156,6 +159,8 @@ class RouterState:
             raise InputError("prompt", "is empty", "non-empty text")
         t = time.perf_counter()
         e = embed([text], cache=self.cache, field="prompt")
+        if self.router.predictor.n_stats:
+            e = np.hstack([e, prompt_stats([text])])
         return e, float(req.n_tokens or token_estimate([text])[0]), (time.perf_counter() - t) * 1e6
 
     def route(self, req: RouteRequest) -> dict:

@@ -153,6 +153,48 @@ def test_predictor_forward_equals_sklearn(kind):
     assert const.kind == "constant" and np.all(const.predict(E) == 1.0)
 
 
+def test_prompt_stats_by_hand():
+    from actors.router.features import PROMPT_STATS, prompt_stats
+
+    open_q = "Tom has 3 apples and 1,200.5 pears. How many?"          # 45 chars, 9 words, 2 numbers, 6 digits
+    mc_q = "Which?\nA. 12 cats\nB. 7 dogs\nAnswer:"                     # 35 chars, 8 words, 2 numbers, 3 digits
+    S = prompt_stats([open_q, mc_q])
+    assert S.shape == (2, len(PROMPT_STATS)) == (2, 11)
+    first = [np.log(1 + 45 / 4), np.log(3), np.log(7), 1.0, np.log(10)]
+    second = [np.log(1 + 35 / 4), np.log(3), np.log(4), 1.0, np.log(9)]
+    np.testing.assert_allclose(S[0], first + first + [0.0], rtol=1e-15)
+    np.testing.assert_allclose(S[1], second + [0.0] * 5 + [1.0], rtol=1e-15)
+
+
+def test_predictor_with_prompt_stats_standardises_on_training_rows(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    from actors.router.router import load_router, save_router
+
+    E, y = _toy()
+    rng = np.random.default_rng(1)
+    S = rng.normal(3.0, 2.0, size=(len(E), 11))
+    S[:, 4] = 5.0                                                  # a constant column: scale 1, not 0
+    X = np.hstack([E, S])
+    pred = fit_predictor(X, y, PredictorConfig(prompt_stats=True))
+    assert pred.dim == 384 and pred.n_stats == 11
+    sd = S.std(0)
+    sd[4] = 1.0
+    Z = np.hstack([E, (S - S.mean(0)) / sd])
+    ref = LogisticRegression(C=1.0, max_iter=2000).fit(Z, y)
+    np.testing.assert_allclose(pred.predict(X), ref.predict_proba(Z)[:, 1], rtol=1e-9, atol=1e-12)
+    with pytest.raises(InputError) as err:
+        pred.predict(E)                                            # the statistics are missing
+    assert err.value.field == "embeddings"
+    reward = np.stack([1.0 - y, y.astype(float)], axis=1)
+    r = fit_router(X, y * 1.0, reward, [RouteEvalSpec().weak, RouteEvalSpec().strong], 1,
+                   predictor=PredictorConfig(prompt_stats=True), domains=DomainConfig(n_domains=4))
+    assert r.domains.centroids.shape == (4, 384)                    # domains from the embedding only
+    np.testing.assert_array_equal(r.features(X)[1], r.domains.assign(E))
+    loaded = load_router(save_router(r, tmp_path / "r"))
+    np.testing.assert_array_equal(loaded.score(X, np.ones(len(X))), r.score(X, np.ones(len(X))))
+
+
 def test_domains_are_seeded_kmeans():
     from sklearn.cluster import KMeans
 

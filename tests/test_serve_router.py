@@ -284,3 +284,25 @@ def test_missing_or_unreachable_upstream_is_503_and_engines_are_checked(router):
     with pytest.raises(InputError) as e:
         make_fastapi({"upstream": "http://127.0.0.1:1/llm", "engines": {"gpt-5": "x"}}, router=copy.deepcopy(router))
     assert e.value.field == "engines"
+
+
+def test_router_with_prompt_stats_reads_them_from_the_text():
+    from actors.common.embeddings import embed
+    from actors.router.config import PredictorConfig
+    from actors.router.features import prompt_stats
+    from actors.router.router import fit_router
+
+    base = synthetic_router()
+    E = unit_rows(400, 0)
+    rng = np.random.default_rng(5)
+    X = np.hstack([E, rng.normal(size=(400, 11))])
+    y = (X[:, 0] + X[:, -1] > 0).astype(float)
+    r = fit_router(X, y, np.stack([1 - y, y], 1), base.cards, 1, predictor=PredictorConfig(prompt_stats=True))
+    client = TestClient(make_fastapi({"max_prompt_chars": 1000}, router=r))
+    text = "Tom has 3 apples and 12 pears. How many fruits?"
+    got = client.post("/route", json={"prompt": text})
+    assert got.status_code == 200, got.text
+    want = r.decide(np.hstack([embed([text]), prompt_stats([text])]), np.array([12.0]))[3][0]
+    assert got.json()["p_strong_better"] == pytest.approx(want, abs=1e-6)
+    bad = client.post("/route", json={"embedding": E[0].tolist()})
+    assert bad.status_code == 422 and _field(bad) == "embedding"

@@ -46,7 +46,7 @@ _EXPORTS = {
                              "TEAblationConfig", "TEFeatureConfig", "TE_METHODS"),
     "actors.router.data": ("ALL_MMLU_DOMAINS", "COLUMNS", "RouteData", "load_routes", "rewards", "routellm_order",
                            "validate_frame"),
-    "actors.router.features": ("CHARS_PER_TOKEN", "prompt_embeddings", "token_estimate"),
+    "actors.router.features": ("CHARS_PER_TOKEN", "PROMPT_STATS", "prompt_embeddings", "prompt_stats", "token_estimate"),
     "actors.router.predictor": ("Domains", "StrongWinPredictor", "fit_domains", "fit_predictor", "strong_better"),
     "actors.router.router": ("METHODS", "Router", "fit_router", "load_router", "save_router"),
     "actors.router.metrics": ("Curve", "Outcomes", "RouterMetrics", "apgr", "averaged_curve", "bootstrap", "calls_at",

@@ -48,6 +48,7 @@ class PredictorConfig(Strict):
     alpha: float = Field(1e-3, ge=0, le=100)                 # MLP L2 penalty
     max_iter: int = Field(2000, ge=10, le=100_000)
     seed: int = Field(0, ge=0, le=2**32 - 1)
+    prompt_stats: bool = False      # append features.prompt_stats (standardised on the training rows) to the input
 
 
 class DomainConfig(Strict):

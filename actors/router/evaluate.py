@@ -52,7 +52,7 @@ class Prepared:
     """Per-route arrays of one evaluation (route order = RouteData.routes())."""
 
     routes: pd.DataFrame        # route_id, prompt, benchmark, category, n_rows
-    E: np.ndarray               # [R, 384] embeddings of the first rows' prompts
+    E: np.ndarray               # [R, 384] embeddings of the first rows' prompts (+ 11 prompt_stats)
     n_tokens: np.ndarray        # [R]
     gain: np.ndarray            # [R] sum over the route's rows of strong - weak
     reward: np.ndarray          # [R, 2] mean reward in [0, 1] of (weak, strong) over the route's rows
@@ -87,11 +87,15 @@ def prepare(data: RouteData, E: np.ndarray, n_tokens: np.ndarray) -> Prepared:
 
 
 def prepare_routes(data: RouteData, spec: RouteEvalSpec) -> Prepared:
-    """`prepare` with the routes' features computed here: first-row prompt embeddings (cached) and tokens."""
-    from actors.router.features import prompt_embeddings, token_estimate
+    """`prepare` with the routes' features computed here: first-row prompt embeddings (cached) and tokens;
+    with `predictor.prompt_stats` the prompt statistics are appended to the embeddings."""
+    from actors.router.features import prompt_embeddings, prompt_stats, token_estimate
 
     prompts = data.routes()["prompt"].tolist()
-    return prepare(data, prompt_embeddings(prompts, spec.embedding), token_estimate(prompts))
+    E = prompt_embeddings(prompts, spec.embedding)
+    if spec.predictor.prompt_stats:
+        E = np.hstack([E, prompt_stats(prompts)])
+    return prepare(data, E, token_estimate(prompts))
 
 
 def subset(prep: Prepared, idx: np.ndarray) -> Prepared:

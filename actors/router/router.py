@@ -76,8 +76,9 @@ class Router:
 
     # -- features -> energy terms
     def features(self, E: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(P(strong better), domain) per row of the embeddings."""
-        return self.predictor.predict(E), self.domains.assign(E)
+        """(P(strong better), domain) per row of the embeddings (with the predictor's prompt statistics
+        appended when it uses them; the domains see the embedding columns only)."""
+        return self.predictor.predict(E), self.domains.assign(np.asarray(E)[:, :self.predictor.dim])
 
     def terms(self, p: np.ndarray, domain: np.ndarray, n_tokens: np.ndarray,
               quality: np.ndarray | None = None, models: Sequence[int] | None = None) -> EnergyTerms:
@@ -158,8 +159,8 @@ def fit_router(E: np.ndarray, gain: np.ndarray, reward: np.ndarray, cards: Seque
     if reward.shape != (E.shape[0], len(cards)):
         raise InputError("reward", f"shape {reward.shape}, expected {(E.shape[0], len(cards))}", "[N, K]")
     pred = fit_predictor(E, strong_better(gain), predictor)
-    dom = fit_domains(E, domains)
-    d = dom.assign(E)
+    dom = fit_domains(E[:, :pred.dim], domains)
+    d = dom.assign(E[:, :pred.dim])
     post = BetaPosterior(len(cards), dom.n_domains, prior_alpha=domains.prior_alpha, prior_beta=domains.prior_beta,
                          models=[c.name for c in cards])
     for m in range(len(cards)):
@@ -179,6 +180,8 @@ def save_router(router: Router, directory: str | Path) -> Path:
               "p_domain_mean": router.p_domain_mean}
     for i, (w, b) in enumerate(zip(router.predictor.weights, router.predictor.biases)):
         arrays[f"W{i}"], arrays[f"b{i}"] = w, b
+    if router.predictor.n_stats:
+        arrays["stats_mean"], arrays["stats_scale"] = router.predictor.stats_mean, router.predictor.stats_scale
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write_bytes(directory / "router.npz", buf.getvalue())
@@ -207,7 +210,8 @@ def load_router(directory: str | Path) -> Router:
     cards = [ModelCard.model_validate(c) for c in meta["cards"]]
     pm = meta["predictor"]
     pred = StrongWinPredictor(pm["kind"], [arrays[f"W{i}"] for i in range(pm["layers"])],
-                              [arrays[f"b{i}"] for i in range(pm["layers"])], float(pm["base_rate"]), int(pm["dim"]))
+                              [arrays[f"b{i}"] for i in range(pm["layers"])], float(pm["base_rate"]), int(pm["dim"]),
+                              arrays.get("stats_mean"), arrays.get("stats_scale"))
     post = BetaPosterior(len(cards), arrays["alpha"].shape[1], prior_alpha=meta["posterior"]["prior_alpha"],
                          prior_beta=meta["posterior"]["prior_beta"], models=[c.name for c in cards])
     post.alpha, post.beta = arrays["alpha"].astype(np.float64), arrays["beta"].astype(np.float64)
