@@ -16,9 +16,9 @@ Two process-wide switches are decided here, before any test module is imported:
   and the interpreter off. Tests with neither marker run on both (e.g. the TE kernels: interpreted on
   a CPU, compiled on CUDA). The unselected ones are deselected, not skipped.
 - hypothesis runs derandomized (examples from a hash of the test), so every run tests the same cases.
-- torch uses one thread in the test process where CUDA is absent (as Ray's workers do): the 48-trajectory
-  torch DP5 solve of tests/test_engine.py took 10.2 s CPU / 19.6 s wall on one thread against 33.6 s / 47.6 s
-  on two (same result; 2-core VM at load ~11, 2026-12-02).
+- torch uses one thread in the test process where CUDA is absent (as Ray's workers do): the then
+  48-trajectory torch DP5 solve of tests/test_engine.py (now 24) took 10.2 s CPU / 19.6 s wall on one
+  thread against 33.6 s / 47.6 s on two (same result; 2-core VM at load ~11, 2026-12-02).
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ __all__ = ["neurofmx_demo_stage"]
 
 
 def neurofmx_demo_stage(out_dir: str | Path, *, steps: int = 250, seed: int = 0) -> dict[str, Any]:
-    """Write the Lorenz set, train `neurofmx_tiny` for `steps` steps (one torch thread, ~0.2 s a step on
+    """Write the Lorenz set, train `neurofmx_tiny` for `steps` steps (one torch thread, ~0.3 s a step on
     the 2-core CI machine), score its masked-inference rates on the test trials beside Gaussian smoothing
     (rates and co-bps only: the probes, modality variants and learned baselines are jobs.neuro_eval's); writes
     OUT/neurofmx_demo.json and OUT/rates.png and returns {"rate_r2", "smoothing_rate_r2", "co_bps",
