@@ -159,9 +159,8 @@ def fit_router(E: np.ndarray, gain: np.ndarray, reward: np.ndarray, cards: Seque
     if reward.shape != (E.shape[0], len(cards)):
         raise InputError("reward", f"shape {reward.shape}, expected {(E.shape[0], len(cards))}", "[N, K]")
     pred = fit_predictor(E, strong_better(gain), predictor)
-    E_embed = E[:, :pred.dim]                   # the domains see the embedding, not the prompt statistics
-    dom = fit_domains(E_embed, domains)
-    d = dom.assign(E_embed)
+    dom = fit_domains(E[:, :pred.dim], domains)
+    d = dom.assign(E[:, :pred.dim])
     post = BetaPosterior(len(cards), dom.n_domains, prior_alpha=domains.prior_alpha, prior_beta=domains.prior_beta,
                          models=[c.name for c in cards])
     for m in range(len(cards)):

@@ -8,7 +8,6 @@ from pydantic import Field, model_validator
 
 from actors.common.config import Strict
 from actors.common.errors import InputError
-from actors.trainer.models.neurofmx.mamba import ConvKind
 
 __all__ = ["CurriculumSpec", "FieldModality", "NeuroFMXConfig", "SpikeModality"]
 
@@ -71,7 +70,7 @@ class NeuroFMXConfig(Strict):
     bidirectional: bool = False
     # the causal depthwise conv of each Mamba block: nn.Conv1d, shifted multiply-adds, or those compiled
     # (torch.compile; CUDA tensors only, the eager `shifts` elsewhere)
-    conv: ConvKind = "conv1d"
+    conv: Literal["conv1d", "shifts", "compiled"] = "conv1d"
     n_latents: int = Field(32, ge=1, le=65_536)
     n_heads: int = Field(4, ge=1, le=256)
     n_self: int = Field(1, ge=0, le=64)                  # latent self-attention layers per fusion block
