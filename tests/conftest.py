@@ -178,18 +178,36 @@ def serve_start(grpc_servicer_functions=None, **init_kwargs) -> Iterator[ServeIn
     """Ray (2 CPUs unless given) + Serve on free 127.0.0.1 ports, the gRPC proxy too when given servicers;
     Serve and Ray are shut down on exit."""
     from ray import serve
+
+    with _ray_start(**{"num_cpus": 2, **init_kwargs}) as (_, tmp):
+        try:
+            http_port, grpc_port = _serve_on_free_ports(grpc_servicer_functions)
+            yield ServeInstance(url=f"http://127.0.0.1:{http_port}",
+                                grpc_target=f"127.0.0.1:{grpc_port}" if grpc_servicer_functions else None,
+                                temp_dir=tmp)
+        finally:
+            serve.shutdown()
+
+
+def _serve_on_free_ports(grpc_servicer_functions, attempts: int = 4) -> tuple[int, int]:
+    """serve.start on ports free a moment ago. Another process (a Ray worker of this or a parallel test
+    module) can take such a port before Serve's proxy binds it ("Failed to bind to address", seen once in
+    a fresh-clone CI run): then Serve is shut down and started again on new ports."""
+    from ray import serve
     from ray.serve.config import gRPCOptions
 
-    http_port, grpc_port = free_ports(2)
-    with _ray_start(**{"num_cpus": 2, **init_kwargs}) as (_, tmp):
+    for attempt in range(attempts):
+        http_port, grpc_port = free_ports(2)
         grpc = (gRPCOptions(port=grpc_port, grpc_servicer_functions=list(grpc_servicer_functions))
                 if grpc_servicer_functions else None)
         try:
             serve.start(http_options={"host": "127.0.0.1", "port": http_port}, grpc_options=grpc)
-            yield ServeInstance(url=f"http://127.0.0.1:{http_port}",
-                                grpc_target=f"127.0.0.1:{grpc_port}" if grpc else None, temp_dir=tmp)
-        finally:
+            return http_port, grpc_port
+        except Exception as exc:  # RayTaskError(RuntimeError) from the proxy actor
+            if "Failed to bind" not in str(exc) or attempt == attempts - 1:
+                raise
             serve.shutdown()
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture(scope="module")
