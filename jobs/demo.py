@@ -279,8 +279,10 @@ def neurofmx_stage(run_dir: Path) -> dict:
 def neurofmx_section(nf: dict) -> str:
     return (f"<h2>NeuroFMX (Lorenz spiking, {nf['n_test']} held-out trials)</h2><p><code>neurofmx_tiny</code> "
             f"({nf['parameters']:,} parameters) trained {nf['steps']} steps ({nf['train_s']:.0f} s): single-trial rate "
-            f"R² <b>{nf['rate_r2']:.3f}</b> against Gaussian smoothing's {nf['smoothing_rate_r2']:.3f}; co-bps "
-            f"{nf['co_bps']:.3f} (smoothing {nf['smoothing_co_bps']:.3f}, true rates {nf['co_bps_ceiling']:.3f}). "
+            f"R² <b>{nf['rate_r2']:.3f}</b> from its own head and <b>{nf['rate_r2_glm']:.3f}</b> through a Poisson GLM "
+            f"of its features fit on the training trials, against Gaussian smoothing's {nf['smoothing_rate_r2']:.3f}; "
+            f"co-bps {nf['co_bps']:.3f} / {nf['co_bps_glm']:.3f} (smoothing {nf['smoothing_co_bps']:.3f}, true rates "
+            f"{nf['co_bps_ceiling']:.3f}). "
             "Longer training and the learned baselines: <code>jobs.neuro_eval</code> (docs/neurofmx.md). "
             "Data: <code>neurofmx/neurofmx_demo.json</code>, <code>neurofmx/rates.png</code>.</p>")
 
@@ -354,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
           f"rows among {val['n_flagged']} flagged -> {(run_dir / 'validation' / 'report.html').resolve()}")
     print(f"[attractor] EqProp:     MNIST-5k test accuracy {100 * eq['eqprop_accuracy']:.1f}% "
           f"(backprop {100 * eq['backprop_accuracy']:.1f}%) -> {(run_dir / 'eqprop').resolve()}")
-    print(f"[attractor] NeuroFMX:   held-out rate R2 {nf['rate_r2']:.3f} after {nf['steps']} steps (Gaussian "
+    print(f"[attractor] NeuroFMX:   held-out rate R2 {nf['rate_r2']:.3f} (GLM readout {nf['rate_r2_glm']:.3f}) after "
+          f"{nf['steps']} steps (Gaussian "
           f"smoothing {nf['smoothing_rate_r2']:.3f}) -> {(run_dir / 'neurofmx').resolve()}")
     if llm:
         print(f"[attractor] LLM: {llm['rows']} completions of {llm['model_id']}, {llm['generated_tokens']} tokens "

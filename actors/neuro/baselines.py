@@ -26,7 +26,7 @@ import torch
 from scipy.ndimage import gaussian_filter1d
 from torch import nn
 
-from actors.neuro.metrics import poisson_nll
+from actors.neuro.metrics import fit_poisson_glm, poisson_nll, predict_poisson_glm
 
 __all__ = ["BaselineFit", "GRUSAE", "NDT", "fit_psth_oracle", "fit_smoothing", "gaussian_smooth", "train_sequence_model"]
 
@@ -46,30 +46,6 @@ def gaussian_smooth(counts: np.ndarray, sigma_bins: float) -> np.ndarray:
     return gaussian_filter1d(x, sigma_bins, axis=1, mode="reflect") if sigma_bins > 0 else x
 
 
-def _glm(X: np.ndarray, Y: np.ndarray, alpha: float = 1e-3, iters: int = 300) -> tuple[np.ndarray, np.ndarray]:
-    """Poisson GLM log E[Y] = X W + b for every column of Y (Newton steps on standardised X, in float64)."""
-    mu, sd = X.mean(0), X.std(0)
-    sd = np.where(sd > 0, sd, 1.0)
-    Z = np.hstack([(X - mu) / sd, np.ones((len(X), 1))])
-    W = np.zeros((Z.shape[1], Y.shape[1]))
-    W[-1] = np.log(np.maximum(Y.mean(0), 1e-6))
-    reg = alpha * len(Z) * np.eye(Z.shape[1])
-    reg[-1, -1] = 0
-    for _ in range(iters):
-        lam = np.exp(np.clip(Z @ W, -20, 10))
-        step_norm = 0.0
-        for j in range(Y.shape[1]):
-            g = Z.T @ (lam[:, j] - Y[:, j]) + reg @ W[:, j]
-            H = (Z * lam[:, j:j + 1]).T @ Z + reg
-            d = np.linalg.solve(H, g)
-            W[:, j] -= d
-            step_norm = max(step_norm, float(np.abs(d).max()))
-        if step_norm < 1e-8:
-            break
-    Wx = W[:-1] / sd[:, None]
-    return Wx, W[-1] - mu @ Wx
-
-
 def fit_smoothing(spikes_train: np.ndarray, spikes_test_in: np.ndarray, n_in: int, bin_s: float,
                   sigmas_ms: list[float]) -> BaselineFit:
     """Smoothing + GLM to the held-out neurons (module docstring). spikes_train: [n, T, N] every neuron;
@@ -81,8 +57,8 @@ def fit_smoothing(spikes_train: np.ndarray, spikes_test_in: np.ndarray, n_in: in
     for s_ms in sigmas_ms:
         sm = gaussian_smooth(y_tr[..., :n_in], s_ms / 1000 / bin_s)
         if N > n_in:
-            W, b = _glm(sm.reshape(-1, n_in), y_tr[..., n_in:].reshape(-1, N - n_in))
-            pred = np.exp(np.clip(sm.reshape(-1, n_in) @ W + b, -20, 10))
+            W, b = fit_poisson_glm(sm.reshape(-1, n_in), y_tr[..., n_in:].reshape(-1, N - n_in))
+            pred = predict_poisson_glm(sm.reshape(-1, n_in), W, b)
             score = -poisson_nll(y_tr[..., n_in:].reshape(-1, N - n_in), pred)
         else:
             W, b = None, None
@@ -98,7 +74,7 @@ def fit_smoothing(spikes_train: np.ndarray, spikes_test_in: np.ndarray, n_in: in
         out = np.empty(sm.shape[:2] + (N,))
         out[..., :n_in] = sm
         if N > n_in:
-            out[..., n_in:] = np.exp(np.clip(sm.reshape(-1, n_in) @ W + b, -20, 10)).reshape(sm.shape[:2] + (N - n_in,))
+            out[..., n_in:] = predict_poisson_glm(sm, W, b)
         return out
 
     test = predict(spikes_test_in)

@@ -120,4 +120,6 @@ class EvalSpec(Strict):
     dropout_p: float = Field(0.5, ge=0, le=1)                # modality dropout robustness test
     ridge_alpha: float = Field(1e-2, ge=0, le=1e6)           # latent / few-shot linear probes
     mask_samples: int = Field(4, ge=1, le=1000)              # NeuroFMX: masked-inference partitions averaged
+    readout: Literal["glm", "native"] = "glm"                # rates: Poisson GLM of the features, or the method's own
+    glm_alpha: float = Field(1e-4, ge=0, le=1e3)             # its L2 penalty (scikit-learn PoissonRegressor's alpha)
     device: Literal["cpu", "cuda", "auto"] = "auto"

@@ -1,6 +1,8 @@
 """The demo's NeuroFMX stage: the Lorenz spiking set, `neurofmx_tiny` trained for about a minute on the
 CPU, and its held-out single-trial rate R² beside Gaussian smoothing's (the baseline a user would try
-first; the issue's measured value is <= 0) and the true-rate ceiling of co-bps.
+first; the issue's measured value is <= 0) and the true-rate ceiling of co-bps, read out both ways
+`jobs.neuro_eval` reads rates: the model's own masked-prediction head and a Poisson GLM of its features
+fit on the training trials (the evaluation's default readout).
 
 Why this shape: a user of `make demo` sees the whole path (data with ground truth -> the trainer engine ->
 masked-inference rates -> the evaluation protocol of `jobs.neuro_eval`) in one short stage; the long
@@ -19,7 +21,8 @@ def neurofmx_demo_stage(out_dir: str | Path, *, steps: int = 250, seed: int = 0)
     """Write the Lorenz set, train `neurofmx_tiny` for `steps` steps (one torch thread, ~0.3 s a step on
     the 2-core CI machine), score its masked-inference rates on the test trials beside Gaussian smoothing
     (rates and co-bps only: the probes, modality variants and learned baselines are jobs.neuro_eval's); writes
-    OUT/neurofmx_demo.json and OUT/rates.png and returns {"rate_r2", "smoothing_rate_r2", "co_bps",
+    OUT/neurofmx_demo.json and OUT/rates.png and returns {"rate_r2", "smoothing_rate_r2", "co_bps", "rate_r2_glm",
+    "co_bps_glm",
     "co_bps_ceiling", "steps", "wall_s", ...}. torch's thread count is restored after."""
     import torch
 
@@ -39,7 +42,14 @@ def _stage(out: Path, steps: int, seed: int, t0: float) -> dict[str, Any]:
     from actors.neuro import NeuroDataSpec, read_dataset, write_dataset
     from actors.neuro.baselines import fit_smoothing
     from actors.neuro.config import EvalSpec
-    from actors.neuro.evaluate import check_layout, load_neurofmx, model_predictor, score, trial_inputs
+    from actors.neuro.evaluate import (
+        check_layout,
+        glm_readout,
+        load_neurofmx,
+        model_predictor,
+        score,
+        trial_inputs,
+    )
     from actors.neuro.plots import rate_examples
     from actors.trainer import TrainSpec, train
     from configs import preset
@@ -59,16 +69,22 @@ def _stage(out: Path, steps: int, seed: int, t0: float) -> dict[str, Any]:
     ev = EvalSpec(seed=seed)
     te, n_in = data.is_test, int((~data.heldout).sum())
     inputs = trial_inputs(data, te, n_in)
-    counts, _ = model_predictor(model, model.modalities, data.spikes.shape[-1], samples=ev.mask_samples)(inputs, None)
+    predict = model_predictor(model, model.modalities, data.spikes.shape[-1], samples=ev.mask_samples)
+    counts, feats = predict(inputs, None)
+    _, train_feats = predict(trial_inputs(data, ~te, n_in), None)
+    glm_counts = glm_readout(data, train_feats, feats, ev.glm_alpha)
+    glm = score(data, glm_counts, None, None, ev)
     smooth_fit = fit_smoothing(data.spikes[~te], inputs["spikes_heldin"], n_in, data.bin_s, ev.smoothing_sigmas_ms)
     mine, smooth = score(data, counts, None, None, ev), score(data, smooth_fit.counts, None, None, ev)
     ceiling = score(data, data.expected_counts[te], None, None, ev)
-    rate_examples(data.expected_counts[te], {"neurofmx tiny": counts, "smoothing": smooth_fit.counts}, data.bin_s,
+    rate_examples(data.expected_counts[te], {"neurofmx tiny (head)": counts, "neurofmx tiny (GLM readout)": glm_counts,
+                                                       "smoothing": smooth_fit.counts}, data.bin_s,
                   out / "rates.png", neurons=(0, 1))
     stage = {"dataset": "lorenz", "config": "neurofmx_tiny", "steps": steps, "seed": seed,
              "parameters": sum(p.numel() for p in model.parameters()), "n_test": int(te.sum()),
              "rate_r2": mine["rate_r2"], "smoothing_rate_r2": smooth["rate_r2"], "co_bps": mine["co_bps"],
-             "smoothing_co_bps": smooth["co_bps"], "co_bps_ceiling": ceiling["co_bps"],
+             "smoothing_co_bps": smooth["co_bps"],
+             "rate_r2_glm": glm["rate_r2"], "co_bps_glm": glm["co_bps"], "co_bps_ceiling": ceiling["co_bps"],
              "train_s": train_s, "wall_s": time.perf_counter() - t0}
     atomic_write_json(out / "neurofmx_demo.json", stage)
     return stage

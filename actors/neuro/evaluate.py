@@ -10,6 +10,12 @@ Protocol (issue 14; docs/neurofmx.md):
 - latent R^2: a ridge probe from the method's per-bin features to the true latents (Lorenz state),
   fit on the training trials, scored on the test trials; few-shot: the same probe fit on K training
   trials (a seeded draw), K in `few_shot_k`;
+- rate readout (`readout`): `glm` (default) maps every method's per-bin features to the expected counts of
+  every neuron with a Poisson GLM fit on the training trials' spikes (`glm_alpha`; NLB's readout of
+  held-out neurons, used for all neurons and all methods alike: a frozen encoder with a linear-exponential
+  head); `native` keeps each method's own rate output (NeuroFMX's masked-prediction head, the GRU's
+  readout, smoothing). With `glm`, each method's full-input native readout is reported too, marked
+  "[native readout]"; targets read the spec's readout;
 - NeuroFMX also without LFP / EEG (fusion gain = co-bps(spikes + LFP) - co-bps(spikes)) and with each
   modality dropped with probability `dropout_p` per test trial, keeping at least one (robustness =
   relative loss of rate R^2 and co-bps).
@@ -26,9 +32,17 @@ import numpy as np
 from actors.neuro.baselines import BaselineFit, fit_psth_oracle, fit_smoothing, train_sequence_model
 from actors.neuro.config import EvalSpec
 from actors.neuro.datasets import NeuroData
-from actors.neuro.metrics import bits_per_spike, fit_ridge, flat, predict_ridge, r2
+from actors.neuro.metrics import (
+    bits_per_spike,
+    fit_poisson_glm,
+    fit_ridge,
+    flat,
+    predict_poisson_glm,
+    predict_ridge,
+    r2,
+)
 
-__all__ = ["TARGETS", "Predictor", "check_layout", "evaluate", "load_neurofmx", "markdown_table", "model_predictor", "score",
+__all__ = ["TARGETS", "Predictor", "check_layout", "evaluate", "glm_readout", "load_neurofmx", "markdown_table", "model_predictor", "score",
            "targets", "trial_inputs"]
 
 # (fields, dict) -> (expected counts [n, T, N], features [n, T, F]); fields = spikes [n, T, N_in], lfp, eeg;
@@ -60,6 +74,13 @@ def score(data: NeuroData, counts: np.ndarray, features: np.ndarray | None, trai
             few[str(k)] = r2(flat(data.latents[te]), predict_ridge(flat(features), W, b))
         out["few_shot_latent_r2"] = few
     return out
+
+
+def glm_readout(data: NeuroData, train_features: np.ndarray, features: np.ndarray, alpha: float) -> np.ndarray:
+    """Expected counts [n_test, T, N] from a Poisson GLM of the training trials' spikes (every neuron) on
+    the method's training features, applied to its test features."""
+    W, b = fit_poisson_glm(flat(train_features), flat(data.spikes[~data.is_test]), alpha)
+    return predict_poisson_glm(features, W, b)
 
 
 def trial_inputs(data: NeuroData, which: np.ndarray, n_in: int) -> dict[str, np.ndarray]:
@@ -129,12 +150,16 @@ def evaluate(data: NeuroData, spec: EvalSpec, model: Predictor | None = None, mo
             variants[f"{name} ({spec.dropout_p:g} modality dropout)"] = _dropout_masks(int(te.sum()), len(mods),
                                                                                      spec.dropout_p, spec.seed)
         _, train_feats = model(train_in, None)
+        native_rows = []
         for label, active in variants.items():
             say(f"scoring {label}")
             counts, feats = model(test_in, active)
-            tr_feats = train_feats if active is None else model(train_in, _train_active(active, int(tr.sum())))[1]
-            rows.append({"method": label, "inputs": _inputs(mods, active), **score(data, counts, feats, tr_feats, spec)})
-            predictions[label] = counts
+            tr_feats = train_feats if active is None else model(train_in, _train_active(active, int(tr.sum()), spec))[1]
+            predictions[label] = read = _read(data, spec, counts, tr_feats, feats)
+            rows.append({"method": label, "inputs": _inputs(mods, active), **score(data, read, feats, tr_feats, spec)})
+            if active is None and spec.readout == "glm":
+                native_rows.append({"method": f"{label} [native readout]", "inputs": _inputs(mods, None),
+                                    **score(data, counts, feats, tr_feats, spec)})
         full = rows[1]
         by = {r["method"]: r for r in rows}
         if len(mods) > 1:
@@ -148,6 +173,7 @@ def evaluate(data: NeuroData, spec: EvalSpec, model: Predictor | None = None, mo
             extra["dropout"] = {"p": spec.dropout_p,
                                 "rate_r2_loss_frac": _loss_frac(full["rate_r2"], drop["rate_r2"]),
                                 "co_bps_loss_frac": _loss_frac(full.get("co_bps"), drop.get("co_bps"))}
+        rows.extend(native_rows)
     fits: dict[str, BaselineFit] = {}
     for b in spec.baselines:
         say(f"fitting baseline {b}")
@@ -162,10 +188,14 @@ def evaluate(data: NeuroData, spec: EvalSpec, model: Predictor | None = None, mo
                                            hidden=spec.baseline_hidden, lr=spec.baseline_lr, batch=spec.baseline_batch,
                                            seed=spec.seed, device=device)
         f = fits[b]
-        rows.append({"method": b + (" (uses condition labels)" if b == "psth_oracle" else ""),
-                     "inputs": "spikes" + (" + condition" if b == "psth_oracle" else ""),
-                     **score(data, f.counts, f.features, f.train_features, spec)})
-        predictions[b] = f.counts
+        label = b + (" (uses condition labels)" if b == "psth_oracle" else "")
+        inputs = "spikes" + (" + condition" if b == "psth_oracle" else "")
+        counts = _read(data, spec, f.counts, f.train_features, f.features)
+        rows.append({"method": label, "inputs": inputs, **score(data, counts, f.features, f.train_features, spec)})
+        if spec.readout == "glm":
+            rows.append({"method": f"{label} [native readout]", "inputs": inputs,
+                         **score(data, f.counts, f.features, f.train_features, spec)})
+        predictions[b] = counts
     result = {"rows": rows, "co_bps_ceiling": ceiling, **extra,
               "baselines": {k: v.info for k, v in fits.items()},
               "n_train": int(tr.sum()), "n_test": int(te.sum()), "n_heldout": int(h.sum()), "dataset": data.dataset}
@@ -174,12 +204,18 @@ def evaluate(data: NeuroData, spec: EvalSpec, model: Predictor | None = None, mo
     return result
 
 
-def _train_active(active: np.ndarray, n: int) -> np.ndarray:
-    """The probes of a variant are fit on training trials seen the same way (the first row's pattern
-    for a fixed subset; every modality for random dropout, whose rows differ)."""
+def _read(data: NeuroData, spec: EvalSpec, counts: np.ndarray, train_features: np.ndarray,
+          features: np.ndarray) -> np.ndarray:
+    """The expected counts under the spec's readout: the method's own, or the GLM of its features."""
+    return glm_readout(data, train_features, features, spec.glm_alpha) if spec.readout == "glm" else counts
+
+
+def _train_active(active: np.ndarray, n: int, spec: EvalSpec) -> np.ndarray:
+    """The probes and the readout of a variant are fit on training trials seen the same way: the first
+    row's pattern for a fixed subset; for random dropout (rows differ) a fresh draw with the same p."""
     if (active == active[0]).all():
         return np.repeat(active[:1], n, axis=0)
-    return np.ones((n, active.shape[1]), bool)
+    return _dropout_masks(n, active.shape[1], spec.dropout_p, spec.seed + 1)
 
 
 def _inputs(mods: list[str], active: np.ndarray | None) -> str:
@@ -267,10 +303,14 @@ def load_neurofmx(path: str | Path) -> tuple[Any, dict[str, Any], Path]:
         if latest is None:
             raise InputError("--checkpoint", f"{p} holds no complete checkpoint", "a run directory of jobs.train")
         p = latest
-    meta = read_meta(p)
+    meta = read_meta(p, verify=False)   # the weights alone suffice (a copy without optim.pt / RNG states)
     if not (p / "model.pt").is_file():
         raise InputError("--checkpoint", f"{p} has no model.pt (a {meta.get('strategy')} checkpoint); evaluation "
                          "reads full state dicts (ddp / fsdp2)", "a ddp or fsdp2 checkpoint")
+    size = meta.get("files", {}).get("model.pt")
+    if size is not None and (p / "model.pt").stat().st_size != size:
+        raise InputError("--checkpoint", f"{p / 'model.pt'} has {(p / 'model.pt').stat().st_size} bytes, its "
+                         f"manifest says {size}", "a complete checkpoint")
     name = meta["model"]["name"]
     if name != "neurofmx":
         raise InputError("--checkpoint", f"{p} holds model {name!r}, not neurofmx", "a NeuroFMX checkpoint")

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from actors.neuro import EvalSpec, NeuroDataSpec, bits_per_spike, fit_ridge, make_dataset, predict_ridge, r2
-from actors.neuro.baselines import _glm, fit_psth_oracle, train_sequence_model
+from actors.neuro.baselines import fit_psth_oracle, train_sequence_model
 from actors.neuro.evaluate import evaluate, markdown_table
+from actors.neuro.metrics import fit_poisson_glm, predict_poisson_glm
 from configs import preset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")   # tests/trainer/conftest.py
@@ -62,8 +63,21 @@ def test_smoothing_glm_recovers_planted_weights():
     rng = np.random.default_rng(2)
     X = rng.normal(size=(20_000, 2))
     Y = rng.poisson(np.exp(X @ np.array([[0.5], [-0.3]]) - 1.0))
-    W, b = _glm(X, Y, alpha=0.0)
+    W, b = fit_poisson_glm(X, Y, alpha=0.0)
     assert np.allclose(W.ravel(), [0.5, -0.3], atol=0.04) and abs(b[0] + 1.0) < 0.04
+
+
+def test_poisson_glm_matches_scikit_learn_with_a_penalty():
+    from sklearn.linear_model import PoissonRegressor
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(3_000, 5)) * [1.0, 3.0, 0.5, 2.0, 1.0] + 2.0
+    Y = rng.poisson(np.exp(0.3 * (X - 2.0) @ rng.normal(size=(5, 3)) - 0.5))
+    W, b = fit_poisson_glm(X, Y, alpha=0.01)
+    Xs = (X - X.mean(0)) / X.std(0)
+    for j in range(Y.shape[1]):
+        sk = PoissonRegressor(alpha=0.01, tol=1e-12, max_iter=10_000).fit(Xs, Y[:, j])
+        assert np.allclose(predict_poisson_glm(X, W, b)[:, j], sk.predict(Xs), rtol=1e-6)
 
 
 def _small_data():
@@ -100,8 +114,9 @@ def test_protocol_with_oracle_predictors():
         feats[~sees] = 0.0
         return counts, feats
 
-    res = evaluate(d, EvalSpec(baselines=["smoothing"], few_shot_k=[2], dropout_p=0.5), oracle, mods)
+    res = evaluate(d, EvalSpec(baselines=["smoothing"], few_shot_k=[2], dropout_p=0.5, readout="native"), oracle, mods)
     rows = {r["method"]: r for r in res["rows"]}
+    assert not any("[native readout]" in m for m in rows)
     full = rows["neurofmx (spikes+lfp)"]
     assert full["rate_r2"] == pytest.approx(1.0) and full["latent_r2"] == pytest.approx(1.0, abs=2e-3)   # ridge shrinks
     assert full["co_bps"] == pytest.approx(res["co_bps_ceiling"]) and full["co_bps_frac"] == pytest.approx(1.0)
@@ -113,6 +128,28 @@ def test_protocol_with_oracle_predictors():
     assert 0 < res["dropout"]["rate_r2_loss_frac"] < 1.5          # some trials lost their LFP
     assert res["targets"]["rate_r2"]["met"] and res["targets"]["co_bps_frac"]["met"]
     assert "| neurofmx (spikes+lfp) | spikes+lfp | 1.000 |" in markdown_table(res)
+
+
+def test_glm_readout_recovers_the_rates_from_the_true_latents():
+    """Log-rates are affine in the z-scored Lorenz latents, so a Poisson GLM of the training trials'
+    spikes on those latents (the oracle's features) recovers the test rates; the native row is kept."""
+    d = make_dataset(NeuroDataSpec.model_validate({
+        "dataset": "lorenz", "seed": 1, "lfp": None, "eeg": None,
+        "lorenz": {"n_conditions": 6, "trials_per_condition": 10, "n_bins": 30, "n_neurons": 8, "burn_in_steps": 300,
+                   "base_rate_hz": 100.0}}))
+    te_idx, tr_idx = np.flatnonzero(d.is_test), np.flatnonzero(~d.is_test)
+
+    def latents_only(fields, active):   # features = the true latents; its own rates: the null
+        idx = te_idx if len(fields["spikes_heldin"]) == len(te_idx) else tr_idx
+        null = np.broadcast_to(d.spikes[tr_idx].reshape(-1, 8).mean(0), (len(idx), 30, 8))
+        return null.astype(np.float64), d.latents[idx].astype(np.float64)
+
+    res = evaluate(d, EvalSpec(baselines=["smoothing"], few_shot_k=[2]), latents_only, ["spikes"])
+    rows = {r["method"]: r for r in res["rows"]}
+    assert rows["neurofmx (spikes)"]["rate_r2"] > 0.9
+    assert rows["neurofmx (spikes) [native readout]"]["rate_r2"] < 0.01      # the null's R^2 is ~0
+    assert rows["neurofmx (spikes)"]["co_bps_frac"] > 0.8
+    assert "smoothing [native readout]" in rows and res["targets"]["rate_r2"]["value"] == rows["neurofmx (spikes)"]["rate_r2"]
 
 
 def test_sequence_baselines_train_and_predict_shapes():
@@ -169,3 +206,17 @@ def test_data_train_eval_jobs_end_to_end(tmp_path, capsys):
     assert "no complete checkpoint" in capsys.readouterr().err
     assert neuro_eval.main(["--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "e4")]) == 2
     assert "data" in capsys.readouterr().err
+    # the weights alone (meta.json + model.pt, no optimizer / RNG files) evaluate; a truncated model.pt does not
+    import shutil
+
+    from actors.neuro.evaluate import load_neurofmx
+    from actors.trainer import latest_checkpoint
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for f in ("meta.json", "model.pt"):
+        shutil.copy(latest_checkpoint(tmp_path / "run" / "checkpoints") / f, weights / f)
+    assert load_neurofmx(weights)[1]["step"] == 2
+    (weights / "model.pt").write_bytes((weights / "model.pt").read_bytes()[:-10])
+    assert neuro_eval.main(["--checkpoint", str(weights), "--data", str(data_dir), "--out", str(tmp_path / "e5")]) == 2
+    assert "manifest" in capsys.readouterr().err
