@@ -10,12 +10,12 @@ Protocol (issue 14; docs/neurofmx.md):
 - latent R^2: a ridge probe from the method's per-bin features to the true latents (Lorenz state),
   fit on the training trials, scored on the test trials; few-shot: the same probe fit on K training
   trials (a seeded draw), K in `few_shot_k`;
-- rate readout (`readout`): `glm` (default) maps every method's per-bin features to the expected counts of
-  every neuron with a Poisson GLM fit on the training trials' spikes (`glm_alpha`; NLB's readout of
-  held-out neurons, used for all neurons and all methods alike: a frozen encoder with a linear-exponential
-  head); `native` keeps each method's own rate output (NeuroFMX's masked-prediction head, the GRU's
-  readout, smoothing). With `glm`, each method's full-input native readout is reported too, marked
-  "[native readout]"; targets read the spec's readout;
+- rate readout (`readout`): `glm` (default) reads NeuroFMX's rates from its per-bin features with a Poisson
+  GLM of every neuron fit on the training trials' spikes (`glm_alpha`; NLB's readout of held-out neurons
+  used for all neurons: a frozen encoder with a linear-exponential head), its own masked-prediction
+  head's rates reported beside it as "[native readout]"; the baselines keep their own rate estimates
+  (their published protocols) with the same GLM of their features beside them as "[GLM readout]".
+  `native` scores the methods' own rates alone. Targets read NeuroFMX's row under the spec's readout;
 - NeuroFMX also without LFP / EEG (fusion gain = co-bps(spikes + LFP) - co-bps(spikes)) and with each
   modality dropped with probability `dropout_p` per test trial, keeping at least one (robustness =
   relative loss of rate R^2 and co-bps).
@@ -190,12 +190,12 @@ def evaluate(data: NeuroData, spec: EvalSpec, model: Predictor | None = None, mo
         f = fits[b]
         label = b + (" (uses condition labels)" if b == "psth_oracle" else "")
         inputs = "spikes" + (" + condition" if b == "psth_oracle" else "")
-        counts = _read(data, spec, f.counts, f.train_features, f.features)
-        rows.append({"method": label, "inputs": inputs, **score(data, counts, f.features, f.train_features, spec)})
+        rows.append({"method": label, "inputs": inputs, **score(data, f.counts, f.features, f.train_features, spec)})
         if spec.readout == "glm":
-            rows.append({"method": f"{label} [native readout]", "inputs": inputs,
-                         **score(data, f.counts, f.features, f.train_features, spec)})
-        predictions[b] = counts
+            glm = _read(data, spec, f.counts, f.train_features, f.features)
+            rows.append({"method": f"{label} [GLM readout]", "inputs": inputs,
+                         **score(data, glm, f.features, f.train_features, spec)})
+        predictions[b] = f.counts
     result = {"rows": rows, "co_bps_ceiling": ceiling, **extra,
               "baselines": {k: v.info for k, v in fits.items()},
               "n_train": int(tr.sum()), "n_test": int(te.sum()), "n_heldout": int(h.sum()), "dataset": data.dataset}

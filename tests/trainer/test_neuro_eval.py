@@ -149,7 +149,9 @@ def test_glm_readout_recovers_the_rates_from_the_true_latents():
     assert rows["neurofmx (spikes)"]["rate_r2"] > 0.9
     assert rows["neurofmx (spikes) [native readout]"]["rate_r2"] < 0.01      # the null's R^2 is ~0
     assert rows["neurofmx (spikes)"]["co_bps_frac"] > 0.8
-    assert "smoothing [native readout]" in rows and res["targets"]["rate_r2"]["value"] == rows["neurofmx (spikes)"]["rate_r2"]
+    assert res["targets"]["rate_r2"]["value"] == rows["neurofmx (spikes)"]["rate_r2"]
+    native_smoothing = evaluate(d, EvalSpec(baselines=["smoothing"], few_shot_k=[2], readout="native"))["rows"][1]
+    assert rows["smoothing"] == {**native_smoothing, "method": "smoothing"} and "smoothing [GLM readout]" in rows
 
 
 def test_sequence_baselines_train_and_predict_shapes():
