@@ -1,7 +1,7 @@
 """The demo's NeuroFMX stage: the Lorenz spiking set, `neurofmx_tiny` trained for about a minute on the
 CPU, and its held-out single-trial rate R² beside Gaussian smoothing's (the baseline a user would try
-first; the issue's measured value is <= 0) and the true-rate ceiling of co-bps, read out both ways
-`jobs.neuro_eval` reads rates: the model's own masked-prediction head and a Poisson GLM of its features
+first; the issue's measured value is <= 0) and the true-rate ceiling of co-bps. Rates are read both ways
+`jobs.neuro_eval` reads them: the model's own masked-prediction head, and a Poisson GLM of its features
 fit on the training trials (the evaluation's default readout).
 
 Why this shape: a user of `make demo` sees the whole path (data with ground truth -> the trainer engine ->
