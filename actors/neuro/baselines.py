@@ -14,12 +14,21 @@ for every neuron [T, N] and to per-bin features [T, F] (for the latent probes):
 - `ndt`: an NDT-like masked transformer: bins of held-in spikes -> transformer encoder -> log-rates of
   every neuron; 25% of the bins masked in training, Poisson NLL on the masked held-in bins and on every
   bin of the held-out neurons.
+- `cebra`: CEBRA-Time (Schneider, Lee & Mathis 2023; the `cebra` package from PyPI): a convolutional
+  encoder (offset10-model) of the held-in spikes trained self-supervised with InfoNCE, positives 10 bins
+  apart in time, no labels; its embedding is the per-bin feature, and since CEBRA has no rate output,
+  the rates of every neuron are a Poisson GLM of the embedding fit on the training trials (its readout
+  in any table).
 Torch models train with a seeded generator on one thread unless told otherwise.
 """
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +37,7 @@ from torch import nn
 
 from actors.neuro.metrics import fit_poisson_glm, poisson_nll, predict_poisson_glm
 
-__all__ = ["BaselineFit", "GRUSAE", "NDT", "fit_psth_oracle", "fit_smoothing", "gaussian_smooth", "train_sequence_model"]
+__all__ = ["BaselineFit", "GRUSAE", "NDT", "fit_cebra", "fit_psth_oracle", "fit_smoothing", "gaussian_smooth", "train_sequence_model"]
 
 
 @dataclass
@@ -219,3 +228,62 @@ def train_sequence_model(kind: str, spikes_train: np.ndarray, n_in: int, spikes_
     _, f_train = run(spikes_train[..., :n_in])
     return BaselineFit(kind, test, f_test, f_train, {"steps": steps, "final_loss": float(np.mean(losses[-50:])),
                                                      "parameters": sum(p.numel() for p in model.parameters())})
+
+
+@contextlib.contextmanager
+def _seeded_cebra_samplers(fixed_seed: int) -> Iterator[None]:
+    """CEBRA 0.6.1 seeds each sampler's torch.Generator from the OS (`HasGenerator.__init__` calls
+    `generator.seed()`, cebra/distributions/base.py: "do not rely on seeding"), so two fits differ. While
+    this is open, the i-th sampler made is seeded with `fixed_seed + i` instead: the baseline repeats
+    run to run, and no two samplers draw the same stream."""
+    from cebra.distributions import base
+
+    original = base.HasGenerator.__init__
+    made = itertools.count()
+
+    def init(self: Any, device: str, seed: int | None = None) -> None:
+        original(self, device=device, seed=seed)
+        self._seed = fixed_seed + next(made)
+        self.generator.manual_seed(self._seed)
+
+    base.HasGenerator.__init__ = init
+    try:
+        yield
+    finally:
+        base.HasGenerator.__init__ = original
+
+
+def fit_cebra(spikes_train: np.ndarray, n_in: int, spikes_test_in: np.ndarray, *, iterations: int = 5000,
+              dims: int = 8, glm_alpha: float = 1e-4, seed: int = 0, device: str = "cpu") -> BaselineFit:
+    """CEBRA-Time on the training trials' held-in spikes (trials concatenated in time, as CEBRA takes one
+    session), each trial embedded on its own (padded at its edges); rates from a Poisson GLM of the
+    embedding (module docstring). Seeded: torch's and numpy's global generators (initialisation, batch
+    order) and, through `_seeded_cebra_samplers`, the samplers' own generators."""
+    try:
+        import cebra
+    except ImportError as exc:
+        from actors.common.errors import InputError
+
+        raise InputError("baselines", f"cebra is not importable ({exc})",
+                         "pip install cebra (the project's `neuro` extra), or leave cebra out of baselines") from exc
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    cebra_model = cebra.CEBRA(model_architecture="offset10-model", batch_size=512, learning_rate=3e-4, temperature=1.0,
+                        output_dimension=dims, max_iterations=iterations, distance="cosine", conditional="time",
+                        time_offsets=10, device=device, verbose=False)
+    x_train = spikes_train[..., :n_in].astype(np.float32)
+    with _seeded_cebra_samplers(seed):
+        cebra_model.fit(np.concatenate(list(x_train)))
+
+    def embed(x: np.ndarray) -> np.ndarray:
+        return np.stack([cebra_model.transform(trial) for trial in x.astype(np.float32)]).astype(np.float64)
+
+    f_train, f_test = embed(x_train), embed(spikes_test_in)
+    loss = np.asarray(cebra_model.state_dict_["loss"], np.float64)
+    N = spikes_train.shape[-1]
+    W, b = fit_poisson_glm(f_train.reshape(-1, dims), spikes_train.reshape(-1, N).astype(np.float64), glm_alpha)
+    return BaselineFit("cebra", predict_poisson_glm(f_test, W, b), f_test, f_train,
+                       {"iterations": iterations, "dims": dims, "first_loss": float(np.mean(loss[:20])),
+                        "final_loss": float(np.mean(loss[-20:])),
+                        "parameters": sum(p.numel() for p in cebra_model.solver_.model.parameters()),
+                        "version": cebra.__version__})

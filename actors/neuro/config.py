@@ -110,12 +110,14 @@ class EvalSpec(Strict):
     seed: int = Field(0, ge=0, le=2**32 - 1)
     smoothing_sigmas_ms: list[float] = Field(default_factory=lambda: [20.0, 40.0, 60.0, 80.0, 120.0],
                                              min_length=1, max_length=32)
-    baselines: list[Literal["smoothing", "psth_oracle", "gru_sae", "ndt"]] = Field(
-        default_factory=lambda: ["smoothing", "psth_oracle", "gru_sae", "ndt"])
+    baselines: list[Literal["smoothing", "psth_oracle", "gru_sae", "ndt", "cebra"]] = Field(
+        default_factory=lambda: ["smoothing", "psth_oracle", "gru_sae", "ndt", "cebra"])
     baseline_steps: int = Field(1500, ge=1, le=1_000_000)   # optimiser steps of the GRU / NDT baselines
     baseline_hidden: int = Field(64, ge=4, le=4096)
     baseline_lr: float = Field(3e-3, gt=0, le=1)
     baseline_batch: int = Field(64, ge=1, le=100_000)
+    cebra_iterations: int = Field(5000, ge=1, le=1_000_000)  # CEBRA-Time training steps (batch 512)
+    cebra_dims: int = Field(8, ge=1, le=512)                 # its embedding's dimension
     few_shot_k: list[int] = Field(default_factory=lambda: [1, 5, 10, 25, 50], max_length=16)
     dropout_p: float = Field(0.5, ge=0, le=1)                # modality dropout robustness test
     ridge_alpha: float = Field(1e-2, ge=0, le=1e6)           # latent / few-shot linear probes

@@ -14,7 +14,8 @@ Protocol (issue 14; docs/neurofmx.md):
   GLM of every neuron fit on the training trials' spikes (`glm_alpha`; NLB's readout of held-out neurons
   used for all neurons: a frozen encoder with a linear-exponential head), its own masked-prediction
   head's rates reported beside it as "[native readout]"; the baselines keep their own rate estimates
-  (their published protocols) with the same GLM of their features beside them as "[GLM readout]".
+  (their published protocols) with the same GLM of their features beside them as "[GLM readout]"
+  (CEBRA has no rates of its own: its one row is that GLM).
   `native` scores the methods' own rates alone. Targets read NeuroFMX's row under the spec's readout;
 - NeuroFMX also without LFP / EEG (fusion gain = co-bps(spikes + LFP) - co-bps(spikes)) and with each
   modality dropped with probability `dropout_p` per test trial, keeping at least one (robustness =
@@ -29,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from actors.neuro.baselines import BaselineFit, fit_psth_oracle, fit_smoothing, train_sequence_model
+from actors.neuro.baselines import BaselineFit, fit_cebra, fit_psth_oracle, fit_smoothing, train_sequence_model
 from actors.neuro.config import EvalSpec
 from actors.neuro.datasets import NeuroData
 from actors.neuro.metrics import (
@@ -182,6 +183,10 @@ def evaluate(data: NeuroData, spec: EvalSpec, model: Predictor | None = None, mo
         elif b == "psth_oracle":
             fits[b] = fit_psth_oracle(data.spikes[tr], data.condition[tr], data.condition[te], data.bin_s,
                                       spec.smoothing_sigmas_ms)
+        elif b == "cebra":
+            fits[b] = fit_cebra(data.spikes[tr], n_in, test_in["spikes_heldin"], iterations=spec.cebra_iterations,
+                                dims=spec.cebra_dims, glm_alpha=spec.glm_alpha, seed=spec.seed,
+                                device="cpu" if spec.device == "auto" else spec.device)
         else:
             device = "cpu" if spec.device == "auto" else spec.device
             fits[b] = train_sequence_model(b, data.spikes[tr], n_in, test_in["spikes_heldin"], steps=spec.baseline_steps,
@@ -191,7 +196,7 @@ def evaluate(data: NeuroData, spec: EvalSpec, model: Predictor | None = None, mo
         label = b + (" (uses condition labels)" if b == "psth_oracle" else "")
         inputs = "spikes" + (" + condition" if b == "psth_oracle" else "")
         rows.append({"method": label, "inputs": inputs, **score(data, f.counts, f.features, f.train_features, spec)})
-        if spec.readout == "glm":
+        if spec.readout == "glm" and b != "cebra":          # CEBRA's rates are already this GLM of its embedding
             glm = _read(data, spec, f.counts, f.train_features, f.features)
             rows.append({"method": f"{label} [GLM readout]", "inputs": inputs,
                          **score(data, glm, f.features, f.train_features, spec)})

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from actors.neuro import EvalSpec, NeuroDataSpec, bits_per_spike, fit_ridge, make_dataset, predict_ridge, r2
-from actors.neuro.baselines import fit_psth_oracle, train_sequence_model
+from actors.neuro.baselines import fit_cebra, fit_psth_oracle, train_sequence_model
 from actors.neuro.evaluate import evaluate, markdown_table
 from actors.neuro.metrics import fit_poisson_glm, predict_poisson_glm
 from configs import preset
@@ -163,6 +163,36 @@ def test_sequence_baselines_train_and_predict_shapes():
         assert f.features.shape[:2] == (12, 30) and f.train_features.shape[:2] == (48, 30)
 
 
+def test_cebra_baseline_is_seeded_learns_and_reads_rates_by_glm():
+    """CEBRA-Time on the small Lorenz set: two fits with one seed are identical (its samplers are seeded
+    by the baseline), the InfoNCE loss falls, and the rates are the Poisson GLM of the embedding fit on
+    the training trials' spikes."""
+    d = _small_data()
+    tr, te = ~d.is_test, d.is_test
+    fits = [fit_cebra(d.spikes[tr], 6, d.spikes[te][..., :6], iterations=150, dims=4, seed=3) for _ in range(2)]
+    a, b = fits
+    np.testing.assert_array_equal(a.features, b.features)
+    assert a.features.shape == (12, 30, 4) and a.train_features.shape == (48, 30, 4) and a.counts.shape == (12, 30, 8)
+    import cebra  # noqa: F401  (installed with the dev extra)
+
+    assert a.info["final_loss"] < a.info["first_loss"] - 0.05
+    W, bias = fit_poisson_glm(a.train_features.reshape(-1, 4), d.spikes[tr].reshape(-1, 8).astype(np.float64), 1e-4)
+    np.testing.assert_allclose(a.counts, predict_poisson_glm(a.features, W, bias), rtol=1e-12)
+    other = fit_cebra(d.spikes[tr], 6, d.spikes[te][..., :6], iterations=150, dims=4, seed=4)
+    assert np.abs(other.features - a.features).max() > 1e-3
+
+
+def test_cebra_missing_is_an_input_error(monkeypatch):
+    import sys
+
+    from actors.common.errors import InputError
+
+    monkeypatch.setitem(sys.modules, "cebra", None)          # import cebra -> ImportError
+    d = _small_data()
+    with pytest.raises(InputError, match="baselines"):
+        fit_cebra(d.spikes[~d.is_test], 6, d.spikes[d.is_test][..., :6], iterations=2)
+
+
 def test_data_train_eval_jobs_end_to_end(tmp_path, capsys):
     from actors.trainer.config import TrainSpec
     from actors.trainer.engine import train
@@ -187,12 +217,13 @@ def test_data_train_eval_jobs_end_to_end(tmp_path, capsys):
     train(spec, data_dir / "train", tmp_path / "run", device="cpu", log=None)
     out = tmp_path / "eval"
     args = ["--checkpoint", str(tmp_path / "run"), "--data", str(data_dir), "--out", str(out),
-            "--set", "baseline_steps=2", "baseline_hidden=8", "few_shot_k=[1,5]"]
+            "--set", "baseline_steps=2", "baseline_hidden=8", "cebra_iterations=2", "few_shot_k=[1,5]"]
     assert neuro_eval.main(args) == 0
     res = json.loads((out / "results.json").read_text())
     methods = [r["method"] for r in res["rows"]]
     assert methods[:2] == ["true rates (ceiling)", "neurofmx (spikes+lfp+eeg)"]
-    assert {"smoothing", "gru_sae", "ndt", "psth_oracle (uses condition labels)"} <= set(methods)
+    assert {"smoothing", "gru_sae", "ndt", "cebra", "psth_oracle (uses condition labels)"} <= set(methods)
+    assert "cebra [GLM readout]" not in methods                            # its one row already is that GLM
     assert set(res["targets"]) == {"rate_r2", "latent_r2", "co_bps_frac", "fusion_gain_bps", "dropout_loss_frac"}
     for f in ("results.md", "rates.png", "rate_r2.png", "co_bps.png", "few_shot.png"):
         assert (out / f).stat().st_size > 100
