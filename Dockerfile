@@ -11,7 +11,7 @@ ARG PYTHON=python3.11
 # ---- build: a venv with the project and its extras (compilers only here) ----------------------------------
 FROM ${CUDA_BASE} AS build
 ARG PYTHON
-ARG EXTRAS=gpu
+ARG EXTRAS=gpu,neuro
 ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ${PYTHON} ${PYTHON}-venv ${PYTHON}-dev build-essential \
