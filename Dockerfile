@@ -2,7 +2,7 @@
 # The attractor image: Ray 2.60 + the project on a CUDA runtime base, run as a non-root user (uid 1000,
 # the uid the KubeRay manifests' securityContext names). Build:
 #   docker build -t ghcr.io/attractor/attractor:0.1.0 .            # the tag cluster/kuberay/values.yaml names
-#   docker build --build-arg EXTRAS=gpu,text -t ...:0.1.0-text .    # more extras (pyproject.toml)
+#   docker build --build-arg EXTRAS=gpu,neuro,text -t ...:0.1.0-text .    # more extras (pyproject.toml)
 # The install steps are the Makefile's venv steps, through the same script cluster/install.sh (same order and
 # arguments but the project's extras: tests/test_deploy_files.py checks it).
 ARG CUDA_BASE=nvidia/cuda:12.8.1-runtime-ubuntu22.04
