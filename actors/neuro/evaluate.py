@@ -30,7 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from actors.neuro.baselines import BaselineFit, fit_cebra, fit_psth_oracle, fit_smoothing, train_sequence_model
+from actors.neuro.baselines import (
+    BaselineFit,
+    fit_cebra,
+    fit_psth_oracle,
+    fit_smoothing,
+    train_sequence_model,
+)
 from actors.neuro.config import EvalSpec
 from actors.neuro.datasets import NeuroData
 from actors.neuro.metrics import (
@@ -55,14 +61,10 @@ TARGETS = {"rate_r2": 0.90, "latent_r2": 0.90, "co_bps_frac": 0.90, "fusion_gain
 
 def score(data: NeuroData, counts: np.ndarray, features: np.ndarray | None, train_features: np.ndarray | None,
           spec: EvalSpec) -> dict[str, Any]:
-    """The metrics of one method's test-trial predictions (module docstring)."""
-    te, tr, h = data.is_test, ~data.is_test, data.heldout
-    true = data.expected_counts[te]
-    out: dict[str, Any] = {"rate_r2": r2(true, counts), "rate_r2_heldin": r2(true[..., ~h], counts[..., ~h])}
-    if h.any():
-        out["co_bps"] = bits_per_spike(data.spikes[te][..., h], counts[..., h])
-        ceiling = bits_per_spike(data.spikes[te][..., h], true[..., h])
-        out["co_bps_frac"] = out["co_bps"] / ceiling if ceiling > 0 else None
+    """The metrics of one method's test-trial predictions (module docstring): `rate_scores` of the counts
+    and the latent / few-shot probes of the features."""
+    out = rate_scores(data, counts)
+    te, tr = data.is_test, ~data.is_test
     if features is not None and train_features is not None:
         W, b = fit_ridge(train_features, data.latents[tr], spec.ridge_alpha)
         out["latent_r2"] = r2(flat(data.latents[te]), predict_ridge(flat(features), W, b))
@@ -74,6 +76,18 @@ def score(data: NeuroData, counts: np.ndarray, features: np.ndarray | None, trai
             W, b = fit_ridge(train_features[pick], data.latents[tr][pick], spec.ridge_alpha)
             few[str(k)] = r2(flat(data.latents[te]), predict_ridge(flat(features), W, b))
         out["few_shot_latent_r2"] = few
+    return out
+
+
+def rate_scores(data: NeuroData, counts: np.ndarray) -> dict[str, Any]:
+    """Rate R^2 (all and held-in neurons) and co-bps (and its share of the ceiling) of test-trial counts."""
+    te, h = data.is_test, data.heldout
+    true = data.expected_counts[te]
+    out: dict[str, Any] = {"rate_r2": r2(true, counts), "rate_r2_heldin": r2(true[..., ~h], counts[..., ~h])}
+    if h.any():
+        out["co_bps"] = bits_per_spike(data.spikes[te][..., h], counts[..., h])
+        ceiling = bits_per_spike(data.spikes[te][..., h], true[..., h])
+        out["co_bps_frac"] = out["co_bps"] / ceiling if ceiling > 0 else None
     return out
 
 
@@ -157,10 +171,11 @@ def evaluate(data: NeuroData, spec: EvalSpec, model: Predictor | None = None, mo
             counts, feats = model(test_in, active)
             tr_feats = train_feats if active is None else model(train_in, _train_active(active, int(tr.sum()), spec))[1]
             predictions[label] = read = _read(data, spec, counts, tr_feats, feats)
-            rows.append({"method": label, "inputs": _inputs(mods, active), **score(data, read, feats, tr_feats, spec)})
-            if active is None and spec.readout == "glm":
+            scored = score(data, read, feats, tr_feats, spec)
+            rows.append({"method": label, "inputs": _inputs(mods, active), **scored})
+            if active is None and spec.readout == "glm":     # same features: same probes, other rates
                 native_rows.append({"method": f"{label} [native readout]", "inputs": _inputs(mods, None),
-                                    **score(data, counts, feats, tr_feats, spec)})
+                                    **scored, **rate_scores(data, counts)})
         full = rows[1]
         by = {r["method"]: r for r in rows}
         if len(mods) > 1:
@@ -195,11 +210,11 @@ def evaluate(data: NeuroData, spec: EvalSpec, model: Predictor | None = None, mo
         f = fits[b]
         label = b + (" (uses condition labels)" if b == "psth_oracle" else "")
         inputs = "spikes" + (" + condition" if b == "psth_oracle" else "")
-        rows.append({"method": label, "inputs": inputs, **score(data, f.counts, f.features, f.train_features, spec)})
+        scored = score(data, f.counts, f.features, f.train_features, spec)
+        rows.append({"method": label, "inputs": inputs, **scored})
         if spec.readout == "glm" and b != "cebra":          # CEBRA's rates are already this GLM of its embedding
             glm = _read(data, spec, f.counts, f.train_features, f.features)
-            rows.append({"method": f"{label} [GLM readout]", "inputs": inputs,
-                         **score(data, glm, f.features, f.train_features, spec)})
+            rows.append({"method": f"{label} [GLM readout]", "inputs": inputs, **scored, **rate_scores(data, glm)})
         predictions[b] = f.counts
     result = {"rows": rows, "co_bps_ceiling": ceiling, **extra,
               "baselines": {k: v.info for k, v in fits.items()},

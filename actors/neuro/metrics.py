@@ -105,20 +105,25 @@ def fit_poisson_glm(X: np.ndarray, Y: np.ndarray, alpha: float = 1e-3, iters: in
     reg = alpha * len(Z) * np.eye(Z.shape[1])
     reg[-1, -1] = 0
 
-    def loss(w: np.ndarray, j: int) -> float:
+    def objective(w: np.ndarray, j: int) -> tuple[float, np.ndarray]:
+        """(loss, clipped linear predictor) at w: the predictor is reused by the next Newton step."""
         eta = np.clip(Z @ w, -20, 10)
-        return float((np.exp(eta) - Y[:, j] * eta).sum() + 0.5 * w @ reg @ w)
+        return float((np.exp(eta) - Y[:, j] * eta).sum() + 0.5 * w @ reg @ w), eta
 
     for j in range(Y.shape[1]):       # Newton with backtracking, column by column (the objective separates)
-        w, f = W[:, j], loss(W[:, j], j)
+        w = W[:, j]
+        f, eta = objective(w, j)
         for _ in range(iters):
-            lam = np.exp(np.clip(Z @ w, -20, 10))
+            lam = np.exp(eta)
             g = Z.T @ (lam - Y[:, j]) + reg @ w
             d = np.linalg.solve((Z * lam[:, None]).T @ Z + reg, g)
             step = 1.0
-            while (f_new := loss(w - step * d, j)) > f and step > 1e-4:
+            while True:                # halve the step until the loss does not rise (or the step is tiny)
+                f_new, eta_new = objective(w - step * d, j)
+                if f_new <= f or step <= 1e-4:
+                    break
                 step /= 2
-            w, f = w - step * d, f_new
+            w, f, eta = w - step * d, f_new, eta_new
             if step * np.abs(d).max() < tol:
                 break
         W[:, j] = w
