@@ -197,19 +197,22 @@ def _serve_on_free_ports(grpc_servicer_functions, attempts: int = 4) -> tuple[in
     from ray import serve
     from ray.serve.config import gRPCOptions
 
-    for attempt in range(attempts):
+    def start() -> tuple[int, int]:
         http_port, grpc_port = free_ports(2)
         grpc = (gRPCOptions(port=grpc_port, grpc_servicer_functions=list(grpc_servicer_functions))
                 if grpc_servicer_functions else None)
+        serve.start(http_options={"host": "127.0.0.1", "port": http_port}, grpc_options=grpc)
+        return http_port, grpc_port
+
+    for _ in range(attempts - 1):
         try:
-            serve.start(http_options={"host": "127.0.0.1", "port": http_port}, grpc_options=grpc)
-            return http_port, grpc_port
+            return start()
         except Exception as exc:  # RayTaskError(RuntimeError) from the proxy actor
             lost_proxy = "ProxyActor" in str(exc) and "killed" in str(exc)   # not up in time on a loaded host
-            if not ("Failed to bind" in str(exc) or lost_proxy) or attempt == attempts - 1:
+            if not ("Failed to bind" in str(exc) or lost_proxy):
                 raise
             serve.shutdown()
-    raise AssertionError("unreachable")
+    return start()
 
 
 @pytest.fixture(scope="module")
