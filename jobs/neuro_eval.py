@@ -27,7 +27,14 @@ def run(spec: Any, args: argparse.Namespace) -> dict[str, Any]:
 
     from actors.common.storage import atomic_write_json, atomic_write_text
     from actors.neuro import read_dataset
-    from actors.neuro.evaluate import check_layout, evaluate, load_neurofmx, markdown_table, model_predictor
+    from actors.neuro.evaluate import (
+        check_layout,
+        eval_device,
+        evaluate,
+        load_neurofmx,
+        markdown_table,
+        model_predictor,
+    )
     from actors.neuro.plots import metric_bars, rate_examples
 
     torch.set_num_threads(max(1, int(args.threads)))
@@ -38,7 +45,9 @@ def run(spec: Any, args: argparse.Namespace) -> dict[str, Any]:
         model, meta, ckpt = load_neurofmx(args.checkpoint)
         check_layout(model.cfg, data, ckpt)
         mods = model.modalities
-        predictor = model_predictor(model, mods, data.spikes.shape[-1], samples=spec.mask_samples)
+        device = eval_device(spec)            # the model on the spec's device (auto: CUDA when present)
+        predictor = model_predictor(model.to(device), mods, data.spikes.shape[-1], device=device,
+                                    batch_size=256 if device == "cuda" else 64, samples=spec.mask_samples)
         ckpt_info = {"path": str(ckpt), "step": meta["step"], "strategy": meta["strategy"],
                      "parameters": sum(p.numel() for p in model.parameters())}
     result = evaluate(data, spec, predictor, mods, log=lambda s: print(s, flush=True))

@@ -124,4 +124,4 @@ class EvalSpec(Strict):
     mask_samples: int = Field(4, ge=1, le=1000)              # NeuroFMX: masked-inference partitions averaged
     readout: Literal["glm", "native"] = "glm"                # rates: Poisson GLM of the features, or the method's own
     glm_alpha: float = Field(1e-4, ge=0, le=1e3)             # its L2 penalty (scikit-learn PoissonRegressor's alpha)
-    device: Literal["cpu", "cuda", "auto"] = "auto"
+    device: Literal["cpu", "cuda", "auto"] = "auto"          # NeuroFMX and the learned baselines (auto: CUDA if there)

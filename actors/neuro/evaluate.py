@@ -49,7 +49,7 @@ from actors.neuro.metrics import (
     r2,
 )
 
-__all__ = ["TARGETS", "Predictor", "check_layout", "evaluate", "glm_readout", "load_neurofmx", "markdown_table", "model_predictor", "score",
+__all__ = ["TARGETS", "Predictor", "check_layout", "eval_device", "evaluate", "glm_readout", "load_neurofmx", "markdown_table", "model_predictor", "score",
            "targets", "trial_inputs"]
 
 # (fields, dict) -> (expected counts [n, T, N], features [n, T, F]); fields = spikes [n, T, N_in], lfp, eeg;
@@ -105,6 +105,20 @@ def trial_inputs(data: NeuroData, which: np.ndarray, n_in: int) -> dict[str, np.
         out[name] = x[which].astype(np.float32)
     out["spikes_heldin"] = out["spikes"][..., :n_in]
     return out
+
+
+def eval_device(spec: EvalSpec) -> str:
+    """The device the model and the GRU / NDT / CEBRA baselines run on: `auto` is CUDA when it is there,
+    else the CPU; `cuda` without CUDA is an InputError naming `device`."""
+    import torch
+
+    from actors.common.errors import InputError
+
+    if spec.device == "cuda" and not torch.cuda.is_available():
+        raise InputError("device", "cuda was asked for but torch sees no CUDA device", "cpu or auto")
+    if spec.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return spec.device
 
 
 def model_predictor(model: Any, modalities: list[str], n_neurons: int, batch_size: int = 64,
@@ -201,9 +215,9 @@ def evaluate(data: NeuroData, spec: EvalSpec, model: Predictor | None = None, mo
         elif b == "cebra":
             fits[b] = fit_cebra(data.spikes[tr], n_in, test_in["spikes_heldin"], iterations=spec.cebra_iterations,
                                 dims=spec.cebra_dims, glm_alpha=spec.glm_alpha, seed=spec.seed,
-                                device="cpu" if spec.device == "auto" else spec.device)
+                                device=eval_device(spec))
         else:
-            device = "cpu" if spec.device == "auto" else spec.device
+            device = eval_device(spec)
             fits[b] = train_sequence_model(b, data.spikes[tr], n_in, test_in["spikes_heldin"], steps=spec.baseline_steps,
                                            hidden=spec.baseline_hidden, lr=spec.baseline_lr, batch=spec.baseline_batch,
                                            seed=spec.seed, device=device)

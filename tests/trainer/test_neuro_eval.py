@@ -182,6 +182,21 @@ def test_cebra_baseline_is_seeded_learns_and_reads_rates_by_glm():
     assert np.abs(other.features - a.features).max() > 1e-3
 
 
+def test_eval_device_resolves_auto_and_refuses_missing_cuda():
+    import torch
+
+    from actors.common.errors import InputError
+    from actors.neuro.evaluate import eval_device
+
+    assert eval_device(EvalSpec(device="cpu")) == "cpu"
+    if torch.cuda.is_available():
+        assert eval_device(EvalSpec()) == eval_device(EvalSpec(device="cuda")) == "cuda"
+    else:
+        assert eval_device(EvalSpec()) == "cpu"
+        with pytest.raises(InputError, match="device"):
+            eval_device(EvalSpec(device="cuda"))
+
+
 def test_cebra_missing_is_an_input_error(monkeypatch):
     import sys
 
