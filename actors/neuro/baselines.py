@@ -47,6 +47,7 @@ class BaselineFit:
     features: np.ndarray          # [n_test, T, F]
     train_features: np.ndarray    # [n_train, T, F] (probes are fit on these)
     info: dict
+    own_rates: bool = True        # False: `counts` already are the GLM readout of `features` (no twin row)
 
 
 def gaussian_smooth(counts: np.ndarray, sigma_bins: float) -> np.ndarray:
@@ -269,8 +270,8 @@ def fit_cebra(spikes_train: np.ndarray, n_in: int, spikes_test_in: np.ndarray, *
     torch.manual_seed(seed)
     np.random.seed(seed)
     cebra_model = cebra.CEBRA(model_architecture="offset10-model", batch_size=512, learning_rate=3e-4, temperature=1.0,
-                        output_dimension=dims, max_iterations=iterations, distance="cosine", conditional="time",
-                        time_offsets=10, device=device, verbose=False)
+                              output_dimension=dims, max_iterations=iterations, distance="cosine",
+                              conditional="time", time_offsets=10, device=device, verbose=False)
     x_train = spikes_train[..., :n_in].astype(np.float32)
     with _seeded_cebra_samplers(seed):
         cebra_model.fit(np.concatenate(list(x_train)))
@@ -286,4 +287,4 @@ def fit_cebra(spikes_train: np.ndarray, n_in: int, spikes_test_in: np.ndarray, *
                        {"iterations": iterations, "dims": dims, "first_loss": float(np.mean(loss[:20])),
                         "final_loss": float(np.mean(loss[-20:])),
                         "parameters": sum(p.numel() for p in cebra_model.solver_.model.parameters()),
-                        "version": cebra.__version__})
+                        "version": cebra.__version__}, own_rates=False)

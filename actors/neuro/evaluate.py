@@ -217,16 +217,15 @@ def evaluate(data: NeuroData, spec: EvalSpec, model: Predictor | None = None, mo
                                 dims=spec.cebra_dims, glm_alpha=spec.glm_alpha, seed=spec.seed,
                                 device=eval_device(spec))
         else:
-            device = eval_device(spec)
             fits[b] = train_sequence_model(b, data.spikes[tr], n_in, test_in["spikes_heldin"], steps=spec.baseline_steps,
                                            hidden=spec.baseline_hidden, lr=spec.baseline_lr, batch=spec.baseline_batch,
-                                           seed=spec.seed, device=device)
+                                           seed=spec.seed, device=eval_device(spec))
         f = fits[b]
         label = b + (" (uses condition labels)" if b == "psth_oracle" else "")
         inputs = "spikes" + (" + condition" if b == "psth_oracle" else "")
         scored = score(data, f.counts, f.features, f.train_features, spec)
         rows.append({"method": label, "inputs": inputs, **scored})
-        if spec.readout == "glm" and b != "cebra":          # CEBRA's rates are already this GLM of its embedding
+        if spec.readout == "glm" and f.own_rates:          # a GLM twin only beside rates of the method's own
             glm = _read(data, spec, f.counts, f.train_features, f.features)
             rows.append({"method": f"{label} [GLM readout]", "inputs": inputs, **scored, **rate_scores(data, glm)})
         predictions[b] = f.counts

@@ -169,12 +169,9 @@ def test_cebra_baseline_is_seeded_learns_and_reads_rates_by_glm():
     the training trials' spikes."""
     d = _small_data()
     tr, te = ~d.is_test, d.is_test
-    fits = [fit_cebra(d.spikes[tr], 6, d.spikes[te][..., :6], iterations=150, dims=4, seed=3) for _ in range(2)]
-    a, b = fits
+    a, b = (fit_cebra(d.spikes[tr], 6, d.spikes[te][..., :6], iterations=150, dims=4, seed=3) for _ in range(2))
     np.testing.assert_array_equal(a.features, b.features)
     assert a.features.shape == (12, 30, 4) and a.train_features.shape == (48, 30, 4) and a.counts.shape == (12, 30, 8)
-    import cebra  # noqa: F401  (installed with the dev extra)
-
     assert a.info["final_loss"] < a.info["first_loss"] - 0.05
     W, bias = fit_poisson_glm(a.train_features.reshape(-1, 4), d.spikes[tr].reshape(-1, 8).astype(np.float64), 1e-4)
     np.testing.assert_allclose(a.counts, predict_poisson_glm(a.features, W, bias), rtol=1e-12)
