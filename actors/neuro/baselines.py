@@ -35,7 +35,7 @@ import torch
 from scipy.ndimage import gaussian_filter1d
 from torch import nn
 
-from actors.neuro.metrics import fit_poisson_glm, poisson_nll, predict_poisson_glm
+from actors.neuro.metrics import fit_glm_readout, fit_poisson_glm, poisson_nll, predict_poisson_glm
 
 __all__ = ["BaselineFit", "GRUSAE", "NDT", "fit_cebra", "fit_psth_oracle", "fit_smoothing", "gaussian_smooth", "train_sequence_model"]
 
@@ -255,7 +255,8 @@ def _seeded_cebra_samplers(fixed_seed: int) -> Iterator[None]:
 
 
 def fit_cebra(spikes_train: np.ndarray, n_in: int, spikes_test_in: np.ndarray, *, iterations: int = 5000,
-              dims: int = 8, glm_alpha: float = 1e-4, seed: int = 0, device: str = "cpu") -> BaselineFit:
+              dims: int = 8, glm: tuple[float | str, list[float], int] = (1e-4, [1e-4], 3), seed: int = 0,
+              device: str = "cpu") -> BaselineFit:
     """CEBRA-Time on the training trials' held-in spikes (trials concatenated in time, as CEBRA takes one
     session), each trial embedded on its own (padded at its edges); rates from a Poisson GLM of the
     embedding (module docstring). Seeded: torch's and numpy's global generators (initialisation, batch
@@ -281,10 +282,10 @@ def fit_cebra(spikes_train: np.ndarray, n_in: int, spikes_test_in: np.ndarray, *
 
     f_train, f_test = embed(x_train), embed(spikes_test_in)
     loss = np.asarray(cebra_model.state_dict_["loss"], np.float64)
-    N = spikes_train.shape[-1]
-    W, b = fit_poisson_glm(f_train.reshape(-1, dims), spikes_train.reshape(-1, N).astype(np.float64), glm_alpha)
+    alpha, alphas, folds = glm
+    W, b, chosen = fit_glm_readout(f_train, spikes_train.astype(np.float64), alpha, alphas, folds, seed, device)
     return BaselineFit("cebra", predict_poisson_glm(f_test, W, b), f_test, f_train,
                        {"iterations": iterations, "dims": dims, "first_loss": float(np.mean(loss[:20])),
-                        "final_loss": float(np.mean(loss[-20:])),
+                        "final_loss": float(np.mean(loss[-20:])), "glm_alpha": float(np.median(chosen)),
                         "parameters": sum(p.numel() for p in cebra_model.solver_.model.parameters()),
                         "version": cebra.__version__}, own_rates=False)

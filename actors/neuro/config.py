@@ -123,5 +123,19 @@ class EvalSpec(Strict):
     ridge_alpha: float = Field(1e-2, ge=0, le=1e6)           # latent / few-shot linear probes
     mask_samples: int = Field(4, ge=1, le=1000)              # NeuroFMX: masked-inference partitions averaged
     readout: Literal["glm", "native"] = "glm"                # rates: Poisson GLM of the features, or the method's own
-    glm_alpha: float = Field(1e-4, ge=0, le=1e3)             # its L2 penalty (scikit-learn PoissonRegressor's alpha)
+    # the readout GLM's L2 penalty (scikit-learn PoissonRegressor's alpha), or "cv": per neuron, the one of
+    # glm_alphas with the least held-out Poisson NLL in glm_folds-fold CV over the training trials
+    glm_alpha: float | Literal["cv"] = "cv"
+    glm_alphas: list[float] = Field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0],
+                                   min_length=1, max_length=32)
+    glm_folds: int = Field(3, ge=2, le=20)
     device: Literal["cpu", "cuda", "auto"] = "auto"          # NeuroFMX and the learned baselines (auto: CUDA if there)
+
+    @model_validator(mode="after")
+    def _penalties(self) -> EvalSpec:
+        if self.glm_alpha != "cv" and not 0 <= self.glm_alpha <= 1e3:
+            raise InputError("glm_alpha", f"{self.glm_alpha} is out of range", '"cv" or a number in [0, 1000]')
+        bad = [a for a in self.glm_alphas if not 0 <= a <= 1e3]
+        if bad:
+            raise InputError("glm_alphas", f"{bad} out of range", "numbers in [0, 1000]")
+        return self

@@ -72,7 +72,7 @@ def _stage(out: Path, steps: int, seed: int, t0: float) -> dict[str, Any]:
     predict = model_predictor(model, model.modalities, data.spikes.shape[-1], samples=ev.mask_samples)
     counts, feats = predict(inputs, None)
     _, train_feats = predict(trial_inputs(data, ~te, n_in), None)
-    glm_counts = glm_readout(data, train_feats, feats, ev.glm_alpha)
+    glm_counts, _ = glm_readout(data, train_feats, feats, ev)
     glm = score(data, glm_counts, None, None, ev)
     smooth_fit = fit_smoothing(data.spikes[~te], inputs["spikes_heldin"], n_in, data.bin_s, ev.smoothing_sigmas_ms)
     mine, smooth = score(data, counts, None, None, ev), score(data, smooth_fit.counts, None, None, ev)

@@ -41,7 +41,7 @@ from actors.neuro.config import EvalSpec
 from actors.neuro.datasets import NeuroData
 from actors.neuro.metrics import (
     bits_per_spike,
-    fit_poisson_glm,
+    fit_glm_readout,
     fit_ridge,
     flat,
     predict_poisson_glm,
@@ -91,11 +91,14 @@ def rate_scores(data: NeuroData, counts: np.ndarray) -> dict[str, Any]:
     return out
 
 
-def glm_readout(data: NeuroData, train_features: np.ndarray, features: np.ndarray, alpha: float) -> np.ndarray:
-    """Expected counts [n_test, T, N] from a Poisson GLM of the training trials' spikes (every neuron) on
-    the method's training features, applied to its test features."""
-    W, b = fit_poisson_glm(flat(train_features), flat(data.spikes[~data.is_test]), alpha)
-    return predict_poisson_glm(features, W, b)
+def glm_readout(data: NeuroData, train_features: np.ndarray, features: np.ndarray, spec: EvalSpec,
+                device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """(expected counts [n_test, T, N], penalty per neuron): a Poisson GLM of the training trials' spikes
+    (every neuron) on the method's training features, applied to its test features; the penalty is the
+    spec's `glm_alpha`, or chosen per neuron by CV over the training trials (`glm_alpha: cv`)."""
+    W, b, alpha = fit_glm_readout(train_features, data.spikes[~data.is_test], spec.glm_alpha, spec.glm_alphas,
+                                  spec.glm_folds, spec.seed, device)
+    return predict_poisson_glm(features, W, b), alpha
 
 
 def trial_inputs(data: NeuroData, which: np.ndarray, n_in: int) -> dict[str, np.ndarray]:
@@ -184,9 +187,10 @@ def evaluate(data: NeuroData, spec: EvalSpec, model: Predictor | None = None, mo
             say(f"scoring {label}")
             counts, feats = model(test_in, active)
             tr_feats = train_feats if active is None else model(train_in, _train_active(active, int(tr.sum()), spec))[1]
-            predictions[label] = read = _read(data, spec, counts, tr_feats, feats)
+            read, how = _read(data, spec, counts, tr_feats, feats)
+            predictions[label] = read
             scored = score(data, read, feats, tr_feats, spec)
-            rows.append({"method": label, "inputs": _inputs(mods, active), **scored})
+            rows.append({"method": label, "inputs": _inputs(mods, active), **scored, **how})
             if active is None and spec.readout == "glm":     # same features: same probes, other rates
                 native_rows.append({"method": f"{label} [native readout]", "inputs": _inputs(mods, None),
                                     **scored, **rate_scores(data, counts)})
@@ -214,7 +218,7 @@ def evaluate(data: NeuroData, spec: EvalSpec, model: Predictor | None = None, mo
                                       spec.smoothing_sigmas_ms)
         elif b == "cebra":
             fits[b] = fit_cebra(data.spikes[tr], n_in, test_in["spikes_heldin"], iterations=spec.cebra_iterations,
-                                dims=spec.cebra_dims, glm_alpha=spec.glm_alpha, seed=spec.seed,
+                                dims=spec.cebra_dims, glm=(spec.glm_alpha, spec.glm_alphas, spec.glm_folds), seed=spec.seed,
                                 device=eval_device(spec))
         else:
             fits[b] = train_sequence_model(b, data.spikes[tr], n_in, test_in["spikes_heldin"], steps=spec.baseline_steps,
@@ -226,8 +230,8 @@ def evaluate(data: NeuroData, spec: EvalSpec, model: Predictor | None = None, mo
         scored = score(data, f.counts, f.features, f.train_features, spec)
         rows.append({"method": label, "inputs": inputs, **scored})
         if spec.readout == "glm" and f.own_rates:          # a GLM twin only beside rates of the method's own
-            glm = _read(data, spec, f.counts, f.train_features, f.features)
-            rows.append({"method": f"{label} [GLM readout]", "inputs": inputs, **scored, **rate_scores(data, glm)})
+            glm, how = _read(data, spec, f.counts, f.train_features, f.features)
+            rows.append({"method": f"{label} [GLM readout]", "inputs": inputs, **scored, **rate_scores(data, glm), **how})
         predictions[b] = f.counts
     result = {"rows": rows, "co_bps_ceiling": ceiling, **extra,
               "baselines": {k: v.info for k, v in fits.items()},
@@ -238,9 +242,13 @@ def evaluate(data: NeuroData, spec: EvalSpec, model: Predictor | None = None, mo
 
 
 def _read(data: NeuroData, spec: EvalSpec, counts: np.ndarray, train_features: np.ndarray,
-          features: np.ndarray) -> np.ndarray:
-    """The expected counts under the spec's readout: the method's own, or the GLM of its features."""
-    return glm_readout(data, train_features, features, spec.glm_alpha) if spec.readout == "glm" else counts
+          features: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """(expected counts under the spec's readout: the method's own or the GLM of its features, the
+    readout's row fields: the GLM's median penalty over neurons)."""
+    if spec.readout != "glm":
+        return counts, {}
+    read, alpha = glm_readout(data, train_features, features, spec, eval_device(spec))
+    return read, {"glm_alpha": float(np.median(alpha))}
 
 
 def _train_active(active: np.ndarray, n: int, spec: EvalSpec) -> np.ndarray:

@@ -13,7 +13,7 @@ import math
 import numpy as np
 from scipy.special import gammaln
 
-__all__ = ["bits_per_spike", "fit_poisson_glm", "fit_ridge", "flat", "poisson_nll", "predict_poisson_glm", "predict_ridge", "probe_r2", "r2"]
+__all__ = ["bits_per_spike", "fit_glm_readout", "fit_poisson_glm", "fit_poisson_glm_cv", "fit_ridge", "flat", "poisson_nll", "predict_poisson_glm", "predict_ridge", "probe_r2", "r2"]
 
 EPS = 1e-9
 
@@ -91,44 +91,126 @@ def probe_r2(feat_train: np.ndarray, y_train: np.ndarray, feat_test: np.ndarray,
     return r2(flat(y_test), pred)
 
 
-def fit_poisson_glm(X: np.ndarray, Y: np.ndarray, alpha: float = 1e-3, iters: int = 100, tol: float = 1e-7) -> tuple[np.ndarray, np.ndarray]:
+def fit_poisson_glm(X: np.ndarray, Y: np.ndarray, alpha: float | np.ndarray = 1e-3, iters: int = 100,
+                    tol: float = 1e-7, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Poisson GLM log E[Y] = X W + b for every column of Y (Newton steps on standardised X, in float64).
 
-    Minimises, per column, mean(exp(eta) - y eta) + alpha/2 |w|^2 on the standardised X (the intercept is
-    not penalised): scikit-learn's PoissonRegressor objective. The NLB readout of held-out neurons, and
-    the evaluation's rate readout from any method's per-bin features."""
+    Minimises, per column j, mean(exp(eta) - y eta) + alpha_j/2 |w|^2 on the standardised X (the intercept
+    is not penalised): scikit-learn's PoissonRegressor objective; `alpha` is one penalty or one per column.
+    The NLB readout of held-out neurons, and the evaluation's rate readout from any method's features.
+    `device`: where torch runs the Newton steps (a CUDA device for ~10^5 x 10^2 features)."""
+    Z, mu, sd = _standardised(X)
+    W = _newton_glm(Z, np.asarray(Y, np.float64), _per_column(alpha, Y.shape[1]), None, iters, tol, device)
+    return _unstandardise(W, mu, sd)
+
+
+def fit_poisson_glm_cv(X: np.ndarray, Y: np.ndarray, groups: np.ndarray, alphas: list[float], folds: int = 3,
+                       seed: int = 0, device: str = "cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`fit_poisson_glm` with each column's penalty chosen from `alphas` by K-fold cross-validation over
+    `groups` (trials: a trial's bins stay in one fold): the alpha of least held-out Poisson NLL, ties to
+    the larger. Returns (W, b, chosen alpha per column). Why: exp() turns a feature direction the training
+    trials barely span into a huge rate on a test trial; how much shrinkage a method's features need
+    differs by method and neuron, and only the training spikes may say it (never the true rates)."""
+    X, Y = np.asarray(X, np.float64), np.asarray(Y, np.float64)
+    ids, inverse = np.unique(groups, return_inverse=True)
+    if folds < 2 or len(ids) < folds:
+        raise ValueError(f"fit_poisson_glm_cv: {len(ids)} groups cannot make {folds} folds")
+    fold = (np.random.default_rng(seed).permutation(len(ids)) % folds)[inverse]
+    grid = sorted(float(a) for a in alphas)[::-1]          # strongest first: each fit starts the next
+    nll = np.zeros((len(grid), Y.shape[1]))
+    for k in range(folds):
+        tr, va = fold != k, fold == k
+        Z, mu, sd = _standardised(X[tr])
+        Zva = np.hstack([(X[va] - mu) / sd, np.ones((int(va.sum()), 1))])
+        W = None
+        for i, a in enumerate(grid):
+            W = _newton_glm(Z, Y[tr], _per_column(a, Y.shape[1]), W, 100, 1e-7, device)
+            eta = np.clip(Zva @ W, -20, 10)
+            nll[i] += (np.exp(eta) - Y[va] * eta).sum(0)
+    best = np.array(grid)[np.argmin(nll, axis=0)]          # argmin takes the first (strongest) of equals
+    W, b = fit_poisson_glm(X, Y, best, device=device)
+    return W, b, best
+
+
+def fit_glm_readout(train_features: np.ndarray, spikes: np.ndarray, alpha: float | str, alphas: list[float],
+                    folds: int = 3, seed: int = 0, device: str = "cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rate readout of per-bin features [trials, T, F] to spikes [trials, T, N]: a Poisson GLM of every
+    neuron with penalty `alpha`, or with alpha = "cv" each neuron's penalty chosen from `alphas` by
+    `folds`-fold cross-validation over the trials. Returns (W, b, alpha per neuron)."""
+    X, Y = flat(train_features), flat(spikes)
+    if alpha == "cv":
+        groups = np.repeat(np.arange(train_features.shape[0]), int(np.prod(train_features.shape[1:-1])))
+        return fit_poisson_glm_cv(X, Y, groups, alphas, folds, seed, device)
+    W, b = fit_poisson_glm(X, Y, float(alpha), device=device)
+    return W, b, np.full(Y.shape[1], float(alpha))
+
+
+def _per_column(alpha: float | np.ndarray, n: int) -> np.ndarray:
+    a = np.broadcast_to(np.asarray(alpha, np.float64), (n,)).copy()
+    if (a < 0).any() or not np.isfinite(a).all():
+        raise ValueError(f"GLM penalty alpha must be finite and >= 0, got {alpha}")
+    return a
+
+
+def _standardised(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """([X standardised | 1], mean, sd) with constant columns left unscaled."""
+    X = np.asarray(X, np.float64)
     mu, sd = X.mean(0), X.std(0)
     sd = np.where(sd > 0, sd, 1.0)
-    Z = np.hstack([(X - mu) / sd, np.ones((len(X), 1))])
-    W = np.zeros((Z.shape[1], Y.shape[1]))
-    W[-1] = np.log(np.maximum(Y.mean(0), 1e-6))
-    reg = alpha * len(Z) * np.eye(Z.shape[1])
-    reg[-1, -1] = 0
+    return np.hstack([(X - mu) / sd, np.ones((len(X), 1))]), mu, sd
 
-    def objective(w: np.ndarray, j: int) -> tuple[float, np.ndarray]:
-        """(loss, clipped linear predictor) at w: the predictor is reused by the next Newton step."""
-        eta = np.clip(Z @ w, -20, 10)
-        return float((np.exp(eta) - Y[:, j] * eta).sum() + 0.5 * w @ reg @ w), eta
 
-    for j in range(Y.shape[1]):       # Newton with backtracking, column by column (the objective separates)
-        w = W[:, j]
-        f, eta = objective(w, j)
-        for _ in range(iters):
-            lam = np.exp(eta)
-            g = Z.T @ (lam - Y[:, j]) + reg @ w
-            d = np.linalg.solve((Z * lam[:, None]).T @ Z + reg, g)
-            step = 1.0
-            while True:                # halve the step until the loss does not rise (or the step is tiny)
-                f_new, eta_new = objective(w - step * d, j)
-                if f_new <= f or step <= 1e-4:
-                    break
-                step /= 2
-            w, f, eta = w - step * d, f_new, eta_new
-            if step * np.abs(d).max() < tol:
-                break
-        W[:, j] = w
+def _unstandardise(W: np.ndarray, mu: np.ndarray, sd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Wx = W[:-1] / sd[:, None]
     return Wx, W[-1] - mu @ Wx
+
+
+def _newton_glm(Z: np.ndarray, Y: np.ndarray, alpha: np.ndarray, W0: np.ndarray | None, iters: int,
+                tol: float, device: str) -> np.ndarray:
+    """Newton with backtracking on the penalised Poisson NLL, every column at once (the objective
+    separates: one Hessian and one step length per column; a converged column stops moving). `W0` a warm
+    start (else the intercept at the mean count, weights 0)."""
+    import torch
+
+    dev = torch.device(device)
+    Zt = torch.as_tensor(Z, dtype=torch.float64, device=dev)
+    Yt = torch.as_tensor(Y, dtype=torch.float64, device=dev)
+    n, p = Zt.shape
+    if W0 is None:
+        W = torch.zeros(p, Yt.shape[1], dtype=torch.float64, device=dev)
+        W[-1] = torch.log(Yt.mean(0).clamp_min(1e-6))
+    else:
+        W = torch.as_tensor(W0, dtype=torch.float64, device=dev).clone()
+    pen = torch.ones(p, 1, dtype=torch.float64, device=dev)
+    pen[-1] = 0                                            # the intercept is not penalised
+    lam_reg = torch.as_tensor(alpha, dtype=torch.float64, device=dev)[None] * n * pen      # [p, C]
+
+    def objective(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss per column, clipped linear predictor) at w: the predictor is reused by the next step."""
+        eta = torch.clamp(Zt @ w, -20, 10)
+        return (torch.exp(eta) - Yt * eta).sum(0) + 0.5 * (lam_reg * w * w).sum(0), eta
+
+    f, eta = objective(W)
+    moving = torch.ones(Yt.shape[1], dtype=torch.bool, device=dev)
+    for _ in range(iters):
+        lam = torch.exp(eta)
+        g = Zt.T @ (lam - Yt) + lam_reg * W
+        H = torch.stack([(Zt * lam[:, j:j + 1]).T @ Zt for j in range(Yt.shape[1])])      # [C, p, p]
+        H = H + torch.diag_embed(lam_reg.T)
+        d = torch.linalg.solve(H, g.T[..., None])[..., 0].T                                 # [p, C]
+        d = d * moving
+        step = torch.ones(Yt.shape[1], dtype=torch.float64, device=dev)
+        while True:              # halve each column's step until its loss does not rise (or it is tiny)
+            f_new, eta_new = objective(W - step * d)
+            worse = (f_new > f) & (step > 1e-4)
+            if not bool(worse.any()):
+                break
+            step = torch.where(worse, step / 2, step)
+        W, f, eta = W - step * d, f_new, eta_new
+        moving = moving & (step * d.abs().amax(0) >= tol)
+        if not bool(moving.any()):
+            break
+    return W.cpu().numpy()
 
 
 def predict_poisson_glm(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
