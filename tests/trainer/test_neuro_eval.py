@@ -173,6 +173,20 @@ def test_poisson_glm_cv_shrinks_noise_features_and_predicts_new_trials_better():
         fit_poisson_glm_cv(X.reshape(-1, 41), Y.reshape(-1, 3), groups, grid, folds=13)
 
 
+@pytest.mark.gpu
+def test_poisson_glm_on_the_gpu_equals_the_cpu_fit():
+    """The readout's Newton steps on CUDA (the eval device) give the CPU fit, and the same CV choice."""
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(40, 25, 12))
+    Y = rng.poisson(np.exp(0.4 * X[..., :3] - 1.0)).astype(np.float64)
+    groups = np.repeat(np.arange(40), 25)
+    cpu = fit_poisson_glm_cv(X.reshape(-1, 12), Y.reshape(-1, 3), groups, [1e-4, 1e-2, 1.0])
+    gpu = fit_poisson_glm_cv(X.reshape(-1, 12), Y.reshape(-1, 3), groups, [1e-4, 1e-2, 1.0], device="cuda")
+    np.testing.assert_array_equal(cpu[2], gpu[2])
+    np.testing.assert_allclose(gpu[0], cpu[0], atol=1e-9)
+    np.testing.assert_allclose(gpu[1], cpu[1], atol=1e-9)
+
+
 def test_glm_readout_recovers_the_rates_from_the_true_latents():
     """Log-rates are affine in the z-scored Lorenz latents, so a Poisson GLM of the training trials'
     spikes on those latents (the oracle's features) recovers the test rates; the native row is kept."""
