@@ -66,7 +66,7 @@ def _stage(out: Path, steps: int, seed: int, t0: float) -> dict[str, Any]:
     model, _, ckpt = load_neurofmx(out / "run")
     data, _ = read_dataset(out / "data")
     check_layout(model.cfg, data, ckpt)
-    ev = EvalSpec(seed=seed)
+    ev = EvalSpec(seed=seed, glm_alphas=[1e-3, 3e-2, 1.0])   # a coarse CV grid: 9 GLM fits, not 21
     te, n_in = data.is_test, int((~data.heldout).sum())
     inputs = trial_inputs(data, te, n_in)
     predict = model_predictor(model, model.modalities, data.spikes.shape[-1], samples=ev.mask_samples)
