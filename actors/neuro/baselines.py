@@ -255,12 +255,13 @@ def _seeded_cebra_samplers(fixed_seed: int) -> Iterator[None]:
 
 
 def fit_cebra(spikes_train: np.ndarray, n_in: int, spikes_test_in: np.ndarray, *, iterations: int = 5000,
-              dims: int = 8, glm: tuple[float | str, list[float], int] = (1e-4, [1e-4], 3), seed: int = 0,
-              device: str = "cpu") -> BaselineFit:
+              dims: int = 8, glm_alpha: float | str = 1e-4, glm_alphas: tuple[float, ...] = (1e-4,),
+              glm_folds: int = 3, seed: int = 0, device: str = "cpu") -> BaselineFit:
     """CEBRA-Time on the training trials' held-in spikes (trials concatenated in time, as CEBRA takes one
     session), each trial embedded on its own (padded at its edges); rates from a Poisson GLM of the
-    embedding (module docstring). Seeded: torch's and numpy's global generators (initialisation, batch
-    order) and, through `_seeded_cebra_samplers`, the samplers' own generators."""
+    embedding (module docstring; its penalty `glm_alpha`, or "cv" over `glm_alphas` in `glm_folds` folds).
+    Seeded: torch's and numpy's global generators (initialisation, batch order) and, through
+    `_seeded_cebra_samplers`, the samplers' own generators."""
     try:
         import cebra
     except ImportError as exc:
@@ -282,8 +283,8 @@ def fit_cebra(spikes_train: np.ndarray, n_in: int, spikes_test_in: np.ndarray, *
 
     f_train, f_test = embed(x_train), embed(spikes_test_in)
     loss = np.asarray(cebra_model.state_dict_["loss"], np.float64)
-    alpha, alphas, folds = glm
-    W, b, chosen = fit_glm_readout(f_train, spikes_train.astype(np.float64), alpha, alphas, folds, seed, device)
+    W, b, chosen = fit_glm_readout(f_train, spikes_train.astype(np.float64), glm_alpha, list(glm_alphas), glm_folds,
+                                   seed, device)
     return BaselineFit("cebra", predict_poisson_glm(f_test, W, b), f_test, f_train,
                        {"iterations": iterations, "dims": dims, "first_loss": float(np.mean(loss[:20])),
                         "final_loss": float(np.mean(loss[-20:])), "glm_alpha": float(np.median(chosen)),

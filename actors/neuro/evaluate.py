@@ -218,8 +218,8 @@ def evaluate(data: NeuroData, spec: EvalSpec, model: Predictor | None = None, mo
                                       spec.smoothing_sigmas_ms)
         elif b == "cebra":
             fits[b] = fit_cebra(data.spikes[tr], n_in, test_in["spikes_heldin"], iterations=spec.cebra_iterations,
-                                dims=spec.cebra_dims, glm=(spec.glm_alpha, spec.glm_alphas, spec.glm_folds), seed=spec.seed,
-                                device=eval_device(spec))
+                                dims=spec.cebra_dims, glm_alpha=spec.glm_alpha, glm_alphas=tuple(spec.glm_alphas),
+                                glm_folds=spec.glm_folds, seed=spec.seed, device=eval_device(spec))
         else:
             fits[b] = train_sequence_model(b, data.spikes[tr], n_in, test_in["spikes_heldin"], steps=spec.baseline_steps,
                                            hidden=spec.baseline_hidden, lr=spec.baseline_lr, batch=spec.baseline_batch,

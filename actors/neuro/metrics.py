@@ -100,7 +100,7 @@ def fit_poisson_glm(X: np.ndarray, Y: np.ndarray, alpha: float | np.ndarray = 1e
     The NLB readout of held-out neurons, and the evaluation's rate readout from any method's features.
     `device`: where torch runs the Newton steps (a CUDA device for ~10^5 x 10^2 features)."""
     Z, mu, sd = _standardised(X)
-    W = _newton_glm(Z, np.asarray(Y, np.float64), _per_column(alpha, Y.shape[1]), None, iters, tol, device)
+    W = _newton_glm(Z, np.asarray(Y, np.float64), _per_column(alpha, Y.shape[1]), device=device, iters=iters, tol=tol)
     return _unstandardise(W, mu, sd)
 
 
@@ -121,10 +121,10 @@ def fit_poisson_glm_cv(X: np.ndarray, Y: np.ndarray, groups: np.ndarray, alphas:
     for k in range(folds):
         tr, va = fold != k, fold == k
         Z, mu, sd = _standardised(X[tr])
-        Zva = np.hstack([(X[va] - mu) / sd, np.ones((int(va.sum()), 1))])
+        Zva = _design(X[va], mu, sd)
         W = None
         for i, a in enumerate(grid):
-            W = _newton_glm(Z, Y[tr], _per_column(a, Y.shape[1]), W, 100, 1e-7, device)
+            W = _newton_glm(Z, Y[tr], _per_column(a, Y.shape[1]), W, device=device)
             eta = np.clip(Zva @ W, -20, 10)
             nll[i] += (np.exp(eta) - Y[va] * eta).sum(0)
     best = np.array(grid)[np.argmin(nll, axis=0)]          # argmin takes the first (strongest) of equals
@@ -157,7 +157,12 @@ def _standardised(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     X = np.asarray(X, np.float64)
     mu, sd = X.mean(0), X.std(0)
     sd = np.where(sd > 0, sd, 1.0)
-    return np.hstack([(X - mu) / sd, np.ones((len(X), 1))]), mu, sd
+    return _design(X, mu, sd), mu, sd
+
+
+def _design(X: np.ndarray, mu: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """[(X - mu) / sd | 1]: the GLM's design matrix under a given standardisation."""
+    return np.hstack([(X - mu) / sd, np.ones((len(X), 1))])
 
 
 def _unstandardise(W: np.ndarray, mu: np.ndarray, sd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -165,8 +170,8 @@ def _unstandardise(W: np.ndarray, mu: np.ndarray, sd: np.ndarray) -> tuple[np.nd
     return Wx, W[-1] - mu @ Wx
 
 
-def _newton_glm(Z: np.ndarray, Y: np.ndarray, alpha: np.ndarray, W0: np.ndarray | None, iters: int,
-                tol: float, device: str) -> np.ndarray:
+def _newton_glm(Z: np.ndarray, Y: np.ndarray, alpha: np.ndarray, W0: np.ndarray | None = None, *,
+                device: str = "cpu", iters: int = 100, tol: float = 1e-7) -> np.ndarray:
     """Newton with backtracking on the penalised Poisson NLL, every column at once (the objective
     separates: one Hessian and one step length per column; a converged column stops moving). `W0` a warm
     start (else the intercept at the mean count, weights 0)."""
