@@ -30,6 +30,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import uuid
 from collections.abc import Callable
@@ -38,8 +39,8 @@ from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import Field
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field, ValidationError
 from ray.serve import Application
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -47,8 +48,8 @@ from actors.common.budget import Budget, Cancelled, scope
 from actors.common.config import Strict, load_yaml
 from actors.common.errors import InputError, allowed_range
 
-__all__ = ["Admission", "AppIngress", "BearerAuth", "ServeArgs", "Unauthorized", "api_token", "builder",
-           "error_response", "new_app", "token_matches"]
+__all__ = ["Admission", "AppIngress", "BearerAuth", "ServeArgs", "Unauthorized", "api_token", "body_schema",
+           "builder", "error_response", "json_bytes_response", "new_app", "parse_body", "token_matches"]
 
 log = logging.getLogger("attractor.serve")
 EXEMPT_PATHS = frozenset({"/healthz", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"})
@@ -205,6 +206,46 @@ class Admission:
             raise
         finally:
             self.slots.release()
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def parse_body(request: Request, model_cls: type[M]) -> M:
+    """The request body validated as `model_cls` by pydantic-core's JSON parser in one pass (for a latency-
+    bound route: FastAPI's own path, json.loads and then validation, costs ~0.1 ms more for a 384-float
+    body); errors are FastAPI's RequestValidationError, so they get the app's one 422 body."""
+    try:
+        return model_cls.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+
+
+def body_schema(model_cls: type[BaseModel]) -> dict:
+    """`openapi_extra` of a route that reads its body with `parse_body`: the request schema in the docs."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model_cls.model_json_schema(
+        ref_template="#/components/schemas/{model}")}}}}
+
+
+def _finite_or_null(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
+
+
+def json_bytes_response(content: Any, status_code: int = 200) -> Response:
+    """JSON-able `content` as a response without FastAPI's response-model pass (the route's handler built it).
+    A non-finite float is written as null, as pydantic's serialiser of a response model does (e.g. log Z
+    = -inf at T = 0)."""
+    try:
+        raw = json.dumps(content, allow_nan=False)
+    except ValueError:
+        raw = json.dumps(_finite_or_null(content), allow_nan=False)
+    return Response(raw.encode(), status_code=status_code, media_type="application/json")
 
 
 def new_app(title: str, description: str, version: str = "0.1.0", *, args: ServeArgs | None = None) -> FastAPI:

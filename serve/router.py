@@ -70,7 +70,7 @@ from actors.router.data import load_routes
 from actors.router.evaluate import fit_all, prepare
 from actors.router.features import prompt_embeddings, prompt_stats, token_estimate
 from actors.router.router import Router, load_router
-from serve.common import AppIngress, ServeArgs, builder, new_app
+from serve.common import AppIngress, ServeArgs, body_schema, builder, json_bytes_response, new_app, parse_body
 
 
 class RouterServeArgs(ServeArgs):
@@ -372,9 +372,14 @@ def make_fastapi(args: RouterServeArgs | dict | None = None, router: Router | No
     def healthz() -> dict:
         return state.health()
 
-    @app.post("/route", response_model=RouteResponse)
-    def post_route(req: RouteRequest) -> dict:
-        return state.route(req)
+    @app.post("/route", response_model=RouteResponse, openapi_extra=body_schema(RouteRequest))
+    async def post_route(request: Request) -> Response:
+        # latency-bound (p99 < 1 ms, docs/router.md): the body parsed and validated in one pass, the answer
+        # serialised once, and a decision on an embedding (~0.2 ms) made on the event loop (a thread hop costs
+        # as much); a prompt's encoder takes milliseconds, so that one runs off the loop
+        req = await parse_body(request, RouteRequest)
+        answer = state.route(req) if req.embedding is not None else await run_in_threadpool(state.route, req)
+        return json_bytes_response(answer)
 
     @app.post("/route/feedback")
     def post_feedback(req: FeedbackRequest) -> dict:

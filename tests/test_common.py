@@ -203,3 +203,19 @@ def test_a_cross_field_check_names_its_own_field():
         validated(_Outer, {"span": {"lo": 2.0, "hi": 1.0}}, prefix="spec.")
     assert (info.value.field, info.value.allowed) == ("spec.span.hi", ">= lo")
     assert str(info.value) == "spec.span.hi: must be >= lo = 2.0, got 1.0 (allowed: >= lo)"
+
+
+def test_a_list_of_numbers_refuses_a_bool_or_string_element_by_index():
+    class _Vec(Strict):
+        v: list[float] | None = None
+        s: set[int] = Field(default_factory=set)
+
+    assert _Vec(v=[0.5, 1, -2.0]).v == [0.5, 1.0, -2.0]          # ints are numbers; the fast path lets them by
+    for bad, index in (([0.1, True, 0.3], 1), ([0.1, 0.2, "0.3"], 2)):
+        with pytest.raises(ValidationError) as info:
+            _Vec(v=bad)
+        err = info.value.errors()[0]
+        assert err["loc"] == ("v", index) and "is not a number" in err["msg"]
+    with pytest.raises(ValidationError):
+        _Vec(s={1, "2"})
+    assert _Vec(s={1, 2}).s == {1, 2}

@@ -75,6 +75,8 @@ def test_route_equals_independent_computation(client, router):
     r0 = client.post("/route", json={"embedding": e.tolist(), "temperature": 0}).json()
     assert r0["probabilities"][int(np.argmin(r0["energies"]))] == 1.0 and r0["model"] == r0["models"][
         int(np.argmin(r0["energies"]))]
+    # log Z at T = 0 is +inf or -inf (min E < 0 or > 0): JSON has no infinity, so it is null
+    assert r0["log_Z"] is None and r0["free_energy"] == pytest.approx(min(r0["energies"]), rel=1e-12)
     r1 = client.post("/route", json={"embedding": e.tolist(), "models": ["strong"]}).json()
     assert r1["models"] == ["strong"] and r1["probabilities"] == [1.0] and r1["model"] == "strong"
 

@@ -56,6 +56,11 @@ def _number_problem(tp: Any, value: Any) -> tuple[tuple[Any, ...], str] | None:
         return ((), f"a {type(value).__name__} is not a number") if isinstance(value, (bool, str)) else None
     if origin in (list, tuple, set, frozenset) and isinstance(value, (list, tuple, set, frozenset)):
         args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        if origin is not tuple and len(args) == 1 and _numeric(args[0]):   # list[float]: one pass, no recursion
+            if set(map(type, value)) <= {float, int}:   # in C: ~5 us for a 384-float embedding
+                return None
+            bad = next(((i, item) for i, item in enumerate(value) if isinstance(item, (bool, str))), None)
+            return None if bad is None else ((bad[0],), f"a {type(bad[1]).__name__} is not a number")
         for i, item in enumerate(value):
             if args:
                 found = _number_problem(args[min(i, len(args) - 1)] if origin is tuple else args[0], item)
@@ -86,7 +91,7 @@ class Strict(BaseModel):
         errors = []
         for name, field in cls.model_fields.items():
             key = name if name in data else field.alias
-            if key not in data or not isinstance(data[key], (bool, str, list, tuple, dict)):
+            if key not in data or not isinstance(data[key], (bool, str, list, tuple, dict, set, frozenset)):
                 continue
             found = _number_problem(field.annotation, data[key])
             if found:

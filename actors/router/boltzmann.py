@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import logsumexp
 
 from actors.common.errors import InputError
 from actors.router.checks import finite_array, temperature
@@ -57,6 +56,16 @@ class Decision:
                 "entropy": float(self.entropy[i]), "mean_energy": float(self.mean_energy[i]), "T": float(self.T[i])}
 
 
+def _logsumexp_rows(a: np.ndarray) -> np.ndarray:
+    """log sum_k exp(a[:, k]) per row, shifted by the row's max (scipy.special.logsumexp's algorithm,
+    which it equals to rounding; in numpy because scipy's array-API dispatch cost ~4x the arithmetic of
+    a K <= 16 row: ~60 of a decision's ~210 us, docs/router.md)."""
+    m = a.max(axis=1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.log(np.exp(a - m).sum(axis=1)) + m[:, 0]
+
+
 def boltzmann(E, T) -> Decision:
     """Exact Boltzmann distribution of each row of E[N, K] (a 1-D E is one request) at temperature T."""
     E = finite_array(E, "E")
@@ -75,7 +84,7 @@ def boltzmann(E, T) -> Decision:
     hot = Tn > 0
     if hot.any():
         a = -E[hot] / Tn[hot, None]
-        lz = logsumexp(a, axis=1)
+        lz = _logsumexp_rows(a)
         logp = a - lz[:, None]
         ph = np.exp(logp)
         p[hot], log_Z[hot] = ph, lz

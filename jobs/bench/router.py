@@ -10,9 +10,10 @@ Rows (every number from this run, on this machine):
   draw, pending-feedback bookkeeping, the JSON-able answer) without HTTP;
 - encoder: the all-MiniLM-L6-v2 embedding of one prompt on the CPU (not part of the decision; a
   client that sends `embedding` skips it);
-- HTTP, uvicorn: POST /route with an embedding to the same FastAPI app on uvicorn (127.0.0.1,
-  keep-alive client, one request at a time), no Serve;
-- HTTP, Ray Serve: the same through Ray Serve's proxy (serve.router:build_app, one replica).
+- HTTP, uvicorn: POST /route with an embedding to the same FastAPI app on uvicorn in its own process
+  (127.0.0.1, one keep-alive http.client connection, one request at a time), no Serve;
+- HTTP, Ray Serve: the same through Ray Serve's proxy (serve.router:build_app, one replica), and with Ray
+  2.60's experimental direct ingress (the replica serves HTTP itself; no proxy hop).
 
 K = 2 is the evaluated router (`--model DIR`, written by jobs.route_eval, else fitted on seeded
 synthetic embeddings); K = 16 is fitted on seeded synthetic embeddings with 16 model cards. Each
@@ -23,12 +24,11 @@ cost. Writes DIR/router_bench.md and .json.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import json
 import os
 import platform
 import socket
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -110,42 +110,67 @@ def _free_port() -> int:
 
 
 def _http_rows(url: str, k: int, calls: int, warmup: int, label: str) -> dict:
-    import httpx
+    """POST /route with an embedding over one keep-alive connection of the standard library's http.client
+    (httpx, which the rows measured before 2026-12-04 used, adds ~0.5 ms of its own CPU per call: the client's
+    cost, not the router's)."""
+    import http.client
+    from urllib.parse import urlsplit
 
-    body = {"embedding": _unit_rows(1, 123)[0].tolist(), "n_tokens": 200}
-    with httpx.Client(base_url=url, timeout=30) as http:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if http.get("/healthz").status_code == 200:
-                    break
+    parts = urlsplit(url)
+    body = json.dumps({"embedding": _unit_rows(1, 123)[0].tolist(), "n_tokens": 200}).encode()
+    deadline = time.time() + 120
+    while True:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        try:
+            conn.request("GET", "/healthz")
+            conn.getresponse().read()
+            break
+        except OSError:
+            conn.close()
+            if time.time() > deadline:
+                raise
             time.sleep(0.2)
 
-        def call():
-            r = http.post("/route", json=body)
-            assert r.status_code == 200, r.text
+    def call():
+        conn.request("POST", "/route", body, {"content-type": "application/json"})
+        r = conn.getresponse()
+        answer = r.read()
+        assert r.status == 200, answer
 
+    try:
         return {"path": label, "K": k, **time_calls(call, calls, warmup)}
+    finally:
+        conn.close()
 
 
-def over_uvicorn(router, k: int, calls: int, warmup: int) -> dict:
+def _run_uvicorn(model_dir: str, port: int) -> None:
+    """The child process of `over_uvicorn`: the router app on uvicorn (uvloop and httptools when installed)."""
     import uvicorn
 
     from serve.router import make_fastapi
 
+    uvicorn.run(make_fastapi({"model": model_dir, "max_pending": 1_000_000}), host="127.0.0.1", port=port,
+                log_level="warning")
+
+
+def over_uvicorn(model_dir: Path, k: int, calls: int, warmup: int) -> dict:
+    """The router app on uvicorn in its own process (as deployed: the client's work does not share its GIL)."""
+    import multiprocessing
+
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(make_fastapi({"max_pending": 1_000_000}, router=router), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
+    proc = multiprocessing.get_context("spawn").Process(target=_run_uvicorn, args=(str(model_dir), port), daemon=True)
+    proc.start()
     try:
         return _http_rows(f"http://127.0.0.1:{port}", k, calls, warmup, "HTTP, uvicorn (no Serve)")
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+        proc.terminate()
+        proc.join(timeout=10)
 
 
-def over_serve(model_dir: Path, k: int, calls: int, warmup: int) -> dict:
+def over_serve(model_dir: Path, k: int, calls: int, warmup: int, direct: bool = False) -> dict:
+    """The app on Ray Serve in a private local cluster: through Serve's HTTP proxy, or (`direct`) with Ray
+    2.60's experimental direct ingress (RAY_SERVE_ENABLE_DIRECT_INGRESS=1: the ingress replica serves HTTP on
+    a port of its own, no proxy hop), the replica's port taken from a range chosen here."""
     import shutil
     import tempfile
 
@@ -155,17 +180,49 @@ def over_serve(model_dir: Path, k: int, calls: int, warmup: int) -> dict:
     from serve.router import build_app
 
     port = _free_port()
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    if direct:
+        base = _free_port()
+        env |= {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(base),
+                "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(base + 16),
+                "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(base + 17),
+                "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(base + 33)}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)   # the cluster's processes inherit it (the controller allocates, the replica serves)
     tmp = tempfile.mkdtemp(prefix="ray_rb_", dir="/tmp")   # a private local cluster, never another user's
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="router-bench",
-             _temp_dir=tmp, runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}})
+             _temp_dir=tmp, runtime_env={"env_vars": env})
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_app({"model": str(model_dir), "max_pending": 1_000_000}), name="router", route_prefix="/")
-        return _http_rows(f"http://127.0.0.1:{port}", k, calls, warmup, "HTTP, Ray Serve proxy")
+        if not direct:
+            return _http_rows(f"http://127.0.0.1:{port}", k, calls, warmup, "HTTP, Ray Serve proxy")
+        replica = next(p for p in range(base, base + 17) if _answers_healthz(p))
+        return _http_rows(f"http://127.0.0.1:{replica}", k, calls, warmup, "HTTP, Ray Serve direct ingress")
     finally:
         serve.shutdown()
         ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _answers_healthz(port: int) -> bool:
+    """Whether the router answers GET /healthz on 127.0.0.1:port (the direct-ingress replica's port)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/healthz")
+        r = conn.getresponse()
+        return r.status == 200 and b'"models"' in r.read()
+    except OSError:
+        return False
+    finally:
+        conn.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,9 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = in_process(r2, 2, args.calls, args.warmup) + in_process(r16, 16, args.calls, args.warmup)
     rows.append(encoder(min(args.calls, 300), 20))
     if not args.no_http:
-        rows.append(over_uvicorn(r2, 2, args.http_calls, args.warmup))
         model_dir = Path(args.model) if args.model else save_router(r2, out / "router")
+        rows.append(over_uvicorn(model_dir, 2, args.http_calls, args.warmup))
         rows.append(over_serve(model_dir, 2, args.http_calls, args.warmup))
+        rows.append(over_serve(model_dir, 2, args.http_calls, args.warmup, direct=True))
     meta = {"date": utc_stamp(), "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs",
             "load_average": os.getloadavg(), "python": platform.python_version(),
             "command": "python -m jobs.bench.router " + " ".join(sys.argv[1:] if argv is None else argv),
