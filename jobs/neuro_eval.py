@@ -47,7 +47,8 @@ def run(spec: Any, args: argparse.Namespace) -> dict[str, Any]:
         mods = model.modalities
         device = eval_device(spec)            # the model on the spec's device (auto: CUDA when present)
         predictor = model_predictor(model.to(device), mods, data.spikes.shape[-1], device=device,
-                                    batch_size=256 if device == "cuda" else 64, samples=spec.mask_samples)
+                                    batch_size=256 if device == "cuda" else 64, samples=spec.mask_samples,
+                                    feature_streams=spec.feature_streams)
         ckpt_info = {"path": str(ckpt), "step": meta["step"], "strategy": meta["strategy"],
                      "parameters": sum(p.numel() for p in model.parameters())}
     result = evaluate(data, spec, predictor, mods, log=lambda s: print(s, flush=True))

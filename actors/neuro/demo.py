@@ -69,7 +69,8 @@ def _stage(out: Path, steps: int, seed: int, t0: float) -> dict[str, Any]:
     ev = EvalSpec(seed=seed, glm_alphas=[1e-3, 3e-2, 1.0])   # a coarse CV grid: 9 GLM fits, not 21
     te, n_in = data.is_test, int((~data.heldout).sum())
     inputs = trial_inputs(data, te, n_in)
-    predict = model_predictor(model, model.modalities, data.spikes.shape[-1], samples=ev.mask_samples)
+    predict = model_predictor(model, model.modalities, data.spikes.shape[-1], samples=ev.mask_samples,
+                              feature_streams=ev.feature_streams)
     counts, feats = predict(inputs, None)
     _, train_feats = predict(trial_inputs(data, ~te, n_in), None)
     glm_counts, _ = glm_readout(data, train_feats, feats, ev)

@@ -150,7 +150,7 @@ def _run_uvicorn(model_dir: str, port: int) -> None:
     from serve.router import make_fastapi
 
     uvicorn.run(make_fastapi({"model": model_dir, "max_pending": 1_000_000}), host="127.0.0.1", port=port,
-                log_level="warning")
+                log_level="warning", access_log=False)
 
 
 def over_uvicorn(model_dir: Path, k: int, calls: int, warmup: int) -> dict:

@@ -386,6 +386,29 @@ def test_predict_hides_each_bin_from_its_own_rate():
     assert not torch.allclose(m.predict(bumped, passes=1)["log_rates"][:, 39], one["log_rates"][:, 39])
 
 
+@pytest.mark.parametrize("lfp_patch", [5, 10])   # LFP tokens of 20 ms (2 bins) and 40 ms (4 bins)
+def test_features_of_every_stream_are_aligned_to_the_bins(lfp_patch):
+    m = _model(lfp={"n_channels": 3, "rate_hz": 250.0, "patch": lfp_patch}).eval()
+    batch = _batch(B=2)
+    spikes = m.predict(batch, passes=1)["features"]
+    every = m.predict(batch, passes=1, feature_streams="all")["features"]
+    assert every.shape == (2, 40, 3 * 16) and torch.equal(every[..., :16], spikes)
+    lfp, eeg = every[..., 16:32], every[..., 32:]
+    per_lfp = lfp_patch * 4 // 10                                      # bins (10 ms) per LFP token (4 ms samples)
+    for b in range(40):                                                # a bin reads the token holding its centre
+        assert torch.equal(lfp[:, b], lfp[:, b - b % per_lfp]) and torch.equal(eeg[:, b], eeg[:, b - b % 2])
+    assert not torch.equal(lfp[:, 0], lfp[:, per_lfp])                 # ... and the next token is another
+    ref = m.predict(batch, feature_streams="all")["features"]          # masked inference: 4 passes
+    for t in (0, 17, 39):                                              # a bin's own spikes reach no stream's features
+        bumped = {k: v.clone() for k, v in batch.items()}
+        bumped["spikes"][:, t, :4] += 4
+        out = m.predict(bumped, feature_streams="all")["features"]
+        assert torch.allclose(out[:, t], ref[:, t], atol=1e-6) and not torch.allclose(out, ref, atol=1e-6)
+    with pytest.raises(InputError) as e:
+        m.predict(batch, feature_streams="lfp")
+    assert e.value.field == "feature_streams"
+
+
 def test_predict_with_a_modality_list_and_the_100m_config_size():
     m = _model()
     both = m.predict(_batch(B=2), active=["spikes", "lfp"])

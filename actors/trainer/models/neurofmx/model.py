@@ -264,7 +264,7 @@ class NeuroFMX(nn.Module):
     # -- evaluation -----------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, batch: dict[str, Any], active: Tensor | np.ndarray | list[str] | None = None,
-                passes: int | None = None, samples: int = 1) -> dict[str, Tensor]:
+                passes: int | None = None, samples: int = 1, feature_streams: str = "spikes") -> dict[str, Tensor]:
         """Rates and features of every bin. active: None (every modality), a list of modality names, or
         [B, M] bool. With `passes` = K > 1 (default round(1 / mask_ratio), 4 for 25%) the spike tokens are
         split into K seeded groups and group k is hidden in pass k: each bin's rates and features come
@@ -272,8 +272,12 @@ class NeuroFMX(nn.Module):
         model also trained to reconstruct visible tokens would otherwise copy them). `samples` = S
         repeats this with S different seeded partitions and averages each bin's rates (and features)
         over them. K = 1: one pass, nothing hidden. Returns log_rates, rates (counts per bin), features
-        (the spikes stream per bin, [B, T, D]), latents (of the last pass) and each field's
-        reconstruction (of the last pass; fields are never hidden here)."""
+        (per bin: the spikes stream's output [B, T, D], or with `feature_streams="all"` every stream's —
+        spikes, then each field's token that holds the bin's centre — concatenated, [B, T, D x streams]),
+        latents (of the last pass) and each field's reconstruction (of the last pass; fields are never
+        hidden here)."""
+        if feature_streams not in ("spikes", "all"):
+            raise InputError("feature_streams", repr(feature_streams), "spikes or all")
         data = self._inputs(batch)
         B, T_bins = data["spikes"].shape[:2]
         device = data["spikes"].device
@@ -304,6 +308,8 @@ class NeuroFMX(nn.Module):
                 enc = self.encode(data, act, None if hide is None else {"spikes": hide})
                 dec = self.decode(enc, data)
                 f = enc.out["spikes"].repeat_interleave(k, dim=1)[:, :T_bins]
+                if feature_streams == "all":
+                    f = torch.cat([f, *(self._per_bin(enc, m, T_bins) for m in self.modalities[1:])], dim=-1)
                 r = torch.exp(dec["log_rates"])
                 if rates is None:
                     rates, feats = torch.zeros_like(r), torch.zeros_like(f)
@@ -313,6 +319,15 @@ class NeuroFMX(nn.Module):
                 out = {**dec, "latents": enc.latents}
         out.update({"rates": rates, "log_rates": torch.log(rates), "features": feats})
         return out
+
+    def _per_bin(self, enc: Encoded, stream: str, T_bins: int) -> Tensor:
+        """[B, T_bins, D]: the output of `stream`'s token whose window holds each spike bin's centre (the
+        streams share one time axis; a field's tokens may be longer or shorter than a bin)."""
+        tk, t0 = enc.tokens[stream], enc.tokens["spikes"].t0
+        centre = t0[:, None] + (torch.arange(T_bins, device=t0.device, dtype=t0.dtype) + 0.5) * self.cfg.spikes.bin_s
+        idx = torch.floor((centre - tk.t0[:, None]) / tk.dt + 1e-9).long().clamp(0, tk.tokens.shape[1] - 1)
+        x = enc.out[stream]
+        return torch.gather(x, 1, idx[..., None].expand(-1, -1, x.shape[-1]))
 
     # -- training -------------------------------------------------------------------------------
     def plan(self, data: dict[str, Tensor], step: int, ids: list[int]) -> Plan:
