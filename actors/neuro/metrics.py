@@ -170,6 +170,22 @@ def _unstandardise(W: np.ndarray, mu: np.ndarray, sd: np.ndarray) -> tuple[np.nd
     return Wx, W[-1] - mu @ Wx
 
 
+def _spd_solve(H, b):
+    """Solve H x = b for a batch of symmetric positive-definite H [C, p, p] by Cholesky. Not LU: torch
+    2.13's batched `linalg.solve` on the CPU intermittently failed (oneMKL "Parameter 6 was incorrect on
+    entry to DLASWP") or returned steps of 1e15 for p = 193 (2026-12-05, this VM). A matrix that is not
+    numerically positive definite gets a tiny ridge (1e-10 of its largest diagonal entry) and is refactored."""
+    import torch
+
+    L, info = torch.linalg.cholesky_ex(H)
+    if bool((info > 0).any()):
+        scale = H.diagonal(dim1=-2, dim2=-1).abs().amax(-1).clamp_min(1.0) * 1e-10 * (info > 0)
+        L, info = torch.linalg.cholesky_ex(H + torch.diag_embed(scale[:, None].expand(-1, H.shape[-1])))
+        if bool((info > 0).any()):
+            raise FloatingPointError("the GLM's Hessian is not positive definite (non-finite features?)")
+    return torch.cholesky_solve(b, L)
+
+
 def _newton_glm(Z: np.ndarray, Y: np.ndarray, alpha: np.ndarray, W0: np.ndarray | None = None, *,
                 device: str = "cpu", iters: int = 100, tol: float = 1e-7) -> np.ndarray:
     """Newton with backtracking on the penalised Poisson NLL, every column at once (the objective
@@ -202,7 +218,7 @@ def _newton_glm(Z: np.ndarray, Y: np.ndarray, alpha: np.ndarray, W0: np.ndarray 
         g = Zt.T @ (lam - Yt) + lam_reg * W
         H = torch.stack([(Zt * lam[:, j:j + 1]).T @ Zt for j in range(Yt.shape[1])])      # [C, p, p]
         H = H + torch.diag_embed(lam_reg.T)
-        d = torch.linalg.solve(H, g.T[..., None])[..., 0].T                                 # [p, C]
+        d = _spd_solve(H, g.T[..., None])[..., 0].T                                        # [p, C]
         d = d * moving
         step = torch.ones(Yt.shape[1], dtype=torch.float64, device=dev)
         while True:              # halve each column's step until its loss does not rise (or it is tiny)

@@ -331,3 +331,21 @@ def test_data_train_eval_jobs_end_to_end(tmp_path, capsys):
     (weights / "model.pt").write_bytes((weights / "model.pt").read_bytes()[:-10])
     assert neuro_eval.main(["--checkpoint", str(weights), "--data", str(data_dir), "--out", str(tmp_path / "e5")]) == 2
     assert "manifest" in capsys.readouterr().err
+
+
+def test_the_glm_newton_step_solves_spd_batches_like_numpy():
+    import torch
+
+    from actors.neuro.metrics import _spd_solve
+
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(30, 193, 193))
+    H = A @ A.transpose(0, 2, 1) + np.eye(193)               # the size whose batched LU failed on torch 2.13 (CPU)
+    b = rng.normal(size=(30, 193, 1))
+    x = _spd_solve(torch.as_tensor(H), torch.as_tensor(b)).numpy()
+    np.testing.assert_allclose(x, np.linalg.solve(H, b), rtol=1e-8, atol=1e-10)
+    v = rng.normal(size=(1, 5, 1))
+    singular = torch.as_tensor(v @ v.transpose(0, 2, 1))     # rank 1: a tiny ridge makes it solvable
+    y = _spd_solve(singular, torch.as_tensor(v))
+    assert torch.isfinite(y).all()
+    np.testing.assert_allclose((singular @ y).numpy(), v, rtol=1e-5)
