@@ -122,9 +122,10 @@ class EvalSpec(Strict):
     dropout_p: float = Field(0.5, ge=0, le=1)                # modality dropout robustness test
     ridge_alpha: float = Field(1e-2, ge=0, le=1e6)           # latent / few-shot linear probes
     mask_samples: int = Field(4, ge=1, le=1000)              # NeuroFMX: masked-inference partitions averaged
-    # NeuroFMX's per-bin features (the probes' and the GLM readout's input): the spikes stream's output, or
-    # every stream's (spikes, LFP, EEG; each field's token holding the bin) side by side
-    feature_streams: Literal["spikes", "all"] = "spikes"
+    # NeuroFMX's per-bin features (the probes' and the GLM readout's input): every stream's output (spikes,
+    # LFP, EEG; each field's token holding the bin) side by side, or the spikes stream's alone (the tables
+    # before 2026-12-05; docs/neurofmx.md)
+    feature_streams: Literal["spikes", "all"] = "all"
     readout: Literal["glm", "native"] = "glm"                # rates: Poisson GLM of the features, or the method's own
     # the readout GLM's L2 penalty (scikit-learn PoissonRegressor's alpha), or "cv": per neuron, the one of
     # glm_alphas with the least held-out Poisson NLL in glm_folds-fold CV over the training trials

@@ -66,7 +66,9 @@ def _stage(out: Path, steps: int, seed: int, t0: float) -> dict[str, Any]:
     model, _, ckpt = load_neurofmx(out / "run")
     data, _ = read_dataset(out / "data")
     check_layout(model.cfg, data, ckpt)
-    ev = EvalSpec(seed=seed, glm_alphas=[1e-3, 3e-2, 1.0])   # a coarse CV grid: 9 GLM fits, not 21
+    # a coarse CV grid (9 GLM fits, not 21) of the spikes stream's features: every stream's (jobs.neuro_eval's
+    # default) triples them and the GLM's Hessians cost 9x on this CPU
+    ev = EvalSpec(seed=seed, glm_alphas=[1e-3, 3e-2, 1.0], feature_streams="spikes")
     te, n_in = data.is_test, int((~data.heldout).sum())
     inputs = trial_inputs(data, te, n_in)
     predict = model_predictor(model, model.modalities, data.spikes.shape[-1], samples=ev.mask_samples,

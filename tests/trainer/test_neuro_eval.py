@@ -296,13 +296,13 @@ def test_data_train_eval_jobs_end_to_end(tmp_path, capsys):
     assert set(res["targets"]) == {"rate_r2", "latent_r2", "co_bps_frac", "fusion_gain_bps", "dropout_loss_frac"}
     for f in ("results.md", "rates.png", "rate_r2.png", "co_bps.png", "few_shot.png"):
         assert (out / f).stat().st_size > 100
-    assert res["checkpoint"]["step"] == 2 and res["eval"]["feature_streams"] == "spikes"
-    # the readout of every stream's features; an unknown choice is refused naming the field
-    args_all = args[:5] + [str(tmp_path / "eval_all"), "--set", "baselines=[]", "few_shot_k=[1]", "feature_streams=all"]
+    assert res["checkpoint"]["step"] == 2 and res["eval"]["feature_streams"] == "all"
+    # the readout of the spikes stream's features alone; an unknown choice is refused naming the field
+    args_all = args[:5] + [str(tmp_path / "eval_sp"), "--set", "baselines=[]", "few_shot_k=[1]", "feature_streams=spikes"]
     assert neuro_eval.main(args_all) == 0
-    res_all = json.loads((tmp_path / "eval_all" / "results.json").read_text())
-    assert res_all["eval"]["feature_streams"] == "all" and res_all["rows"][1]["method"] == "neurofmx (spikes+lfp+eeg)"
-    assert res_all["rows"][1]["latent_r2"] != res["rows"][1]["latent_r2"]      # other features, other probe
+    res_sp = json.loads((tmp_path / "eval_sp" / "results.json").read_text())
+    assert res_sp["eval"]["feature_streams"] == "spikes" and res_sp["rows"][1]["method"] == "neurofmx (spikes+lfp+eeg)"
+    assert res_sp["rows"][1]["latent_r2"] != res["rows"][1]["latent_r2"]      # other features, other probe
     capsys.readouterr()
     assert neuro_eval.main(args_all[:-1] + ["feature_streams=lfp"]) == 2
     assert "feature_streams" in capsys.readouterr().err
