@@ -408,3 +408,18 @@ def test_bandit_bad_input_names_field(call, field):
     with pytest.raises(InputError) as err:
         call()
     assert err.value.field == field
+
+
+def test_boltzmann_of_an_empty_batch_and_of_mixed_temperatures():
+    from scipy.special import logsumexp
+
+    empty = boltzmann(np.zeros((0, 3)), 1.0)
+    assert empty.p.shape == (0, 3) and empty.log_Z.shape == (0,)
+    E = np.array([[1.0, 2.0, 1.0], [0.3, -0.2, 0.1]])
+    d = boltzmann(E, np.array([0.0, 0.7]))                      # one cold row (the argmin, ties shared), one hot
+    np.testing.assert_array_equal(d.p[0], [0.5, 0.0, 0.5])
+    assert d.log_Z[0] == -np.inf and d.entropy[0] == pytest.approx(math.log(2))
+    assert d.log_Z[1] == pytest.approx(logsumexp(-E[1] / 0.7), rel=1e-14)
+    hot = boltzmann(E, 0.7)                                      # the all-hot path equals the mixed one's hot row
+    np.testing.assert_allclose(hot.p[1], d.p[1], rtol=1e-14)
+    assert hot.free_energy[1] == pytest.approx(d.free_energy[1], rel=1e-14)
