@@ -66,6 +66,15 @@ def _logsumexp_rows(a: np.ndarray) -> np.ndarray:
         return np.log(np.exp(a - m).sum(axis=1)) + m[:, 0]
 
 
+def _hot_rows(E: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(p, log Z, entropy) of rows with T > 0, by log-sum-exp."""
+    a = -E / T[:, None]
+    lz = _logsumexp_rows(a)
+    logp = a - lz[:, None]
+    p = np.exp(logp)
+    return p, lz, -np.sum(np.where(p > 0, p * logp, 0.0), axis=1)
+
+
 def boltzmann(E, T) -> Decision:
     """Exact Boltzmann distribution of each row of E[N, K] (a 1-D E is one request) at temperature T."""
     E = finite_array(E, "E")
@@ -77,28 +86,16 @@ def boltzmann(E, T) -> Decision:
     if k == 0:
         raise InputError("K", "no candidate models (E has 0 columns)", ">= 1")
     Tn = np.broadcast_to(temperature(T, "T", n), (n,)).astype(np.float64)
-    if (Tn > 0).all():   # every request hot (the usual case): no masked copies (~half the time of a K <= 16 row)
-        a = -E / Tn[:, None]
-        lz = _logsumexp_rows(a)
-        logp = a - lz[:, None]
-        p = np.exp(logp)
-        S = -np.sum(np.where(p > 0, p * logp, 0.0), axis=1)
-        return Decision(p=p, log_Z=lz, free_energy=-Tn * lz, entropy=S, mean_energy=np.sum(p * E, axis=1), T=Tn)
-    p = np.empty((n, k))
-    log_Z = np.empty(n)
-    F = np.empty(n)
-    S = np.empty(n)
     hot = Tn > 0
-    if hot.any():
-        a = -E[hot] / Tn[hot, None]
-        lz = _logsumexp_rows(a)
-        logp = a - lz[:, None]
-        ph = np.exp(logp)
-        p[hot], log_Z[hot] = ph, lz
-        F[hot] = -Tn[hot] * lz
-        S[hot] = -np.sum(np.where(ph > 0, ph * logp, 0.0), axis=1)
-    cold = ~hot
-    if cold.any():
+    if hot.all():   # the usual case: no masked copies (~half the time of a K <= 16 row)
+        p, log_Z, S = _hot_rows(E, Tn)
+        F = -Tn * log_Z
+    else:
+        p, log_Z, F, S = np.empty((n, k)), np.empty(n), np.empty(n), np.empty(n)
+        if hot.any():
+            p[hot], log_Z[hot], S[hot] = _hot_rows(E[hot], Tn[hot])
+            F[hot] = -Tn[hot] * log_Z[hot]
+        cold = ~hot
         Ec = E[cold]
         emin = Ec.min(axis=1)
         ties = Ec == emin[:, None]
@@ -108,7 +105,7 @@ def boltzmann(E, T) -> Decision:
         S[cold] = np.log(g)
         log_Z[cold] = np.where(emin < 0, np.inf, np.where(emin > 0, -np.inf, np.log(g)))
     U = np.sum(p * E, axis=1)
-    return Decision(p=p, log_Z=log_Z, free_energy=F, entropy=S, mean_energy=U, T=Tn.copy())
+    return Decision(p=p, log_Z=log_Z, free_energy=F, entropy=S, mean_energy=U, T=Tn)
 
 
 def sample(decision: Decision, rng: np.random.Generator) -> np.ndarray:

@@ -119,17 +119,11 @@ def _http_rows(url: str, k: int, calls: int, warmup: int, label: str) -> dict:
     parts = urlsplit(url)
     body = json.dumps({"embedding": _unit_rows(1, 123)[0].tolist(), "n_tokens": 200}).encode()
     deadline = time.time() + 120
-    while True:
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-        try:
-            conn.request("GET", "/healthz")
-            conn.getresponse().read()
-            break
-        except OSError:
-            conn.close()
-            if time.time() > deadline:
-                raise
-            time.sleep(0.2)
+    while not _answers_healthz(parts.port, parts.hostname):
+        if time.time() > deadline:
+            raise TimeoutError(f"{url}/healthz did not answer within 120 s")
+        time.sleep(0.2)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
 
     def call():
         conn.request("POST", "/route", body, {"content-type": "application/json"})
@@ -210,11 +204,11 @@ def over_serve(model_dir: Path, k: int, calls: int, warmup: int, direct: bool = 
                 os.environ[key] = value
 
 
-def _answers_healthz(port: int) -> bool:
-    """Whether the router answers GET /healthz on 127.0.0.1:port (the direct-ingress replica's port)."""
+def _answers_healthz(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether the router answers GET /healthz on host:port (up yet; the direct-ingress replica's port)."""
     import http.client
 
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn = http.client.HTTPConnection(host, port, timeout=5)
     try:
         conn.request("GET", "/healthz")
         r = conn.getresponse()

@@ -325,7 +325,7 @@ class NeuroFMX(nn.Module):
         streams share one time axis; a field's tokens may be longer or shorter than a bin)."""
         tk, t0 = enc.tokens[stream], enc.tokens["spikes"].t0
         centre = t0[:, None] + (torch.arange(T_bins, device=t0.device, dtype=t0.dtype) + 0.5) * self.cfg.spikes.bin_s
-        idx = torch.floor((centre - tk.t0[:, None]) / tk.dt + 1e-9).long().clamp(0, tk.tokens.shape[1] - 1)
+        idx = tk.window(centre).clamp(0, tk.tokens.shape[1] - 1)
         x = enc.out[stream]
         return torch.gather(x, 1, idx[..., None].expand(-1, -1, x.shape[-1]))
 

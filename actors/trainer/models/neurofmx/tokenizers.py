@@ -42,8 +42,11 @@ class Tokens:
         return self.t0[:, None] + (i[None, :] + 0.5) * self.dt
 
     def window(self, time: float | Tensor) -> Tensor:
-        """Index of the regular token whose window holds `time` (floor((time - t0) / dt)), per trial."""
-        return torch.floor((torch.as_tensor(time, dtype=self.t0.dtype) - self.t0) / self.dt + 1e-9).long()
+        """Index of the regular token whose window holds `time` (floor((time - t0) / dt)), per trial: a
+        scalar time gives [B]; times [B, n] (trial b's in row b) give [B, n]."""
+        t = torch.as_tensor(time, dtype=self.t0.dtype, device=self.t0.device)
+        t0 = self.t0 if t.dim() == 0 else self.t0.reshape(-1, *([1] * (t.dim() - 1)))
+        return torch.floor((t - t0) / self.dt + 1e-9).long()
 
 
 def sinusoidal_time(times: Tensor, dim: int, min_period: float = 0.005, max_period: float = 10.0) -> Tensor:
