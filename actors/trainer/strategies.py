@@ -60,10 +60,12 @@ def apply_activation_checkpointing(model: nn.Module, units: list[nn.Module]) -> 
     return wrapped
 
 
-def _adamw(params: Any, spec: TrainSpec) -> torch.optim.Optimizer:
+def _adamw(params: Any, spec: TrainSpec, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW: torch's fused CUDA kernel on a GPU (one launch for all parameters; the per-parameter loop
+    was 38-53 ms of a 100M step on the H200), the per-parameter loop on the CPU."""
     o = spec.optimizer
-    return torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay,
-                             foreach=False)
+    impl = {"fused": True} if device.type == "cuda" else {"foreach": False}
+    return torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay, **impl)
 
 
 class Strategy:
@@ -159,7 +161,7 @@ class DDPStrategy(Strategy):
             self.model = DistributedDataParallel(model, device_ids=ids)
         else:
             self.model = model
-        self.optimizer = _adamw(self.model.parameters(), self.spec)
+        self.optimizer = _adamw(self.model.parameters(), self.spec, self.device)
 
 
 class FSDP2Strategy(Strategy):
@@ -181,7 +183,7 @@ class FSDP2Strategy(Strategy):
             fully_shard(unit, mp_policy=mp)
         fully_shard(model, mp_policy=mp)
         self.model = model
-        self.optimizer = _adamw(model.parameters(), self.spec)
+        self.optimizer = _adamw(model.parameters(), self.spec, self.device)
 
 
 class ZeRO3Strategy(Strategy):

@@ -23,6 +23,7 @@ from actors.trainer.models.neurofmx.mamba import (
     selective_scan_parallel,
     selective_scan_ref,
     selective_scan_sequential,
+    ssd,
     ssd_chunked,
     ssd_ref,
     ssd_triton,
@@ -129,6 +130,18 @@ def test_ssd_chunked_matches_the_naive_recurrence_in_float64(chunk):
     assert torch.allclose(ssd_chunked(x, dt, a, B, C, D, chunk=chunk), ssd_ref(x, dt, a, B, C, D), atol=1e-12, rtol=0)
 
 
+def test_ssd_with_dt_bias_scans_with_the_softplus_of_the_biased_step():
+    """`dt_bias` (what the Triton kernel fuses) means the step softplus(dt + dt_bias), float64."""
+    g = _g(4)
+    f64 = dict(generator=g, dtype=torch.float64)
+    b, L, h, p, n = 2, 29, 3, 4, 5
+    x, dt, bias = torch.randn(b, L, h, p, **f64), torch.randn(b, L, h, **f64), torch.randn(h, **f64)
+    a, B, C, D = -torch.rand(h, **f64) * 4, torch.randn(b, L, n, **f64), torch.randn(b, L, n, **f64), torch.randn(h, **f64)
+    want = ssd_ref(x, torch.log1p(torch.exp(dt + bias)), a, B, C, D)
+    torch.testing.assert_close(ssd(x, dt, a, B, C, D, kind="chunked", chunk=8, dt_bias=bias), want, rtol=1e-12,
+                               atol=1e-12)
+
+
 @pytest.mark.parametrize("block", ["mamba1", "mamba2"])
 def test_mamba_blocks_are_causal_and_equal_their_reference_scan(block, monkeypatch):
     torch.manual_seed(0)
@@ -221,6 +234,41 @@ def test_mamba_ssm_triton_ssd_matches_the_reference_and_the_torch_gradients_on_t
     for name, gt, gc in zip(("x", "dt", "B", "C", "D"), *grads, strict=True):
         err = ((gt - gc).norm() / gc.norm()).item()
         assert err < 1e-2, f"d{name}: relative error {err:.2e}"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAVE_SSD_KERNEL, reason="mamba_ssm is not installed here")
+def test_the_fused_dt_bias_and_the_compiled_mamba2_block_equal_the_eager_block_on_the_gpu():
+    """The Triton kernel's own softplus(dt + dt_bias) against the step computed outside it, and a Mamba-2
+    block with `compile` (torch.compile around the scan) against the eager block with the same weights:
+    output and every gradient, fp32 on CUDA, norm-relative 1e-4 (the same TF32 scan in both; only the
+    order of fp32 sums around it differs)."""
+    import actors.trainer.models.neurofmx.mamba as mamba
+
+    torch.manual_seed(0)
+    g = torch.Generator(device="cuda").manual_seed(2)
+    b, L, h, p, n = 4, 100, 8, 16, 16
+    x, dt = torch.randn(b, L, h, p, device="cuda", generator=g), torch.randn(b, L, h, device="cuda", generator=g)
+    bias, a = torch.randn(h, device="cuda", generator=g) - 3, -torch.rand(h, device="cuda", generator=g)
+    B, C = torch.randn(b, L, n, device="cuda", generator=g), torch.randn(b, L, n, device="cuda", generator=g)
+    fused = ssd_triton(x, dt, a, B, C, dt_bias=bias)
+    outside = ssd_triton(x, torch.nn.functional.softplus(dt + bias), a, B, C)
+    assert ((fused - outside).norm() / outside.norm()).item() < 1e-4
+
+    eager = Mamba2Block(128, d_state=16, expand=2, headdim=16, chunk=64, conv="conv1d").cuda()
+    compiled = Mamba2Block(128, d_state=16, expand=2, headdim=16, chunk=64, conv="conv1d", compile=True).cuda()
+    compiled.load_state_dict(eager.state_dict())
+    u = torch.randn(6, 100, 128, device="cuda", generator=g)
+    w = torch.randn(6, 100, 128, device="cuda", generator=g)
+    results = []
+    for m in (eager, compiled):
+        uu = u.clone().requires_grad_(True)
+        y = m(uu)
+        (y * w).sum().backward()
+        results.append([y.detach(), uu.grad] + [q.grad for q in m.parameters()])
+    assert mamba._compiled_mamba2 is not None   # the compiled halves ran
+    for got, want in zip(results[1], results[0], strict=True):
+        assert ((got - want).norm() / want.norm()).item() < 1e-4
 
 
 # -- Perceiver fusion -------------------------------------------------------------------------------

@@ -71,6 +71,9 @@ class NeuroFMXConfig(Strict):
     # the causal depthwise conv of each Mamba block: nn.Conv1d, shifted multiply-adds, or those compiled
     # (torch.compile; CUDA tensors only, the eager `shifts` elsewhere)
     conv: Literal["conv1d", "shifts", "compiled"] = "conv1d"
+    # each Mamba-2 block's projection epilogue, conv, SiLU, gate and RMSNorm through torch.compile (CUDA
+    # tensors only; the scan stays mamba_ssm's Triton kernel; eager with the same functions elsewhere)
+    compile: bool = False
     n_latents: int = Field(32, ge=1, le=65_536)
     n_heads: int = Field(4, ge=1, le=256)
     n_self: int = Field(1, ge=0, le=64)                  # latent self-attention layers per fusion block

@@ -169,21 +169,28 @@ def _conv_shifts(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
 _compiled_conv: Callable | None = None
 
 
-def causal_conv_silu(x: Tensor, conv: nn.Conv1d, kind: ConvKind = "conv1d") -> Tensor:
-    """SiLU(causal depthwise conv) of x [b, L, c] with an `nn.Conv1d(c, c, K, groups=c, padding=K-1)`:
-    y_t = SiLU(bias + sum_k w_k x_{t-K+1+k}). `conv1d`: the module itself (channels-first: two transposes
-    around PyTorch's depthwise kernel, ~25 % of a 100M step on the H200); `shifts`: the same sum as K
-    shifted multiply-adds in the channels-last layout; `compiled`: `shifts` through torch.compile, which
-    fuses it (and its backward) into a few Triton kernels on the GPU."""
+def causal_conv_silu_weights(x: Tensor, weight: Tensor, bias: Tensor, kind: ConvKind = "conv1d") -> Tensor:
+    """SiLU(causal depthwise conv) of x [b, L, c] with a Conv1d's weight [c, 1, K] and bias [c]:
+    y_t = SiLU(bias + sum_k w_k x_{t-K+1+k}). `conv1d`: PyTorch's depthwise kernel (channels-first: two
+    transposes around it, ~25 % of a 100M step on the H200); `shifts`: the same sum as K shifted
+    multiply-adds in the channels-last layout; `compiled`: `shifts` through torch.compile, which fuses it
+    (and its backward) into a few Triton kernels on the GPU (eager `shifts` on the CPU)."""
     global _compiled_conv
     if kind == "conv1d":
-        return F.silu(conv(x.transpose(1, 2))[..., :x.shape[1]].transpose(1, 2))
-    weight, bias = conv.weight[:, 0].to(x.dtype), conv.bias.to(x.dtype)
+        L = x.shape[1]
+        return F.silu(F.conv1d(x.transpose(1, 2), weight, bias, padding=weight.shape[-1] - 1,
+                               groups=weight.shape[0])[..., :L].transpose(1, 2))
+    w, b = weight[:, 0].to(x.dtype), bias.to(x.dtype)
     if kind == "shifts" or not x.is_cuda:
-        return _conv_shifts(x, weight, bias)
+        return _conv_shifts(x, w, b)
     if _compiled_conv is None:
         _compiled_conv = torch.compile(_conv_shifts, dynamic=False)
-    return _compiled_conv(x, weight, bias)
+    return _compiled_conv(x, w, b)
+
+
+def causal_conv_silu(x: Tensor, conv: nn.Conv1d, kind: ConvKind = "conv1d") -> Tensor:
+    """`causal_conv_silu_weights` with an `nn.Conv1d(c, c, K, groups=c, padding=K-1)`."""
+    return causal_conv_silu_weights(x, conv.weight, conv.bias, kind)
 
 
 class MambaBlock(nn.Module):
@@ -281,37 +288,74 @@ def ssd_chunked(x: Tensor, dt: Tensor, a: Tensor, B: Tensor, C: Tensor, D: Tenso
 
 
 def ssd_triton(x: Tensor, dt: Tensor, a: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
-               chunk: int = 64) -> Tensor:
-    """mamba_ssm's Triton SSD (`mamba_chunk_scan_combined`, one group); only where it imported."""
+               chunk: int = 64, dt_bias: Tensor | None = None) -> Tensor:
+    """mamba_ssm's Triton SSD (`mamba_chunk_scan_combined`, one group); only where it imported. With
+    `dt_bias`, dt is the raw projection and the kernel takes softplus(dt + dt_bias) itself (in fp32)."""
     if _mamba_chunk_scan_combined is None:
         raise RuntimeError("mamba_ssm's Triton SSD kernels are not importable here (they need CUDA)")
-    return _mamba_chunk_scan_combined(x, dt, a, B[:, :, None], C[:, :, None], chunk, D=D)
+    return _mamba_chunk_scan_combined(x, dt, a, B[:, :, None], C[:, :, None], chunk, D=D, dt_bias=dt_bias,
+                                      dt_softplus=dt_bias is not None)
 
 
 def ssd(x: Tensor, dt: Tensor, a: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None, kind: SSDKind = "auto",
-        chunk: int = 16) -> Tensor:
-    """Dispatch: the Triton kernel for CUDA tensors where it imported, else the chunked torch scan (fp32)."""
+        chunk: int = 16, dt_bias: Tensor | None = None) -> Tensor:
+    """Dispatch: the Triton kernel for CUDA tensors where it imported, else the chunked torch scan (fp32).
+    With `dt_bias` the step is softplus(dt + dt_bias) (fused into the Triton kernel)."""
     if kind == "auto":
         kind = "triton" if x.is_cuda and HAVE_SSD_KERNEL else "chunked"
     if kind == "triton":
-        return ssd_triton(x, dt, a, B, C, D)
+        return ssd_triton(x, dt, a, B, C, D, dt_bias=dt_bias)
     dtype = x.dtype if x.dtype == torch.float64 else torch.float32
     with torch.autocast(device_type=x.device.type, enabled=False):
+        dt = dt.to(dtype) if dt_bias is None else F.softplus(dt.to(dtype) + dt_bias.to(dtype))
         return ssd_chunked(*(t.to(dtype) for t in (x, dt, a, B, C)), None if D is None else D.to(dtype), chunk=chunk)
+
+
+def _mamba2_in(x: Tensor, w_in: Tensor, b_in: Tensor, w_conv: Tensor, b_conv: Tensor, conv: ConvKind,
+               d_inner: int, d_state: int, n_heads: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """A Mamba-2 block up to its scan: (x [b, L, d_inner], B, C, z, raw dt) — one function, so that
+    torch.compile fuses the projection's epilogue, the causal conv and SiLU into a few kernels."""
+    z, xbc, dt = torch.split(F.linear(x, w_in, b_in), [d_inner, d_inner + 2 * d_state, n_heads], -1)
+    xbc = causal_conv_silu_weights(xbc, w_conv, b_conv, conv)
+    xs, B, C = torch.split(xbc, [d_inner, d_state, d_state], dim=-1)
+    return xs, B, C, z, dt
+
+
+def _mamba2_out(y: Tensor, z: Tensor, w_norm: Tensor, eps: float, w_out: Tensor, b_out: Tensor) -> Tensor:
+    """out_proj(RMSNorm(y * SiLU(z))): the block after its scan."""
+    g = y.to(z.dtype) * F.silu(z)
+    return F.linear(F.rms_norm(g, (g.shape[-1],), w_norm, eps), w_out, b_out)
+
+
+_compiled_mamba2: tuple[Callable, Callable] | None = None
+
+
+def _mamba2_parts(compiled: bool) -> tuple[Callable, Callable]:
+    """The two halves, eager or through torch.compile (one compiled function shared by every block: the
+    weights are arguments, so blocks of one shape reuse one graph). The scan between them stays mamba_ssm's
+    Triton kernel, outside the compiled graphs."""
+    global _compiled_mamba2
+    if not compiled:
+        return _mamba2_in, _mamba2_out
+    if _compiled_mamba2 is None:
+        _compiled_mamba2 = (torch.compile(_mamba2_in, dynamic=False), torch.compile(_mamba2_out, dynamic=False))
+    return _compiled_mamba2
 
 
 class Mamba2Block(nn.Module):
     """Mamba-2 mixer: in_proj -> (z, xBC, dt); xBC -> causal depthwise conv -> SiLU -> (x, B, C);
-    y = ssd(x, softplus(dt + dt_bias), -exp(A_log), B, C, D); out_proj(RMSNorm(y * SiLU(z))). Causal."""
+    y = ssd(x, softplus(dt + dt_bias), -exp(A_log), B, C, D); out_proj(RMSNorm(y * SiLU(z))). Causal.
+    `compile`: on CUDA the parts around the scan run through torch.compile (`_mamba2_parts`)."""
 
     def __init__(self, d_model: int, d_state: int = 16, expand: int = 2, d_conv: int = 4, headdim: int = 16,
                  chunk: int = 16, dt_min: float = 1e-3, dt_max: float = 1e-1, scan: SSDKind = "auto",
-                 conv: ConvKind = "conv1d"):
+                 conv: ConvKind = "conv1d", compile: bool = False):
         super().__init__()
         self.d_inner = expand * d_model
         if self.d_inner % headdim:
             raise ValueError(f"expand * d_model = {self.d_inner} is not a multiple of headdim {headdim}")
         self.d_state, self.headdim, self.chunk, self.scan, self.conv = d_state, headdim, chunk, scan, conv
+        self.compile = compile
         self.n_heads = self.d_inner // headdim
         conv_dim = self.d_inner + 2 * d_state
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner + 2 * d_state + self.n_heads)
@@ -323,17 +367,26 @@ class Mamba2Block(nn.Module):
         self.norm = nn.RMSNorm(self.d_inner, eps=1e-5)
         self.out_proj = nn.Linear(self.d_inner, d_model)
 
+    def _parts(self, x: Tensor) -> tuple[Callable, Callable, ConvKind]:
+        compiled = self.compile and x.is_cuda
+        pre, post = _mamba2_parts(compiled)
+        return pre, post, ("shifts" if compiled else self.conv)   # inside a compiled graph the shifts fuse
+
     def ssm_inputs(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         """(x_heads [b, L, h, p], dt [b, L, h], a [h], B, C [b, L, n], z) for x [b, L, d_model]."""
         b, L, _ = x.shape
-        z, xbc, dt = torch.split(self.in_proj(x), [self.d_inner, self.d_inner + 2 * self.d_state, self.n_heads], -1)
-        xbc = causal_conv_silu(xbc, self.conv1d, self.conv)
-        xs, B, C = torch.split(xbc, [self.d_inner, self.d_state, self.d_state], dim=-1)
+        pre, _, conv = self._parts(x)
+        xs, B, C, z, dt = pre(x, self.in_proj.weight, self.in_proj.bias, self.conv1d.weight, self.conv1d.bias, conv,
+                              self.d_inner, self.d_state, self.n_heads)
         return (xs.reshape(b, L, self.n_heads, self.headdim), F.softplus(dt + self.dt_bias),
                 -torch.exp(self.A_log.float()), B, C, z)
 
     def forward(self, x: Tensor, scan: SSDKind | None = None) -> Tensor:
-        xs, dt, a, B, C, z = self.ssm_inputs(x)
-        y = ssd(xs, dt, a, B, C, self.D, kind=scan or self.scan, chunk=self.chunk).to(x.dtype)
-        y = y.reshape(x.shape[0], x.shape[1], self.d_inner)
-        return self.out_proj(self.norm(y * F.silu(z)))
+        b, L, _ = x.shape
+        pre, post, conv = self._parts(x)
+        xs, B, C, z, dt = pre(x, self.in_proj.weight, self.in_proj.bias, self.conv1d.weight, self.conv1d.bias, conv,
+                              self.d_inner, self.d_state, self.n_heads)
+        y = ssd(xs.reshape(b, L, self.n_heads, self.headdim), dt, -torch.exp(self.A_log.float()), B, C, self.D,
+                kind=scan or self.scan, chunk=self.chunk, dt_bias=self.dt_bias)
+        return post(y.reshape(b, L, self.d_inner), z, self.norm.weight, self.norm.eps, self.out_proj.weight,
+                    self.out_proj.bias)

@@ -125,7 +125,8 @@ class NeuroFMX(nn.Module):
         if cfg.mixer == "mamba2":
             scan = cfg.scan if cfg.scan in ("auto", "chunked", "triton") else "auto"
             return nn.ModuleList(Mamba2Block(cfg.d_model, cfg.d_state, cfg.expand, cfg.d_conv, cfg.headdim, cfg.chunk,
-                                             scan=scan, conv=cfg.conv) for _ in range(cfg.n_layers))
+                                             scan=scan, conv=cfg.conv, compile=cfg.compile)
+                                 for _ in range(cfg.n_layers))
         return nn.ModuleList(MambaBlock(cfg.d_model, cfg.d_state, cfg.expand, cfg.d_conv, scan=cfg.scan, conv=cfg.conv)
                              for _ in range(cfg.n_layers))
 
