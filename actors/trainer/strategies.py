@@ -72,7 +72,6 @@ class Strategy:
     """Base: a model, its optimizer and the distributed layout."""
 
     name = "base"
-    uses_autocast = False   # DDP and FSDP2 compute bf16 under torch.autocast; DeepSpeed casts in its own engine
 
     def __init__(self, model: nn.Module, units: list[nn.Module], spec: TrainSpec, device: torch.device, rank: int,
                  world_size: int, bf16: bool):
@@ -82,7 +81,9 @@ class Strategy:
 
     # -- the step ---------------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:
-        if not (self.bf16 and self.uses_autocast):
+        """bf16 compute under torch.autocast for every strategy (DeepSpeed's bf16 weights too: tensors made
+        inside the model are fp32, and autocast casts both sides of each matmul)."""
+        if not self.bf16:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
@@ -149,7 +150,6 @@ class Strategy:
 
 class DDPStrategy(Strategy):
     name = "ddp"
-    uses_autocast = True
 
     def __init__(self, model: nn.Module, *args: Any):
         super().__init__(model, *args)
@@ -166,7 +166,6 @@ class DDPStrategy(Strategy):
 
 class FSDP2Strategy(Strategy):
     name = "fsdp2"
-    uses_autocast = True
 
     def __init__(self, model: nn.Module, *args: Any):
         super().__init__(model, *args)
@@ -229,7 +228,8 @@ class ZeRO3Strategy(Strategy):
         self.model = self.engine
 
     def forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
-        return self.engine(batch, step)
+        with self.autocast():
+            return self.engine(batch, step)
 
     def backward(self, loss: torch.Tensor) -> None:
         self.engine.backward(loss)

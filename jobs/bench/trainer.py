@@ -188,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=4096, help="synthetic samples")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="override spec fields, e.g. batch_size=256 model.cfg.scan=chunked")
+    ap.add_argument("--variant", action="append", default=[], metavar="LABEL:KEY=VALUE[,KEY=VALUE...]",
+                    help="rows of every strategy (or of the one it sets with strategy=...) again with these overrides "
+                         "on top of --set, in this process (kernels compiled and autotuned once), e.g. "
+                         "eager:model.cfg.compile=false")
     ap.add_argument("--profile", action="store_true", help="append torch.profiler's top ops of one step")
     args = ap.parse_args(argv)
 
@@ -200,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
 
     raw = cli.read_yaml(args.config) if args.config else json.loads(json.dumps(DEFAULT_SPEC))
     raw = apply_overrides(raw, cli.parse_set(args.set))
+    raw["log_every"] = 1   # every step's timing is a row of the median
     if args.steps:
         raw["steps"] = args.steps
         # a throughput row needs no learning-rate schedule: a warm-up longer than the row is cut to fit
@@ -218,49 +223,78 @@ def main(argv: list[str] | None = None) -> int:
     flops, flop_method = count_flops(spec0, data, device)
     peak1, peak_method = peak_flops(device, bf16, threads)
 
-    results = []
-    for world in [int(w) for w in args.world_sizes.split(",")]:
-        for strategy in args.strategies.split(","):
-            spec = spec0.model_copy(update={"strategy": strategy})
-            t0 = time.perf_counter()
-            try:
-                rows = run_case(spec, data, tmp / f"{strategy}-{world}", world)
-            except Exception as exc:   # noqa: BLE001 - a strategy that cannot run here is a row, not a crash
-                results.append({"strategy": strategy, "world_size": world, "error": f"{type(exc).__name__}: {exc}"[:300]})
-                print(f"{strategy} x{world}: {results[-1]['error']}", flush=True)
-                continue
-            med = row_from_metrics(rows, args.warmup)
-            achieved = flops / med["time_step"]
-            r = {"strategy": strategy, "world_size": world, **med, "tokens_per_s": med["tokens"] / med["time_step"],
-                 "achieved_flops": achieved, "mfu": achieved / (peak1 * world), "wall_s": time.perf_counter() - t0}
-            results.append(r)
-            print(f"{strategy} x{world}: {r['tokens_per_s']:.0f} tokens/s, step {1e3 * med['time_step']:.1f} ms, "
-                  f"MFU {100 * r['mfu']:.1f}%", flush=True)
-
-    header = ["strategy", "ranks", "tokens/s", "step ms", "data ms", "fwd ms", "bwd ms", "opt ms", "MFU", "last loss"]
-    table = md_table(header, [
-        [r["strategy"], r["world_size"], "error: " + r["error"], "", "", "", "", "", "", ""] if "error" in r else
-        [r["strategy"], r["world_size"], f"{r['tokens_per_s']:.0f}", f"{1e3 * r['time_step']:.1f}",
-         f"{1e3 * r['time_data']:.2f}", f"{1e3 * r['time_forward']:.1f}", f"{1e3 * r['time_backward']:.1f}",
-         f"{1e3 * r['time_optimizer']:.1f}", f"{100 * r['mfu']:.1f}%", f"{r['loss_last']:.4g}"]
-        for r in results])
+    variants = [parse_variant(v) for v in args.variant] or [("", {})]
+    results: list[dict[str, Any]] = []
     env = {"date": utc_stamp(), "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
            "cpus": os.cpu_count(), "gpu": gpu_name(), "threads_per_rank": threads, "device": device, "bf16": bf16,
            "versions": module_versions(["torch", "ray", "deepspeed", "numpy"]),
            "command": "python -m jobs.bench.trainer " + " ".join(argv if argv is not None else sys.argv[1:])}
-    doc = {"env": env, "spec": spec0.model_dump(mode="json"), "flops_per_step": flops, "flop_method": flop_method,
-           "peak_flops_per_rank": peak1, "peak_method": peak_method, "rows": results}
-    (out / "trainer_bench.json").write_text(json.dumps(doc, indent=2) + "\n")
-    text = (f"# Trainer benchmark\n\n{env['date']}, {env['machine']}, {env['cpus']} CPUs, GPU {env['gpu']}, "
-            f"{threads} thread(s) per rank, versions {env['versions']}\n\n`{env['command']}`\n\n"
-            f"Model {spec0.model.name} {spec0.model.cfg}, global batch {spec0.batch_size}, {spec0.steps} steps "
-            f"({args.warmup} warm-up dropped, medians). FLOPs/step {flops:.3g} ({flop_method}); peak per rank "
-            f"{peak1:.3g} FLOP/s ({peak_method}).\n\n{table}\n")
+    for label, overrides in variants:
+        spec_v = TrainSpec.model_validate(apply_overrides(spec0.model_dump(mode="json"), overrides))
+        for world in [int(w) for w in args.world_sizes.split(",")]:
+            # a variant that sets `strategy` is a row of that strategy only
+            for strategy in [overrides["strategy"]] if "strategy" in overrides else args.strategies.split(","):
+                spec = spec_v.model_copy(update={"strategy": strategy})
+                name = f"{label + '-' if label else ''}{strategy}-{world}"
+                t0 = time.perf_counter()
+                try:
+                    rows = run_case(spec, data, tmp / name, world)
+                except Exception as exc:   # noqa: BLE001 - a strategy that cannot run here is a row, not a crash
+                    results.append({"variant": label, "strategy": strategy, "world_size": world,
+                                    "error": f"{type(exc).__name__}: {exc}"[:300]})
+                    print(f"{name}: {results[-1]['error']}", flush=True)
+                else:
+                    med = row_from_metrics(rows, args.warmup)
+                    achieved = flops / med["time_step"]
+                    results.append({"variant": label, "strategy": strategy, "world_size": world, **med,
+                                    "tokens_per_s": med["tokens"] / med["time_step"], "achieved_flops": achieved,
+                                    "mfu": achieved / (peak1 * world), "wall_s": time.perf_counter() - t0})
+                    print(f"{name}: {results[-1]['tokens_per_s']:.0f} tokens/s, step "
+                          f"{1e3 * med['time_step']:.1f} ms, MFU {100 * results[-1]['mfu']:.1f}%", flush=True)
+                text = write_report(out, env, spec0, args, flops, flop_method, peak1, peak_method, results)
     if args.profile:
         text += f"\n## One step, torch.profiler (plain model, one global batch)\n\n```\n{profile_step(spec0, data, device, bf16)}\n```\n"
-    (out / "trainer_bench.md").write_text(text)
+        (out / "trainer_bench.md").write_text(text)
     print(text, flush=True)
     return 0
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+    """'LABEL:KEY=VALUE,KEY=VALUE' -> (LABEL, overrides)."""
+    from jobs import cli
+
+    label, sep, rest = text.partition(":")
+    if not sep or not label:
+        raise SystemExit(f"--variant {text!r}: expected LABEL:KEY=VALUE[,KEY=VALUE...]")
+    return label, cli.parse_set([kv for kv in rest.split(",") if kv])
+
+
+def write_report(out: Path, env: dict[str, Any], spec0: Any, args: argparse.Namespace, flops: float,
+                 flop_method: str, peak1: float, peak_method: str, results: list[dict[str, Any]]) -> str:
+    """DIR/trainer_bench.md and .json with the rows so far (rewritten after each row: a run cut short keeps them)."""
+    first = ["variant"] if args.variant else []
+    header = first + ["strategy", "ranks", "tokens/s", "step ms", "data ms", "fwd ms", "bwd ms", "opt ms", "MFU",
+                      "last loss"]
+    lines = []
+    for r in results:
+        head = ([r["variant"]] if args.variant else []) + [r["strategy"], r["world_size"]]
+        if "error" in r:
+            lines.append(head + ["error: " + r["error"]] + [""] * 7)
+        else:
+            lines.append(head + [f"{r['tokens_per_s']:.0f}", f"{1e3 * r['time_step']:.1f}",
+                                 f"{1e3 * r['time_data']:.2f}", f"{1e3 * r['time_forward']:.1f}",
+                                 f"{1e3 * r['time_backward']:.1f}", f"{1e3 * r['time_optimizer']:.1f}",
+                                 f"{100 * r['mfu']:.1f}%", f"{r['loss_last']:.4g}"])
+    doc = {"env": env, "spec": spec0.model_dump(mode="json"), "variants": args.variant, "flops_per_step": flops,
+           "flop_method": flop_method, "peak_flops_per_rank": peak1, "peak_method": peak_method, "rows": results}
+    (out / "trainer_bench.json").write_text(json.dumps(doc, indent=2) + "\n")
+    text = (f"# Trainer benchmark\n\n{env['date']}, {env['machine']}, {env['cpus']} CPUs, GPU {env['gpu']}, "
+            f"{env['threads_per_rank']} thread(s) per rank, versions {env['versions']}\n\n`{env['command']}`\n\n"
+            f"Model {spec0.model.name} {spec0.model.cfg}, global batch {spec0.batch_size}, {spec0.steps} steps "
+            f"({args.warmup} warm-up dropped, medians). FLOPs/step {flops:.3g} ({flop_method}; the same for every "
+            f"variant); peak per rank {peak1:.3g} FLOP/s ({peak_method}).\n\n{md_table(header, lines)}\n")
+    (out / "trainer_bench.md").write_text(text)
+    return text
 
 
 if __name__ == "__main__":

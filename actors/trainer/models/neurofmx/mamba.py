@@ -324,7 +324,7 @@ def _mamba2_in(x: Tensor, w_in: Tensor, b_in: Tensor, w_conv: Tensor, b_conv: Te
 def _mamba2_out(y: Tensor, z: Tensor, w_norm: Tensor, eps: float, w_out: Tensor, b_out: Tensor) -> Tensor:
     """out_proj(RMSNorm(y * SiLU(z))): the block after its scan."""
     g = y.to(z.dtype) * F.silu(z)
-    return F.linear(F.rms_norm(g, (g.shape[-1],), w_norm, eps), w_out, b_out)
+    return F.linear(F.rms_norm(g, (g.shape[-1],), w_norm.to(g.dtype), eps), w_out, b_out)
 
 
 _compiled_mamba2: tuple[Callable, Callable] | None = None
