@@ -81,8 +81,8 @@ class Strategy:
 
     # -- the step ---------------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:
-        """bf16 compute under torch.autocast for every strategy (DeepSpeed's bf16 weights too: tensors made
-        inside the model are fp32, and autocast casts both sides of each matmul)."""
+        """bf16 compute under torch.autocast (DDP, FSDP2; DeepSpeed opens it inside its engine): tensors made
+        inside the model are fp32, and autocast casts both sides of each matmul."""
         if not self.bf16:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
@@ -217,7 +217,11 @@ class ZeRO3Strategy(Strategy):
             "zero_optimization": {"stage": 3},
             "optimizer": {"type": "AdamW", "params": {"lr": o.lr, "betas": list(o.betas), "eps": o.eps,
                                                       "weight_decay": o.weight_decay, "torch_adam": True}},
-            "bf16": {"enabled": bool(self.bf16)},
+            # bf16 as torch autocast inside DeepSpeed's engine (fp32 weights, bf16 compute, as under DDP / FSDP2):
+            # its own `bf16` mode holds bf16 weights that met fp32 tensors made inside the model on the H200
+            # ("mat1 and mat2 ... same dtype"), and it switches off an autocast opened outside the engine
+            "bf16": {"enabled": False},
+            "torch_autocast": {"enabled": bool(self.bf16), "dtype": "bfloat16"},
             "fp16": {"enabled": False},
             "steps_per_print": 2**31 - 1,
             "wall_clock_breakdown": False,
@@ -228,8 +232,7 @@ class ZeRO3Strategy(Strategy):
         self.model = self.engine
 
     def forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
-        with self.autocast():
-            return self.engine(batch, step)
+        return self.engine(batch, step)   # the engine opens autocast itself (`torch_autocast` above)
 
     def backward(self, loss: torch.Tensor) -> None:
         self.engine.backward(loss)

@@ -308,9 +308,11 @@ class _TimeGridNet(torch.nn.Module):
         return {"loss": (pred - batch["y"]).pow(2).mean()}
 
 
-def test_fsdp2_bf16_computes_under_autocast(data):
-    """FSDP2's bf16 policy casts only the forward inputs: a tensor made inside forward met bf16 weights on
-    the H200 ("mat1 and mat2 must have the same dtype"). bf16 is refused on the CPU by resolve_precision,
+@pytest.mark.parametrize("strategy", ["fsdp2", "deepspeed_zero3"])
+def test_fsdp2_and_zero3_bf16_compute_under_autocast(data, strategy):
+    """FSDP2's bf16 policy casts only the forward inputs, and DeepSpeed's own bf16 mode holds bf16 weights:
+    a tensor made inside forward met bf16 weights on the H200 ("mat1 and mat2 must have the same dtype")
+    under both; both now compute under autocast. bf16 is refused on the CPU by resolve_precision,
     so the strategy is built directly with bf16=True (CPU autocast has bf16); the loss is the fp32 one
     within bf16 rounding and every parameter gets a finite gradient."""
     from actors.trainer.strategies import make_strategy
@@ -318,11 +320,18 @@ def test_fsdp2_bf16_computes_under_autocast(data):
     _, x, y = data
     batch = {"x": torch.from_numpy(x[:16]), "y": torch.from_numpy(y[:16])}
     ref = _TimeGridNet()(batch, 0)["loss"].item()
-    st = make_strategy(_TimeGridNet(), _spec(strategy="fsdp2"), torch.device("cpu"), 0, 1, bf16=True)
+    if strategy == "deepspeed_zero3":
+        pytest.importorskip("deepspeed")
+    st = make_strategy(_TimeGridNet(), _spec(strategy=strategy), torch.device("cpu"), 0, 1, bf16=True)
     loss = st.forward(batch, 0)["loss"]
     st.backward(loss)
     assert abs(loss.item() - ref) <= 2e-2 * abs(ref)
-    grads = [p.grad for p in st.model.parameters()]
+    if strategy == "deepspeed_zero3":   # ZeRO-3 keeps gradients in its partitions, not in .grad
+        from deepspeed.utils import safe_get_full_grad
+
+        grads = [safe_get_full_grad(p) for p in st.raw.parameters()]
+    else:
+        grads = [p.grad for p in st.model.parameters()]
     assert all(g is not None and torch.isfinite(g.full_tensor() if hasattr(g, "full_tensor") else g).all() for g in grads)
 
 
