@@ -5,6 +5,7 @@ each stage, its per-sample seeding, and config / batch errors naming the field."
 from __future__ import annotations
 
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -140,6 +141,27 @@ def test_ssd_with_dt_bias_scans_with_the_softplus_of_the_biased_step():
     want = ssd_ref(x, torch.log1p(torch.exp(dt + bias)), a, B, C, D)
     torch.testing.assert_close(ssd(x, dt, a, B, C, D, kind="chunked", chunk=8, dt_bias=bias), want, rtol=1e-12,
                                atol=1e-12)
+
+
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="Inductor's CPU backend needs a C++ compiler")
+def test_the_compiled_halves_of_a_mamba2_block_equal_the_eager_block_in_float64():
+    """`compile: true`'s graphs (the block's parts around the scan through torch.compile; here Inductor's
+    C++ backend on the CPU, on CUDA its Triton kernels) against the eager block with the nn.Conv1d: output,
+    input gradient and every parameter gradient in float64, to 1e-12 of each tensor's largest entry."""
+    import actors.trainer.models.neurofmx.mamba as mamba
+
+    torch.manual_seed(0)
+    m = Mamba2Block(32, d_state=8, expand=2, headdim=8, chunk=16, compile=True).double()
+    x, w = torch.randn(3, 20, 32, dtype=torch.float64, generator=_g(6)), torch.randn(3, 20, 32, dtype=torch.float64)
+    results = []
+    for compiled in (False, True):
+        m.zero_grad()
+        xx = x.clone().requires_grad_(True)
+        (m(xx, compiled=compiled) * w).sum().backward()
+        results.append([xx.grad] + [p.grad.clone() for p in m.parameters()] + [m(x, compiled=compiled).detach()])
+    assert mamba._compiled_mamba2 is not None
+    for got, want in zip(results[1], results[0], strict=True):
+        assert ((got - want).abs().max() / want.abs().max()).item() < 1e-12
 
 
 @pytest.mark.parametrize("block", ["mamba1", "mamba2"])

@@ -367,8 +367,8 @@ class Mamba2Block(nn.Module):
         self.norm = nn.RMSNorm(self.d_inner, eps=1e-5)
         self.out_proj = nn.Linear(self.d_inner, d_model)
 
-    def _parts(self, x: Tensor) -> tuple[Callable, Callable, ConvKind]:
-        compiled = self.compile and x.is_cuda
+    def _parts(self, x: Tensor, compiled: bool | None = None) -> tuple[Callable, Callable, ConvKind]:
+        compiled = self.compile and x.is_cuda if compiled is None else compiled
         pre, post = _mamba2_parts(compiled)
         return pre, post, ("shifts" if compiled else self.conv)   # inside a compiled graph the shifts fuse
 
@@ -381,9 +381,11 @@ class Mamba2Block(nn.Module):
         return (xs.reshape(b, L, self.n_heads, self.headdim), F.softplus(dt + self.dt_bias),
                 -torch.exp(self.A_log.float()), B, C, z)
 
-    def forward(self, x: Tensor, scan: SSDKind | None = None) -> Tensor:
+    def forward(self, x: Tensor, scan: SSDKind | None = None, compiled: bool | None = None) -> Tensor:
+        """`compiled`: None = `self.compile` on CUDA tensors; True / False force it (True on the CPU needs
+        a C++ compiler for Inductor: the CPU test of the compiled halves)."""
         b, L, _ = x.shape
-        pre, post, conv = self._parts(x)
+        pre, post, conv = self._parts(x, compiled)
         xs, B, C, z, dt = pre(x, self.in_proj.weight, self.in_proj.bias, self.conv1d.weight, self.conv1d.bias, conv,
                               self.d_inner, self.d_state, self.n_heads)
         y = ssd(xs.reshape(b, L, self.n_heads, self.headdim), dt, -torch.exp(self.A_log.float()), B, C, self.D,
