@@ -372,15 +372,6 @@ class Mamba2Block(nn.Module):
         pre, post = _mamba2_parts(compiled)
         return pre, post, ("shifts" if compiled else self.conv)   # inside a compiled graph the shifts fuse
 
-    def ssm_inputs(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """(x_heads [b, L, h, p], dt [b, L, h], a [h], B, C [b, L, n], z) for x [b, L, d_model]."""
-        b, L, _ = x.shape
-        pre, _, conv = self._parts(x)
-        xs, B, C, z, dt = pre(x, self.in_proj.weight, self.in_proj.bias, self.conv1d.weight, self.conv1d.bias, conv,
-                              self.d_inner, self.d_state, self.n_heads)
-        return (xs.reshape(b, L, self.n_heads, self.headdim), F.softplus(dt + self.dt_bias),
-                -torch.exp(self.A_log.float()), B, C, z)
-
     def forward(self, x: Tensor, scan: SSDKind | None = None, compiled: bool | None = None) -> Tensor:
         """`compiled`: None = `self.compile` on CUDA tensors; True / False force it (True on the CPU needs
         a C++ compiler for Inductor: the CPU test of the compiled halves)."""
