@@ -78,15 +78,13 @@ def model_and_batch(spec: Any, data: Path, device: str) -> tuple[Any, dict[str, 
 
 def count_flops(spec: Any, data: Path, device: str) -> tuple[float, str]:
     """(FLOPs of one forward + backward on one global batch, how they were counted)."""
+    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    cfg = dict(spec.model.cfg)
-    if cfg.get("compile") or cfg.get("conv") == "compiled":   # the same arithmetic, counted on the eager model
-        cfg.update(compile=False, conv="conv1d")
-    spec = spec.model_copy(update={"model": spec.model.model_copy(update={"cfg": cfg})})
     model, batch = model_and_batch(spec, data, device)
     counter = FlopCounterMode(display=False)
-    with counter:
+    # torch.compile'd parts run eagerly here: the same arithmetic, counted op by op
+    with torch.compiler.set_stance("force_eager"), counter:
         out = model(batch, 0)
         out["loss"].backward()
     flops = float(counter.get_total_flops())
@@ -94,8 +92,6 @@ def count_flops(spec: Any, data: Path, device: str) -> tuple[float, str]:
     estimate = 6.0 * sum(p.numel() for p in model.parameters()) * tokens
     del model, out, counter
     if device == "cuda":   # the counted step's memory goes back before the timed rows
-        import torch
-
         torch.cuda.empty_cache()
     if flops < 0.5 * estimate:   # ops the counter does not know: the dense-parameter estimate
         return estimate, "6*params*tokens"
@@ -234,29 +230,34 @@ def main(argv: list[str] | None = None) -> int:
         for world in [int(w) for w in args.world_sizes.split(",")]:
             # a variant that sets `strategy` is a row of that strategy only
             for strategy in [overrides["strategy"]] if "strategy" in overrides else args.strategies.split(","):
-                spec = spec_v.model_copy(update={"strategy": strategy})
-                name = f"{label + '-' if label else ''}{strategy}-{world}"
-                t0 = time.perf_counter()
-                try:
-                    rows = run_case(spec, data, tmp / name, world)
-                except Exception as exc:   # noqa: BLE001 - a strategy that cannot run here is a row, not a crash
-                    results.append({"variant": label, "strategy": strategy, "world_size": world,
-                                    "error": f"{type(exc).__name__}: {exc}"[:300]})
-                    print(f"{name}: {results[-1]['error']}", flush=True)
-                else:
-                    med = row_from_metrics(rows, args.warmup)
-                    achieved = flops / med["time_step"]
-                    results.append({"variant": label, "strategy": strategy, "world_size": world, **med,
-                                    "tokens_per_s": med["tokens"] / med["time_step"], "achieved_flops": achieved,
-                                    "mfu": achieved / (peak1 * world), "wall_s": time.perf_counter() - t0})
-                    print(f"{name}: {results[-1]['tokens_per_s']:.0f} tokens/s, step "
-                          f"{1e3 * med['time_step']:.1f} ms, MFU {100 * results[-1]['mfu']:.1f}%", flush=True)
+                results.append(bench_row(spec_v.model_copy(update={"strategy": strategy}), label, world, data,
+                                         tmp, flops, peak1, args.warmup))
                 text = write_report(out, env, spec0, args, flops, flop_method, peak1, peak_method, results)
     if args.profile:
         text += f"\n## One step, torch.profiler (plain model, one global batch)\n\n```\n{profile_step(spec0, data, device, bf16)}\n```\n"
         (out / "trainer_bench.md").write_text(text)
     print(text, flush=True)
     return 0
+
+
+def bench_row(spec: Any, label: str, world: int, data: Path, tmp: Path, flops: float, peak1: float,
+              warmup: int) -> dict[str, Any]:
+    """One (variant, strategy, ranks) row: its medians, tokens/s and MFU, or the error that stopped it."""
+    head = {"variant": label, "strategy": spec.strategy, "world_size": world}
+    name = f"{label + '-' if label else ''}{spec.strategy}-{world}"
+    t0 = time.perf_counter()
+    try:
+        rows = run_case(spec, data, tmp / name, world)
+    except Exception as exc:   # noqa: BLE001 - a strategy that cannot run here is a row, not a crash
+        print(f"{name}: {type(exc).__name__}: {exc}", flush=True)
+        return {**head, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    med = row_from_metrics(rows, warmup)
+    achieved = flops / med["time_step"]
+    row = {**head, **med, "tokens_per_s": med["tokens"] / med["time_step"], "achieved_flops": achieved,
+           "mfu": achieved / (peak1 * world), "wall_s": time.perf_counter() - t0}
+    print(f"{name}: {row['tokens_per_s']:.0f} tokens/s, step {1e3 * med['time_step']:.1f} ms, "
+          f"MFU {100 * row['mfu']:.1f}%", flush=True)
+    return row
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:

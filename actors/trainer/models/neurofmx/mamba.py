@@ -355,7 +355,7 @@ class Mamba2Block(nn.Module):
         if self.d_inner % headdim:
             raise ValueError(f"expand * d_model = {self.d_inner} is not a multiple of headdim {headdim}")
         self.d_state, self.headdim, self.chunk, self.scan, self.conv = d_state, headdim, chunk, scan, conv
-        self.compile = compile
+        self.use_compile = compile   # not `self.compile`: that would shadow nn.Module.compile()
         self.n_heads = self.d_inner // headdim
         conv_dim = self.d_inner + 2 * d_state
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner + 2 * d_state + self.n_heads)
@@ -368,12 +368,12 @@ class Mamba2Block(nn.Module):
         self.out_proj = nn.Linear(self.d_inner, d_model)
 
     def _parts(self, x: Tensor, compiled: bool | None = None) -> tuple[Callable, Callable, ConvKind]:
-        compiled = self.compile and x.is_cuda if compiled is None else compiled
+        compiled = self.use_compile and x.is_cuda if compiled is None else compiled
         pre, post = _mamba2_parts(compiled)
         return pre, post, ("shifts" if compiled else self.conv)   # inside a compiled graph the shifts fuse
 
     def forward(self, x: Tensor, scan: SSDKind | None = None, compiled: bool | None = None) -> Tensor:
-        """`compiled`: None = `self.compile` on CUDA tensors; True / False force it (True on the CPU needs
+        """`compiled`: None = `compile` (the constructor's) on CUDA tensors; True / False force it (True on the CPU needs
         a C++ compiler for Inductor: the CPU test of the compiled halves)."""
         b, L, _ = x.shape
         pre, post, conv = self._parts(x, compiled)
