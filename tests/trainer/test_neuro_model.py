@@ -390,10 +390,12 @@ def test_fusion_frequency_and_prediction_shapes(n_layers, fusion_every, blocks):
     assert out["lfp"].shape == (2, 100, 3) and out["eeg"].shape == (2, 80, 2) and out["latents"].shape == (2, 4, 16)
 
 
-@pytest.mark.parametrize(("tokenizer", "bidirectional"), [("binned", False), ("events", False), ("binned", True)])
-def test_hidden_and_dropped_data_never_reach_the_outputs(tokenizer, bidirectional):
+@pytest.mark.parametrize(("tokenizer", "bidirectional", "aligned"),
+                         [("binned", False, False), ("events", False, False), ("binned", True, False),
+                          ("binned", True, True), ("events", False, True)])
+def test_hidden_and_dropped_data_never_reach_the_outputs(tokenizer, bidirectional, aligned):
     m = _model(spikes={"n_neurons": 6, "n_heldout": 2, "tokenizer": tokenizer, "max_events": 64},
-               bidirectional=bidirectional).eval()
+               bidirectional=bidirectional, fusion_aligned=aligned).eval()
     batch = _batch(B=3)
     data = m._inputs(batch)
     g = _g(9)
@@ -456,9 +458,9 @@ def test_predict_hides_each_bin_from_its_own_rate():
     assert not torch.allclose(m.predict(bumped, passes=1)["log_rates"][:, 39], one["log_rates"][:, 39])
 
 
-@pytest.mark.parametrize("lfp_patch", [5, 10])   # LFP tokens of 20 ms (2 bins) and 40 ms (4 bins)
-def test_features_of_every_stream_are_aligned_to_the_bins(lfp_patch):
-    m = _model(lfp={"n_channels": 3, "rate_hz": 250.0, "patch": lfp_patch}).eval()
+@pytest.mark.parametrize(("lfp_patch", "aligned"), [(5, False), (10, False), (10, True)])   # LFP tokens of 20 / 40 ms
+def test_features_of_every_stream_are_aligned_to_the_bins(lfp_patch, aligned):
+    m = _model(lfp={"n_channels": 3, "rate_hz": 250.0, "patch": lfp_patch}, fusion_aligned=aligned).eval()
     batch = _batch(B=2)
     spikes = m.predict(batch, passes=1)["features"]
     every = m.predict(batch, passes=1, feature_streams="all")["features"]
@@ -477,6 +479,42 @@ def test_features_of_every_stream_are_aligned_to_the_bins(lfp_patch):
     with pytest.raises(InputError) as e:
         m.predict(batch, feature_streams="lfp")
     assert e.value.field == "feature_streams"
+
+
+def test_the_aligned_exchange_adds_the_source_token_of_the_same_instant():
+    """AlignedExchange against a hand-written loop. Spike tokens of 10 ms, LFP tokens of 40 ms, EEG of 20 ms:
+    spike token i reads LFP token i // 4; LFP token j (centre 40 j + 20 ms) reads spike token 4 j + 2 and
+    EEG token 2 j + 1; a hidden source token adds nothing."""
+    m = _model(lfp={"n_channels": 3, "rate_hz": 250.0, "patch": 10}, fusion_aligned=True).eval()
+    data = m._inputs(_batch(B=2))
+    hidden = {"spikes": torch.zeros(2, 40, dtype=torch.bool), "lfp": torch.zeros(2, 10, dtype=torch.bool)}
+    hidden["spikes"][0, 6] = True
+    hidden["lfp"][1, 3] = True
+    enc = m.encode(data, torch.ones(2, 3, dtype=torch.bool), hidden)
+    align = m._alignment(enc.tokens, enc.keys)
+    idx, w = align[("spikes", "lfp")]
+    assert idx.tolist() == [[i // 4 for i in range(40)]] * 2
+    assert w[1].tolist() == [i // 4 != 3 for i in range(40)] and bool(w[0].all())
+    idx, w = align[("lfp", "spikes")]
+    assert idx.tolist() == [[4 * j + 2 for j in range(10)]] * 2
+    assert w[0].tolist() == [j != 1 for j in range(10)] and bool(w[1].all())
+    assert align[("lfp", "eeg")][0][0].tolist() == [2 * j + 1 for j in range(10)]
+    assert sorted(align) == sorted((t, s) for t in m.modalities for s in m.modalities if s != t)
+    g = _g(4)
+    xs = {s: torch.randn(2, n, 16, generator=g) for s, n in (("spikes", 40), ("lfp", 10), ("eeg", 20))}
+    ex = m.aligned[0]
+    with torch.no_grad():
+        out = ex(xs, align)
+        msg = {s: ex.proj[s](ex.norm[s](x)) for s, x in xs.items()}
+        for tgt, x in xs.items():
+            want = x.clone()
+            for (t, src), (i, wt) in align.items():
+                if t == tgt:
+                    for b in range(2):
+                        for k in range(x.shape[1]):
+                            if wt[b, k]:
+                                want[b, k] += msg[src][b, i[b, k]]
+            torch.testing.assert_close(out[tgt], want, rtol=1e-6, atol=1e-6)
 
 
 def test_predict_with_a_modality_list_and_the_100m_config_size():

@@ -78,6 +78,9 @@ class NeuroFMXConfig(Strict):
     n_heads: int = Field(4, ge=1, le=256)
     n_self: int = Field(1, ge=0, le=64)                  # latent self-attention layers per fusion block
     fusion_every: Literal[1, 2, 4] = 1                   # a fusion block after every 1, 2 or 4 Mamba layers and the last
+    # each fusion block also adds to every token a projection of the other modalities' tokens of the same
+    # instant (AlignedExchange): the Perceiver's latents summarise the whole trial, this carries the moment
+    fusion_aligned: bool = False
     mlp_mult: int = Field(4, ge=1, le=64)                # hidden width of the fusion MLPs / d_model
     dropout: float = Field(0.0, ge=0, lt=1)
     spikes: SpikeModality = Field(default_factory=SpikeModality)

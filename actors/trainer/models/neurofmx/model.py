@@ -35,7 +35,7 @@ from actors.trainer.models.neurofmx.losses import (
     poisson_nll,
 )
 from actors.trainer.models.neurofmx.mamba import Mamba2Block, MambaBlock
-from actors.trainer.models.neurofmx.perceiver import PerceiverFusion
+from actors.trainer.models.neurofmx.perceiver import AlignedExchange, PerceiverFusion
 from actors.trainer.models.neurofmx.tokenizers import (
     BinnedSpikeTokenizer,
     EventSpikeTokenizer,
@@ -105,6 +105,8 @@ class NeuroFMX(nn.Module):
         self.mixers_rev = self._mixer_stack(cfg) if cfg.bidirectional else None
         self.fusions = nn.ModuleList(PerceiverFusion(D, cfg.n_heads, cfg.n_self, cfg.dropout, cfg.mlp_mult)
                                      for _ in range(-(-cfg.n_layers // cfg.fusion_every)))
+        self.aligned = nn.ModuleList(AlignedExchange(D, self.modalities) for _ in self.fusions) if cfg.fusion_aligned \
+            else None
         self.latents = nn.Parameter(0.02 * torch.randn(cfg.n_latents, D))
         self.final_norm = nn.LayerNorm(D)
         self.spike_head = nn.Linear(D, sp.bins_per_token * sp.n_neurons)
@@ -209,6 +211,7 @@ class NeuroFMX(nn.Module):
             place(m, tk, tk.mask & active[:, j].to(device)[:, None] & ~hid(m, tk.tokens.shape[1]))
 
         names = list(self.streams)
+        align = self._alignment(tokens, keys) if self.aligned is not None else {}
         latents = self.latents.expand(B, -1, -1)
         pre: dict[str, Tensor] = {}
         fusion = 0
@@ -221,10 +224,30 @@ class NeuroFMX(nn.Module):
                     pre = dict(xs)
                 latents, outs = self.fusions[fusion](latents, [xs[n] for n in names], [keys[n] for n in names])
                 xs = dict(zip(names, outs))
+                if self.aligned is not None:
+                    xs = self.aligned[fusion](xs, align)
                 groups = self._stack(xs) if layer < cfg.n_layers - 1 else []
                 fusion += 1
         out = {n: self.final_norm(x) for n, x in xs.items()}
         return Encoded(tokens, keys, pre, out, latents)
+
+    def _alignment(self, tokens: dict[str, Tokens], keys: dict[str, Tensor]) -> dict[tuple[str, str], tuple[Tensor, Tensor]]:
+        """For each ordered pair of modality streams: the source token whose window holds each target
+        token's centre, and whether it exists and is visible (event tokens, irregular, take no part)."""
+        align = {}
+        for tgt in self.modalities:
+            t = tokens[tgt]                              # float64: a centre on a window boundary rounds one way
+            centre = t.t0.double()[:, None] + (torch.arange(t.tokens.shape[1], device=t.t0.device, dtype=torch.float64) + 0.5) * t.dt
+            for src in self.modalities:
+                if src == tgt:
+                    continue
+                s = tokens[src]
+                idx = torch.floor((centre - s.t0.double()[:, None]) / s.dt + 1e-6).long()
+                n = s.tokens.shape[1]
+                inside = (idx >= 0) & (idx < n)
+                idx = idx.clamp(0, n - 1)
+                align[(tgt, src)] = (idx, inside & torch.gather(keys[src], 1, idx))
+        return align
 
     @staticmethod
     def _stack(xs: dict[str, Tensor]) -> list[tuple[list[str], Tensor]]:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Attention", "MLP", "PerceiverFusion"]
+__all__ = ["AlignedExchange", "Attention", "MLP", "PerceiverFusion"]
 
 
 class Attention(nn.Module):
@@ -80,3 +80,27 @@ class PerceiverFusion(nn.Module):
             s = s + self.cross_out(s, latents)
             out.append(s + self.mlp_out(s))
         return latents, out
+
+
+class AlignedExchange(nn.Module):
+    """Time-aligned cross-modal exchange, beside the Perceiver: each stream's token adds a projection of
+    every other stream's token that covers the same instant. The latent array is one summary of the
+    whole trial; this path carries what another modality says about *this* moment (the LFP at a hidden
+    spike bin). Only visible source tokens contribute (a hidden or dropped token adds exactly zero), so,
+    as in the Perceiver, no hidden data reaches any output."""
+
+    def __init__(self, d_model: int, streams: list[str]):
+        super().__init__()
+        self.streams = list(streams)
+        self.norm = nn.ModuleDict({s: nn.LayerNorm(d_model) for s in self.streams})
+        self.proj = nn.ModuleDict({s: nn.Linear(d_model, d_model) for s in self.streams})
+
+    def forward(self, xs: dict[str, Tensor], align: dict[tuple[str, str], tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
+        """xs: stream -> [B, T, D]; align[(target, source)] = (index [B, T_target] into the source's tokens,
+        weight [B, T_target] in {0, 1}: the source token is real and visible)."""
+        msg = {s: self.proj[s](self.norm[s](xs[s])) for s in self.streams}
+        out = dict(xs)
+        for (tgt, src), (idx, w) in align.items():
+            y = torch.gather(msg[src], 1, idx[..., None].expand(-1, -1, msg[src].shape[-1]))
+            out[tgt] = out[tgt] + w[..., None].to(y.dtype) * y
+        return out
