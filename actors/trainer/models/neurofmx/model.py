@@ -1,5 +1,6 @@
 """NeuroFMX: modality tokenizers -> shared Mamba layers per stream -> Perceiver-IO fusion every
-`fusion_every` layers (and after the last) -> per-modality heads (Poisson log-rates for spikes, samples for LFP / EEG).
+`fusion_every` layers (and after the last; with `fusion_aligned` also a time-aligned exchange of the
+streams' tokens) -> per-modality heads (Poisson log-rates for spikes, samples for LFP / EEG).
 
 Streams: one per modality (spikes, lfp, eeg), each a token sequence on its own time grid; with the
 event tokenizer the spike events are their own input stream and the spikes stream is a grid of bin

@@ -5,6 +5,10 @@ concatenated streams, masked tokens excluded), thinks (self-attention + MLP over
 back (cross-attention out: each stream's tokens query the latents). A learned null key/value is
 always attendable, so a sample whose keys are all masked gets a defined output, and a masked key has
 exactly zero attention weight: changing it changes nothing.
+
+`AlignedExchange` (model.cfg.fusion_aligned) sits beside it: the latents summarise the whole trial, so a
+stream learns what another modality says about one instant only through that summary; the exchange adds
+the other modalities' tokens of the same instant directly (docs/neurofmx.md measures what it adds).
 """
 from __future__ import annotations
 
