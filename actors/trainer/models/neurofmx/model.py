@@ -237,14 +237,12 @@ class NeuroFMX(nn.Module):
         token's centre, and whether it exists and is visible (event tokens, irregular, take no part)."""
         align = {}
         for tgt in self.modalities:
-            t = tokens[tgt]                              # float64: a centre on a window boundary rounds one way
-            centre = t.t0.double()[:, None] + (torch.arange(t.tokens.shape[1], device=t.t0.device, dtype=torch.float64) + 0.5) * t.dt
+            centre = tokens[tgt].times(torch.float64)   # float64: a centre on a window boundary rounds one way
             for src in self.modalities:
                 if src == tgt:
                     continue
-                s = tokens[src]
-                idx = torch.floor((centre - s.t0.double()[:, None]) / s.dt + 1e-6).long()
-                n = s.tokens.shape[1]
+                idx = tokens[src].window(centre)
+                n = tokens[src].tokens.shape[1]
                 inside = (idx >= 0) & (idx < n)
                 idx = idx.clamp(0, n - 1)
                 align[(tgt, src)] = (idx, inside & torch.gather(keys[src], 1, idx))

@@ -33,19 +33,23 @@ class Tokens:
     mask: Tensor                   # [B, T] bool, True = a real token
     metadata: dict[str, Any] = field(default_factory=dict)
 
-    def times(self) -> Tensor:
-        """[B, T] time of each token (s): metadata["times"] if given, else its window's centre."""
+    def times(self, dtype: torch.dtype | None = None) -> Tensor:
+        """[B, T] time of each token (s): metadata["times"] if given, else its window's centre; in `dtype`
+        (default t0's; float64 puts a centre that lies on another grid's window boundary exactly on it)."""
+        dtype = dtype or self.t0.dtype
         if "times" in self.metadata:
-            return self.metadata["times"]
+            return self.metadata["times"].to(dtype)
         T = self.tokens.shape[1]
-        i = torch.arange(T, device=self.tokens.device, dtype=self.t0.dtype)
-        return self.t0[:, None] + (i[None, :] + 0.5) * self.dt
+        i = torch.arange(T, device=self.tokens.device, dtype=dtype)
+        return self.t0.to(dtype)[:, None] + (i[None, :] + 0.5) * self.dt
 
     def window(self, time: float | Tensor) -> Tensor:
-        """Index of the regular token whose window holds `time` (floor((time - t0) / dt)), per trial: a
-        scalar time gives [B]; times [B, n] (trial b's in row b) give [B, n]."""
-        t = torch.as_tensor(time, dtype=self.t0.dtype, device=self.t0.device)
-        t0 = self.t0 if t.dim() == 0 else self.t0.reshape(-1, *([1] * (t.dim() - 1)))
+        """Index of the regular token whose window holds `time` (floor((time - t0) / dt), in float64 so a
+        time on a window boundary is not rounded below it), per trial: a scalar time gives [B]; times
+        [B, n] (trial b's in row b) give [B, n]."""
+        t = torch.as_tensor(time, device=self.t0.device).double()
+        t0 = self.t0.double()
+        t0 = t0 if t.dim() == 0 else t0.reshape(-1, *([1] * (t.dim() - 1)))
         return torch.floor((t - t0) / self.dt + 1e-9).long()
 
 
