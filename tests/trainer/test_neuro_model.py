@@ -152,16 +152,44 @@ def test_the_compiled_halves_of_a_mamba2_block_equal_the_eager_block_in_float64(
 
     torch.manual_seed(0)
     m = Mamba2Block(32, d_state=8, expand=2, headdim=8, chunk=16, compile=True).double()
+    ln = torch.nn.LayerNorm(32).double()
+    with torch.no_grad():
+        ln.weight.uniform_(0.5, 1.5)
+        ln.bias.normal_(0, 0.1)
     x, w = torch.randn(3, 20, 32, dtype=torch.float64, generator=_g(6)), torch.randn(3, 20, 32, dtype=torch.float64)
-    results = []
-    for compiled in (False, True):
-        m.zero_grad()
-        xx = x.clone().requires_grad_(True)
-        (m(xx, compiled=compiled) * w).sum().backward()
-        results.append([xx.grad] + [p.grad.clone() for p in m.parameters()] + [m(x, compiled=compiled).detach()])
+    for layer in (False, True):   # the block alone; the whole residual layer x + block(LayerNorm(x))
+        kw = {"pre_norm": ln, "residual": True} if layer else {}
+        params = [*m.parameters(), *ln.parameters()]
+        results = []
+        for compiled in (False, True):
+            m.zero_grad()
+            ln.zero_grad()
+            xx = x.clone().requires_grad_(True)
+            (m(xx, compiled=compiled, **kw) * w).sum().backward()
+            grads = [p.grad.clone() for p in params if p.grad is not None]
+            results.append([xx.grad] + grads + [m(x, compiled=compiled, **kw).detach()])
+        assert len(results[1]) == len(results[0]) == len(params) - 2 * (not layer) + 2
+        for got, want in zip(results[1], results[0], strict=True):
+            assert ((got - want).abs().max() / want.abs().max()).item() < 1e-12
     assert mamba._compiled_mamba2 is not None
-    for got, want in zip(results[1], results[0], strict=True):
-        assert ((got - want).abs().max() / want.abs().max()).item() < 1e-12
+
+
+def test_a_mamba2_layer_with_its_norm_and_skip_inside_the_block_equals_the_layer_around_it():
+    """`Mamba2Block(x, pre_norm=ln, residual=True)` (how the model runs each layer, so that the compiled
+    halves hold the norm and the skip) is x + block(ln(x)) exactly, output and gradients, in eager float64."""
+    torch.manual_seed(0)
+    m = Mamba2Block(16, d_state=4, expand=2, headdim=8, chunk=8).double()
+    ln = torch.nn.LayerNorm(16).double()
+    x = torch.randn(2, 13, 16, dtype=torch.float64, generator=_g(11))
+    outs, grads = [], []
+    for inside in (True, False):
+        xx = x.clone().requires_grad_(True)
+        y = m(xx, pre_norm=ln, residual=True) if inside else xx + m(ln(xx))
+        y.square().sum().backward()
+        outs.append(y.detach())
+        grads.append(xx.grad)
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=1e-14)
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-13)
 
 
 @pytest.mark.parametrize("block", ["mamba1", "mamba2"])
@@ -276,21 +304,27 @@ def test_the_fused_dt_bias_and_the_compiled_mamba2_block_equal_the_eager_block_o
     fused = ssd_triton(x, dt, a, B, C, dt_bias=bias)
     outside = ssd_triton(x, torch.nn.functional.softplus(dt + bias), a, B, C)
     assert ((fused - outside).norm() / outside.norm()).item() < 1e-4
+    for chunk in (16, 128):   # the config's chunk reaches the kernel; any chunk length is the same scan
+        other = ssd_triton(x, dt, a, B, C, chunk=chunk, dt_bias=bias)
+        assert ((other - fused).norm() / fused.norm()).item() < 1e-4, chunk
 
     eager = Mamba2Block(128, d_state=16, expand=2, headdim=16, chunk=64, conv="conv1d").cuda()
     compiled = Mamba2Block(128, d_state=16, expand=2, headdim=16, chunk=64, conv="conv1d", compile=True).cuda()
     compiled.load_state_dict(eager.state_dict())
     u = torch.randn(6, 100, 128, device="cuda", generator=g)
     w = torch.randn(6, 100, 128, device="cuda", generator=g)
-    results = []
-    for m in (eager, compiled):
-        uu = u.clone().requires_grad_(True)
-        y = m(uu)
-        (y * w).sum().backward()
-        results.append([y.detach(), uu.grad] + [q.grad for q in m.parameters()])
-    assert mamba._compiled_mamba2 is not None   # the compiled halves ran
-    for got, want in zip(results[1], results[0], strict=True):
-        assert ((got - want).norm() / want.norm()).item() < 1e-4
+    ln = torch.nn.LayerNorm(128).cuda()
+    for kw in ({}, {"pre_norm": ln, "residual": True}):   # the block; the residual layer with its norm inside
+        results = []
+        for m in (eager, compiled):
+            m.zero_grad()
+            uu = u.clone().requires_grad_(True)
+            y = m(uu, **kw)
+            (y * w).sum().backward()
+            results.append([y.detach(), uu.grad] + [q.grad for q in m.parameters()])
+        assert mamba._compiled_mamba2 is not None   # the compiled halves ran
+        for got, want in zip(results[1], results[0], strict=True):
+            assert ((got - want).norm() / want.norm()).item() < 1e-4
 
 
 # -- Perceiver fusion -------------------------------------------------------------------------------
@@ -317,6 +351,35 @@ def test_perceiver_shapes_and_masked_keys_change_nothing():
     bump = torch.randn(3, 10, 16, generator=g) * m1[..., None]
     r_lat, _ = fusion(lat, [s1 + bump, s2], [m1, m2])                 # a visible token does matter
     assert not torch.allclose(r_lat[:2], out_lat[:2], atol=1e-4)
+
+
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="Inductor's CPU backend needs a C++ compiler")
+def test_the_compiled_perceiver_fusion_equals_the_eager_one_in_float64():
+    """`compile: true` runs each fusion block through one torch.compile'd function (Inductor's C++ backend
+    here, its Triton kernels on CUDA): latents, streams and every gradient equal the eager block in float64,
+    with masked keys (a sample with none visible) and two blocks sharing the compiled function."""
+    import actors.trainer.models.neurofmx.perceiver as perceiver
+
+    torch.manual_seed(0)
+    blocks = [PerceiverFusion(16, n_heads=4, n_self=1, mlp_mult=2).double() for _ in range(2)]
+    g = _g(12)
+    lat = torch.randn(2, 5, 16, generator=g, dtype=torch.float64)
+    s1, s2 = torch.randn(2, 9, 16, generator=g, dtype=torch.float64), torch.randn(2, 4, 16, generator=g, dtype=torch.float64)
+    m1, m2 = torch.rand(2, 9, generator=g) > 0.3, torch.rand(2, 4, generator=g) > 0.3
+    m1[1], m2[1] = False, False
+    results = []
+    for compiled in (False, True):
+        leaves = [t.clone().requires_grad_(True) for t in (lat, s1, s2)]
+        for b in blocks:
+            b.zero_grad()
+        y, (o1, o2) = blocks[0](leaves[0], leaves[1:], [m1, m2], compiled=compiled)
+        y, (o1, o2) = blocks[1](y, [o1, o2], [m1, m2], compiled=compiled)
+        (y.sin().sum() + o1.square().sum() + o2.sum()).backward()
+        results.append([y.detach(), o1.detach(), o2.detach()] + [t.grad for t in leaves]
+                       + [p.grad.clone() for b in blocks for p in b.parameters()])
+    assert perceiver._compiled_fuse is not None
+    for got, want in zip(results[1], results[0], strict=True):
+        assert ((got - want).abs().max() / want.abs().max().clamp_min(1e-300)).item() < 1e-12
 
 
 # -- the model --------------------------------------------------------------------------------------

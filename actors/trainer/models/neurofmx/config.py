@@ -63,7 +63,7 @@ class NeuroFMXConfig(Strict):
     expand: int = Field(2, ge=1, le=16)
     d_conv: int = Field(4, ge=1, le=64)
     headdim: int = Field(16, ge=1, le=1024)              # mamba2
-    chunk: int = Field(16, ge=1, le=4096)                # mamba2 chunk length (pure-torch path)
+    chunk: int = Field(16, ge=1, le=4096)                # mamba2 chunk length (the torch scan and the Triton kernel)
     scan: Literal["auto", "sequential", "parallel", "cuda", "chunked", "triton"] = "auto"
     # a second Mamba per layer reads each stream backwards in time (BiMamba, as in Vim and Caduceus): a
     # hidden bin's rate then sees its future as well as its past (a causal scan sees only the past)
@@ -71,8 +71,9 @@ class NeuroFMXConfig(Strict):
     # the causal depthwise conv of each Mamba block: nn.Conv1d, shifted multiply-adds, or those compiled
     # (torch.compile; CUDA tensors only, the eager `shifts` elsewhere)
     conv: Literal["conv1d", "shifts", "compiled"] = "conv1d"
-    # each Mamba-2 block's projection epilogue, conv, SiLU, gate and RMSNorm through torch.compile (CUDA
-    # tensors only; the scan stays mamba_ssm's Triton kernel; eager with the same functions elsewhere)
+    # each layer's LayerNorm, Mamba-2 projection epilogue, conv, SiLU, gate, RMSNorm and skip, and each
+    # Perceiver fusion block, through torch.compile (CUDA tensors only; the scan stays mamba_ssm's Triton
+    # kernel; eager with the same functions elsewhere)
     compile: bool = False
     n_latents: int = Field(32, ge=1, le=65_536)
     n_heads: int = Field(4, ge=1, le=256)

@@ -223,7 +223,8 @@ class NeuroFMX(nn.Module):
                 xs = self._unstack(groups)
                 if not pre:
                     pre = dict(xs)
-                latents, outs = self.fusions[fusion](latents, [xs[n] for n in names], [keys[n] for n in names])
+                latents, outs = self.fusions[fusion](latents, [xs[n] for n in names], [keys[n] for n in names],
+                                                     compiled=cfg.compile and latents.is_cuda)
                 xs = dict(zip(names, outs))
                 if self.aligned is not None:
                     xs = self.aligned[fusion](xs, align)
@@ -264,6 +265,9 @@ class NeuroFMX(nn.Module):
 
     def _mix(self, layer: int, x: Tensor) -> Tensor:
         """One residual Mamba layer; bidirectional: plus a second Mamba over the time-reversed input."""
+        mixer = self.mixers[layer]
+        if self.mixers_rev is None and isinstance(mixer, Mamba2Block):
+            return mixer(x, pre_norm=self.norms[layer], residual=True)   # norm and skip inside its compiled halves
         h = self.norms[layer](x)
         y = self.mixers[layer](h)
         if self.mixers_rev is not None:

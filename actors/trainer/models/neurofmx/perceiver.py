@@ -12,6 +12,8 @@ the other modalities' tokens of the same instant directly (docs/neurofmx.md meas
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -71,7 +73,15 @@ class PerceiverFusion(nn.Module):
         self.cross_out = Attention(d_model, n_heads, null_key=False)
         self.mlp_out = MLP(d_model, mlp_mult, dropout)
 
-    def forward(self, latents: Tensor, streams: list[Tensor], key_masks: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+    def forward(self, latents: Tensor, streams: list[Tensor], key_masks: list[Tensor],
+                compiled: bool = False) -> tuple[Tensor, list[Tensor]]:
+        """`compiled`: through torch.compile (model.cfg.compile on CUDA; one graph that every fusion block
+        of a shape shares: the blocks are arguments of one compiled function)."""
+        if compiled:
+            return _compiled_fusion()(self, latents, streams, key_masks)
+        return self._fuse(latents, streams, key_masks)
+
+    def _fuse(self, latents: Tensor, streams: list[Tensor], key_masks: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         keys = torch.cat(streams, dim=1)
         mask = torch.cat(key_masks, dim=1)
         latents = latents + self.cross_in(latents, keys, mask)
@@ -84,6 +94,16 @@ class PerceiverFusion(nn.Module):
             s = s + self.cross_out(s, latents)
             out.append(s + self.mlp_out(s))
         return latents, out
+
+
+_compiled_fuse: Callable | None = None
+
+
+def _compiled_fusion() -> Callable:
+    global _compiled_fuse
+    if _compiled_fuse is None:
+        _compiled_fuse = torch.compile(PerceiverFusion._fuse, dynamic=False)
+    return _compiled_fuse
 
 
 class AlignedExchange(nn.Module):
