@@ -1,0 +1,27 @@
+"""jobs.bench.trainer on the CPU: its rows and the FLOPs behind each row's MFU."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+def test_a_variant_of_another_batch_gets_its_own_flops_and_mfu(tmp_path):
+    """The MLP's FLOPs per step are linear in the batch (matmuls only), so the batch-128 variant's count is
+    exactly twice the batch-64 one's (until 2026-12-05 every variant reused the first spec's count, which
+    understated MFU of a larger batch by the batch ratio); each row's MFU is its FLOPs / (step time x peak)."""
+    from jobs.bench import trainer as bench
+
+    out = tmp_path / "b"
+    assert bench.main(["--out", str(out), "--strategies", "ddp", "--world-sizes", "1", "--steps", "4", "--warmup", "1",
+                       "--samples", "512", "--set", "model.cfg.hidden=[64]", "model.cfg.d_in=32", "model.cfg.d_out=8",
+                       "--variant", "b64:batch_size=64", "--variant", "b128:batch_size=128"]) == 0
+    doc = json.loads((out / "trainer_bench.json").read_text())
+    rows = {r["variant"]: r for r in doc["rows"]}
+    assert set(rows) == {"b64", "b128"} and not any("error" in r for r in rows.values())
+    assert rows["b64"]["flops_per_step"] == pytest.approx(doc["flops_per_step"], rel=1e-12)
+    assert rows["b128"]["flops_per_step"] == pytest.approx(2 * rows["b64"]["flops_per_step"], rel=1e-12)
+    for r in rows.values():
+        assert r["batch_size"] in (64, 128)
+        assert r["mfu"] == pytest.approx(r["flops_per_step"] / r["time_step"] / doc["peak_flops_per_rank"], rel=1e-12)
+    assert "| b128 | ddp | 1 |" in (out / "trainer_bench.md").read_text()
