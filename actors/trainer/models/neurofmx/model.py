@@ -266,7 +266,8 @@ class NeuroFMX(nn.Module):
     def _mix(self, layer: int, x: Tensor) -> Tensor:
         """One residual Mamba layer; bidirectional: plus a second Mamba over the time-reversed input."""
         mixer = self.mixers[layer]
-        if self.mixers_rev is None and isinstance(mixer, Mamba2Block):
+        block = getattr(mixer, "_checkpoint_wrapped_module", mixer)   # activation checkpointing's wrapper
+        if self.mixers_rev is None and isinstance(block, Mamba2Block):
             return mixer(x, pre_norm=self.norms[layer], residual=True)   # norm and skip inside its compiled halves
         h = self.norms[layer](x)
         y = self.mixers[layer](h)
