@@ -228,13 +228,14 @@ def main(argv: list[str] | None = None) -> int:
     flops_of = {_flop_key(spec0): flops}
     for label, overrides in variants:
         spec_v = TrainSpec.model_validate(apply_overrides(spec0.model_dump(mode="json"), overrides))
-        if _flop_key(spec_v) not in flops_of:   # a variant of another batch or model size: its own count
-            flops_of[_flop_key(spec_v)] = count_flops(spec_v, data, device)[0]
+        key = _flop_key(spec_v)
+        if key not in flops_of:   # a variant of another batch or model size: its own count
+            flops_of[key] = count_flops(spec_v, data, device)[0]
         for world in [int(w) for w in args.world_sizes.split(",")]:
             # a variant that sets `strategy` is a row of that strategy only
             for strategy in [overrides["strategy"]] if "strategy" in overrides else args.strategies.split(","):
                 results.append(bench_row(spec_v.model_copy(update={"strategy": strategy}), label, world, data,
-                                         tmp, flops_of[_flop_key(spec_v)], peak1, args.warmup))
+                                         tmp, flops_of[key], peak1, args.warmup))
                 text = write_report(out, env, spec0, args, flops, flop_method, peak1, peak_method, results)
     if args.profile:
         text += f"\n## One step, torch.profiler (plain model, one global batch)\n\n```\n{profile_step(spec0, data, device, bf16)}\n```\n"
@@ -244,8 +245,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _flop_key(spec: Any) -> str:
-    """What a step's FLOPs depend on: the model and the global batch (not the strategy or the kernels)."""
-    return json.dumps([spec.model.model_dump(mode="json"), spec.batch_size], sort_keys=True)
+    """What a step's counted FLOPs depend on: the model and the global batch — not the strategy, nor
+    `model.cfg.compile` (count_flops runs the compiled parts eagerly: the same ops)."""
+    model = spec.model.model_dump(mode="json")
+    model["cfg"] = {k: v for k, v in (model.get("cfg") or {}).items() if k != "compile"}
+    return json.dumps([model, spec.batch_size], sort_keys=True)
 
 
 def bench_row(spec: Any, label: str, world: int, data: Path, tmp: Path, flops: float, peak1: float,

@@ -266,11 +266,10 @@ class NeuroFMX(nn.Module):
     def _mix(self, layer: int, x: Tensor) -> Tensor:
         """One residual Mamba layer; bidirectional: plus a second Mamba over the time-reversed input."""
         mixer = self.mixers[layer]
-        block = getattr(mixer, "_checkpoint_wrapped_module", mixer)   # activation checkpointing's wrapper
-        if self.mixers_rev is None and isinstance(block, Mamba2Block):
+        if self.cfg.mixer == "mamba2" and self.mixers_rev is None:
             return mixer(x, pre_norm=self.norms[layer], residual=True)   # norm and skip inside its compiled halves
         h = self.norms[layer](x)
-        y = self.mixers[layer](h)
+        y = mixer(h)
         if self.mixers_rev is not None:
             y = y + self.mixers_rev[layer](h.flip(1)).flip(1)
         return x + y
