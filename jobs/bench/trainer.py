@@ -246,9 +246,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _flop_key(spec: Any) -> str:
     """What a step's counted FLOPs depend on: the model and the global batch — not the strategy, nor
-    `model.cfg.compile` (count_flops runs the compiled parts eagerly: the same ops)."""
+    `model.cfg.compile` (count_flops runs the compiled parts eagerly: the same ops), nor
+    `model.cfg.pack_streams` (the same layers on the same tokens, in one call per layer)."""
     model = spec.model.model_dump(mode="json")
-    model["cfg"] = {k: v for k, v in (model.get("cfg") or {}).items() if k != "compile"}
+    model["cfg"] = {k: v for k, v in (model.get("cfg") or {}).items() if k not in ("compile", "pack_streams")}
     return json.dumps([model, spec.batch_size], sort_keys=True)
 
 
@@ -258,6 +259,11 @@ def bench_row(spec: Any, label: str, world: int, data: Path, tmp: Path, flops: f
     head = {"variant": label, "strategy": spec.strategy, "world_size": world}
     name = f"{label + '-' if label else ''}{spec.strategy}-{world}"
     t0 = time.perf_counter()
+    cuda = world == 1 and _cuda()
+    if cuda:   # peak memory of this row alone (one rank runs in this process)
+        import torch
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     try:
         rows = run_case(spec, data, tmp / name, world)
     except Exception as exc:   # noqa: BLE001 - a strategy that cannot run here is a row, not a crash
@@ -268,9 +274,17 @@ def bench_row(spec: Any, label: str, world: int, data: Path, tmp: Path, flops: f
     row = {**head, **med, "tokens_per_s": med["tokens"] / med["time_step"], "flops_per_step": flops,
            "batch_size": spec.batch_size, "achieved_flops": achieved,
            "mfu": achieved / (peak1 * world), "wall_s": time.perf_counter() - t0}
+    if cuda:
+        import torch
+        row["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
     print(f"{name}: {row['tokens_per_s']:.0f} tokens/s, step {1e3 * med['time_step']:.1f} ms, "
-          f"MFU {100 * row['mfu']:.1f}%", flush=True)
+          f"MFU {100 * row['mfu']:.1f}%" + (f", peak {row['peak_gib']:.1f} GiB" if cuda else ""), flush=True)
     return row
+
+
+def _cuda() -> bool:
+    import torch
+    return torch.cuda.is_available()
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
@@ -288,17 +302,18 @@ def write_report(out: Path, env: dict[str, Any], spec0: Any, args: argparse.Name
     """DIR/trainer_bench.md and .json with the rows so far (rewritten after each row: a run cut short keeps them)."""
     first = ["variant"] if args.variant else []
     header = first + ["strategy", "ranks", "tokens/s", "step ms", "data ms", "fwd ms", "bwd ms", "opt ms", "MFU",
-                      "last loss"]
+                      "last loss", "peak GiB"]
     lines = []
     for r in results:
         head = ([r["variant"]] if args.variant else []) + [r["strategy"], r["world_size"]]
         if "error" in r:
-            lines.append(head + ["error: " + r["error"]] + [""] * 7)
+            lines.append(head + ["error: " + r["error"]] + [""] * 8)
         else:
+            peak = f"{r['peak_gib']:.1f}" if "peak_gib" in r else ""   # CUDA, one rank
             lines.append(head + [f"{r['tokens_per_s']:.0f}", f"{1e3 * r['time_step']:.1f}",
                                  f"{1e3 * r['time_data']:.2f}", f"{1e3 * r['time_forward']:.1f}",
                                  f"{1e3 * r['time_backward']:.1f}", f"{1e3 * r['time_optimizer']:.1f}",
-                                 f"{100 * r['mfu']:.1f}%", f"{r['loss_last']:.4g}"])
+                                 f"{100 * r['mfu']:.1f}%", f"{r['loss_last']:.4g}", peak])
     doc = {"env": env, "spec": spec0.model_dump(mode="json"), "variants": args.variant, "flops_per_step": flops,
            "flop_method": flop_method, "peak_flops_per_rank": peak1, "peak_method": peak_method, "rows": results}
     (out / "trainer_bench.json").write_text(json.dumps(doc, indent=2) + "\n")
