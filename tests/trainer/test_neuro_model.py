@@ -214,56 +214,6 @@ def test_mamba_blocks_are_causal_and_equal_their_reference_scan(block, monkeypat
     assert torch.allclose(y2[:, :15], y[:, :15], atol=1e-13, rtol=0) and not torch.allclose(y2[:, 15:], y[:, 15:])
 
 
-def _segment_grads(m: Mamba2Block, ln: torch.nn.LayerNorm, x: torch.Tensor, w: torch.Tensor, segments, **kw):
-    """Output, input gradient and every parameter gradient of the residual layer on x, either packed (one
-    call with `segments`) or each segment alone (`segments` None: one call per piece, concatenated)."""
-    m.zero_grad()
-    ln.zero_grad()
-    xx = x.clone().requires_grad_(True)
-    if segments is None:
-        y = torch.cat([m(piece, pre_norm=ln, residual=True, **kw) for piece in xx.split(SEGMENTS, dim=1)], dim=1)
-    else:
-        y = m(xx, pre_norm=ln, residual=True, segments=segments, **kw)
-    (y * w).sum().backward()
-    return [y.detach(), xx.grad] + [p.grad.clone() for p in [*m.parameters(), *ln.parameters()]]
-
-
-SEGMENTS = (13, 5, 3, 9)   # packed streams: one shorter than the conv (3 < 4), one not a multiple of the chunk
-
-
-@pytest.mark.parametrize("conv", ["conv1d", "shifts"])
-def test_packed_sequences_mix_exactly_as_each_sequence_alone_in_float64(conv):
-    """`segments` (the model's `pack_streams`): the conv and the scan restart at every sequence's start, so
-    the packed call equals one call per sequence — output, input and parameter gradients, float64."""
-    torch.manual_seed(0)
-    m = Mamba2Block(16, d_state=4, expand=2, headdim=8, chunk=4, conv=conv).double()
-    ln = torch.nn.LayerNorm(16).double()
-    g = _g(21)
-    x, w = (torch.randn(2, sum(SEGMENTS), 16, dtype=torch.float64, generator=g) for _ in range(2))
-    packed, alone = _segment_grads(m, ln, x, w, SEGMENTS), _segment_grads(m, ln, x, w, None)
-    for got, want in zip(packed, alone, strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
-    # without the segments the later sequences read the earlier ones' state: the check can fail
-    run_on = m(x, pre_norm=ln, residual=True)
-    assert (run_on[:, 13:] - packed[0][:, 13:]).abs().max() > 1e-3
-    with pytest.raises(ValueError, match="do not add up"):
-        m(x, segments=(13, 5))
-
-
-@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="Inductor's CPU backend needs a C++ compiler")
-def test_packed_sequences_through_the_compiled_halves_equal_each_sequence_alone():
-    """The compiled halves (Inductor C++ on the CPU) with `segments`: the masked conv taps inside the graph."""
-    torch.manual_seed(0)
-    m = Mamba2Block(16, d_state=4, expand=2, headdim=8, chunk=4, compile=True).double()
-    ln = torch.nn.LayerNorm(16).double()
-    g = _g(22)
-    x, w = (torch.randn(2, sum(SEGMENTS), 16, dtype=torch.float64, generator=g) for _ in range(2))
-    packed = _segment_grads(m, ln, x, w, SEGMENTS, compiled=True)
-    alone = _segment_grads(m, ln, x, w, None, compiled=False)
-    for got, want in zip(packed, alone, strict=True):
-        assert ((got - want).abs().max() / want.abs().max()).item() < 1e-12
-
-
 def _conv_grads(conv: torch.nn.Conv1d, x: torch.Tensor, kind: str, w: torch.Tensor) -> list[torch.Tensor]:
     conv.zero_grad()
     xx = x.clone().requires_grad_(True)
@@ -376,32 +326,6 @@ def test_the_fused_dt_bias_and_the_compiled_mamba2_block_equal_the_eager_block_o
         assert mamba._compiled_mamba2 is not None   # the compiled halves ran
         for got, want in zip(results[1], results[0], strict=True):
             assert ((got - want).norm() / want.norm()).item() < 1e-4
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not HAVE_SSD_KERNEL, reason="mamba_ssm is not installed here")
-@pytest.mark.parametrize("compile", [False, True])
-def test_packed_sequences_through_the_triton_scan_equal_each_sequence_alone_on_the_gpu(compile):
-    """mamba_ssm's `seq_idx` (the scan restarting inside and across chunks) with the masked conv taps:
-    one packed call against one call per sequence, output and every gradient, fp32 on CUDA, norm-relative
-    1e-4; the 100M layout's lengths (100 spike tokens, 50 LFP, 50 EEG) and a ragged one."""
-    torch.manual_seed(0)
-    m = Mamba2Block(128, d_state=16, expand=2, headdim=16, chunk=64, conv="conv1d", compile=compile).cuda()
-    ln = torch.nn.LayerNorm(128).cuda()
-    g = torch.Generator(device="cuda").manual_seed(3)
-    for segments in ((100, 50, 50), (13, 5, 3, 9, 70)):
-        x, w = (torch.randn(4, sum(segments), 128, device="cuda", generator=g) for _ in range(2))
-        results = []
-        for packed in (True, False):
-            m.zero_grad()
-            ln.zero_grad()
-            xx = x.clone().requires_grad_(True)
-            y = (m(xx, pre_norm=ln, residual=True, segments=segments) if packed else
-                 torch.cat([m(p, pre_norm=ln, residual=True) for p in xx.split(segments, dim=1)], dim=1))
-            (y * w).sum().backward()
-            results.append([y.detach(), xx.grad] + [q.grad.clone() for q in [*m.parameters(), *ln.parameters()]])
-        for got, want in zip(*results, strict=True):
-            assert ((got - want).norm() / want.norm()).item() < 1e-4, segments
 
 
 # -- Perceiver fusion -------------------------------------------------------------------------------
@@ -568,38 +492,15 @@ def test_a_layer_batches_streams_exactly_and_reads_the_future_only_when_bidirect
     xs = {"spikes": torch.randn(2, 20, 16, generator=g), "lfp": torch.randn(2, 20, 16, generator=g),
           "eeg": torch.randn(2, 20, 16, generator=g), "events": torch.randn(2, 33, 16, generator=g)}
     groups = m._stack(xs)
-    assert [g.names for g in groups] == [["spikes", "lfp", "eeg"], ["events"]]
+    assert [names for names, _ in groups] == [["spikes", "lfp", "eeg"], ["events"]]
     with torch.no_grad():
-        together = m._unstack([g._replace(x=m._mix(1, g.x)) for g in groups])
+        together = m._unstack([(names, m._mix(1, x)) for names, x in groups])
         for n, x in xs.items():
             torch.testing.assert_close(together[n], m._mix(1, x), rtol=1e-5, atol=1e-6)
         later = xs["spikes"].clone()
         later[:, 12:] += torch.randn(2, 8, 16, generator=g)
         past = (m._mix(1, later)[:, :12] - together["spikes"][:, :12]).abs().max()
     assert (past > 1e-3) if bidirectional else (past == 0)
-
-
-@pytest.mark.parametrize("tokenizer", ["binned", "events"])
-def test_packed_streams_give_the_model_the_same_losses_and_gradients(tokenizer):
-    """`pack_streams` (every stream one sequence per sample, restarting at each stream) against the
-    per-length groups: the same loss terms and gradients in a stage-3 step (float32: the model casts its
-    inputs; the two differ only in the order of float32 sums)."""
-    sp = {"n_neurons": 6, "n_heldout": 2, "tokenizer": tokenizer, "max_events": 64}
-    results = []
-    for pack in (False, True):
-        m = _model(pack_streams=pack, spikes=sp, fusion_aligned=True)
-        out = m(_batch(B=3), 25)
-        out["loss"].backward()
-        results.append(({k: float(v.detach()) for k, v in out.items() if torch.is_tensor(v) and v.dim() == 0},
-                        [p.grad.clone() for p in m.parameters()]))
-    (loss0, grads0), (loss1, grads1) = results
-    xs = {"spikes": torch.zeros(3, 40, 16), "lfp": torch.zeros(3, 20, 16), "eeg": torch.zeros(3, 20, 16)}
-    assert [(g.names, g.x.shape, g.segments) for g in m._stack(xs)] == [(list(xs), (3, 80, 16), (40, 20, 20))]
-    assert loss0.keys() == loss1.keys()
-    for k in loss0:
-        assert loss1[k] == pytest.approx(loss0[k], rel=1e-5, abs=1e-7), k
-    assert max(float((g1 - g0).abs().max()) for g0, g1 in zip(grads0, grads1, strict=True)) < 1e-5
-    assert sum(float(g.abs().sum()) for g in grads0) > 1.0   # the gradients are not all zero
 
 
 def test_predict_hides_each_bin_from_its_own_rate():
@@ -713,9 +614,6 @@ def test_bad_config_and_batch_name_the_field():
     with pytest.raises(InputError) as e:
         build_model("neurofmx", {**CFG, "warp": 1})
     assert e.value.field == "model.cfg.warp"
-    with pytest.raises(InputError) as e:
-        build_model("neurofmx", {**CFG, "pack_streams": True, "bidirectional": True})
-    assert e.value.field == "model.cfg.pack_streams" and "mamba2" in str(e.value)
     m = _model()
     bad = _batch()
     bad["lfp"] = bad["lfp"][:, :90]

@@ -75,10 +75,6 @@ class NeuroFMXConfig(Strict):
     # Perceiver fusion block, through torch.compile (CUDA tensors only; the scan stays mamba_ssm's Triton
     # kernel; eager with the same functions elsewhere)
     compile: bool = False
-    # every stream packed along time into one sequence per sample, the conv and the scan restarting at each
-    # stream's first token (mamba_ssm's `seq_idx`): one Mamba call per layer instead of one per stream
-    # length, the same result (mamba2, causal only)
-    pack_streams: bool = False
     n_latents: int = Field(32, ge=1, le=65_536)
     n_heads: int = Field(4, ge=1, le=256)
     n_self: int = Field(1, ge=0, le=64)                  # latent self-attention layers per fusion block
@@ -116,10 +112,6 @@ class NeuroFMXConfig(Strict):
         if self.scan not in (mamba2_scans if self.mixer == "mamba2" else mamba1_scans):
             raise InputError("scan", f"{self.scan!r} is not a {self.mixer} scan",
                              ", ".join(mamba2_scans if self.mixer == "mamba2" else mamba1_scans))
-        if self.pack_streams and (self.mixer != "mamba2" or self.bidirectional):
-            raise InputError("pack_streams", "packs streams for the causal mamba2 mixer only "
-                             f"(mixer={self.mixer!r}, bidirectional={self.bidirectional})",
-                             "false, or mixer mamba2 with bidirectional false")
         if self.beta_end < self.beta_start:
             raise InputError("beta_end", f"{self.beta_end} is below beta_start={self.beta_start}", f">= {self.beta_start}")
         return self

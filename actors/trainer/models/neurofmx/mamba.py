@@ -28,7 +28,6 @@ exp is <= 1), `ssd_triton` mamba_ssm's `mamba_chunk_scan_combined` where it impo
 """
 from __future__ import annotations
 
-import functools
 import importlib
 import importlib.util
 import math
@@ -41,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["HAVE_MAMBA_KERNEL", "HAVE_SSD_KERNEL", "ConvKind", "Mamba2Block", "MambaBlock", "ScanKind",
-           "causal_conv_silu", "segment_index", "selective_scan",
+           "causal_conv_silu", "selective_scan",
            "selective_scan_cuda", "selective_scan_parallel", "selective_scan_ref", "selective_scan_sequential",
            "ssd", "ssd_chunked", "ssd_ref", "ssd_triton"]
 
@@ -158,44 +157,35 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
 
 # -- the causal depthwise convolution ------------------------------------------------------------
 
-def _conv_shifts(x: Tensor, weight: Tensor, bias: Tensor, pos: Tensor | None = None) -> Tensor:
-    """`pos` [L]: each position's index within its own sequence (packed sequences): a tap that would reach
-    back before the sequence's start reads zero, as the left padding of a sequence of its own does."""
+def _conv_shifts(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     K, L = weight.shape[-1], x.shape[1]
     xp = F.pad(x, (0, 0, K - 1, 0))
-
-    def tap(k: int) -> Tensor:   # w_k x_{t - (K - 1 - k)}
-        t = xp[:, k:k + L] * weight[:, k]
-        return t if pos is None or k == K - 1 else t * (pos >= K - 1 - k).to(x.dtype)[:, None]
-
-    y = bias + tap(0)
+    y = bias + xp[:, :L] * weight[:, 0]
     for k in range(1, K):
-        y = y + tap(k)
+        y = y + xp[:, k:k + L] * weight[:, k]
     return F.silu(y)
 
 
 _compiled_conv: Callable | None = None
 
 
-def causal_conv_silu_weights(x: Tensor, weight: Tensor, bias: Tensor, kind: ConvKind = "conv1d",
-                             pos: Tensor | None = None) -> Tensor:
+def causal_conv_silu_weights(x: Tensor, weight: Tensor, bias: Tensor, kind: ConvKind = "conv1d") -> Tensor:
     """SiLU(causal depthwise conv) of x [b, L, c] with a Conv1d's weight [c, 1, K] and bias [c]:
     y_t = SiLU(bias + sum_k w_k x_{t-K+1+k}). `conv1d`: PyTorch's depthwise kernel (channels-first: two
     transposes around it, ~25 % of a 100M step on the H200); `shifts`: the same sum as K shifted
     multiply-adds in the channels-last layout; `compiled`: `shifts` through torch.compile, which fuses it
-    (and its backward) into a few Triton kernels on the GPU (eager `shifts` on the CPU). `pos`: packed
-    sequences (see `_conv_shifts`; taken by the shifted forms only, so `conv1d` becomes `shifts`)."""
+    (and its backward) into a few Triton kernels on the GPU (eager `shifts` on the CPU)."""
     global _compiled_conv
-    if kind == "conv1d" and pos is None:
+    if kind == "conv1d":
         L = x.shape[1]
         return F.silu(F.conv1d(x.transpose(1, 2), weight, bias, padding=weight.shape[-1] - 1,
                                groups=weight.shape[0])[..., :L].transpose(1, 2))
     w, b = weight[:, 0].to(x.dtype), bias.to(x.dtype)
-    if kind != "compiled" or not x.is_cuda:
-        return _conv_shifts(x, w, b, pos)
+    if kind == "shifts" or not x.is_cuda:
+        return _conv_shifts(x, w, b)
     if _compiled_conv is None:
         _compiled_conv = torch.compile(_conv_shifts, dynamic=False)
-    return _compiled_conv(x, w, b, pos)
+    return _compiled_conv(x, w, b)
 
 
 def causal_conv_silu(x: Tensor, conv: nn.Conv1d, kind: ConvKind = "conv1d") -> Tensor:
@@ -298,61 +288,40 @@ def ssd_chunked(x: Tensor, dt: Tensor, a: Tensor, B: Tensor, C: Tensor, D: Tenso
 
 
 def ssd_triton(x: Tensor, dt: Tensor, a: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
-               chunk: int = 64, dt_bias: Tensor | None = None, seq_idx: Tensor | None = None) -> Tensor:
+               chunk: int = 64, dt_bias: Tensor | None = None) -> Tensor:
     """mamba_ssm's Triton SSD (`mamba_chunk_scan_combined`, one group); only where it imported. With
-    `dt_bias`, dt is the raw projection and the kernel takes softplus(dt + dt_bias) itself (in fp32).
-    `seq_idx` [b, L] int32: packed sequences, the state reset where the index changes."""
+    `dt_bias`, dt is the raw projection and the kernel takes softplus(dt + dt_bias) itself (in fp32)."""
     if _mamba_chunk_scan_combined is None:
         raise RuntimeError("mamba_ssm's Triton SSD kernels are not importable here (they need CUDA)")
     return _mamba_chunk_scan_combined(x, dt, a, B[:, :, None], C[:, :, None], chunk, D=D, dt_bias=dt_bias,
-                                      seq_idx=seq_idx, dt_softplus=dt_bias is not None)
-
-
-@functools.lru_cache(maxsize=64)
-def segment_index(segments: tuple[int, ...], device: torch.device, batch: int = 1) -> tuple[Tensor, Tensor]:
-    """(position of each step within its own sequence [L], the sequence's number [batch, L] int32) for
-    sequences of these lengths packed along time (cached: made once per layout and device, not per layer)."""
-    pos = torch.cat([torch.arange(n, device=device) for n in segments])
-    idx = torch.cat([torch.full((n,), i, dtype=torch.int32, device=device) for i, n in enumerate(segments)])
-    return pos, idx[None].repeat(batch, 1)
+                                      dt_softplus=dt_bias is not None)
 
 
 def ssd(x: Tensor, dt: Tensor, a: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None, kind: SSDKind = "auto",
-        chunk: int = 16, dt_bias: Tensor | None = None, segments: tuple[int, ...] | None = None) -> Tensor:
+        chunk: int = 16, dt_bias: Tensor | None = None) -> Tensor:
     """Dispatch: the Triton kernel for CUDA tensors where it imported, else the chunked torch scan (fp32).
-    With `dt_bias` the step is softplus(dt + dt_bias) (fused into the Triton kernel). `segments`: x holds
-    sequences of these lengths packed along time, each scanned from a zero state (one Triton call with
-    `seq_idx`; the torch scan runs each on its own)."""
-    if segments is not None and sum(segments) != x.shape[1]:
-        raise ValueError(f"segments {segments} do not add up to the sequence length {x.shape[1]}")
+    With `dt_bias` the step is softplus(dt + dt_bias) (fused into the Triton kernel)."""
     if kind == "auto":
         kind = "triton" if x.is_cuda and HAVE_SSD_KERNEL else "chunked"
     if kind == "triton":
-        seq_idx = None if segments is None else segment_index(segments, x.device, x.shape[0])[1]
-        return ssd_triton(x, dt, a, B, C, D, chunk=chunk, dt_bias=dt_bias, seq_idx=seq_idx)
+        return ssd_triton(x, dt, a, B, C, D, chunk=chunk, dt_bias=dt_bias)
     dtype = x.dtype if x.dtype == torch.float64 else torch.float32
     with torch.autocast(device_type=x.device.type, enabled=False):
         dt = dt.to(dtype) if dt_bias is None else F.softplus(dt.to(dtype) + dt_bias.to(dtype))
-        args = [t.to(dtype) for t in (x, dt, a, B, C)]
-        D = None if D is None else D.to(dtype)
-        if segments is None:
-            return ssd_chunked(*args, D, chunk=chunk)
-        parts = zip(*(t.split(segments, dim=1) for t in (args[0], args[1], args[3], args[4])), strict=True)
-        return torch.cat([ssd_chunked(xs, dts, args[2], Bs, Cs, D, chunk=chunk) for xs, dts, Bs, Cs in parts], dim=1)
+        return ssd_chunked(*(t.to(dtype) for t in (x, dt, a, B, C)), None if D is None else D.to(dtype), chunk=chunk)
 
 
 def _mamba2_in(x: Tensor, w_in: Tensor, b_in: Tensor, w_conv: Tensor, b_conv: Tensor, conv: ConvKind,
-               d_inner: int, d_state: int, n_heads: int, norm: tuple[Tensor, Tensor, float] | None = None,
-               pos: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+               d_inner: int, d_state: int, n_heads: int, norm: tuple[Tensor, Tensor, float] | None = None
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """A Mamba-2 block up to its scan: (x [b, L, d_inner], B, C, z, raw dt) — one function, so that
     torch.compile fuses the projection's epilogue, the causal conv and SiLU into a few kernels. `norm`
     (weight, bias, eps): the layer's pre-norm LayerNorm first, inside the same graph (eager LayerNorm
-    and its autocast casts were 12 % of the compiled 100M step's device time). `pos`: packed sequences'
-    positions (the conv does not reach across their boundaries)."""
+    and its autocast casts were 12 % of the compiled 100M step's device time)."""
     if norm is not None:
         x = F.layer_norm(x, (x.shape[-1],), norm[0], norm[1], norm[2])
     z, xbc, dt = torch.split(F.linear(x, w_in, b_in), [d_inner, d_inner + 2 * d_state, n_heads], -1)
-    xbc = causal_conv_silu_weights(xbc, w_conv, b_conv, conv, pos)
+    xbc = causal_conv_silu_weights(xbc, w_conv, b_conv, conv)
     xs, B, C = torch.split(xbc, [d_inner, d_state, d_state], dim=-1)
     return xs, B, C, z, dt
 
@@ -412,23 +381,17 @@ class Mamba2Block(nn.Module):
         return pre, post, ("shifts" if compiled else self.conv)   # inside a compiled graph the shifts fuse
 
     def forward(self, x: Tensor, scan: SSDKind | None = None, compiled: bool | None = None,
-                pre_norm: nn.LayerNorm | None = None, residual: bool = False,
-                segments: tuple[int, ...] | None = None) -> Tensor:
+                pre_norm: nn.LayerNorm | None = None, residual: bool = False) -> Tensor:
         """`compiled`: None = `compile` (the constructor's) on CUDA tensors; True / False force it (True on the CPU needs
         a C++ compiler for Inductor: the CPU test of the compiled halves). `pre_norm` and `residual`: a whole
-        residual layer, x + block(pre_norm(x)), with the norm and the skip inside the compiled halves.
-        `segments`: x holds sequences of these lengths packed along time; each is mixed as if alone (conv
-        and scan restart at its first step), so several short streams take one call instead of several."""
+        residual layer, x + block(pre_norm(x)), with the norm and the skip inside the compiled halves."""
         b, L, _ = x.shape
-        if segments is not None and sum(segments) != L:
-            raise ValueError(f"segments {tuple(segments)} do not add up to the sequence length {L}")
         pre, post, conv = self._parts(x, compiled)
         norm = None if pre_norm is None else (pre_norm.weight, pre_norm.bias, pre_norm.eps)
-        pos = None if segments is None else segment_index(tuple(segments), x.device)[0]
         xs, B, C, z, dt = pre(x, self.in_proj.weight, self.in_proj.bias, self.conv1d.weight, self.conv1d.bias, conv,
-                              self.d_inner, self.d_state, self.n_heads, norm, pos)
-        y = ssd(xs.reshape(b, L, self.n_heads, self.headdim), dt, -torch.exp(self.A_log if self.A_log.dtype == torch.float64 else self.A_log.float()), B, C, self.D,
-                kind=scan or self.scan, chunk=self.chunk, dt_bias=self.dt_bias,
-                segments=None if segments is None else tuple(segments))
+                              self.d_inner, self.d_state, self.n_heads, norm)
+        A_log = self.A_log if self.A_log.dtype == torch.float64 else self.A_log.float()   # a float64 block stays float64
+        y = ssd(xs.reshape(b, L, self.n_heads, self.headdim), dt, -torch.exp(A_log), B, C, self.D,
+                kind=scan or self.scan, chunk=self.chunk, dt_bias=self.dt_bias)
         return post(y.reshape(b, L, self.d_inner), z, self.norm.weight, self.norm.eps, self.out_proj.weight,
                     self.out_proj.bias, x if residual else None)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -79,13 +79,6 @@ class _Denoiser(nn.Module):
 
     def forward(self, h: Tensor, y_t: Tensor, t_emb: Tensor) -> Tensor:
         return self.net(torch.cat([h, y_t, t_emb], dim=-1))
-
-
-class Group(NamedTuple):
-    """Streams mixed by one call: concatenated along the batch (`segments` None) or packed along time."""
-    names: list[str]
-    x: Tensor
-    segments: tuple[int, ...] | None = None
 
 
 class NeuroFMX(nn.Module):
@@ -225,7 +218,7 @@ class NeuroFMX(nn.Module):
         fusion = 0
         groups = self._stack(xs)
         for layer in range(cfg.n_layers):
-            groups = [g._replace(x=self._mix(layer, g.x, g.segments)) for g in groups]
+            groups = [(group, self._mix(layer, x)) for group, x in groups]
             if (layer + 1) % cfg.fusion_every == 0 or layer == cfg.n_layers - 1:
                 xs = self._unstack(groups)
                 if not pre:
@@ -256,30 +249,25 @@ class NeuroFMX(nn.Module):
                 align[(tgt, src)] = (idx, inside & torch.gather(keys[src], 1, idx))
         return align
 
-    def _stack(self, xs: dict[str, Tensor]) -> list[Group]:
+    @staticmethod
+    def _stack(xs: dict[str, Tensor]) -> list[tuple[list[str], Tensor]]:
         """Streams of one length concatenated along the batch: the (shared) Mamba layers then run once
-        per length instead of once per modality (one kernel launch per op; the same result). With
-        `pack_streams`, every stream concatenated along time instead: one group, its segments' lengths."""
-        if self.cfg.pack_streams:
-            names = list(xs)
-            return [Group(names, torch.cat([xs[n] for n in names], dim=1), tuple(xs[n].shape[1] for n in names))]
+        per length instead of once per modality (one kernel launch per op; the same result)."""
         groups: dict[int, list[str]] = {}
         for n, x in xs.items():
             groups.setdefault(x.shape[1], []).append(n)
-        return [Group(names, torch.cat([xs[n] for n in names]) if len(names) > 1 else xs[names[0]])
+        return [(names, torch.cat([xs[n] for n in names]) if len(names) > 1 else xs[names[0]])
                 for names in groups.values()]
 
     @staticmethod
-    def _unstack(groups: list[Group]) -> dict[str, Tensor]:
-        return {n: part for g in groups
-                for n, part in zip(g.names, g.x.split(g.segments, dim=1) if g.segments else g.x.chunk(len(g.names)))}
+    def _unstack(groups: list[tuple[list[str], Tensor]]) -> dict[str, Tensor]:
+        return {n: part for names, x in groups for n, part in zip(names, x.chunk(len(names)))}
 
-    def _mix(self, layer: int, x: Tensor, segments: tuple[int, ...] | None = None) -> Tensor:
-        """One residual Mamba layer; bidirectional: plus a second Mamba over the time-reversed input.
-        `segments`: x packs streams of these lengths along time (`pack_streams`)."""
+    def _mix(self, layer: int, x: Tensor) -> Tensor:
+        """One residual Mamba layer; bidirectional: plus a second Mamba over the time-reversed input."""
         mixer = self.mixers[layer]
-        if self.cfg.mixer == "mamba2" and self.mixers_rev is None:   # norm and skip inside its compiled halves
-            return mixer(x, pre_norm=self.norms[layer], residual=True, segments=segments)
+        if self.cfg.mixer == "mamba2" and self.mixers_rev is None:
+            return mixer(x, pre_norm=self.norms[layer], residual=True)   # norm and skip inside its compiled halves
         h = self.norms[layer](x)
         y = mixer(h)
         if self.mixers_rev is not None:
