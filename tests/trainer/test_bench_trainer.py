@@ -25,3 +25,29 @@ def test_a_variant_of_another_batch_gets_its_own_flops_and_mfu(tmp_path):
         assert r["batch_size"] in (64, 128)
         assert r["mfu"] == pytest.approx(r["flops_per_step"] / r["time_step"] / doc["peak_flops_per_rank"], rel=1e-12)
     assert "| b128 | ddp | 1 |" in (out / "trainer_bench.md").read_text()
+
+
+def test_a_depthwise_conv_backward_costs_what_its_forward_does():
+    """The counter's convolution backward (`conv_backward_flops`): a depthwise Conv1d's forward + input and
+    weight gradients = 3 x 2 B L_out K C multiply-adds (torch's own formula counts the weight gradient as a
+    dense conv, C times too many); a dense conv is unchanged from torch's count."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from jobs.bench.trainer import conv_backward_flops
+
+    B, C, L, K = 2, 48, 30, 4
+
+    def count(groups: int, custom: bool) -> int:
+        x = torch.randn(B, C, L, requires_grad=True)
+        w = torch.randn(C, C // groups, K, requires_grad=True)
+        mapping = {torch.ops.aten.convolution_backward: conv_backward_flops} if custom else None
+        counter = FlopCounterMode(display=False, custom_mapping=mapping)
+        with counter:
+            torch.nn.functional.conv1d(x, w, padding=K - 1, groups=groups).sum().backward()
+        return counter.get_total_flops()
+
+    L_out = L + K - 1
+    assert count(C, True) == 3 * 2 * B * L_out * K * C
+    assert count(C, False) > 10 * count(C, True)          # what torch alone reports
+    assert count(1, True) == count(1, False) == 3 * 2 * B * L_out * K * C * C
