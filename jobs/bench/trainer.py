@@ -79,18 +79,32 @@ def model_and_batch(spec: Any, data: Path, device: str) -> tuple[Any, dict[str, 
 COUNT_BATCH = 128   # the largest batch whose FLOPs are counted directly (see count_flops)
 
 
-def count_flops(spec: Any, data: Path, device: str) -> tuple[float, str]:
+def count_flops(spec: Any, data: Path, device: str, memo: dict[str, tuple[float, str]] | None = None
+                ) -> tuple[float, str]:
     """(FLOPs of one forward + backward on one global batch, how they were counted). The count runs the
     model eagerly, which holds more activations than the compiled step it describes (at batch 384 the
     100M model's eager step does not fit in 80 GB): a larger batch is counted on its first COUNT_BATCH
     samples and scaled by the batch ratio (every op is per sample but the contrastive logits, B x B x
-    proj_dim: under 0.01 % of the step at the 100M size)."""
+    proj_dim: under 0.01 % of the step at the 100M size). `memo`: counts by `_flop_key` of the spec
+    counted, so variants that share it (another strategy, `compile`, or batches over COUNT_BATCH of one
+    model) are counted once."""
+    if spec.batch_size > COUNT_BATCH:
+        flops, how = count_flops(spec.model_copy(update={"batch_size": COUNT_BATCH}), data, device, memo)
+        return flops * spec.batch_size / COUNT_BATCH, f"{how} on {COUNT_BATCH} samples x {spec.batch_size / COUNT_BATCH:g}"
+    key = _flop_key(spec)
+    if memo is not None and key in memo:
+        return memo[key]
+    result = _count_flops(spec, data, device)
+    if memo is not None:
+        memo[key] = result
+    return result
+
+
+def _count_flops(spec: Any, data: Path, device: str) -> tuple[float, str]:
+    """count_flops of one batch, counted (no scaling, no memo)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    if spec.batch_size > COUNT_BATCH:
-        flops, how = count_flops(spec.model_copy(update={"batch_size": COUNT_BATCH}), data, device)
-        return flops * spec.batch_size / COUNT_BATCH, f"{how} on {COUNT_BATCH} samples x {spec.batch_size / COUNT_BATCH:g}"
     model, batch = model_and_batch(spec, data, device)
     counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flops})
     # torch.compile'd parts run eagerly here: the same arithmetic, counted op by op
@@ -239,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     threads = int(os.environ.get("OMP_NUM_THREADS", "1") or 1)
     torch.set_num_threads(threads)
     bf16 = resolve_precision(spec0, torch.device(device))
-    flops, flop_method = count_flops(spec0, data, device)
+    flops_of: dict[str, tuple[float, str]] = {}
+    flops, flop_method = count_flops(spec0, data, device, flops_of)
     peak1, peak_method = peak_flops(device, bf16, threads)
 
     variants = [parse_variant(v) for v in args.variant] or [("", {})]
@@ -248,17 +263,14 @@ def main(argv: list[str] | None = None) -> int:
            "cpus": os.cpu_count(), "gpu": gpu_name(), "threads_per_rank": threads, "device": device, "bf16": bf16,
            "versions": module_versions(["torch", "ray", "deepspeed", "numpy"]),
            "command": "python -m jobs.bench.trainer " + " ".join(argv if argv is not None else sys.argv[1:])}
-    flops_of = {_flop_key(spec0): flops}
     for label, overrides in variants:
         spec_v = TrainSpec.model_validate(apply_overrides(spec0.model_dump(mode="json"), overrides))
-        key = _flop_key(spec_v)
-        if key not in flops_of:   # a variant of another batch or model size: its own count
-            flops_of[key] = count_flops(spec_v, data, device)[0]
+        flops_v = count_flops(spec_v, data, device, flops_of)[0]   # another batch or model: its own count
         for world in [int(w) for w in args.world_sizes.split(",")]:
             # a variant that sets `strategy` is a row of that strategy only
             for strategy in [overrides["strategy"]] if "strategy" in overrides else args.strategies.split(","):
                 results.append(bench_row(spec_v.model_copy(update={"strategy": strategy}), label, world, data,
-                                         tmp, flops_of[key], peak1, args.warmup))
+                                         tmp, flops_v, peak1, args.warmup, device))
                 text = write_report(out, env, spec0, args, flops, flop_method, peak1, peak_method, results)
     if args.profile:
         text += f"\n## One step, torch.profiler (plain model, one global batch)\n\n```\n{profile_step(spec0, data, device, bf16)}\n```\n"
@@ -276,14 +288,15 @@ def _flop_key(spec: Any) -> str:
 
 
 def bench_row(spec: Any, label: str, world: int, data: Path, tmp: Path, flops: float, peak1: float,
-              warmup: int) -> dict[str, Any]:
+              warmup: int, device: str = "cpu") -> dict[str, Any]:
     """One (variant, strategy, ranks) row: its medians, tokens/s and MFU, or the error that stopped it."""
+    import torch
+
     head = {"variant": label, "strategy": spec.strategy, "world_size": world}
     name = f"{label + '-' if label else ''}{spec.strategy}-{world}"
     t0 = time.perf_counter()
-    cuda = world == 1 and _cuda()
+    cuda = world == 1 and device == "cuda"
     if cuda:   # peak memory of this row alone (one rank runs in this process)
-        import torch
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     try:
@@ -297,16 +310,10 @@ def bench_row(spec: Any, label: str, world: int, data: Path, tmp: Path, flops: f
            "batch_size": spec.batch_size, "achieved_flops": achieved,
            "mfu": achieved / (peak1 * world), "wall_s": time.perf_counter() - t0}
     if cuda:
-        import torch
         row["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
     print(f"{name}: {row['tokens_per_s']:.0f} tokens/s, step {1e3 * med['time_step']:.1f} ms, "
           f"MFU {100 * row['mfu']:.1f}%" + (f", peak {row['peak_gib']:.1f} GiB" if cuda else ""), flush=True)
     return row
-
-
-def _cuda() -> bool:
-    import torch
-    return torch.cuda.is_available()
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
